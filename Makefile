@@ -1,0 +1,30 @@
+# sfa-ops — the two commands. Both install what they need (Debian packages, the locked Python env).
+SHELL := /bin/bash
+PY := .venv/bin/python
+PACKAGES := protocol policies adapters sdk actors drivers benchmarks
+
+.PHONY: run test setup lint typecheck unit bench clean
+
+setup: .venv/.installed
+
+.venv/.installed: pyproject.toml uv.lock scripts/install-system.sh scripts/install-python.sh
+	bash scripts/install-system.sh
+	bash scripts/install-python.sh
+	touch $@
+
+run: setup
+	$(PY) -m drivers.run
+
+lint: setup
+	.venv/bin/ruff check .
+	.venv/bin/mypy
+
+# pytest exits 5 when nothing was collected; that is a failure here, as any non-zero exit.
+test: setup lint
+	$(PY) -m pytest -q -p no:cacheprovider
+
+bench: setup
+	for b in rpc breaker; do $(PY) -m benchmarks.$$b || exit 1; done
+
+clean:
+	rm -rf var .venv .mypy_cache .ruff_cache

@@ -1,0 +1,49 @@
+"""Session-wide real services: one mosquitto, one Redis, one PostgreSQL and one local Ray per test
+session, each started by the project's own code on a free loopback port and stopped at the end."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.processes import ChildService, start_mosquitto, start_postgres, start_redis
+
+
+@pytest.fixture(scope="session")
+def mosquitto() -> Iterator[ChildService]:
+    """A real mosquitto broker shared by the session (tests use unique topics)."""
+    svc = start_mosquitto()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def broker_url(mosquitto: ChildService) -> str:
+    return mosquitto.url
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[ChildService]:
+    svc = start_redis()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[ChildService]:
+    svc = start_postgres()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray for the whole test session (ray.init costs seconds)."""
+    import ray
+
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    ray.shutdown()
