@@ -1,0 +1,21 @@
+"""Wire models, topics and error codes of sfa-ops (no I/O)."""
+
+from protocol.base import MAX_DEPTH, MAX_PAYLOAD_BYTES, Timestamp, WireModel, loads, parse_model, rfc3339
+from protocol.errors import ERROR_SPECS, ErrorCode, counts_against_service, spec_for, tier_of
+from protocol.exceptions import ProtocolError
+
+__all__ = [
+    "ERROR_SPECS",
+    "MAX_DEPTH",
+    "MAX_PAYLOAD_BYTES",
+    "ErrorCode",
+    "ProtocolError",
+    "Timestamp",
+    "WireModel",
+    "counts_against_service",
+    "loads",
+    "parse_model",
+    "rfc3339",
+    "spec_for",
+    "tier_of",
+]

@@ -1,0 +1,120 @@
+"""Security, audit, alert, incident and enforcement messages."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from protocol.base import Timestamp, WireModel
+from protocol.system import Severity
+
+_ID = 256
+
+
+class AuthEvent(WireModel):
+    """``security/auth/{event}`` from the auth service."""
+
+    user_id: str | None = Field(default=None, max_length=_ID)
+    ip_address: str | None = Field(default=None, max_length=64)
+    success: bool
+    timestamp: Timestamp
+    method: str | None = None
+    user_agent: str | None = Field(default=None, max_length=512)
+    reason: str | None = None
+
+
+class AuthzEvent(WireModel):
+    """``security/authz/{event}`` from services."""
+
+    user_id: str = Field(max_length=_ID)
+    service: str = Field(max_length=63)
+    method: str = Field(max_length=128)
+    allowed: bool
+    timestamp: Timestamp
+    roles: list[str] = Field(default_factory=list)
+    ip_address: str | None = Field(default=None, max_length=64)
+
+
+class ServiceSecurityEvent(WireModel):
+    """``service/{Service}/security``: what a service itself reports."""
+
+    event_type: str = Field(max_length=128)
+    severity: Severity = "warning"
+    timestamp: Timestamp
+    user_id: str | None = Field(default=None, max_length=_ID)
+    ip_address: str | None = Field(default=None, max_length=64)
+    description: str | None = None
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class DataAccessEvent(WireModel):
+    """``audit/{Service}/data-access``."""
+
+    user_id: str = Field(max_length=_ID)
+    collection: str = Field(max_length=128)
+    operation: str = Field(max_length=32)
+    record_ids: list[str] | None = None
+    record_count: int | None = Field(default=None, ge=0)
+    timestamp: Timestamp
+    roles: list[str] = Field(default_factory=list)
+
+    @property
+    def records(self) -> int:
+        if self.record_count is not None:
+            return self.record_count
+        return len(self.record_ids or ())
+
+
+class AlertMessage(WireModel):
+    """An alert as the ``mqtt`` receiver publishes it on ``system/{cluster}/alerts``."""
+
+    type: Literal["alert"] = "alert"
+    cluster_id: str
+    status: Literal["firing", "resolved"]
+    receiver: str | None = None
+    group_key: str | None = None
+    labels: dict[str, str]
+    annotations: dict[str, str] = Field(default_factory=dict)
+    starts_at: Timestamp
+    ends_at: Timestamp | None = None
+    fingerprint: str | None = None
+    runbook: list[dict[str, Any]] | None = None
+
+
+class IncidentMessage(WireModel):
+    """``system/{cluster}/incidents``: created/updated/escalated/resolved."""
+
+    type: Literal["incident"] = "incident"
+    event: Literal["created", "updated", "escalated", "resolved"]
+    cluster_id: str
+    incident_id: str
+    incident_type: str
+    severity: Severity
+    title: str
+    description: str = ""
+    source: str = ""
+    status: Literal["open", "investigating", "contained", "escalated", "resolved"]
+    automated_response: list[str] = Field(default_factory=list)
+    timestamp: Timestamp
+
+
+class EnforcementAction(WireModel):
+    """``system/{cluster}/security/actions``: an action or its undo."""
+
+    action: str = Field(max_length=64)
+    target: str = Field(max_length=_ID)
+    until: Timestamp | None = None
+    incident_id: str | None = None
+    action_id: str | None = None
+    undo: bool = False
+    params: dict[str, Any] = Field(default_factory=dict)
+    timestamp: Timestamp | None = None
+
+
+class ActiveActions(WireModel):
+    """Retained on ``system/{cluster}/security/actions/active``: the current set, for late joiners."""
+
+    type: Literal["active_actions"] = "active_actions"
+    actions: list[EnforcementAction]
+    timestamp: Timestamp

@@ -1,0 +1,167 @@
+"""Messages sfa-ops publishes on ``system/{cluster}/…``: tier 2 and tier 3 notifications,
+circuit-breaker events and retained state, the health summary, presence."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from protocol.base import Timestamp, WireModel
+
+Severity = Literal["info", "warning", "error", "critical", "emergency"]
+ServiceStatus = Literal["healthy", "degraded", "down", "unknown"]
+BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled", "metrics_only"]
+Impact = Literal["low", "medium", "high", "critical"]
+InfraComponent = Literal["mqtt_broker", "emqx_cluster", "postgresql_cluster", "redis", "kubernetes_cluster"]
+
+
+class UnavailableDetails(WireModel):
+    running_pods: int | None = None
+    total_pods: int | None = None
+    last_successful_response: Timestamp | None = None
+    error_rate: float | None = None
+    failure_reason: str | None = None
+
+
+class ServiceUnavailable(WireModel):
+    """Tier 2: the seed's "System Error Topic Message Format"."""
+
+    type: Literal["service_unavailable"] = "service_unavailable"
+    cluster_id: str
+    service: str
+    reason: str
+    details: UnavailableDetails = Field(default_factory=UnavailableDetails)
+    estimated_recovery: str | None = None
+    affected_operations: list[str] = Field(default_factory=list)
+    impact: Impact = "high"
+    timestamp: Timestamp
+    correlation_id: str
+
+
+class ServiceDegraded(WireModel):
+    type: Literal["service_degraded"] = "service_degraded"
+    cluster_id: str
+    service: str
+    reason: str
+    reasons: list[str] = Field(default_factory=list)
+    details: dict[str, Any] = Field(default_factory=dict)
+    estimated_recovery: str | None = None
+    impact: Impact = "medium"
+    timestamp: Timestamp
+    correlation_id: str
+
+
+class ServiceRecovered(WireModel):
+    type: Literal["service_recovered"] = "service_recovered"
+    cluster_id: str
+    service: str
+    previous_status: str | None = None
+    downtime_seconds: float | None = None
+    timestamp: Timestamp
+    correlation_id: str
+
+
+class CascadingFailurePrevented(WireModel):
+    type: Literal["cascading_failure_prevented"] = "cascading_failure_prevented"
+    cluster_id: str
+    origin_service: str
+    affected_services: list[str]
+    action: Literal["circuits_opened_preemptively"] = "circuits_opened_preemptively"
+    held_back: list[str] = Field(default_factory=list)
+    timestamp: Timestamp
+    correlation_id: str
+
+
+class InfrastructureError(WireModel):
+    """Tier 3: the seed's "System-Wide Infrastructure Error Format" (broadcast only)."""
+
+    type: Literal["infrastructure_error"] = "infrastructure_error"
+    cluster_id: str
+    component: str
+    severity: Severity
+    message: str
+    impact: str
+    details: dict[str, Any] = Field(default_factory=dict)
+    affected_topics: list[str] | None = None
+    affected_services: list[str] | None = None
+    recommendations: list[str] = Field(default_factory=list)
+    timestamp: Timestamp
+    correlation_id: str
+    estimated_resolution: str | None = None
+    escalation_required: bool = False
+
+
+class InfrastructureRecovered(WireModel):
+    type: Literal["infrastructure_recovered"] = "infrastructure_recovered"
+    cluster_id: str
+    component: str
+    message: str = ""
+    downtime_seconds: float | None = None
+    timestamp: Timestamp
+    correlation_id: str
+
+
+class BreakerStateChange(WireModel):
+    """Published on ``system/{cluster}/circuit-breaker`` for every transition."""
+
+    type: Literal["circuit_breaker_state_change"] = "circuit_breaker_state_change"
+    cluster_id: str | None = None
+    service: str
+    topic: str
+    from_state: BreakerStateName = Field(alias="from")
+    to_state: BreakerStateName = Field(alias="to")
+    reason: str
+    failure_rate: float | None = None
+    slow_call_rate: float | None = None
+    retry_after: float | None = None
+    timestamp: Timestamp
+
+
+class BreakerState(WireModel):
+    """Retained on ``system/{cluster}/circuit-breaker/{Service}``: the current state."""
+
+    type: Literal["circuit_breaker_state"] = "circuit_breaker_state"
+    service: str
+    state: BreakerStateName
+    since: Timestamp
+    reason: str | None = None
+    retry_after: float | None = None
+    open_until: Timestamp | None = None
+    timestamp: Timestamp
+
+
+class ServiceHealthEntry(WireModel):
+    status: ServiceStatus
+    breaker: BreakerStateName
+    error_rate: float = 0.0
+    p95_ms: float | None = Field(default=None, alias="p95Ms")
+    calls_per_second: float = 0.0
+
+
+class ObservedCounters(WireModel):
+    calls: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    malformed: int = 0
+    dropped: int = 0
+
+
+class SystemHealth(WireModel):
+    """Retained on ``system/{cluster}/health``."""
+
+    type: Literal["system_health"] = "system_health"
+    cluster_id: str
+    status: ServiceStatus
+    timestamp: Timestamp
+    services: dict[str, ServiceHealthEntry] = Field(default_factory=dict)
+    infrastructure: dict[str, Any] = Field(default_factory=dict)
+    observed: ObservedCounters = Field(default_factory=ObservedCounters)
+
+
+class Presence(WireModel):
+    """``system/{cluster}/presence/{Service}/{instance}``, retained; offline is also the Last Will."""
+
+    status: Literal["online", "offline"]
+    timestamp: Timestamp | None = None
+    functions: list[str] | None = None
