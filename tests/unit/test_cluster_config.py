@@ -1,0 +1,32 @@
+"""cluster.yaml is a real Ray cluster-launcher config: Ray's own validation accepts it."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from ray.autoscaler._private.util import prepare_config, validate_config
+
+CLUSTER_YAML = Path(__file__).resolve().parents[2] / "cluster.yaml"
+
+
+def _load() -> dict:
+    return yaml.safe_load(CLUSTER_YAML.read_text())
+
+
+def test_cluster_yaml_passes_ray_validation() -> None:
+    """prepare_config + validate_config (the checks `ray up` runs) accept cluster.yaml."""
+    config = prepare_config(_load())
+    validate_config(config)
+    assert config["head_node_type"] in config["available_node_types"]
+    assert any("uv sync --frozen" in c for c in config["setup_commands"])
+
+
+def test_validation_is_not_vacuous() -> None:
+    """The same validation rejects a broken copy (a head type that does not exist)."""
+    broken = copy.deepcopy(_load())
+    broken["head_node_type"] = "nope"
+    with pytest.raises(ValueError, match="head_node_type"):
+        validate_config(prepare_config(broken))
