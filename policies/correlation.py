@@ -1,0 +1,263 @@
+"""Call↔response correlation: the observer's per-message work, done in-process.
+
+An observer feeds every call and response it sees into a :class:`Correlator` and, once per tick,
+drains per-service :class:`ServiceDelta` batches for the service monitors. Nothing here reads the
+clock or does I/O; ``now`` (epoch seconds) is passed in and answers to send come back as data.
+
+- A call is pending under ``(reply topic, id)`` until its response arrives or its call timeout
+  passes (then it counts as :data:`policies.windows.UNANSWERED`).
+- The pending table is bounded (``pending_cap``); a call beyond it is counted in
+  ``pending_overflow`` and not tracked, never silently.
+- A call to B made while a call to A with the same correlationId is pending teaches A → B.
+- While a service's breaker is open, a new call is refused at once with -32503 "Circuit Breaker
+  Open" (``Answer``); in half-open only the permitted number of trial calls pass.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.windows import UNANSWERED
+
+
+@dataclass(slots=True)
+class Pending:
+    service: str
+    method: str
+    started: float
+    deadline: float
+    call_id: Any
+    reply_to: str
+    correlation_id: str | None
+    user_id: str | None
+    trial: bool = False
+    done: bool = False
+
+
+@dataclass(slots=True)
+class ServiceDelta:
+    """What one service saw during one tick; shipped to its monitor and merged there."""
+
+    service: str
+    calls: int = 0
+    responses: int = 0
+    fast_failed: int = 0
+    outcomes: list[tuple[float, int | None]] = field(default_factory=list)
+    """(duration seconds, error code or None) per finished call, in finish order."""
+    trial_outcomes: int = 0
+    methods: dict[str, int] = field(default_factory=dict)
+    max_inflight: int = 0
+    inflight: int = 0
+    last_success: float | None = None
+
+    @property
+    def timeouts(self) -> int:
+        return sum(1 for _, c in self.outcomes if c == UNANSWERED)
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """A -32503 answer to publish on ``reply_to`` on the service's behalf."""
+
+    kind: str  # "circuit_open" | "unavailable"
+    service: str
+    reply_to: str
+    call_id: Any
+    correlation_id: str | None
+    retry_after_s: float
+
+
+@dataclass(slots=True)
+class BreakerView:
+    """The observer's copy of a breaker, refreshed each tick from the monitor."""
+
+    state: str = "closed"
+    open_until: float = 0.0
+    trial_permits: int = 0
+
+
+@dataclass(slots=True)
+class Counters:
+    calls: int = 0
+    responses: int = 0
+    timeouts: int = 0
+    unmatched_responses: int = 0
+    pending_overflow: int = 0
+    fast_failed: int = 0
+
+
+class Correlator:
+    """Bounded pending table, per-service deltas, learned dependencies, fast-fail decisions."""
+
+    def __init__(self, *, call_timeout_s: float, per_service_timeout_s: dict[str, float] | None = None,
+                 pending_cap: int = 100_000) -> None:
+        self.call_timeout_s = call_timeout_s
+        self.per_service_timeout_s = dict(per_service_timeout_s or {})
+        self.pending_cap = pending_cap
+        self.pending: dict[tuple[str, Any], Pending] = {}
+        # One FIFO per distinct timeout: deadlines in each are non-decreasing, so expiry is O(1).
+        self._expiry: dict[float, deque[Pending]] = {}
+        self._by_correlation: dict[str, list[Pending]] = {}
+        self._inflight: dict[str, int] = {}
+        self.deltas: dict[str, ServiceDelta] = {}
+        self.edges: dict[tuple[str, str], int] = {}
+        self.breakers: dict[str, BreakerView] = {}
+        self.counters = Counters()
+
+    # -- inputs -------------------------------------------------------------------------------
+
+    def _delta(self, service: str) -> ServiceDelta:
+        d = self.deltas.get(service)
+        if d is None:
+            d = self.deltas[service] = ServiceDelta(service)
+        return d
+
+    def on_call(self, service: str, call: dict[str, Any], reply_to: str | None, correlation_id: str | None,
+                now: float) -> Answer | None:
+        """Record a call seen on ``service/{service}``; returns a fast-fail answer when refused."""
+        self.counters.calls += 1
+        d = self._delta(service)
+        d.calls += 1
+        method = call.get("method")
+        method = method if isinstance(method, str) else "?"
+        d.methods[method] = d.methods.get(method, 0) + 1
+        call_id = call.get("id")
+        trial = False
+        view = self.breakers.get(service)
+        if view is not None and view.state != "closed":
+            refused, trial = self._gate(view, now)
+            if refused:
+                self.counters.fast_failed += 1
+                d.fast_failed += 1
+                if reply_to is None:
+                    return None
+                return Answer("circuit_open", service, reply_to, call_id, correlation_id,
+                              max(1.0, view.open_until - now))
+        if reply_to is None:
+            return None
+        if correlation_id:
+            for other in self._by_correlation.get(correlation_id, ()):
+                if not other.done and other.service != service:
+                    edge = (other.service, service)
+                    self.edges[edge] = self.edges.get(edge, 0) + 1
+        if len(self.pending) >= self.pending_cap:
+            self.counters.pending_overflow += 1
+            return None
+        timeout = self.per_service_timeout_s.get(service, self.call_timeout_s)
+        user = call.get("userContext")
+        user_id = user.get("userId") if isinstance(user, dict) else None
+        p = Pending(service, method, now, now + timeout, call_id, reply_to, correlation_id,
+                    user_id if isinstance(user_id, str) else None, trial)
+        key = (reply_to, call_id)
+        old = self.pending.get(key)
+        if old is not None:  # a duplicate id: the older call can no longer be matched
+            self._finish(old, now, UNANSWERED)
+        self.pending[key] = p
+        q = self._expiry.get(timeout)
+        if q is None:
+            q = self._expiry[timeout] = deque()
+        q.append(p)
+        if correlation_id:
+            self._by_correlation.setdefault(correlation_id, []).append(p)
+        n = self._inflight.get(service, 0) + 1
+        self._inflight[service] = n
+        if n > d.max_inflight:
+            d.max_inflight = n
+        return None
+
+    def _gate(self, view: BreakerView, now: float) -> tuple[bool, bool]:
+        """(refused, trial) for a call while the breaker is not closed."""
+        state = view.state
+        if state in ("disabled", "metrics_only"):
+            return False, False
+        if state == "forced_open":
+            return True, False
+        if state == "open" and now < view.open_until:
+            return True, False
+        # open past its timeout, or half-open: let the permitted trial calls through.
+        if view.trial_permits > 0:
+            view.trial_permits -= 1
+            return False, True
+        return True, False
+
+    def on_response(self, reply_topic: str, response: dict[str, Any], now: float) -> Pending | None:
+        """Match a response to its pending call; returns the call, or ``None`` when unknown."""
+        p = self.pending.pop((reply_topic, response.get("id")), None)
+        if p is None:
+            self.counters.unmatched_responses += 1
+            return None
+        self.counters.responses += 1
+        err = response.get("error")
+        code: int | None = None
+        if err is not None:
+            raw = err.get("code") if isinstance(err, dict) else None
+            code = raw if isinstance(raw, int) and not isinstance(raw, bool) else -32603
+        d = self._delta(p.service)
+        d.responses += 1
+        if code is None:
+            d.last_success = now
+        self._finish(p, now, code, popped=True)
+        return p
+
+    def _finish(self, p: Pending, now: float, code: int | None, *, popped: bool = False) -> None:
+        if p.done:
+            return
+        p.done = True
+        if not popped:
+            self.pending.pop((p.reply_to, p.call_id), None)
+        d = self._delta(p.service)
+        d.outcomes.append((now - p.started, code))
+        if p.trial:
+            d.trial_outcomes += 1
+        self._inflight[p.service] = self._inflight.get(p.service, 1) - 1
+        if p.correlation_id:
+            group = self._by_correlation.get(p.correlation_id)
+            if group is not None:
+                group[:] = [x for x in group if not x.done]
+                if not group:
+                    del self._by_correlation[p.correlation_id]
+
+    def expire(self, now: float) -> int:
+        """Time out every call past its deadline; returns how many."""
+        n = 0
+        for q in self._expiry.values():
+            while q and (q[0].done or q[0].deadline <= now):
+                p = q.popleft()
+                if not p.done:
+                    self._finish(p, now, UNANSWERED)
+                    n += 1
+        self.counters.timeouts += n
+        return n
+
+    def take_pending(self, service: str) -> list[Pending]:
+        """Remove and return every pending call of ``service`` (to answer them -32503)."""
+        taken = [p for p in self.pending.values() if p.service == service and not p.done]
+        for p in taken:
+            p.done = True
+            del self.pending[(p.reply_to, p.call_id)]
+            self._inflight[service] = self._inflight.get(service, 1) - 1
+        return taken
+
+    def set_breaker(self, service: str, state: str, open_until: float, trial_permits: int) -> None:
+        view = self.breakers.get(service)
+        if view is None:
+            view = self.breakers[service] = BreakerView()
+        if view.state != state or view.open_until != open_until:
+            view.trial_permits = trial_permits
+        view.state = state
+        view.open_until = open_until
+
+    # -- outputs ------------------------------------------------------------------------------
+
+    def drain(self) -> tuple[dict[str, ServiceDelta], dict[tuple[str, str], int]]:
+        """Per-service deltas and learned edges since the last drain (then reset)."""
+        deltas, edges = self.deltas, self.edges
+        for name, d in deltas.items():
+            d.inflight = self._inflight.get(name, 0)
+        self.deltas, self.edges = {}, {}
+        for name, n in self._inflight.items():
+            if n:
+                self._delta(name).max_inflight = n
+        return deltas, edges

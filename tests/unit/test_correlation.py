@@ -1,0 +1,107 @@
+"""The observer's correlation core: matching, timeouts, caps, dependencies, fast-fail."""
+
+from __future__ import annotations
+
+from policies.correlation import Correlator
+from policies.windows import UNANSWERED
+
+
+def call(i: object, method: str = "m", user: str | None = None) -> dict:
+    doc: dict = {"jsonrpc": "2.0", "id": i, "method": method}
+    if user:
+        doc["userContext"] = {"userId": user}
+    return doc
+
+
+def test_call_and_response_are_matched_by_reply_topic_and_id() -> None:
+    """A response on the call's reply topic with its id finishes it, with latency and code."""
+    c = Correlator(call_timeout_s=30)
+    c.on_call("A", call(1), "session/s/response", None, now=10.0)
+    c.on_call("A", call(2), "session/s/response", None, now=10.0)
+    assert c.on_response("session/other/response", {"id": 1, "result": 1}, now=10.1) is None
+    p = c.on_response("session/s/response", {"id": 1, "result": 1}, now=10.25)
+    assert p is not None and p.service == "A"
+    c.on_response("session/s/response", {"id": 2, "error": {"code": -32001}}, now=10.5)
+    deltas, _ = c.drain()
+    d = deltas["A"]
+    assert d.calls == 2 and d.responses == 2
+    assert [(round(t, 3), code) for t, code in d.outcomes] == [(0.25, None), (0.5, -32001)]
+    assert c.counters.unmatched_responses == 1 and not c.pending
+
+
+def test_unanswered_calls_time_out_per_service() -> None:
+    """A call with no answer within its service's timeout becomes UNANSWERED, in order."""
+    c = Correlator(call_timeout_s=30, per_service_timeout_s={"Fast": 1.0})
+    c.on_call("Fast", call(1), "r", None, now=0.0)
+    c.on_call("Slow", call(2), "r", None, now=0.0)
+    assert c.expire(0.99) == 0
+    assert c.expire(1.0) == 1
+    assert c.expire(29.0) == 0
+    assert c.expire(30.0) == 1
+    deltas, _ = c.drain()
+    assert deltas["Fast"].outcomes == [(1.0, UNANSWERED)]
+    assert deltas["Slow"].timeouts == 1
+    assert c.counters.timeouts == 2
+
+
+def test_pending_cap_counts_overflow() -> None:
+    """Beyond the cap a call is counted as overflow and not tracked, never silently lost."""
+    c = Correlator(call_timeout_s=30, pending_cap=3)
+    for i in range(5):
+        c.on_call("A", call(i), "r", None, now=0.0)
+    assert len(c.pending) == 3 and c.counters.pending_overflow == 2
+
+
+def test_calls_without_reply_topic_are_counted_not_tracked() -> None:
+    """A call nobody can be answered on is counted but not pending."""
+    c = Correlator(call_timeout_s=30)
+    c.on_call("A", call(1), None, None, now=0.0)
+    assert not c.pending and c.drain()[0]["A"].calls == 1
+
+
+def test_dependencies_learned_from_correlation_id() -> None:
+    """A call to B while A's call with the same correlationId is pending teaches A -> B."""
+    c = Correlator(call_timeout_s=30)
+    c.on_call("OrderManagement", call(1), "r1", "corr-1", now=0.0)
+    c.on_call("UserManagement", call(2), "r2", "corr-1", now=0.1)
+    c.on_call("Inventory", call(3), "r3", "corr-2", now=0.1)
+    c.on_response("r2", {"id": 2, "result": {}}, now=0.15)
+    c.on_response("r1", {"id": 1, "result": {}}, now=0.2)
+    c.on_call("Payments", call(4), "r4", "corr-1", now=0.3)  # both finished: no edge
+    _, edges = c.drain()
+    assert edges == {("OrderManagement", "UserManagement"): 1}
+
+
+def test_open_breaker_refuses_and_half_open_lets_trials_through() -> None:
+    """Open: every call answered -32503 with retryAfter; past open_until only the permits pass."""
+    c = Correlator(call_timeout_s=30)
+    c.set_breaker("A", "open", open_until=100.0, trial_permits=2)
+    ans = c.on_call("A", call(1), "r", "c1", now=50.0)
+    assert ans is not None and ans.kind == "circuit_open" and ans.retry_after_s == 50.0
+    assert c.on_call("A", call(2), "r", None, now=100.0) is None
+    assert c.on_call("A", call(3), "r", None, now=100.0) is None
+    assert c.on_call("A", call(4), "r", None, now=100.0) is not None
+    assert sum(p.trial for p in c.pending.values()) == 2
+    c.set_breaker("A", "closed", 0.0, 0)
+    assert c.on_call("A", call(5), "r", None, now=101.0) is None
+    assert c.counters.fast_failed == 2
+
+
+def test_take_pending_answers_unavailable_service() -> None:
+    """All pending calls of one service are handed over (to be answered -32503), others stay."""
+    c = Correlator(call_timeout_s=30)
+    for i in range(3):
+        c.on_call("A", call(i), "r", None, now=0.0)
+    c.on_call("B", call(9), "r", None, now=0.0)
+    taken = c.take_pending("A")
+    assert sorted(p.call_id for p in taken) == [0, 1, 2]
+    assert list(c.pending) == [("r", 9)]
+    assert c.expire(100.0) == 1  # only B's call is left to time out
+
+
+def test_malformed_error_code_counts_as_internal() -> None:
+    """An error object without an integer code counts as -32603 (a server fault)."""
+    c = Correlator(call_timeout_s=30)
+    c.on_call("A", call(1), "r", None, now=0.0)
+    c.on_response("r", {"id": 1, "error": {"code": "x"}}, now=1.0)
+    assert c.drain()[0]["A"].outcomes == [(1.0, -32603)]
