@@ -1,0 +1,462 @@
+"""Sliding windows of call outcomes behind one interface (resilience4j ``Metrics`` style).
+
+Two windows share the interface :class:`Window`:
+
+- :class:`CountWindow` — the last ``size`` calls, a ring buffer;
+- :class:`TimeWindow` — the calls of the last ``length_s`` seconds, in buckets of ``granularity_s``
+  each, with running totals that subtract a bucket when it falls out (evicted lazily on the next
+  record or snapshot, so a record is amortised O(1)).
+
+``record(now, duration_s, code)`` adds one outcome and returns a :class:`Snapshot` of counts;
+``snapshot(now)`` returns the same without recording. Both are O(1). Outcome counts per error code
+and latency quantiles cost O(distinct codes + histogram buckets) to copy, so they live in a
+separate :class:`WindowMetrics` (``metrics(now)``) taken once per tick by the monitor, not on
+every call; the breaker's hot path uses ``add()`` and reads the running totals, allocating nothing.
+
+Outcome codes: ``None`` is a success; a JSON-RPC error code is a failure when
+``protocol.errors.counts_against_service`` says so; :data:`UNANSWERED` marks a call that got no
+answer within its call timeout (a failure, like -32007, but kept distinct so health can compute a
+response rate).
+
+Latency quantiles come from :class:`LatencySketch`, a DDSketch-like log-bucketed histogram with
+relative accuracy ``alpha`` (1 % by default): buckets can be added and subtracted, which is what
+lets a time bucket leave the window.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Final, Protocol
+
+from protocol.errors import counts_against_service
+
+UNANSWERED: Final[int] = -39999
+"""Outcome code of a call with no answer within its timeout. Outside every code range the wire
+uses (JSON-RPC reserves -32768..-32000; services use that range), so no real answer collides."""
+
+DEFAULT_ALPHA: Final[float] = 0.01
+MIN_LATENCY_S: Final[float] = 1e-6
+"""Durations at or below this (1 µs) go to the zero bucket and are reported as 0."""
+
+
+def is_failure(code: int | None) -> bool:
+    """Whether an outcome counts against the service (timeouts and unanswered calls included)."""
+    return code == UNANSWERED or counts_against_service(code)
+
+
+class Gate(Enum):
+    """The minimum-calls gate: may rates be judged yet?"""
+
+    BELOW_MINIMUM_CALLS = "below_minimum_calls"
+    ENOUGH_CALLS = "enough_calls"
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """Counts in the window at one moment. Rates are percentages (50.0 means 50 %)."""
+
+    calls: int
+    failures: int
+    slow_calls: int
+    total_duration_s: float
+
+    @property
+    def failure_rate(self) -> float:
+        return self.failures * 100.0 / self.calls if self.calls else 0.0
+
+    @property
+    def slow_call_rate(self) -> float:
+        return self.slow_calls * 100.0 / self.calls if self.calls else 0.0
+
+    @property
+    def mean_duration_s(self) -> float:
+        return self.total_duration_s / self.calls if self.calls else 0.0
+
+    def gate(self, minimum_calls: int) -> Gate:
+        """Whether enough calls were seen for the rates to mean anything."""
+        return Gate.ENOUGH_CALLS if self.calls >= minimum_calls else Gate.BELOW_MINIMUM_CALLS
+
+
+class LatencySketch:
+    """Log-bucketed latency histogram (DDSketch-like): any quantile within ``alpha`` relative error.
+
+    A value ``x`` goes to bucket ``ceil(log(x) / log(gamma))`` with ``gamma = (1+alpha)/(1-alpha)``;
+    the bucket's representative ``2·gamma^k/(gamma+1)`` is within ``alpha`` of every value in it.
+    Sketches merge (add) and subtract bucket by bucket.
+    """
+
+    __slots__ = ("_log_gamma", "_rep_factor", "alpha", "count", "counts", "gamma", "zero_count")
+
+    def __init__(self, *, alpha: float = DEFAULT_ALPHA) -> None:
+        if not 0 < alpha < 1:
+            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
+        self.alpha = alpha
+        self.gamma = (1 + alpha) / (1 - alpha)
+        self._log_gamma = math.log(self.gamma)
+        self._rep_factor = 2.0 / (self.gamma + 1.0)
+        self.counts: dict[int, int] = {}
+        self.zero_count = 0
+        self.count = 0
+
+    def key(self, value: float) -> int | None:
+        """The bucket of a value; ``None`` for the zero bucket."""
+        if value <= MIN_LATENCY_S:
+            return None
+        return math.ceil(math.log(value) / self._log_gamma)
+
+    def add_key(self, key: int | None, n: int = 1) -> None:
+        if key is None:
+            self.zero_count += n
+        else:
+            self.counts[key] = self.counts.get(key, 0) + n
+        self.count += n
+
+    def remove_key(self, key: int | None, n: int = 1) -> None:
+        if key is None:
+            self.zero_count -= n
+        else:
+            left = self.counts[key] - n
+            if left:
+                self.counts[key] = left
+            else:
+                del self.counts[key]
+        self.count -= n
+
+    def add(self, value: float) -> None:
+        self.add_key(self.key(value))
+
+    def merge(self, other: LatencySketch) -> None:
+        """Add another sketch's counts (same ``alpha``)."""
+        self._check_compatible(other)
+        for k, n in other.counts.items():
+            self.counts[k] = self.counts.get(k, 0) + n
+        self.zero_count += other.zero_count
+        self.count += other.count
+
+    def subtract(self, other: LatencySketch) -> None:
+        """Remove another sketch's counts; ``other`` must have been merged in before."""
+        self._check_compatible(other)
+        for k, n in other.counts.items():
+            self.remove_key(k, n)
+        self.zero_count -= other.zero_count
+        self.count -= other.zero_count
+
+    def copy(self) -> LatencySketch:
+        out = LatencySketch(alpha=self.alpha)
+        out.counts = dict(self.counts)
+        out.zero_count = self.zero_count
+        out.count = self.count
+        return out
+
+    def value_of(self, key: int) -> float:
+        return self._rep_factor * self.gamma**key
+
+    def quantile(self, q: float) -> float | None:
+        """The ``q``-quantile (0..1) of the values added: the value at rank ``floor(q·(n-1))``
+        of the sorted values, within ``alpha``; ``None`` when empty."""
+        if not 0 <= q <= 1:
+            raise ValueError(f"quantile must be in [0, 1], got {q}")
+        if self.count == 0:
+            return None
+        rank = math.floor(q * (self.count - 1))
+        seen = self.zero_count
+        if seen > rank:
+            return 0.0
+        for k in sorted(self.counts):
+            seen += self.counts[k]
+            if seen > rank:
+                return self.value_of(k)
+        return self.value_of(max(self.counts))  # unreachable while counts are consistent
+
+    def _check_compatible(self, other: LatencySketch) -> None:
+        if other.alpha != self.alpha:
+            raise ValueError(f"cannot combine sketches of alpha {self.alpha} and {other.alpha}")
+
+
+@dataclass(frozen=True, slots=True)
+class WindowMetrics:
+    """Everything a window knows, copied: counts, outcomes per error code, latency quantiles."""
+
+    snapshot: Snapshot
+    outcomes: Mapping[int, int]
+    """Calls per error code (successes are ``snapshot.calls - sum(outcomes)``; see UNANSWERED)."""
+    latency: LatencySketch
+
+    @property
+    def successes(self) -> int:
+        return self.snapshot.calls - sum(self.outcomes.values())
+
+    @property
+    def unanswered(self) -> int:
+        return self.outcomes.get(UNANSWERED, 0)
+
+    def quantile(self, q: float) -> float | None:
+        return self.latency.quantile(q)
+
+    @property
+    def p50(self) -> float | None:
+        return self.latency.quantile(0.50)
+
+    @property
+    def p95(self) -> float | None:
+        return self.latency.quantile(0.95)
+
+    @property
+    def p99(self) -> float | None:
+        return self.latency.quantile(0.99)
+
+
+class Window(Protocol):
+    """What the breaker and the monitor need from a window."""
+
+    calls: int
+    failures: int
+    slow_calls: int
+    total_duration_s: float
+
+    def add(self, now: float, duration_s: float, code: int | None) -> None: ...
+
+    def record(self, now: float, duration_s: float, code: int | None) -> Snapshot: ...
+
+    def snapshot(self, now: float) -> Snapshot: ...
+
+    def metrics(self, now: float) -> WindowMetrics: ...
+
+
+class _Totals:
+    """Running totals shared by both windows; subclasses add and evict."""
+
+    __slots__ = (
+        "_failure_of",
+        "calls",
+        "failures",
+        "outcomes",
+        "sketch",
+        "slow_call_s",
+        "slow_calls",
+        "total_duration_s",
+    )
+
+    def __init__(self, *, slow_call_s: float, alpha: float) -> None:
+        self.slow_call_s = slow_call_s
+        self.calls = 0
+        self.failures = 0
+        self.slow_calls = 0
+        self.total_duration_s = 0.0
+        self.outcomes: dict[int, int] = {}
+        self.sketch = LatencySketch(alpha=alpha)
+        # Per-code failure flags, memoised: the code set is tiny and the lookup is on the hot path.
+        self._failure_of: dict[int | None, bool] = {None: False}
+
+    def _failure(self, code: int | None) -> bool:
+        f = self._failure_of.get(code)
+        if f is None:
+            f = self._failure_of[code] = is_failure(code)
+        return f
+
+    def add(self, now: float, duration_s: float, code: int | None) -> None:
+        raise NotImplementedError
+
+    def record(self, now: float, duration_s: float, code: int | None) -> Snapshot:
+        """Add one outcome and return the counts after it."""
+        self.add(now, duration_s, code)
+        return Snapshot(self.calls, self.failures, self.slow_calls, self.total_duration_s)
+
+    def record_many(self, now: float, outcomes: Iterable[tuple[float, int | None]]) -> Snapshot:
+        for duration_s, code in outcomes:
+            self.add(now, duration_s, code)
+        return Snapshot(self.calls, self.failures, self.slow_calls, self.total_duration_s)
+
+    def _counts(self) -> Snapshot:
+        return Snapshot(self.calls, self.failures, self.slow_calls, self.total_duration_s)
+
+    def _metrics(self) -> WindowMetrics:
+        return WindowMetrics(
+            snapshot=self._counts(), outcomes=dict(self.outcomes), latency=self.sketch.copy()
+        )
+
+
+class CountWindow(_Totals):
+    """The last ``size`` calls (ring buffer). ``now`` is accepted for the common interface."""
+
+    __slots__ = ("_codes", "_durations", "_keys", "_next", "size")
+
+    def __init__(self, *, size: int, slow_call_s: float, alpha: float = DEFAULT_ALPHA) -> None:
+        if size < 1:
+            raise ValueError(f"a count window needs at least one slot, got {size}")
+        super().__init__(slow_call_s=slow_call_s, alpha=alpha)
+        self.size = size
+        self._durations: list[float] = []
+        self._codes: list[int | None] = []
+        self._keys: list[int | None] = []
+        self._next = 0
+
+    def add(self, now: float, duration_s: float, code: int | None) -> None:
+        """Record one outcome without building a snapshot (the hot path)."""
+        key = self.sketch.key(duration_s)
+        if len(self._durations) < self.size:
+            self._durations.append(duration_s)
+            self._codes.append(code)
+            self._keys.append(key)
+        else:
+            i = self._next
+            self._evict(self._durations[i], self._codes[i], self._keys[i])
+            self._durations[i] = duration_s
+            self._codes[i] = code
+            self._keys[i] = key
+            self._next = (i + 1) % self.size
+        self.calls += 1
+        self.total_duration_s += duration_s
+        if duration_s >= self.slow_call_s:
+            self.slow_calls += 1
+        if code is not None:
+            self.outcomes[code] = self.outcomes.get(code, 0) + 1
+            if self._failure(code):
+                self.failures += 1
+        self.sketch.add_key(key)
+
+    def _evict(self, duration_s: float, code: int | None, key: int | None) -> None:
+        self.calls -= 1
+        self.total_duration_s -= duration_s
+        if duration_s >= self.slow_call_s:
+            self.slow_calls -= 1
+        if code is not None:
+            left = self.outcomes[code] - 1
+            if left:
+                self.outcomes[code] = left
+            else:
+                del self.outcomes[code]
+            if self._failure(code):
+                self.failures -= 1
+        self.sketch.remove_key(key)
+
+    def snapshot(self, now: float) -> Snapshot:
+        return self._counts()
+
+    def metrics(self, now: float) -> WindowMetrics:
+        return self._metrics()
+
+
+class _Bucket:
+    """One time slice of a :class:`TimeWindow`; reset in place when reused (no reallocation)."""
+
+    __slots__ = ("calls", "epoch", "failures", "keys", "outcomes", "slow_calls", "total_duration_s")
+
+    def __init__(self) -> None:
+        self.epoch = -1
+        self.calls = 0
+        self.failures = 0
+        self.slow_calls = 0
+        self.total_duration_s = 0.0
+        self.outcomes: dict[int, int] = {}
+        self.keys: dict[int | None, int] = {}
+
+
+class TimeWindow(_Totals):
+    """The calls of the last ``length_s`` seconds, in ``granularity_s`` buckets.
+
+    A call at ``now`` lands in bucket ``floor(now / granularity_s)``; a bucket leaves when the
+    window has moved ``length_s`` past it. A ``now`` earlier than the newest bucket (a clock step
+    back, or a late batch) is counted in the newest bucket rather than dropped.
+    """
+
+    __slots__ = ("_buckets", "_head", "granularity_s", "length_s")
+
+    def __init__(
+        self,
+        *,
+        length_s: float,
+        slow_call_s: float,
+        granularity_s: float = 1.0,
+        alpha: float = DEFAULT_ALPHA,
+    ) -> None:
+        if granularity_s <= 0 or length_s < granularity_s:
+            raise ValueError(f"need 0 < granularity ({granularity_s}) <= length ({length_s})")
+        super().__init__(slow_call_s=slow_call_s, alpha=alpha)
+        self.length_s = length_s
+        self.granularity_s = granularity_s
+        self._buckets = [_Bucket() for _ in range(math.ceil(length_s / granularity_s))]
+        self._head: _Bucket | None = None
+
+    def _advance(self, now: float) -> _Bucket:
+        epoch = int(now // self.granularity_s)
+        head = self._head
+        if head is not None and epoch <= head.epoch:
+            return head
+        n = len(self._buckets)
+        start = epoch - n + 1 if head is None else max(head.epoch + 1, epoch - n + 1)
+        # Each bucket between the old head and the new one is evicted once (at most all n of them
+        # after a long quiet spell): amortised O(1) per record.
+        for e in range(start, epoch + 1):
+            b = self._buckets[e % n]
+            if b.epoch >= 0 and b.calls:
+                self._evict(b)
+            b.epoch = e
+        self._head = self._buckets[epoch % n]
+        return self._head
+
+    def _evict(self, b: _Bucket) -> None:
+        self.calls -= b.calls
+        self.failures -= b.failures
+        self.slow_calls -= b.slow_calls
+        self.total_duration_s -= b.total_duration_s
+        for code, c in b.outcomes.items():
+            left = self.outcomes[code] - c
+            if left:
+                self.outcomes[code] = left
+            else:
+                del self.outcomes[code]
+        for key, c in b.keys.items():
+            self.sketch.remove_key(key, c)
+        b.calls = b.failures = b.slow_calls = 0
+        b.total_duration_s = 0.0
+        b.outcomes.clear()
+        b.keys.clear()
+        if not self.calls:
+            self.total_duration_s = 0.0  # drop float drift once the window is empty
+
+    def add(self, now: float, duration_s: float, code: int | None) -> None:
+        """Record one outcome without building a snapshot (the hot path)."""
+        b = self._advance(now)
+        key = self.sketch.key(duration_s)
+        b.calls += 1
+        self.calls += 1
+        b.total_duration_s += duration_s
+        self.total_duration_s += duration_s
+        if duration_s >= self.slow_call_s:
+            b.slow_calls += 1
+            self.slow_calls += 1
+        if code is not None:
+            b.outcomes[code] = b.outcomes.get(code, 0) + 1
+            self.outcomes[code] = self.outcomes.get(code, 0) + 1
+            if self._failure(code):
+                b.failures += 1
+                self.failures += 1
+        b.keys[key] = b.keys.get(key, 0) + 1
+        self.sketch.add_key(key)
+
+    def snapshot(self, now: float) -> Snapshot:
+        self._advance(now)
+        return self._counts()
+
+    def metrics(self, now: float) -> WindowMetrics:
+        self._advance(now)
+        return self._metrics()
+
+
+__all__ = [
+    "DEFAULT_ALPHA",
+    "MIN_LATENCY_S",
+    "UNANSWERED",
+    "CountWindow",
+    "Gate",
+    "LatencySketch",
+    "Snapshot",
+    "TimeWindow",
+    "Window",
+    "WindowMetrics",
+    "is_failure",
+]
