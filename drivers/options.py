@@ -1,0 +1,148 @@
+"""Options for the drivers, from the command line, ``SFA_OPS_<OPTION>`` env vars and a YAML file.
+
+Precedence: command line > environment > ``--config`` file > defaults. Every option is declared
+once (:class:`Option`); a bad value stops the driver with exit status 2 and a message naming the
+option, where it came from, and how to fix it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NoReturn
+
+import yaml
+
+from policies.config import parse_duration
+
+ENV_PREFIX = "SFA_OPS_"
+
+
+class OptionError(ValueError):
+    """A bad option value; the message names the option and the fix."""
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str  # dashed, as on the command line: "cluster-id"
+    help: str
+    default: Any = None
+    convert: Callable[[str], Any] = str
+    repeatable: bool = False
+    metavar: str | None = None
+    flag: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.name.replace("-", "_")
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.key.upper()
+
+
+def positive_int(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise ValueError("must be a positive integer")
+    return n
+
+
+def seconds(value: str) -> float:
+    return parse_duration(value)
+
+
+def _to_bool(value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    s = str(value).strip().lower()
+    if s in ("1", "true", "yes", "on"):
+        return True
+    if s in ("0", "false", "no", "off", ""):
+        return False
+    raise ValueError("must be true or false")
+
+
+def build_parser(prog: str, description: str, options: Sequence[Option], epilog: str = "") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description=description,
+        epilog=epilog + f"\nEvery option can also be set as an environment variable {ENV_PREFIX}<OPTION> "
+        "(e.g. SFA_OPS_CLUSTER_ID) or as a key in the --config YAML file (e.g. cluster_id: prod).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML file with option values (keys as below, '-' or '_')")
+    for opt in options:
+        default_txt = "" if opt.default in (None, [], False) else f" (default: {opt.default})"
+        if opt.flag:
+            parser.add_argument(f"--{opt.name}", dest=opt.key, action="store_true", default=None,
+                                help=opt.help + default_txt)
+        else:
+            parser.add_argument(f"--{opt.name}", dest=opt.key, metavar=opt.metavar,
+                                action="append" if opt.repeatable else "store", default=None,
+                                help=opt.help + default_txt + (" (repeatable)" if opt.repeatable else ""))
+    return parser
+
+
+def _convert(opt: Option, raw: Any, source: str) -> Any:
+    try:
+        if opt.flag:
+            return _to_bool(raw)
+        if opt.repeatable:
+            items = raw if isinstance(raw, list) else [s for s in str(raw).split(",") if s]
+            return [opt.convert(str(v)) for v in items]
+        if raw is None:
+            return None
+        return opt.convert(raw if isinstance(raw, str) else str(raw))
+    except (ValueError, TypeError) as exc:
+        raise OptionError(f"--{opt.name} (from {source}) = {raw!r}: {exc}; see --help for what it takes") from exc
+
+
+def resolve(
+    options: Sequence[Option], argv: Sequence[str] | None, *, prog: str, description: str, epilog: str = "",
+    env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Parse ``argv`` and merge env and ``--config``; raises ``OptionError`` on a bad value."""
+    parser = build_parser(prog, description, options, epilog)
+    args = parser.parse_args(argv)
+    env = os.environ if env is None else env
+    file_values: dict[str, Any] = {}
+    config_path = args.config or env.get(ENV_PREFIX + "CONFIG")
+    if config_path:
+        path = Path(config_path)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except OSError as exc:
+            raise OptionError(f"--config {path}: cannot read ({exc.strerror}); give an existing YAML file") from exc
+        except yaml.YAMLError as exc:
+            raise OptionError(f"--config {path}: not valid YAML ({exc})") from exc
+        if not isinstance(loaded, dict):
+            raise OptionError(f"--config {path}: the top level must be a mapping of option: value")
+        known = {o.key for o in options}
+        for k, v in loaded.items():
+            key = str(k).replace("-", "_")
+            if key not in known:
+                raise OptionError(
+                    f"--config {path}: unknown option {k!r}; known: {', '.join(sorted(known))}")
+            file_values[key] = v
+    out: dict[str, Any] = {}
+    for opt in options:
+        cli = getattr(args, opt.key)
+        if cli is not None:
+            out[opt.key] = _convert(opt, cli, "command line")
+        elif opt.env in env:
+            out[opt.key] = _convert(opt, env[opt.env], f"environment {opt.env}")
+        elif opt.key in file_values:
+            out[opt.key] = _convert(opt, file_values[opt.key], f"config file {config_path}")
+        else:
+            out[opt.key] = list(opt.default) if isinstance(opt.default, list) else opt.default
+    return out
+
+
+def fail(prog: str, message: str) -> NoReturn:
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    raise SystemExit(2)
