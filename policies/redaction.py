@@ -1,0 +1,397 @@
+"""The audit-log sanitizer: what may be written about a call, a result or a query.
+
+``sanitize(value, policy)`` turns any JSON-like value into one that is safe to store and to print:
+
+- keys naming secrets (``password``, ``apiKey``, ``Set-Cookie``, ``client_secret``, card fields, …;
+  matched case-insensitively after dropping ``-``, ``_``, spaces and dots, so ``api_key``,
+  ``API-Key`` and ``apiKey`` are one key) have their whole value replaced by ``[REDACTED]``;
+- keys naming personal data (``email``, ``phone``, …) have every scalar under them masked
+  (``j***@example.com``, ``***4567``);
+- text anywhere (values and keys) is scrubbed of JWTs, Luhn-valid card numbers, credentials in
+  URLs (``scheme://user:pass@host``) and ``password=…`` pairs, bearer/basic tokens, PEM private
+  keys and AWS access key ids;
+- control characters (CR, LF, tab, NUL, C1, U+2028/2029) become visible escapes (``\\n``), so a
+  log line cannot be forged by a value;
+- size caps hold: string length, items per list/dict, depth and total serialized bytes; what is
+  cut is replaced by a marker that says so.
+
+It is total: any input (non-str keys, cycles, huge ints, bytes, foreign objects, deep nesting)
+yields a value ``orjson.dumps`` accepts, and it never raises. Applying it twice changes nothing
+as long as no size cap was hit; a capped result re-sanitized stays within the caps and clean.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from itertools import islice
+from typing import Any
+
+import orjson
+from pydantic import Field, field_validator
+
+from policies.config import PolicyModel
+
+REDACTED = "[REDACTED]"
+REDACTED_CARD = "[REDACTED-CARD]"
+REDACTED_JWT = "[REDACTED-JWT]"
+REDACTED_KEY = "[REDACTED-PRIVATE-KEY]"
+MAX_DEPTH_MARKER = "[max depth reached]"
+SIZE_MARKER_KEY = "_truncated"
+_MORE_KEY = "_moreKeys"
+# Bytes kept back from the budget so the size marker itself always fits.
+_MARKER_RESERVE = 64
+# Text scanned beyond the length cap, so a secret straddling the cut is still recognised whole.
+_SCAN_MARGIN = 8192
+
+
+def normalise_key(key: str) -> str:
+    """``API-Key``, ``api_key`` and ``apiKey`` → ``apikey`` (the form key lists are matched in)."""
+    return re.sub(r"[\s_\-.]", "", key).lower()
+
+
+class RedactionPolicy(PolicyModel):
+    """What to redact and how much to keep (section ``redaction`` of ``compliance.yaml``)."""
+
+    secret_keys: frozenset[str] = Field(
+        default=frozenset(
+            {
+                "password", "passwd", "pwd", "pass", "secret", "token", "accesstoken", "refreshtoken",
+                "idtoken", "clientsecret", "authorization", "proxyauthorization", "apikey", "xapikey",
+                "cookie", "setcookie", "privatekey", "cardnumber", "creditcard", "creditcardnumber",
+                "ccnumber", "cvv", "cvc", "cvv2", "pan", "ssn", "socialsecuritynumber", "pin",
+            }
+        ),
+        description="normalised keys whose value is always redacted",
+    )
+    secret_key_fragments: tuple[str, ...] = Field(
+        default=("password", "passwd", "secret", "token", "apikey", "privatekey", "authorization",
+                 "credential", "cookie", "cardnumber", "creditcard"),
+        description="a normalised key containing any of these is a secret key (dbPassword, xAuthToken)",
+    )
+    personal_keys: frozenset[str] = Field(
+        default=frozenset({"email", "emailaddress", "phone", "phonenumber", "mobile", "dateofbirth",
+                           "dob", "birthdate", "address", "streetaddress", "postcode", "zipcode"}),
+        description="normalised keys whose scalar values are masked",
+    )
+    max_string_length: int = Field(default=2048, ge=32)
+    max_key_length: int = Field(default=128, ge=32)
+    max_items: int = Field(default=200, ge=2, description="per list or mapping")
+    max_depth: int = Field(default=16, ge=1, le=200)
+    max_total_bytes: int = Field(default=65536, ge=256, description="of the orjson-serialized result")
+
+    @field_validator("secret_keys", "personal_keys", mode="after")
+    @classmethod
+    def _normalise_set(cls, v: frozenset[str]) -> frozenset[str]:
+        return frozenset(normalise_key(k) for k in v)
+
+    @field_validator("secret_key_fragments", mode="after")
+    @classmethod
+    def _normalise_tuple(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(normalise_key(k) for k in v if normalise_key(k))
+
+    def is_secret_key(self, key: str) -> bool:
+        """True if a value under ``key`` must be redacted whole."""
+        n = normalise_key(key)
+        return n in self.secret_keys or any(f in n for f in self.secret_key_fragments)
+
+    def is_personal_key(self, key: str) -> bool:
+        """True if scalars under ``key`` are personal data to mask."""
+        return normalise_key(key) in self.personal_keys
+
+
+# --- text scrubbing -------------------------------------------------------------------------------
+
+_PEM = re.compile(
+    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
+    re.DOTALL,
+)
+# The signature and payload parts are optional so a JWT cut by a length cap is still caught.
+_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-=]*){0,2}")
+_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
+# Greedy up to the last '@' of a whitespace-free run: passwords with '@' or '/' are common.
+_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]{0,30}://)(\S{0,512})@")
+_KV_SECRET = re.compile(
+    r"(?i)(password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|client[_\-]?secret)"
+    r"([\"']?\s*[=:]\s*[\"']?)([^\"'\s;,&]+)"
+)
+_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
+# A run of digit groups separated by single spaces or dashes, not preceded by a letter. Possessive
+# quantifiers and no trailing lookahead keep the scan linear on long digit soups.
+_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d++(?:[ \-]\d++)*+")
+# Lone surrogates are escaped too: they are not valid UTF-8 and orjson refuses them.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
+_ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def luhn_ok(digits: str) -> bool:
+    """The Luhn check every payment card number satisfies."""
+    total = 0
+    for i, ch in enumerate(reversed(digits)):
+        d = ord(ch) - 48
+        if i % 2:
+            d *= 2
+            if d > 9:
+                d -= 9
+        total += d
+    return total % 10 == 0
+
+
+def _is_card(digits: str) -> bool:
+    return 13 <= len(digits) <= 19 and luhn_ok(digits)
+
+
+def _scrub_digit_run(m: re.Match[str]) -> str:
+    run = m.group(0)
+    glued = m.end() < len(m.string) and m.string[m.end()].isalnum()
+    digits = re.sub(r"\D", "", run)
+    if len(digits) < 13:
+        return run
+    if not glued and _is_card(digits):
+        return REDACTED_CARD
+    # A longer run may hold a card among other numbers ("ref 12 4111 1111 1111 1111"): look for
+    # consecutive groups that together form a valid card. A group glued to a letter is not one.
+    parts = re.split(r"([ \-])", run)
+    values, seps = parts[0::2], parts[1::2]
+    usable = len(values) - 1 if glued else len(values)
+    redact = [False] * len(values)
+    for i in range(usable):
+        n = 0
+        for j in range(i, usable):
+            n += len(values[j])
+            if n > 19:
+                break
+            if n >= 13 and _is_card("".join(values[i : j + 1])):
+                redact[i : j + 1] = [True] * (j + 1 - i)
+    if not any(redact):
+        return run
+    out: list[str] = []
+    for i, v in enumerate(values):
+        if i > 0 and not (redact[i] and redact[i - 1]):
+            out.append(seps[i - 1])
+        if not redact[i]:
+            out.append(v)
+        elif i == 0 or not redact[i - 1]:
+            out.append(REDACTED_CARD)
+    return "".join(out)
+
+
+def _scrub_userinfo(m: re.Match[str]) -> str:
+    userinfo = m.group(2)
+    # Only userinfo carrying a password is a secret; a bare "user@" is left (and already-redacted
+    # text is left as it is, which keeps sanitize idempotent).
+    if ":" not in userinfo or userinfo == REDACTED:
+        return m.group(0)
+    return f"{m.group(1)}{REDACTED}@"
+
+
+def scrub_text(text: str) -> str:
+    """Remove secrets that can be recognised by their shape, wherever they sit in ``text``."""
+    text = _PEM.sub(REDACTED_KEY, text)
+    text = _JWT.sub(REDACTED_JWT, text)
+    text = _URL_USERINFO.sub(_scrub_userinfo, text)
+    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _KV_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    text = _AWS_KEY_ID.sub(REDACTED, text)
+    if any(c.isdigit() for c in text):
+        text = _DIGIT_RUN.sub(_scrub_digit_run, text)
+    return text
+
+
+def neutralise_controls(text: str) -> str:
+    """CR/LF and every other control character → visible escape text (``\\n``, ``\\x1b``)."""
+
+    def esc(m: re.Match[str]) -> str:
+        c = m.group(0)
+        if c in _ESCAPES:
+            return _ESCAPES[c]
+        return f"\\u{ord(c):04x}" if ord(c) > 0xFF else f"\\x{ord(c):02x}"
+
+    return _CONTROL.sub(esc, text)
+
+
+def _cap(text: str, limit: int) -> str:
+    if len(text) <= limit:
+        return text
+    marker = f"...[truncated {len(text) - limit} chars]"
+    marker = f"...[truncated {len(text) - (limit - len(marker))} chars]"
+    return text[: max(0, limit - len(marker))] + marker
+
+
+def clean_text(text: str, limit: int) -> str:
+    """Scrub, neutralise and cap one string (the order matters: secrets are found before a cut)."""
+    scanned = text[: limit + _SCAN_MARGIN]
+    dropped = len(text) - len(scanned)
+    out = neutralise_controls(scrub_text(scanned))
+    if dropped:
+        # The true length is unknown after scrubbing; say how much was never looked at.
+        marker = f"...[truncated, {dropped}+ chars]"
+        return out[: max(0, limit - len(marker))] + marker
+    return _cap(out, limit)
+
+
+def mask_personal(text: str) -> str:
+    """``jane@example.com`` → ``j***@example.com``; other values keep at most their last 2 chars."""
+    if text.startswith("***"):
+        return text
+    local, at, domain = text.partition("@")
+    if at and local and domain:
+        return f"{local[0]}***@{domain}"
+    return "***" + (text[-2:] if len(text) >= 8 else "")
+
+
+# --- the walk -------------------------------------------------------------------------------------
+
+
+class _Walk:
+    """One sanitize call: the policy and the remaining byte budget of the serialized result."""
+
+    def __init__(self, policy: RedactionPolicy) -> None:
+        self.p = policy
+        self.budget = policy.max_total_bytes - _MARKER_RESERVE
+        self.exhausted = False
+
+    def charge(self, n: int) -> bool:
+        """Spend ``n`` bytes; once one item does not fit, nothing more is added anywhere."""
+        if self.exhausted or n > self.budget:
+            self.exhausted = True
+            return False
+        self.budget -= n
+        return True
+
+    def text(self, s: str, personal: bool) -> str:
+        limit = self.p.max_string_length
+        out = clean_text(s, limit)
+        return clean_text(mask_personal(out), limit) if personal else out
+
+    def scalar(self, v: Any, personal: bool) -> Any:
+        if v is None or isinstance(v, bool):
+            return v
+        if isinstance(v, int):
+            if v.bit_length() > 4000:  # str() of a huge int raises; orjson refuses > 64 bits
+                return "[integer too large]"
+            if personal:
+                return mask_personal(str(v))
+            if v.bit_length() > 63:
+                return self.text(str(v), personal)
+            if 10**12 <= abs(v) < 10**19 and _is_card(str(abs(v))):
+                return REDACTED_CARD
+            return v
+        if isinstance(v, float):
+            if personal:
+                return "***"
+            return v if math.isfinite(v) else str(v)
+        if isinstance(v, str):
+            return self.text(v, personal)
+        if isinstance(v, bytes | bytearray | memoryview):
+            raw = bytes(v[: self.p.max_string_length + _SCAN_MARGIN])
+            return self.text(raw.decode("utf-8", "replace"), personal)
+        try:
+            s = str(v)
+        except Exception:
+            return f"[unrepresentable {type(v).__name__}]"
+        return self.text(s, personal)
+
+    def key(self, k: Any) -> tuple[str, str]:
+        """(raw text for matching against key lists, cleaned text to store)."""
+        try:
+            raw = k if isinstance(k, str) else str(k)
+        except Exception:
+            raw = f"[unrepresentable {type(k).__name__}]"
+        return raw, clean_text(raw, self.p.max_key_length)
+
+    def value(self, v: Any, depth: int, personal: bool) -> Any:
+        if isinstance(v, Mapping):
+            return self.mapping(v, depth, personal)
+        if isinstance(v, list | tuple | set | frozenset):
+            return self.sequence(v, depth, personal)
+        out = self.scalar(v, personal)
+        return out if self.charge(len(orjson.dumps(out)) + 1) else None
+
+    def container_open(self, depth: int) -> bool | str | None:
+        if depth >= self.p.max_depth:
+            return MAX_DEPTH_MARKER if self.charge(len(MAX_DEPTH_MARKER) + 3) else None
+        return self.charge(2)
+
+    def mapping(self, m: Mapping[Any, Any], depth: int, personal: bool) -> Any:
+        opened = self.container_open(depth)
+        if opened is not True:
+            return opened or None
+        out: dict[str, Any] = {}
+        limit = self.p.max_items
+        n = len(m)
+        for i, (k, v) in enumerate(islice(m.items(), limit)):
+            if i == limit - 1 and n > limit:
+                note = f"[{n - i} more keys]"
+                if self.charge(len(note) + len(_MORE_KEY) + 6):
+                    out[_MORE_KEY] = note
+                break
+            raw, key = self.key(k)
+            if key in out:  # two raw keys cleaned to the same text: keep both
+                key = clean_text(f"{key}~{i}", self.p.max_key_length)
+            if not self.charge(len(orjson.dumps(key)) + 1):
+                break
+            if self.p.is_secret_key(raw) or self.p.is_secret_key(key):
+                child: Any = REDACTED if self.charge(len(REDACTED) + 3) else None
+            else:
+                child = self.value(v, depth + 1, personal or self.p.is_personal_key(raw))
+            if self.exhausted and child is None:
+                break
+            out[key] = child
+        return out
+
+    def sequence(self, seq: Any, depth: int, personal: bool) -> Any:
+        opened = self.container_open(depth)
+        if opened is not True:
+            return opened or None
+        out: list[Any] = []
+        limit = self.p.max_items
+        n = len(seq)
+        for i, v in enumerate(islice(seq, limit)):
+            if i == limit - 1 and n > limit:
+                note = f"[{n - i} more items]"
+                if self.charge(len(note) + 3):
+                    out.append(note)
+                break
+            child = self.value(v, depth + 1, personal)
+            if self.exhausted and child is None:
+                break
+            out.append(child)
+        return out
+
+
+def sanitize(value: Any, policy: RedactionPolicy) -> Any:
+    """Return a copy of ``value`` safe for the audit log (see the module docstring). Never raises."""
+    walk = _Walk(policy)
+    try:
+        out = walk.value(value, 0, False)
+    except RecursionError:
+        return MAX_DEPTH_MARKER
+    except Exception as exc:  # the sanitizer must never take the audit path down with it
+        return f"[unsanitizable {type(exc).__name__}]"
+    if walk.exhausted:
+        marker = f"size cap {policy.max_total_bytes} bytes reached"
+        if isinstance(out, dict):
+            out[SIZE_MARKER_KEY] = marker
+        elif isinstance(out, list):
+            out.append(f"[{marker}]")
+        elif out is None:
+            out = f"[{marker}]"
+    return out
+
+
+__all__ = [
+    "REDACTED",
+    "REDACTED_CARD",
+    "REDACTED_JWT",
+    "REDACTED_KEY",
+    "RedactionPolicy",
+    "clean_text",
+    "luhn_ok",
+    "mask_personal",
+    "neutralise_controls",
+    "normalise_key",
+    "sanitize",
+    "scrub_text",
+]
