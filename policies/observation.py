@@ -1,0 +1,44 @@
+"""``policies/observation.yaml``: call timeouts (per service), the observer tick, bounds."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from policies.config import Duration, PolicyModel, load_policy
+
+
+class ServiceObservation(PolicyModel):
+    """Per-service overrides."""
+
+    call_timeout: Duration | None = Field(default=None, gt=0)
+
+
+class ObservationPolicy(PolicyModel):
+    """How observers correlate calls and ship what they saw."""
+
+    call_timeout: Duration = Field(default=30.0, gt=0)
+    tick: Duration = Field(default=0.25, gt=0)
+    pending_cap: int = Field(default=100_000, ge=1)
+    max_payload_bytes: int = Field(default=262_144, ge=1)
+    services: dict[str, ServiceObservation] = Field(default_factory=dict)
+
+    def call_timeout_for(self, service: str) -> float:
+        """The call timeout of ``service`` in seconds (its override, else the default)."""
+        override = self.services.get(service)
+        if override is not None and override.call_timeout is not None:
+            return override.call_timeout
+        return self.call_timeout
+
+    def per_service_timeouts(self) -> dict[str, float]:
+        """Only the services with their own timeout (for ``policies.correlation``)."""
+        return {n: s.call_timeout for n, s in self.services.items() if s.call_timeout is not None}
+
+
+def load_observation_policy(overrides_dir: Path | str | None = None) -> ObservationPolicy:
+    """Load ``observation.yaml`` (defaults, then the override directory's copy)."""
+    return load_policy(ObservationPolicy, "observation.yaml", overrides_dir)
+
+
+__all__ = ["ObservationPolicy", "ServiceObservation", "load_observation_policy"]
