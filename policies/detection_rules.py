@@ -1,0 +1,153 @@
+"""Detection rule configuration: the ``policies/security.yaml`` model.
+
+Defaults are the seed's numbers (SecurityMonitor, AuditLogger.CheckComplianceViolations); every
+rule is keyed by an entity (user or IP), windowed, and suppressed per entity for ``suppress_for``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import ipaddress
+import re
+from pathlib import Path
+
+from pydantic import Field, field_validator
+
+from policies.config import Duration, PolicyModel, load_policy
+from policies.security_events import Severity, UserBaseline
+
+# --- configuration (policies/security.yaml) ---------------------------------------------------
+
+
+class RuleConfig(PolicyModel):
+    enabled: bool = True
+    severity: Severity = "warning"
+    suppress_for: Duration = Field(default=900.0, description="one alert per entity per this long")
+
+
+class BruteForceRule(RuleConfig):
+    severity: Severity = "critical"
+    failures: int = Field(default=5, ge=1)
+    window: Duration = 900.0
+    per_user: bool = True
+    per_ip: bool = True
+
+
+class CredentialStuffingRule(RuleConfig):
+    severity: Severity = "critical"
+    distinct_users: int = Field(default=10, ge=2)
+    window: Duration = 600.0
+
+
+class ApiVolumeRule(RuleConfig):
+    suppress_for: Duration = 3600.0
+    multiplier: float = Field(default=3.0, gt=0)
+    window: Duration = 3600.0
+    buckets: int = Field(default=12, ge=1, le=1440)
+    # A floor so a baseline of a few calls an hour does not alert on a dozen calls.
+    min_requests_per_hour: float = Field(default=30.0, ge=0)
+
+
+class ServiceAccessRule(RuleConfig):
+    suppress_for: Duration = 3600.0
+    new_services: int = Field(default=3, ge=1)
+    window: Duration = 3600.0
+    max_services_per_user: int = Field(default=256, ge=1)
+    # A user with no baseline has no "usual" services: everything would be new.
+    require_baseline: bool = True
+
+
+class ExfiltrationRule(RuleConfig):
+    severity: Severity = "critical"
+    suppress_for: Duration = 3600.0
+    window: Duration = 3600.0
+    buckets: int = Field(default=12, ge=1, le=1440)
+    min_records: int = Field(default=10_000, ge=1, description="absolute cap per window")
+    baseline_multiplier: float = Field(default=5.0, gt=0, description="k x baseline for the window")
+    read_operations: frozenset[str] = frozenset(
+        {"read", "find", "get", "list", "query", "search", "select", "export", "download"}
+    )
+
+    @field_validator("read_operations")
+    @classmethod
+    def _lower(cls, v: frozenset[str]) -> frozenset[str]:
+        return frozenset(s.lower() for s in v)
+
+
+class PrivilegeEscalationRule(RuleConfig):
+    severity: Severity = "critical"
+    privileged_methods: tuple[str, ...] = ("admin*", "delete*", "grant*")
+    window: Duration = 600.0
+    min_denials: int = Field(default=1, ge=1)
+    privileged_roles: tuple[str, ...] = ("admin", "*admin", "admin*", "root", "superuser")
+    role_change_severity: Severity = "error"
+    self_grant_severity: Severity = "critical"
+
+
+class ExcessiveAccessRule(RuleConfig):
+    max_records: int = Field(default=1000, ge=1)
+    window: Duration = 86400.0
+    buckets: int = Field(default=24, ge=1, le=1440)
+    suppress_for: Duration = 86400.0
+    regulation: str = "GDPR Article 5(1)(c) - Data Minimization"
+
+
+class DefaultBaseline(PolicyModel):
+    requests_per_hour: float = Field(default=100.0, ge=0)
+    services: frozenset[str] = frozenset()
+    records_per_day: float = Field(default=1000.0, ge=0)
+
+    def as_baseline(self) -> UserBaseline:
+        return UserBaseline(
+            requests_per_hour=self.requests_per_hour,
+            services=self.services,
+            records_per_day=self.records_per_day,
+        )
+
+
+class Allowlist(PolicyModel):
+    ips: tuple[str, ...] = ()
+    users: frozenset[str] = frozenset()
+
+    @field_validator("ips")
+    @classmethod
+    def _valid_networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for item in v:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+        return v
+
+
+class StateLimits(PolicyModel):
+    max_users: int = Field(default=100_000, ge=1)
+    max_ips: int = Field(default=100_000, ge=1)
+    max_suppressions: int = Field(default=100_000, ge=1)
+
+
+class SecurityPolicy(PolicyModel):
+    """The whole ``security.yaml``."""
+
+    state: StateLimits = StateLimits()
+    allowlist: Allowlist = Allowlist()
+    default_baseline: DefaultBaseline = DefaultBaseline()
+    brute_force: BruteForceRule = BruteForceRule()
+    credential_stuffing: CredentialStuffingRule = CredentialStuffingRule()
+    unusual_api_volume: ApiVolumeRule = ApiVolumeRule()
+    unusual_service_access: ServiceAccessRule = ServiceAccessRule()
+    data_exfiltration: ExfiltrationRule = ExfiltrationRule()
+    privilege_escalation: PrivilegeEscalationRule = PrivilegeEscalationRule()
+    excessive_data_access: ExcessiveAccessRule = ExcessiveAccessRule()
+
+
+def load_security_policy(overrides_dir: Path | str | None = None) -> SecurityPolicy:
+    """``policies/security.yaml`` merged with the override directory's copy, validated."""
+    return load_policy(SecurityPolicy, "security.yaml", overrides_dir)
+
+
+def compile_patterns(patterns: tuple[str, ...]) -> re.Pattern[str]:
+    """Glob patterns (``admin*``) → one case-insensitive regex (never matches if empty)."""
+    if not patterns:
+        return re.compile(r"(?!)")
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns), re.IGNORECASE)
