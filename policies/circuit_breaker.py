@@ -280,6 +280,9 @@ class _Disabled(_State):
     name = _S.DISABLED
 
 
+_ADMITTING = frozenset({_Closed, _MetricsOnly, _Disabled})
+
+
 def _pct(rate: float) -> str:
     return f"{round(rate, 1):g}%"
 
@@ -304,10 +307,13 @@ class CircuitBreaker:
         self._state: _State = _Closed(now, self._new_window())
 
     def _new_window(self) -> TimeWindow | CountWindow:
+        # Counts only: the breaker decides on rates; latency quantiles are the health window's job.
         c = self.config
         if c.window_calls is not None:
-            return CountWindow(size=c.window_calls, slow_call_s=c.slow_call_duration)
-        return TimeWindow(length_s=c.window, granularity_s=c.window_bucket, slow_call_s=c.slow_call_duration)
+            return CountWindow(size=c.window_calls, slow_call_s=c.slow_call_duration, latency=False)
+        return TimeWindow(
+            length_s=c.window, granularity_s=c.window_bucket, slow_call_s=c.slow_call_duration, latency=False
+        )
 
     @property
     def state(self) -> BreakerState:
@@ -341,7 +347,7 @@ class CircuitBreaker:
     def try_acquire(self, now: float) -> Permission:
         """May a call go to the service now? Open moves to half_open once its timeout passed."""
         st = self._state
-        if isinstance(st, _Closed | _Disabled):
+        if type(st) in _ADMITTING:
             return _ALLOWED
         if isinstance(st, _Open):
             if now < st.until:
@@ -366,9 +372,9 @@ class CircuitBreaker:
             w = st.window
             w.add(now, duration_s, code)
             calls = w.calls
-            if calls < self.config.minimum_calls:
-                return _NO_EVENTS
             c = self.config
+            if calls < c.minimum_calls:
+                return _NO_EVENTS
             if w.failures and w.failures * 100.0 >= c.failure_rate_threshold * calls:
                 rate = w.failures * 100.0 / calls
                 reason = f"Circuit opened due to {_pct(rate)} failure rate"

@@ -8,7 +8,9 @@ Two windows share the interface :class:`Window`:
   record or snapshot, so a record is amortised O(1)).
 
 ``record(now, duration_s, code)`` adds one outcome and returns a :class:`Snapshot` of counts;
-``snapshot(now)`` returns the same without recording. Both are O(1). Outcome counts per error code
+``snapshot(now)`` returns the same without recording. Both are O(1). A window built with
+``latency=False`` keeps counts only (the breaker's: its decisions need no quantiles, and the
+sketch update is most of a record's cost). Outcome counts per error code
 and latency quantiles cost O(distinct codes + histogram buckets) to copy, so they live in a
 separate :class:`WindowMetrics` (``metrics(now)``) taken once per tick by the monitor, not on
 every call; the breaker's hot path uses ``add()`` and reads the running totals, allocating nothing.
@@ -29,6 +31,7 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import Enum
+from math import ceil, log
 from typing import Final, Protocol
 
 from protocol.errors import counts_against_service
@@ -183,7 +186,8 @@ class WindowMetrics:
     snapshot: Snapshot
     outcomes: Mapping[int, int]
     """Calls per error code (successes are ``snapshot.calls - sum(outcomes)``; see UNANSWERED)."""
-    latency: LatencySketch
+    latency: LatencySketch | None
+    """``None`` when the window was built with ``latency=False``."""
 
     @property
     def successes(self) -> int:
@@ -194,19 +198,19 @@ class WindowMetrics:
         return self.outcomes.get(UNANSWERED, 0)
 
     def quantile(self, q: float) -> float | None:
-        return self.latency.quantile(q)
+        return None if self.latency is None else self.latency.quantile(q)
 
     @property
     def p50(self) -> float | None:
-        return self.latency.quantile(0.50)
+        return self.quantile(0.50)
 
     @property
     def p95(self) -> float | None:
-        return self.latency.quantile(0.95)
+        return self.quantile(0.95)
 
     @property
     def p99(self) -> float | None:
-        return self.latency.quantile(0.99)
+        return self.quantile(0.99)
 
 
 class Window(Protocol):
@@ -240,14 +244,14 @@ class _Totals:
         "total_duration_s",
     )
 
-    def __init__(self, *, slow_call_s: float, alpha: float) -> None:
+    def __init__(self, *, slow_call_s: float, alpha: float, latency: bool) -> None:
         self.slow_call_s = slow_call_s
         self.calls = 0
         self.failures = 0
         self.slow_calls = 0
         self.total_duration_s = 0.0
         self.outcomes: dict[int, int] = {}
-        self.sketch = LatencySketch(alpha=alpha)
+        self.sketch = LatencySketch(alpha=alpha) if latency else None
         # Per-code failure flags, memoised: the code set is tiny and the lookup is on the hot path.
         self._failure_of: dict[int | None, bool] = {None: False}
 
@@ -275,7 +279,9 @@ class _Totals:
 
     def _metrics(self) -> WindowMetrics:
         return WindowMetrics(
-            snapshot=self._counts(), outcomes=dict(self.outcomes), latency=self.sketch.copy()
+            snapshot=self._counts(),
+            outcomes=dict(self.outcomes),
+            latency=self.sketch.copy() if self.sketch else None,
         )
 
 
@@ -284,10 +290,12 @@ class CountWindow(_Totals):
 
     __slots__ = ("_codes", "_durations", "_keys", "_next", "size")
 
-    def __init__(self, *, size: int, slow_call_s: float, alpha: float = DEFAULT_ALPHA) -> None:
+    def __init__(
+        self, *, size: int, slow_call_s: float, alpha: float = DEFAULT_ALPHA, latency: bool = True
+    ) -> None:
         if size < 1:
             raise ValueError(f"a count window needs at least one slot, got {size}")
-        super().__init__(slow_call_s=slow_call_s, alpha=alpha)
+        super().__init__(slow_call_s=slow_call_s, alpha=alpha, latency=latency)
         self.size = size
         self._durations: list[float] = []
         self._codes: list[int | None] = []
@@ -296,7 +304,8 @@ class CountWindow(_Totals):
 
     def add(self, now: float, duration_s: float, code: int | None) -> None:
         """Record one outcome without building a snapshot (the hot path)."""
-        key = self.sketch.key(duration_s)
+        sketch = self.sketch
+        key = sketch.key(duration_s) if sketch is not None else None
         if len(self._durations) < self.size:
             self._durations.append(duration_s)
             self._codes.append(code)
@@ -316,7 +325,8 @@ class CountWindow(_Totals):
             self.outcomes[code] = self.outcomes.get(code, 0) + 1
             if self._failure(code):
                 self.failures += 1
-        self.sketch.add_key(key)
+        if sketch is not None:
+            sketch.add_key(key)
 
     def _evict(self, duration_s: float, code: int | None, key: int | None) -> None:
         self.calls -= 1
@@ -331,13 +341,17 @@ class CountWindow(_Totals):
                 del self.outcomes[code]
             if self._failure(code):
                 self.failures -= 1
-        self.sketch.remove_key(key)
+        if self.sketch is not None:
+            self.sketch.remove_key(key)
 
     def snapshot(self, now: float) -> Snapshot:
         return self._counts()
 
     def metrics(self, now: float) -> WindowMetrics:
         return self._metrics()
+
+
+_NEVER: Final[int] = -(2**62)
 
 
 class _Bucket:
@@ -363,7 +377,7 @@ class TimeWindow(_Totals):
     back, or a late batch) is counted in the newest bucket rather than dropped.
     """
 
-    __slots__ = ("_buckets", "_head", "granularity_s", "length_s")
+    __slots__ = ("_buckets", "_head", "_head_end", "_inv_log_gamma", "granularity_s", "length_s")
 
     def __init__(
         self,
@@ -372,22 +386,26 @@ class TimeWindow(_Totals):
         slow_call_s: float,
         granularity_s: float = 1.0,
         alpha: float = DEFAULT_ALPHA,
+        latency: bool = True,
     ) -> None:
         if granularity_s <= 0 or length_s < granularity_s:
             raise ValueError(f"need 0 < granularity ({granularity_s}) <= length ({length_s})")
-        super().__init__(slow_call_s=slow_call_s, alpha=alpha)
+        super().__init__(slow_call_s=slow_call_s, alpha=alpha, latency=latency)
         self.length_s = length_s
         self.granularity_s = granularity_s
         self._buckets = [_Bucket() for _ in range(math.ceil(length_s / granularity_s))]
-        self._head: _Bucket | None = None
+        self._head = _Bucket()  # a placeholder before the first record; never holds calls
+        self._head.epoch = _NEVER
+        self._head_end = -math.inf  # a ``now`` below this lands in the head bucket (fast path)
+        self._inv_log_gamma = 1.0 / math.log((1 + alpha) / (1 - alpha))
 
     def _advance(self, now: float) -> _Bucket:
         epoch = int(now // self.granularity_s)
         head = self._head
-        if head is not None and epoch <= head.epoch:
+        if epoch <= head.epoch:
             return head
         n = len(self._buckets)
-        start = epoch - n + 1 if head is None else max(head.epoch + 1, epoch - n + 1)
+        start = max(head.epoch + 1, epoch - n + 1)
         # Each bucket between the old head and the new one is evicted once (at most all n of them
         # after a long quiet spell): amortised O(1) per record.
         for e in range(start, epoch + 1):
@@ -396,6 +414,7 @@ class TimeWindow(_Totals):
                 self._evict(b)
             b.epoch = e
         self._head = self._buckets[epoch % n]
+        self._head_end = (epoch + 1) * self.granularity_s
         return self._head
 
     def _evict(self, b: _Bucket) -> None:
@@ -409,8 +428,9 @@ class TimeWindow(_Totals):
                 self.outcomes[code] = left
             else:
                 del self.outcomes[code]
-        for key, c in b.keys.items():
-            self.sketch.remove_key(key, c)
+        if self.sketch is not None:
+            for key, c in b.keys.items():
+                self.sketch.remove_key(key, c)
         b.calls = b.failures = b.slow_calls = 0
         b.total_duration_s = 0.0
         b.outcomes.clear()
@@ -419,9 +439,9 @@ class TimeWindow(_Totals):
             self.total_duration_s = 0.0  # drop float drift once the window is empty
 
     def add(self, now: float, duration_s: float, code: int | None) -> None:
-        """Record one outcome without building a snapshot (the hot path)."""
-        b = self._advance(now)
-        key = self.sketch.key(duration_s)
+        """Record one outcome without building a snapshot (the hot path: no allocation, the sketch
+        update inlined)."""
+        b = self._head if now < self._head_end else self._advance(now)
         b.calls += 1
         self.calls += 1
         b.total_duration_s += duration_s
@@ -435,8 +455,17 @@ class TimeWindow(_Totals):
             if self._failure(code):
                 b.failures += 1
                 self.failures += 1
-        b.keys[key] = b.keys.get(key, 0) + 1
-        self.sketch.add_key(key)
+        sketch = self.sketch
+        if sketch is not None:
+            key = ceil(log(duration_s) * self._inv_log_gamma) if duration_s > MIN_LATENCY_S else None
+            keys = b.keys
+            keys[key] = keys.get(key, 0) + 1
+            sketch.count += 1
+            if key is None:
+                sketch.zero_count += 1
+            else:
+                counts = sketch.counts
+                counts[key] = counts.get(key, 0) + 1
 
     def snapshot(self, now: float) -> Snapshot:
         self._advance(now)

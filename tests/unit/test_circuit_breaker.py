@@ -317,6 +317,7 @@ class BreakerMachine(RuleBasedStateMachine):
         self.now = T0
         self.b = CircuitBreaker(service="Svc", config=cfg, now=self.now)
         self.trials = 0
+        self.bad_since_closed = 0  # failures and slow calls recorded since the breaker last closed
 
     def _check_events(self, before: S, events: tuple, after: S, *, reset: bool = False) -> None:
         if reset:  # closed → closed is a transition too (fresh counters)
@@ -329,6 +330,8 @@ class BreakerMachine(RuleBasedStateMachine):
             assert after in TRANSITIONS[before]
         if after is not S.HALF_OPEN or before is not S.HALF_OPEN:
             self.trials = 0
+        if after is S.CLOSED and (before is not S.CLOSED or reset):
+            self.bad_since_closed = 0
 
     @rule(dt=st.floats(min_value=0, max_value=25))
     def tick(self, dt: float) -> None:
@@ -351,11 +354,13 @@ class BreakerMachine(RuleBasedStateMachine):
     @rule(duration=st.floats(min_value=0.001, max_value=8.0), code=CODES)
     def result(self, duration: float, code: int | None) -> None:
         before = self.b.state
+        if before is S.CLOSED and (is_failure(code) or duration >= 5.0):
+            self.bad_since_closed += 1
         events = self.b.on_result(self.now, duration, code)
         after = self.b.state
         self._check_events(before, events, after)
-        if not is_failure(code) and before is S.CLOSED and duration < 5.0:
-            assert after is S.CLOSED  # caller errors and fast successes never open it
+        if before is S.CLOSED and after is S.OPEN:
+            assert self.bad_since_closed > 0  # caller errors and fast successes alone never open it
         if before in (S.FORCED_OPEN, S.DISABLED, S.OPEN, S.METRICS_ONLY):
             assert after is before and events == ()
 

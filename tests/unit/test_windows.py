@@ -189,3 +189,20 @@ def test_count_window_matches_brute_force(size: int, calls: list[tuple[float, in
         assert snap.calls == len(live)
         assert snap.failures == sum(is_failure(c) for _, c in live)
         assert snap.slow_calls == sum(d >= 5.0 for d, _ in live)
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        TimeWindow(length_s=60, slow_call_s=1.0, latency=False),
+        CountWindow(size=5, slow_call_s=1.0, latency=False),
+    ],
+)
+def test_counts_only_window(window: TimeWindow | CountWindow) -> None:
+    """A window built without latency keeps every count and evicts cleanly but has no quantiles."""
+    for t in range(8):
+        window.add(float(t * 20), 2.0, -32603)
+    m = window.metrics(140.0)
+    assert m.latency is None and m.p95 is None
+    assert m.snapshot.calls == m.snapshot.failures == m.snapshot.slow_calls == sum(m.outcomes.values())
+    assert 0 < m.snapshot.calls <= 5
