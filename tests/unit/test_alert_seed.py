@@ -1,0 +1,147 @@
+"""The seed's alert routing YAML loads as is, and the shipped default is a faithful copy of it.
+
+The seed is a PDF turned into text: the YAML block lost its indentation, gained blank lines
+between every line and a page header ("Alert Manager Implementation") in the middle. The helper
+below undoes exactly that: it drops blank lines and lines without a colon (the header; every YAML
+line of this block has one), and re-indents from the keys, knowing the block's shape
+(``alerting`` > ``routes``/``receivers`` > list items > their keys > nested mappings).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from policies.alert_config import DEFAULT_FILE, alerting_policy_from_text, load_alerting_policy
+from policies.alert_groups import Dispatcher
+from policies.alert_model import Alert
+from policies.config import DEFAULTS_DIR
+
+SEED = Path("/work/shared/seed/000_76b2e5b5d6f6239f.txt")
+_ROUTE_KEYS = {
+    "receiver",
+    "group_wait",
+    "group_interval",
+    "repeat_interval",
+    "continue",
+    "group_by",
+    "matchers",
+    "match",
+    "match_re",
+    "routes",
+    "mute_time_intervals",
+    "active_time_intervals",
+}
+_INTEGRATIONS = {"slack", "pagerduty", "email", "phone", "webhook", "mqtt", "log", "alertmanager"}
+
+
+def seed_alerting_block(text: str) -> list[str]:
+    """The raw lines from ``alerting:`` (just before the first ``receivers:``) to the next code block."""
+    lines = text.splitlines()
+    at = next(i for i, line in enumerate(lines) if line.strip() == "receivers:")
+    start = max(i for i in range(at) if lines[i].strip() == "alerting:")
+    end = next(i for i in range(at, len(lines)) if lines[i].strip() in ("csharp", "yaml", "json"))
+    return lines[start:end]
+
+
+def demangle(lines: list[str]) -> str:
+    """Rebuild the indentation the PDF extraction dropped (see the module docstring)."""
+    out: list[str] = []
+    section = ""
+    for raw in lines:
+        line = raw.strip()
+        if not line or ":" not in line:
+            continue  # blank separators and the page header
+        key = line.split(":", 1)[0]
+        if line == "alerting:":
+            out.append(line)
+        elif line in ("routes:", "receivers:"):
+            section = key
+            out.append("  " + line)
+        elif line.startswith("- "):
+            out.append("    " + line)
+        elif section == "routes":
+            out.append((" " * 6 if key in _ROUTE_KEYS else " " * 8) + line)
+        else:
+            out.append((" " * 6 if key in _INTEGRATIONS else " " * 8) + line)
+    return "\n".join(out) + "\n"
+
+
+@pytest.fixture(scope="module")
+def seed_yaml() -> str:
+    if not SEED.exists():
+        pytest.skip(f"seed document not present at {SEED}")
+    return demangle(seed_alerting_block(SEED.read_text()))
+
+
+def test_seed_block_loads(seed_yaml: str) -> None:
+    """The YAML extracted from the seed text loads as a valid policy with its five routes and receivers."""
+    policy = alerting_policy_from_text(seed_yaml, str(SEED))
+    assert [r.opts.receiver for r in policy.root.routes] == [
+        "monitoring-channel",
+        "dev-team-slack",
+        "on-call-engineer",
+        "critical-alerts",
+        "emergency-response",
+    ]
+    assert sorted(policy.receivers) == sorted(r.opts.receiver for r in policy.root.routes)
+    assert [i.type for i in policy.receivers["emergency-response"].integrations] == [
+        "pagerduty",
+        "phone",
+        "slack",
+        "email",
+    ]
+
+
+def test_shipped_default_is_the_seed_block(seed_yaml: str) -> None:
+    """policies/alerting.yaml holds the same data as the seed's block (comments aside)."""
+    shipped = yaml.safe_load((DEFAULTS_DIR / DEFAULT_FILE).read_text())
+    assert shipped == yaml.safe_load(seed_yaml)
+
+
+SEVERITY_CASES = [
+    ({"severity": "info"}, ["monitoring-channel"], 30.0, 14400.0),
+    ({"severity": "warning"}, ["dev-team-slack"], 30.0, 14400.0),
+    ({"severity": "error", "component": "service"}, ["on-call-engineer"], 30.0, 600.0),
+    ({"severity": "error", "component": "redis"}, [], None, None),  # seed's tree: unrouted
+    ({"severity": "critical"}, ["critical-alerts"], 0.0, 300.0),
+    ({"severity": "emergency"}, ["emergency-response"], 0.0, 120.0),
+    ({"alertname": "NoSeverity"}, [], None, None),
+]
+
+
+@pytest.mark.parametrize(("labels", "receivers", "group_wait", "repeat"), SEVERITY_CASES)
+def test_default_policy_routes_by_severity(
+    labels: dict[str, str], receivers: list[str], group_wait: float | None, repeat: float | None
+) -> None:
+    """The shipped tree sends each severity to the seed's receiver with the seed's timings."""
+    policy = load_alerting_policy()
+    routes = [r for r in policy.root.match(labels) if r.opts.receiver]
+    assert [r.opts.receiver for r in routes] == receivers
+    for r in routes:
+        assert (r.opts.group_wait, r.opts.repeat_interval) == (group_wait, repeat)
+
+
+def test_default_policy_emergency_is_immediate_and_repeats_every_2m() -> None:
+    """Under the default policy an emergency is sent at once and repeated on the first 5m tick after 2m."""
+    d = Dispatcher(policy=load_alerting_policy())
+    d.ingest([Alert(labels={"severity": "emergency", "alertname": "BrokerDown"}, starts_at=0)], 0)
+    (n,) = d.due(0)
+    assert n.receiver == "emergency-response"
+    d.mark_delivered(n, 0)
+    assert d.due(299) == []
+    (again,) = d.due(300)  # repeat_interval 2m < group_interval 5m: next tick
+    assert again.reason.value == "repeat_interval_elapsed"
+
+
+def test_override_file_merges_over_default(tmp_path: Path) -> None:
+    """An override directory's alerting.yaml replaces keys of the shipped default."""
+    (tmp_path / DEFAULT_FILE).write_text(
+        "alerting:\n  receivers:\n    - {name: monitoring-channel, type: log}\n"
+        "  routes:\n    - {match: {severity: info}, receiver: monitoring-channel}\n"
+    )
+    policy = load_alerting_policy(tmp_path)
+    assert list(policy.receivers) == ["monitoring-channel"]
+    assert policy.receivers["monitoring-channel"].integrations[0].type == "log"
