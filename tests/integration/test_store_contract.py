@@ -4,6 +4,7 @@ PostgreSQL (a fresh database per test on the session's server)."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import sqlite3
 import uuid
 from collections.abc import AsyncIterator
@@ -262,7 +263,7 @@ async def test_audit_append_iterate_verify(store: Store) -> None:
     await store.audit_append([])
     rows = [r async for r in store.audit_iter(batch=3)]
     assert [r.ts for r in rows] == [float(t) for t in range(1, 11)]
-    assert all(b.prev_hash == a.hash for a, b in zip(rows, rows[1:], strict=False))
+    assert all(b.prev_hash == a.hash for a, b in itertools.pairwise(rows))
     assert rows[0].payload == {"ts": 1.0, "kind": "data-access", "userId": "u1"}
     assert [r.ts async for r in store.audit_iter(since=3.0, until=6.0, batch=2)] == [3.0, 4.0, 5.0]
     result = await store.audit_verify()
