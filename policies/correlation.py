@@ -46,7 +46,10 @@ class ServiceDelta:
     fast_failed: int = 0
     outcomes: list[tuple[float, int | None]] = field(default_factory=list)
     """(duration seconds, error code or None) per finished call, in finish order."""
-    trial_outcomes: int = 0
+    trials: list[tuple[float, int | None]] = field(default_factory=list)
+    """The same for half-open trial calls (kept apart: only they decide a half-open breaker)."""
+    presence: dict[str, bool] | None = None
+    """Instance → online, for instances whose presence changed this tick."""
     methods: dict[str, int] = field(default_factory=dict)
     max_inflight: int = 0
     inflight: int = 0
@@ -54,7 +57,9 @@ class ServiceDelta:
 
     @property
     def timeouts(self) -> int:
-        return sum(1 for _, c in self.outcomes if c == UNANSWERED)
+        return sum(1 for _, c in self.outcomes if c == UNANSWERED) + sum(
+            1 for _, c in self.trials if c == UNANSWERED
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -208,9 +213,7 @@ class Correlator:
         if not popped:
             self.pending.pop((p.reply_to, p.call_id), None)
         d = self._delta(p.service)
-        d.outcomes.append((now - p.started, code))
-        if p.trial:
-            d.trial_outcomes += 1
+        (d.trials if p.trial else d.outcomes).append((now - p.started, code))
         self._inflight[p.service] = self._inflight.get(p.service, 1) - 1
         if p.correlation_id:
             group = self._by_correlation.get(p.correlation_id)
@@ -244,10 +247,18 @@ class Correlator:
         view = self.breakers.get(service)
         if view is None:
             view = self.breakers[service] = BreakerView()
-        if view.state != state or view.open_until != open_until:
+        opening_trials = view.state == "open" and state == "half_open"
+        if (view.state != state or view.open_until != open_until) and not opening_trials:
+            # open -> half_open keeps what is left: the trials admitted meanwhile already count.
             view.trial_permits = trial_permits
         view.state = state
         view.open_until = open_until
+
+    def on_presence(self, service: str, instance: str, online: bool) -> None:
+        d = self._delta(service)
+        if d.presence is None:
+            d.presence = {}
+        d.presence[instance] = online
 
     # -- outputs ------------------------------------------------------------------------------
 

@@ -1,0 +1,247 @@
+"""One service's monitor, as pure code: breaker + health applied to the observers' deltas.
+
+The ``ServiceMonitor`` actor is a shell around :class:`MonitorCore`: it feeds each tick's
+:class:`~policies.correlation.ServiceDelta` (merged from all observers) and returns the
+:class:`MonitorResult` — breaker events, a health announcement with its wire message, the view
+observers need to fast-fail, and the summary line for the health topic. No clock reads, no I/O.
+
+Down means unavailable: the breaker is opened with the health reason (so new calls are refused
+at once) and observers answer every pending call with -32503 "Service Temporarily Unavailable".
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker, rfc3339
+from policies.correlation import ServiceDelta
+from policies.health import HealthDecision, HealthInputs, HealthPolicy, HealthState, HealthStatus, evaluate
+from policies.windows import UNANSWERED, TimeWindow, is_failure
+
+_REFUSING = frozenset({BreakerState.OPEN, BreakerState.FORCED_OPEN})
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerView:
+    """What observers need to fast-fail calls: state, open deadline, trial permits."""
+
+    state: str
+    open_until: float
+    trial_permits: int
+
+
+@dataclass(frozen=True, slots=True)
+class Unavailable:
+    """Pending calls of this service are to be answered -32503 with these data."""
+
+    reason: str
+    estimated_recovery: str | None
+    retry_after_s: float
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MonitorResult:
+    service: str
+    breaker_events: tuple[dict[str, Any], ...] = ()
+    health_message: dict[str, Any] | None = None
+    """service_unavailable / service_degraded / service_recovered when the status changed."""
+    health: HealthDecision | None = None
+    view: BreakerView
+    unavailable: Unavailable | None = None
+    summary: dict[str, Any] = field(default_factory=dict)
+    snapshot: dict[str, Any] | None = None
+    """State to persist (only when something worth restoring changed)."""
+
+
+class MonitorCore:
+    """Breaker, health and presence of one service."""
+
+    def __init__(self, *, service: str, cluster_id: str, breaker: BreakerSettings, health: HealthPolicy,
+                 now: float, restored: dict[str, Any] | None = None) -> None:
+        self.service = service
+        self.cluster_id = cluster_id
+        self.health_policy = health
+        self.breaker_settings = breaker
+        self.breaker = CircuitBreaker(service=service, config=breaker, now=now)
+        self.health_state = HealthState()
+        self.instances: dict[str, bool] = {}
+        self.pods: dict[str, Any] | None = None
+        self.window = TimeWindow(length_s=health.degraded.response_window, slow_call_s=breaker.slow_call_duration)
+        self.methods: dict[str, int] = {}
+        self.last_success: float | None = None
+        self.down_since: float | None = None
+        self.started = now
+        if restored:
+            self._restore(restored, now)
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "version": 1,
+            "breaker": self.breaker.snapshot(),
+            "health": {"announced": self.health_state.announced.value, "reasons": list(self.health_state.reasons),
+                       "since": self.health_state.since},
+            "instances": dict(self.instances),
+            "downSince": self.down_since,
+            "methods": sorted(self.methods)[:100],
+        }
+
+    def _restore(self, data: dict[str, Any], now: float) -> None:
+        b = data.get("breaker")
+        if isinstance(b, dict):
+            self.breaker = CircuitBreaker.restore(b, config=self.breaker_settings, now=now)
+        h = data.get("health") or {}
+        try:
+            self.health_state = HealthState(announced=HealthStatus(h.get("announced", "healthy")),
+                                            reasons=tuple(h.get("reasons") or ()), since=h.get("since"))
+        except ValueError:
+            self.health_state = HealthState()
+        self.instances = {str(k): bool(v) for k, v in (data.get("instances") or {}).items()}
+        self.down_since = data.get("downSince")
+        self.methods = dict.fromkeys(data.get("methods") or (), 0)
+
+    # -- the tick -------------------------------------------------------------------------
+
+    def view(self, now: float) -> BreakerView:
+        b = self.breaker
+        retry = b.retry_after(now)
+        state = b.state
+        open_until = now + retry if state is BreakerState.OPEN and retry is not None else 0.0
+        permits = self.breaker_settings.half_open_max_calls if state in (BreakerState.OPEN,
+                                                                          BreakerState.HALF_OPEN) else 0
+        return BreakerView(state.value, open_until, permits)
+
+    def apply(self, deltas: Iterable[ServiceDelta], now: float, pods: dict[str, Any] | None = None) -> MonitorResult:
+        """Feed one tick's deltas (from one or more observers) and decide."""
+        events: list[dict[str, Any]] = []
+        calls = 0
+        persist = False
+        for d in deltas:
+            calls += d.calls
+            for m, n in d.methods.items():
+                if len(self.methods) < 200 or m in self.methods:
+                    self.methods[m] = self.methods.get(m, 0) + n
+            if d.last_success is not None:
+                self.last_success = max(self.last_success or 0.0, d.last_success)
+            if d.presence:
+                self.instances.update(d.presence)
+                persist = True
+            for dur, code in d.outcomes:
+                self.window.add(now, dur, code)
+            events.extend(e.to_wire() for e in self.breaker.on_results(now, d.outcomes))
+            for dur, code in d.trials:
+                self.window.add(now, dur, code)
+                if self.breaker.state is BreakerState.OPEN:
+                    perm = self.breaker.try_acquire(now)
+                    if perm.event is not None:
+                        events.append(perm.event.to_wire())
+                events.extend(e.to_wire() for e in self.breaker.on_result(now, dur, code))
+        if pods is not None:
+            self.pods = pods
+        decision, self.health_state = evaluate(self._inputs(now), self.health_state, self.health_policy)
+        message = None
+        unavailable = None
+        if decision.changed:
+            persist = True
+            message = self._health_message(decision, now)
+            if decision.status is HealthStatus.DOWN:
+                self.down_since = now
+                reason = decision.reasons[0] if decision.reasons else "service_unavailable"
+                if self.breaker.allows(BreakerState.OPEN) and self.breaker.state not in _REFUSING:
+                    events.extend(e.to_wire() for e in self.breaker.preemptive_open(
+                        now, f"Circuit opened: service unavailable ({reason})"))
+            elif decision.previous is HealthStatus.DOWN:
+                self.down_since = None
+        if decision.status is HealthStatus.DOWN:
+            reason = decision.reasons[0] if decision.reasons else "service_unavailable"
+            unavailable = Unavailable(reason, decision.estimated_recovery, decision.retry_after_s or 60.0)
+        if events:
+            persist = True
+        return MonitorResult(
+            service=self.service,
+            breaker_events=tuple(events),
+            health_message=message,
+            health=decision if decision.changed else None,
+            view=self.view(now),
+            unavailable=unavailable,
+            summary=self._summary(now, decision),
+            snapshot=self.snapshot() if persist else None,
+        )
+
+    def preemptive_open(self, now: float, reason: str) -> tuple[dict[str, Any], ...]:
+        if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
+            return ()
+        return tuple(e.to_wire() for e in self.breaker.preemptive_open(now, reason))
+
+    def _inputs(self, now: float) -> HealthInputs:
+        m = self.window.metrics(now)
+        snap = m.snapshot
+        unanswered = m.outcomes.get(UNANSWERED, 0)
+        server_errors = sum(n for code, n in m.outcomes.items() if is_failure(code))
+        online = sum(1 for v in self.instances.values() if v)
+        pods = self.pods or {}
+        return HealthInputs(
+            now=now,
+            instances_online=online,
+            instances_total=len(self.instances),
+            pods_running=pods.get("running"),
+            pods_ready=pods.get("ready"),
+            pods_total=pods.get("total"),
+            pod_failure_reason=pods.get("failureReason"),
+            calls=snap.calls,
+            responses=snap.calls - unanswered,
+            server_errors=server_errors,
+            p95_s=m.p95,
+        )
+
+    def _summary(self, now: float, decision: HealthDecision) -> dict[str, Any]:
+        m = self.window.metrics(now)
+        span = min(self.window.length_s, max(now - self.started, 1.0))
+        p95 = m.p95
+        return {
+            "status": decision.status.value,
+            "breaker": self.breaker.state.value,
+            "errorRate": round(decision.error_rate or 0.0, 2),
+            "p95Ms": None if p95 is None else round(p95 * 1000.0, 2),
+            "callsPerSecond": round(m.snapshot.calls / span, 3),
+        }
+
+    def _health_message(self, decision: HealthDecision, now: float) -> dict[str, Any]:
+        base = {"clusterId": self.cluster_id, "service": self.service, "timestamp": rfc3339(now),
+                "correlationId": f"incident-{uuid.uuid4()}"}
+        reason = decision.reasons[0] if decision.reasons else "unknown"
+        if decision.status is HealthStatus.DOWN:
+            online = sum(1 for v in self.instances.values() if v)
+            pods = self.pods or {}
+            return {
+                "type": "service_unavailable",
+                **base,
+                "reason": reason,
+                "details": {
+                    "runningPods": pods.get("running", online),
+                    "totalPods": pods.get("total", len(self.instances)),
+                    "lastSuccessfulResponse": None if self.last_success is None else rfc3339(self.last_success),
+                    "errorRate": round((decision.error_rate or 0.0) / 100.0, 4),
+                    "failureReason": pods.get("failureReason") or reason,
+                },
+                "estimatedRecovery": decision.estimated_recovery,
+                "affectedOperations": sorted(self.methods),
+                "impact": "high",
+            }
+        if decision.status is HealthStatus.DEGRADED:
+            return {
+                "type": "service_degraded",
+                **base,
+                "reason": reason,
+                "reasons": list(decision.reasons),
+                "details": {"errorRate": decision.error_rate, "responseRate": decision.response_rate},
+                "estimatedRecovery": decision.estimated_recovery,
+                "impact": "medium",
+            }
+        downtime = None if self.down_since is None else round(now - self.down_since, 3)
+        return {"type": "service_recovered", **base, "previousStatus": decision.previous.value,
+                "downtimeSeconds": downtime}
