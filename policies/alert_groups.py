@@ -64,6 +64,10 @@ class Notification:
         """Firing then resolved alerts."""
         return self.firing + self.resolved
 
+    def for_integration(self, send_resolved: bool) -> tuple[Alert, ...]:
+        """The alerts one integration gets: resolved ones only if it sends resolved alerts."""
+        return self.alerts if send_resolved else self.firing
+
     @property
     def status(self) -> str:
         """``firing`` if any alert fires, else ``resolved`` (Alertmanager's group status)."""

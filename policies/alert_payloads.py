@@ -37,10 +37,16 @@ def _webhook_alert(alert: Alert, status: str) -> dict[str, Any]:
 
 
 def to_webhook_payload(
-    notification: Notification, external_url: str = "", *, max_alerts: int = 0
+    notification: Notification, external_url: str = "", *, max_alerts: int = 0, send_resolved: bool = True
 ) -> dict[str, Any]:
-    """Alertmanager's webhook body for a notification (``max_alerts`` 0 = no limit)."""
-    alerts = [(a, "firing") for a in notification.firing] + [(a, "resolved") for a in notification.resolved]
+    """Alertmanager's webhook body for a notification (``max_alerts`` 0 = no limit).
+
+    With ``send_resolved=False`` (the webhook's setting) resolved alerts are left out, as
+    Alertmanager does before building the body.
+    """
+    alerts = [(a, "firing") for a in notification.firing]
+    if send_resolved:
+        alerts += [(a, "resolved") for a in notification.resolved]
     truncated = 0
     if max_alerts > 0 and len(alerts) > max_alerts:
         truncated = len(alerts) - max_alerts

@@ -379,6 +379,24 @@ def test_webhook_payload_shape() -> None:
     assert to_webhook_payload(n, max_alerts=1)["truncatedAlerts"] == 1
 
 
+def test_resolved_payload_and_integration_filter() -> None:
+    """A mixed notification shows resolved alerts only to integrations that send resolved ones."""
+    d = make()
+    d.ingest([alert(instance="a"), alert(instance="b")], 0)
+    deliver_all(d, 30)
+    d.ingest([alert(0, 100, instance="a")], 100)
+    (n,) = d.due(330)
+    assert [a.labels["instance"] for a in n.for_integration(False)] == ["b"]
+    assert len(n.for_integration(True)) == 2
+    body = to_webhook_payload(n)
+    assert [(x["status"], x["endsAt"]) for x in body["alerts"]] == [
+        ("firing", "0001-01-01T00:00:00Z"),
+        ("resolved", "1970-01-01T00:01:40Z"),
+    ]
+    assert body["status"] == "firing"
+    assert [x["status"] for x in to_webhook_payload(n, send_resolved=False)["alerts"]] == ["firing"]
+
+
 def test_api_v2_postable_alerts() -> None:
     """Forwarded alerts use the API v2 postable shape; optional fields are omitted when empty."""
     out = to_api_v2_alerts(
