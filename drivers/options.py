@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
@@ -104,14 +104,14 @@ def _convert(opt: Option, raw: Any, source: str) -> Any:
 
 def resolve(
     options: Sequence[Option], argv: Sequence[str] | None, *, prog: str, description: str, epilog: str = "",
-    env: dict[str, str] | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Parse ``argv`` and merge env and ``--config``; raises ``OptionError`` on a bad value."""
     parser = build_parser(prog, description, options, epilog)
     args = parser.parse_args(argv)
-    env = os.environ if env is None else env
+    env_map: Mapping[str, str] = os.environ if env is None else env
     file_values: dict[str, Any] = {}
-    config_path = args.config or env.get(ENV_PREFIX + "CONFIG")
+    config_path = args.config or env_map.get(ENV_PREFIX + "CONFIG")
     if config_path:
         path = Path(config_path)
         try:
@@ -134,8 +134,8 @@ def resolve(
         cli = getattr(args, opt.key)
         if cli is not None:
             out[opt.key] = _convert(opt, cli, "command line")
-        elif opt.env in env:
-            out[opt.key] = _convert(opt, env[opt.env], f"environment {opt.env}")
+        elif opt.env in env_map:
+            out[opt.key] = _convert(opt, env_map[opt.env], f"environment {opt.env}")
         elif opt.key in file_values:
             out[opt.key] = _convert(opt, file_values[opt.key], f"config file {config_path}")
         else:
