@@ -51,28 +51,32 @@ def normalise_key(key: str) -> str:
     return re.sub(r"[\s_\-.]", "", key).lower()
 
 
+_DEFAULT_SECRET_KEYS = """
+    password passwd pwd pass secret token accesstoken refreshtoken idtoken clientsecret authorization
+    proxyauthorization apikey xapikey cookie setcookie privatekey cardnumber creditcard creditcardnumber
+    ccnumber cvv cvc cvv2 pan ssn socialsecuritynumber pin
+"""
+_DEFAULT_SECRET_FRAGMENTS = (
+    "password passwd secret token apikey privatekey authorization credential cookie cardnumber creditcard"
+)
+_DEFAULT_PERSONAL_KEYS = """
+    email emailaddress phone phonenumber mobile dateofbirth dob birthdate address streetaddress postcode zipcode
+"""
+
+
 class RedactionPolicy(PolicyModel):
     """What to redact and how much to keep (section ``redaction`` of ``compliance.yaml``)."""
 
     secret_keys: frozenset[str] = Field(
-        default=frozenset(
-            {
-                "password", "passwd", "pwd", "pass", "secret", "token", "accesstoken", "refreshtoken",
-                "idtoken", "clientsecret", "authorization", "proxyauthorization", "apikey", "xapikey",
-                "cookie", "setcookie", "privatekey", "cardnumber", "creditcard", "creditcardnumber",
-                "ccnumber", "cvv", "cvc", "cvv2", "pan", "ssn", "socialsecuritynumber", "pin",
-            }
-        ),
+        default=frozenset(_DEFAULT_SECRET_KEYS.split()),
         description="normalised keys whose value is always redacted",
     )
     secret_key_fragments: tuple[str, ...] = Field(
-        default=("password", "passwd", "secret", "token", "apikey", "privatekey", "authorization",
-                 "credential", "cookie", "cardnumber", "creditcard"),
+        default=tuple(_DEFAULT_SECRET_FRAGMENTS.split()),
         description="a normalised key containing any of these is a secret key (dbPassword, xAuthToken)",
     )
     personal_keys: frozenset[str] = Field(
-        default=frozenset({"email", "emailaddress", "phone", "phonenumber", "mobile", "dateofbirth",
-                           "dob", "birthdate", "address", "streetaddress", "postcode", "zipcode"}),
+        default=frozenset(_DEFAULT_PERSONAL_KEYS.split()),
         description="normalised keys whose scalar values are masked",
     )
     max_string_length: int = Field(default=2048, ge=32)

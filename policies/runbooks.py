@@ -49,7 +49,9 @@ def check_value(name: str, value: object) -> str:
     if not value:
         raise PlaceholderError(f"{{{name}}}: the value is empty")
     if len(value) > MAX_VALUE_LENGTH:
-        raise PlaceholderError(f"{{{name}}}: the value is {len(value)} characters long (at most {MAX_VALUE_LENGTH})")
+        raise PlaceholderError(
+            f"{{{name}}}: the value is {len(value)} characters long (at most {MAX_VALUE_LENGTH})"
+        )
     if not _LABEL_VALUE.fullmatch(value):
         raise PlaceholderError(
             f"{{{name}}}={value[:80]!r} is not allowed: only letters, digits, '-', '_' and '.', "
@@ -111,7 +113,9 @@ class Runbook(PolicyModel):
     components: tuple[str, ...] = ()
     severities: tuple[str, ...] = ()
     fallback: bool = False
-    defaults: dict[str, str] = Field(default_factory=dict, description="placeholder values used when not given")
+    defaults: dict[str, str] = Field(
+        default_factory=dict, description="placeholder values used when not given"
+    )
     steps: tuple[StepSpec, ...] = Field(min_length=1)
 
     @field_validator("defaults")
@@ -160,8 +164,12 @@ def select_runbook(alert_labels: Mapping[str, str], runbooks: RunbookPolicy | Se
     severity = _norm(alert_labels.get("severity", ""))
     levels = (
         lambda r: bool(types) and any(_norm(t) in types for t in r.alert_types),
-        lambda r: bool(component) and bool(severity) and component in map(_norm, r.components)
-        and severity in map(_norm, r.severities),
+        lambda r: (
+            bool(component)
+            and bool(severity)
+            and component in map(_norm, r.components)
+            and severity in map(_norm, r.severities)
+        ),
         lambda r: bool(component) and not r.severities and component in map(_norm, r.components),
         lambda r: r.fallback,
     )
@@ -229,7 +237,9 @@ def render_step(step: StepSpec, values: Mapping[str, str]) -> RunbookStep:
         title=_fill(step.title, good),
         description=_fill(step.description, good),
         # An unsafe or incomplete command is returned as its template: never half-filled.
-        command=tuple(_fill(a, good) for a in step.command) if ready and step.command else tuple(step.command or ()),
+        command=tuple(_fill(a, good) for a in step.command)
+        if ready and step.command
+        else tuple(step.command or ()),
         requires_approval=step.requires_approval,
         timeout_s=step.timeout,
         automated=step.automated and ready,

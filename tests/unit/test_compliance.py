@@ -61,8 +61,13 @@ def test_classification_most_specific_wins(
     """Each field comes from the most specific matching rule that sets it, else the default."""
     policy = load_policy_text(CompliancePolicy, TABLE)
     info = classify(service, collection, policy)
-    assert (info.data_classification.value, info.retention_text, info.lawful_basis.value,
-            info.gdpr_applicable, info.hipaa_applicable) == (cls, retention, basis, gdpr, hipaa)
+    assert (
+        info.data_classification.value,
+        info.retention_text,
+        info.lawful_basis.value,
+        info.gdpr_applicable,
+        info.hipaa_applicable,
+    ) == (cls, retention, basis, gdpr, hipaa)
 
 
 def test_collection_rules_do_not_match_calls_without_collection() -> None:
@@ -80,14 +85,26 @@ def test_default_file_examples_and_wire_form() -> None:
     assert card.data_classification is DataClassification.PCI
     user = classify("UserManagement", None, DEFAULT)
     assert user.lawful_basis is LawfulBasis.CONTRACT and user.gdpr_applicable
-    assert user.to_wire() == {"dataClassification": "pii", "retentionPeriod": 1095 * 86400.0,
-                              "retentionPeriodText": "1095d", "lawfulBasis": "contract",
-                              "gdprApplicable": True, "hipaaApplicable": False}
+    assert user.to_wire() == {
+        "dataClassification": "pii",
+        "retentionPeriod": 1095 * 86400.0,
+        "retentionPeriodText": "1095d",
+        "lawfulBasis": "contract",
+        "gdprApplicable": True,
+        "hipaaApplicable": False,
+    }
 
 
 def access(collection: str, roles: set[str], operation: str = "read", count: int = 5) -> DataAccess:
-    return DataAccess(user_id="u-1", roles=frozenset(roles), service="Clinic", collection=collection,
-                      operation=operation, record_count=count, timestamp=1_700_000_000.0)
+    return DataAccess(
+        user_id="u-1",
+        roles=frozenset(roles),
+        service="Clinic",
+        collection=collection,
+        operation=operation,
+        record_count=count,
+        timestamp=1_700_000_000.0,
+    )
 
 
 @pytest.mark.parametrize(
@@ -95,19 +112,46 @@ def access(collection: str, roles: set[str], operation: str = "read", count: int
     [
         ("orders", set(), 1000, []),
         ("orders", set(), 1001, [("excessive_data_access", "GDPR Article 5(1)(c)", Severity.MEDIUM)]),
-        ("medical_records", {"nurse"}, 10,
-         [("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH)]),
+        (
+            "medical_records",
+            {"nurse"},
+            10,
+            [("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH)],
+        ),
         ("medical_records", {"Medical_Staff"}, 10, []),
-        ("patient_visits", set(), 10, [("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH)]),
-        ("payment_cards", {"support"}, 10, [("unauthorized_sensitive_access", "PCI DSS Requirement 7", Severity.HIGH)]),
+        (
+            "patient_visits",
+            set(),
+            10,
+            [("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH)],
+        ),
+        (
+            "payment_cards",
+            {"support"},
+            10,
+            [("unauthorized_sensitive_access", "PCI DSS Requirement 7", Severity.HIGH)],
+        ),
         ("payment_cards", {"pci_auditor"}, 10, []),
-        ("audit_log", {"developer"}, 10, [("unauthorized_sensitive_access", "GDPR Article 32", Severity.HIGH)]),
-        ("medical_records", set(), 5000,
-         [("excessive_data_access", "GDPR Article 5(1)(c)", Severity.MEDIUM),
-          ("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH)]),
+        (
+            "audit_log",
+            {"developer"},
+            10,
+            [("unauthorized_sensitive_access", "GDPR Article 32", Severity.HIGH)],
+        ),
+        (
+            "medical_records",
+            set(),
+            5000,
+            [
+                ("excessive_data_access", "GDPR Article 5(1)(c)", Severity.MEDIUM),
+                ("unauthorized_sensitive_access", "HIPAA §164.312(a)", Severity.HIGH),
+            ],
+        ),
     ],
 )
-def test_access_violations(collection: str, roles: set[str], usage: int, expected: list[tuple[str, str, Severity]]) -> None:
+def test_access_violations(
+    collection: str, roles: set[str], usage: int, expected: list[tuple[str, str, Severity]]
+) -> None:
     """Excessive access (>1000 records/24 h) and sensitive reads without the authorizing role are flagged."""
     found = check_access(access(collection, roles), usage, DEFAULT)
     assert [(v.type, v.regulation, v.severity) for v in found] == expected
@@ -116,12 +160,15 @@ def test_access_violations(collection: str, roles: set[str], usage: int, expecte
 
 def test_access_rule_limited_to_operations() -> None:
     """A rule listing operations ignores the others."""
-    policy = load_policy_text(CompliancePolicy, """
+    policy = load_policy_text(
+        CompliancePolicy,
+        """
 default: {data_classification: internal, retention: 30d, lawful_basis: consent,
           gdpr_applicable: false, hipaa_applicable: false}
 access_rules:
   - {name: exports, collections: ["*"], operations: [export], required_roles: [dpo], regulation: "GDPR Article 32"}
-""")
+""",
+    )
     assert check_access(access("orders", set(), "read"), 1, policy) == []
     [v] = check_access(access("orders", set(), "EXPORT"), 1, policy)
     assert v.details["requiredRoles"] == ["dpo"] and v.details["rule"] == "exports"
@@ -137,12 +184,21 @@ def test_bad_policy_names_key_and_value() -> None:
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("default: {data_classification: secretish, retention: 1d, lawful_basis: consent, "
-         "gdpr_applicable: false, hipaa_applicable: false}", "default.data_classification"),
-        ("default: {data_classification: pii, retention: 1d, lawful_basis: because, "
-         "gdpr_applicable: false, hipaa_applicable: false}", "default.lawful_basis"),
-        ("default: {data_classification: pii, retention: 1d, lawful_basis: consent, "
-         "gdpr_applicable: false, hipaa_applicable: false, colour: red}", "default.colour"),
+        (
+            "default: {data_classification: secretish, retention: 1d, lawful_basis: consent, "
+            "gdpr_applicable: false, hipaa_applicable: false}",
+            "default.data_classification",
+        ),
+        (
+            "default: {data_classification: pii, retention: 1d, lawful_basis: because, "
+            "gdpr_applicable: false, hipaa_applicable: false}",
+            "default.lawful_basis",
+        ),
+        (
+            "default: {data_classification: pii, retention: 1d, lawful_basis: consent, "
+            "gdpr_applicable: false, hipaa_applicable: false, colour: red}",
+            "default.colour",
+        ),
         ("redaction: {max_depth: 0}", "redaction.max_depth"),
     ],
 )

@@ -31,7 +31,10 @@ runbooks:
 @pytest.mark.parametrize(
     ("labels", "expected"),
     [
-        ({"type": "service_unavailable", "component": "postgresql_cluster", "severity": "critical"}, "unavailable"),
+        (
+            {"type": "service_unavailable", "component": "postgresql_cluster", "severity": "critical"},
+            "unavailable",
+        ),
         ({"alertname": "ServiceUnavailable"}, "unavailable"),  # spelling normalised; first in file wins
         ({"alert_type": "service-unavailable"}, "unavailable"),
         ({"type": "disk_full", "component": "postgresql_cluster", "severity": "critical"}, "db-critical"),
@@ -74,10 +77,27 @@ def test_no_fallback_is_an_error() -> None:
 
 def test_seed_runbook_rendered() -> None:
     """The seed's service-unavailable runbook fills {SERVICE_NAME} and the namespace default."""
-    steps = render_runbook(select_runbook({"type": "service_unavailable"}, DEFAULT), {"SERVICE_NAME": "UserManagement"})
-    assert [s.title for s in steps] == ["Check Pod Status", "Check Pod Logs", "Check Resource Usage",
-                                        "Test Service Connectivity", "Restart Service if Necessary"]
-    assert steps[0].command == ("kubectl", "get", "pods", "-n", "services", "-l", "app=UserManagement", "-o", "wide")
+    steps = render_runbook(
+        select_runbook({"type": "service_unavailable"}, DEFAULT), {"SERVICE_NAME": "UserManagement"}
+    )
+    assert [s.title for s in steps] == [
+        "Check Pod Status",
+        "Check Pod Logs",
+        "Check Resource Usage",
+        "Test Service Connectivity",
+        "Restart Service if Necessary",
+    ]
+    assert steps[0].command == (
+        "kubectl",
+        "get",
+        "pods",
+        "-n",
+        "services",
+        "-l",
+        "app=UserManagement",
+        "-o",
+        "wide",
+    )
     assert steps[0].description == "Verify the current status of UserManagement pods"
     assert all(s.status is StepStatus.READY for s in steps)
     restart = steps[-1]
@@ -88,8 +108,29 @@ def test_seed_runbook_rendered() -> None:
 
 @pytest.mark.parametrize(
     "bad",
-    ["a b", "x;rm -rf /", "$(id)", "`id`", "--all-namespaces", "-n", "a" * 64, "", "a/b", "x'y", 'x"y',
-     "a\nb", "{NODE}", "a&&b", "a|b", "*", ".hidden", "trailing-", "ünïcode", None, 7],
+    [
+        "a b",
+        "x;rm -rf /",
+        "$(id)",
+        "`id`",
+        "--all-namespaces",
+        "-n",
+        "a" * 64,
+        "",
+        "a/b",
+        "x'y",
+        'x"y',
+        "a\nb",
+        "{NODE}",
+        "a&&b",
+        "a|b",
+        "*",
+        ".hidden",
+        "trailing-",
+        "ünïcode",
+        None,
+        7,
+    ],
 )
 def test_injection_values_rejected(bad: object) -> None:
     """Values that could split or add arguments, reach a shell or be overlong are refused, never filled."""
@@ -119,7 +160,12 @@ def test_label_values_accepted_inside_one_argument(good: str) -> None:
 def test_missing_value_and_manual_steps() -> None:
     """A step lacking a value is marked missing_value; steps without commands are manual."""
     steps = render_runbook(select_runbook({}, DEFAULT), {})
-    assert [s.status for s in steps] == [StepStatus.MANUAL, StepStatus.READY, StepStatus.READY, StepStatus.MANUAL]
+    assert [s.status for s in steps] == [
+        StepStatus.MANUAL,
+        StepStatus.READY,
+        StepStatus.READY,
+        StepStatus.MANUAL,
+    ]
     assert steps[0].problems == ("{COMPONENT}: no value given",)
     crit = render_runbook(select_runbook({"component": "redis"}, DEFAULT), {})
     assert all(s.status is StepStatus.MISSING_VALUE and not s.automated for s in crit)
@@ -127,25 +173,42 @@ def test_missing_value_and_manual_steps() -> None:
 
 def test_only_used_values_are_checked() -> None:
     """A bad value for a placeholder a step does not use does not spoil that step."""
-    steps = render_runbook(select_runbook({"component": "kubernetes_cluster"}, DEFAULT), {"SERVICE_NAME": "a b"})
+    steps = render_runbook(
+        select_runbook({"component": "kubernetes_cluster"}, DEFAULT), {"SERVICE_NAME": "a b"}
+    )
     assert steps[0].status is StepStatus.READY and steps[0].problems == ()
 
 
 @pytest.mark.parametrize(
     ("text", "where"),
     [
-        ("runbooks: [{name: g, fallback: true, steps: [{title: t, command: 'kubectl get pods -n x'}]}]",
-         "runbooks.0.steps.0.command"),
-        ("runbooks: [{name: g, fallback: true, steps: [{title: t, command: []}]}]", "runbooks.0.steps.0.command"),
-        ("runbooks: [{name: g, fallback: true, steps: [{title: t, command: [ls, '{bad name}']}]}]",
-         "runbooks.0.steps.0.command"),
-        ("runbooks: [{name: g, fallback: true, defaults: {NAMESPACE: 'a b'}, steps: [{title: t}]}]",
-         "runbooks.0.defaults"),
-        ("runbooks: [{name: g, fallback: true, steps: [{title: t, timeout: soon}]}]", "runbooks.0.steps.0.timeout"),
+        (
+            "runbooks: [{name: g, fallback: true, steps: [{title: t, command: 'kubectl get pods -n x'}]}]",
+            "runbooks.0.steps.0.command",
+        ),
+        (
+            "runbooks: [{name: g, fallback: true, steps: [{title: t, command: []}]}]",
+            "runbooks.0.steps.0.command",
+        ),
+        (
+            "runbooks: [{name: g, fallback: true, steps: [{title: t, command: [ls, '{bad name}']}]}]",
+            "runbooks.0.steps.0.command",
+        ),
+        (
+            "runbooks: [{name: g, fallback: true, defaults: {NAMESPACE: 'a b'}, steps: [{title: t}]}]",
+            "runbooks.0.defaults",
+        ),
+        (
+            "runbooks: [{name: g, fallback: true, steps: [{title: t, timeout: soon}]}]",
+            "runbooks.0.steps.0.timeout",
+        ),
         ("runbooks: [{name: g, fallback: true, steps: [{title: t, sudo: true}]}]", "runbooks.0.steps.0.sudo"),
         ("runbooks: [{name: g, severities: [critical], fallback: true, steps: [{title: t}]}]", "runbooks.0"),
         ("runbooks: [{name: g, steps: [{title: t}]}]", "fallback"),
-        ("runbooks: [{name: g, fallback: true, steps: [{title: t}]}, {name: g, steps: [{title: u}]}]", "unique"),
+        (
+            "runbooks: [{name: g, fallback: true, steps: [{title: t}]}, {name: g, steps: [{title: u}]}]",
+            "unique",
+        ),
     ],
 )
 def test_bad_runbook_file(text: str, where: str) -> None:
