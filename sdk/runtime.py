@@ -129,7 +129,9 @@ class ServiceRuntime:
             await self.bus.start()
             await self.bus.wait_connected(connect_timeout)
         name = self.service.name
-        await self.bus.subscribe(topics.service_call(name), self._on_call, qos=SUBSCRIBE_QOS, shared_group=name)
+        await self.bus.subscribe(
+            topics.service_call(name), self._on_call, qos=SUBSCRIBE_QOS, shared_group=name
+        )
         await self._announce_online()
         self._watcher = asyncio.create_task(self._keep_presence(), name=f"presence:{name}:{self.instance}")
 
