@@ -29,7 +29,7 @@ from itertools import islice
 from typing import Any
 
 import orjson
-from pydantic import Field, field_validator
+from pydantic import Field, PrivateAttr, field_validator
 
 from policies.config import PolicyModel
 
@@ -46,9 +46,13 @@ _MARKER_RESERVE = 64
 _SCAN_MARGIN = 8192
 
 
+_KEY_DROP = str.maketrans("", "", " \t\r\n_-.")
+_KEY_CACHE_SIZE = 4096
+
+
 def normalise_key(key: str) -> str:
     """``API-Key``, ``api_key`` and ``apiKey`` → ``apikey`` (the form key lists are matched in)."""
-    return re.sub(r"[\s_\-.]", "", key).lower()
+    return key.translate(_KEY_DROP).lower()
 
 
 _DEFAULT_SECRET_KEYS = """
@@ -95,14 +99,37 @@ class RedactionPolicy(PolicyModel):
     def _normalise_tuple(cls, v: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(normalise_key(k) for k in v if normalise_key(k))
 
+    # Payloads repeat the same few keys; remembering their verdict saves most of the work. Bounded,
+    # because keys are attacker-controlled.
+    _verdicts: dict[str, tuple[bool, bool]] = PrivateAttr(default_factory=dict)
+
+    def verdict_cache(self) -> dict[str, tuple[bool, bool]]:
+        """The bounded memo of key verdicts (fetched once per sanitize call: private attributes of
+        pydantic models are slow to reach)."""
+        return self._verdicts
+
+    def key_verdict(self, key: str, cache: dict[str, tuple[bool, bool]] | None = None) -> tuple[bool, bool]:
+        """(is a secret key, is a personal-data key) for ``key``."""
+        memo = self._verdicts if cache is None else cache
+        hit = memo.get(key)
+        if hit is None:
+            n = normalise_key(key)
+            hit = (
+                n in self.secret_keys or any(f in n for f in self.secret_key_fragments),
+                n in self.personal_keys,
+            )
+            if len(memo) >= _KEY_CACHE_SIZE:
+                memo.clear()
+            memo[key] = hit
+        return hit
+
     def is_secret_key(self, key: str) -> bool:
         """True if a value under ``key`` must be redacted whole."""
-        n = normalise_key(key)
-        return n in self.secret_keys or any(f in n for f in self.secret_key_fragments)
+        return self.key_verdict(key)[0]
 
     def is_personal_key(self, key: str) -> bool:
         """True if scalars under ``key`` are personal data to mask."""
-        return normalise_key(key) in self.personal_keys
+        return self.key_verdict(key)[1]
 
 
 # --- text scrubbing -------------------------------------------------------------------------------
@@ -125,6 +152,7 @@ _AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
 # quantifiers and no trailing lookahead keep the scan linear on long digit soups.
 _DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d++(?:[ \-]\d++)*+")
 # Lone surrogates are escaped too: they are not valid UTF-8 and orjson refuses them.
+_THIRTEEN_DIGITS = re.compile(r"(?:\d[ \-]?){12}\d")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
@@ -192,13 +220,20 @@ def _scrub_userinfo(m: re.Match[str]) -> str:
 
 def scrub_text(text: str) -> str:
     """Remove secrets that can be recognised by their shape, wherever they sit in ``text``."""
-    text = _PEM.sub(REDACTED_KEY, text)
-    text = _JWT.sub(REDACTED_JWT, text)
-    text = _URL_USERINFO.sub(_scrub_userinfo, text)
-    text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _KV_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    text = _AWS_KEY_ID.sub(REDACTED, text)
-    if any(c.isdigit() for c in text):
+    # Cheap substring tests first: most strings hold none of these and skip the regex passes.
+    if "PRIVATE KEY" in text:
+        text = _PEM.sub(REDACTED_KEY, text)
+    if "eyJ" in text:
+        text = _JWT.sub(REDACTED_JWT, text)
+    if "://" in text:
+        text = _URL_USERINFO.sub(_scrub_userinfo, text)
+    if " " in text or "\t" in text or "\n" in text:
+        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "=" in text or ":" in text:
+        text = _KV_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
+    if "AKIA" in text or "ASIA" in text:
+        text = _AWS_KEY_ID.sub(REDACTED, text)
+    if _THIRTEEN_DIGITS.search(text):
         text = _DIGIT_RUN.sub(_scrub_digit_run, text)
     return text
 
@@ -253,6 +288,7 @@ class _Walk:
 
     def __init__(self, policy: RedactionPolicy) -> None:
         self.p = policy
+        self.verdicts = policy.verdict_cache()
         self.budget = policy.max_total_bytes - _MARKER_RESERVE
         self.exhausted = False
 
@@ -336,10 +372,11 @@ class _Walk:
                 key = clean_text(f"{key}~{i}", self.p.max_key_length)
             if not self.charge(len(orjson.dumps(key)) + 1):
                 break
-            if self.p.is_secret_key(raw) or self.p.is_secret_key(key):
+            secret, personal_key = self.p.key_verdict(raw, self.verdicts)
+            if secret or (key != raw and self.p.key_verdict(key, self.verdicts)[0]):
                 child: Any = REDACTED if self.charge(len(REDACTED) + 3) else None
             else:
-                child = self.value(v, depth + 1, personal or self.p.is_personal_key(raw))
+                child = self.value(v, depth + 1, personal or personal_key)
             if self.exhausted and child is None:
                 break
             out[key] = child
