@@ -120,6 +120,7 @@ class Executor:
         self._max_bytes = max_payload_bytes
         self._max_depth = max_depth
         self.counts: Counter[str] = Counter()
+        self._last_drop_log = -1e9
 
     # ------------------------------------------------------------ parsing (sync)
 
@@ -174,8 +175,7 @@ class Executor:
         if problem is not None:
             return self._refuse(reply_to, correlation_data, doc, ErrorCode.INVALID_REQUEST, *problem)
         if reply_to is None:
-            self.counts["dropped_no_reply_topic"] += 1
-            logger.warning("%s: call %r has no usable reply topic; dropped", self.service.name, call_id)
+            self._log_drop(f"call {call_id!r} has no usable reply topic")
             return None
         method: str = doc["method"]
         spec = self.service.functions.get(method)
@@ -293,6 +293,19 @@ class Executor:
             return {spec.whole_model_param: model}
         return dict(model.__dict__)
 
+    def _log_drop(self, what: str) -> None:
+        """Count a dropped call; log the first at once, then at most one line a second."""
+        self.counts["dropped_no_reply_topic"] += 1
+        now = time.monotonic()
+        if now - self._last_drop_log >= 1.0:
+            self._last_drop_log = now
+            logger.warning(
+                "%s dropped %s (%d dropped so far)",
+                self.service.name,
+                what,
+                self.counts["dropped_no_reply_topic"],
+            )
+
     def _error(self, job: Job, code: int, message: str | None, details: Any) -> Reply:
         ctx = job.ctx
         return self._reply(
@@ -319,10 +332,7 @@ class Executor:
             "malformed" if code in (ErrorCode.PARSE_ERROR, ErrorCode.INVALID_REQUEST) else "refused"
         ] += 1
         if reply_to is None:
-            self.counts["dropped_no_reply_topic"] += 1
-            logger.warning(
-                "%s: dropped a call with no usable reply topic (%s: %s)", self.service.name, field, problem
-            )
+            self._log_drop(f"a call with no usable reply topic ({field}: {problem})")
             return None
         doc = doc or {}
         call_id = doc.get("id")

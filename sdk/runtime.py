@@ -133,6 +133,8 @@ class ServiceRuntime:
             topics.service_call(name), self._on_call, qos=SUBSCRIBE_QOS, shared_group=name
         )
         await self._announce_online()
+        with contextlib.suppress(MqttBusError):  # started means announced: retained at the broker
+            await self.bus.flush(connect_timeout)
         self._watcher = asyncio.create_task(self._keep_presence(), name=f"presence:{name}:{self.instance}")
 
     async def stop(self, *, grace: float = 5.0) -> None:
