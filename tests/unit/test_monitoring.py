@@ -87,3 +87,16 @@ def test_restore_resumes_breaker_and_health() -> None:
     again = MonitorCore(service="A", cluster_id="c", breaker=m.breaker_settings, health=m.health_policy,
                         now=2.0, restored=r.snapshot)
     assert again.view(2.0).state == "open" and again.view(2.0).open_until == 6.0
+
+
+def test_alert_rules_resolve_only_what_fired() -> None:
+    """Health and breaker decisions become alerts; a recovery resolves only alerts that fired."""
+    from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
+
+    fs = FiringSet()
+    degraded = fs.filter(alerts_for_health({"type": "service_degraded", "service": "A", "reasons": ["x"]}, "c", 1.0))
+    assert [(a["labels"]["alertname"], a["endsAt"]) for a in degraded] == [("ServiceDegraded", None)]
+    opened = fs.filter(alerts_for_breaker({"service": "A", "to": "open", "reason": "r"}, "c", 2.0))
+    assert opened[0]["labels"]["severity"] == "error" and opened[0]["labels"]["component"] == "service"
+    recovered = fs.filter(alerts_for_health({"type": "service_recovered", "service": "A"}, "c", 3.0))
+    assert [(a["labels"]["alertname"], a["endsAt"]) for a in recovered] == [("ServiceDegraded", 3.0)]

@@ -1,0 +1,79 @@
+"""ServiceMonitor actor: one per service, a shell around ``policies.monitoring.MonitorCore``.
+
+It restores its breaker and health from the store when (re)started, applies each tick's deltas,
+and persists its snapshot when something worth restoring changed. Decisions go back to the
+observer that sent the delta (which fast-fails and answers pending calls) and, through it, to the
+supervisor (which publishes them).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import ray
+
+from actors.clock import Clock, SystemClock
+from actors.settings import OperateSettings
+from adapters.store import Store, StoreError, open_store
+from policies.circuit_breaker import load_breaker_policy
+from policies.correlation import ServiceDelta
+from policies.health import load_health_policy
+from policies.monitoring import MonitorCore, MonitorResult
+
+logger = logging.getLogger("sfa_ops.monitor")
+
+STATE_NAMESPACE = "service_monitor"
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class ServiceMonitor:
+    def __init__(self, settings: OperateSettings, service: str) -> None:
+        self.settings = settings
+        self.service = service
+        self.clock: Clock = SystemClock()
+        self.core: MonitorCore | None = None
+        self.store: Store | None = None
+
+    async def _ensure(self) -> MonitorCore:
+        if self.core is not None:
+            return self.core
+        restored: dict[str, Any] | None = None
+        try:
+            self.store = open_store(self.settings.store_url)
+            await self.store.open()
+            restored = await self.store.state_get(STATE_NAMESPACE, self.service)
+        except StoreError:
+            logger.exception("monitor %s: store unavailable; starting without saved state", self.service)
+            self.store = None
+        breaker = load_breaker_policy(self.settings.policies_dir).for_service(self.service)
+        health = load_health_policy(self.settings.policies_dir)
+        self.core = MonitorCore(service=self.service, cluster_id=self.settings.cluster_id, breaker=breaker,
+                                health=health, now=self.clock.now(), restored=restored)
+        return self.core
+
+    async def apply(self, delta: ServiceDelta, now: float) -> MonitorResult:
+        core = await self._ensure()
+        result = core.apply([delta], now)
+        if result.snapshot is not None:
+            await self._save(result.snapshot)
+        return result
+
+    async def preemptive_open(self, reason: str, now: float) -> tuple[dict[str, Any], ...]:
+        core = await self._ensure()
+        events = core.preemptive_open(now, reason)
+        if events:
+            await self._save(core.snapshot())
+        return events
+
+    async def state(self) -> dict[str, Any]:
+        core = await self._ensure()
+        return core.snapshot()
+
+    async def _save(self, snapshot: dict[str, Any]) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.state_put(STATE_NAMESPACE, self.service, snapshot)
+        except StoreError:
+            logger.exception("monitor %s: could not save state", self.service)

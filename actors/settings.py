@@ -1,0 +1,22 @@
+"""What every operations actor is built from: one frozen, picklable settings object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True, kw_only=True)
+class OperateSettings:
+    broker_url: str
+    cluster_id: str = "local"
+    store_url: str = "sqlite:///var/sfa-ops.db"
+    policies_dir: str | None = None
+    observers: int = 1
+    namespace: str = "sfa-ops"
+    services: tuple[str, ...] = ()
+    """Services to monitor from the start (others are picked up on first sight)."""
+    alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+
+    def actor_name(self, kind: str, suffix: str = "") -> str:
+        base = f"sfa-{kind}-{self.cluster_id}"
+        return f"{base}-{suffix}" if suffix else base

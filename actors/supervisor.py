@@ -1,0 +1,294 @@
+"""Supervisor actor: owns the other actors, persists every decision before publishing it, runs
+cascades, and keeps the retained health summary.
+
+Flow per observer tick: ``report(index, results, counters, edges)`` — breaker events go to
+``system/{cluster}/circuit-breaker`` and the retained ``…/circuit-breaker/{Service}``; health
+changes to ``system/{cluster}/errors``; a service going down triggers ``policies.cascade`` and the
+preemptive opens it plans; alerts go to the AlertManager actor. Every message is written to the
+store's outbox first and marked published once the bus has flushed it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+import ray
+
+from actors.clock import Clock, SystemClock
+from actors.loops import run_every
+from actors.monitor import ServiceMonitor
+from actors.observer import Observer
+from actors.settings import OperateSettings
+from adapters.mqtt import MqttBus, MqttConfig
+from adapters.store import Dependency, StoreError, open_store
+from adapters.store.buffer import BufferedStore
+from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
+from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
+from policies.circuit_breaker import rfc3339
+from policies.monitoring import MonitorResult
+from protocol import topics
+
+logger = logging.getLogger("sfa_ops.supervisor")
+
+HEALTH_MAX_SILENCE_S = 10.0
+_SEVERITY_ORDER = {"healthy": 0, "unknown": 0, "degraded": 1, "down": 2}
+
+
+def named(actor_class: Any, name: str, namespace: str) -> Any:
+    """A named actor's options: the existing one if it is alive (a restarted supervisor finds its
+    observers and monitors again), else a new one."""
+    return actor_class.options(name=name, namespace=namespace, get_if_exists=True)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class Supervisor:
+    def __init__(self, settings: OperateSettings) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.cluster = settings.cluster_id
+        self.clock: Clock = SystemClock()
+        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"supervisor-{self.cluster}")
+        self.store = BufferedStore(inner=open_store(settings.store_url),
+                                   on_unavailable=self._store_down, on_recovered=self._store_up,
+                                   on_drop=self._store_drop)
+        self.dependency_policy = load_dependency_policy(settings.policies_dir)
+        self.graph = DependencyGraph(config=self.dependency_policy)
+        self.monitors: dict[str, Any] = {}
+        self.observers: list[Any] = []
+        self.alertmanager: Any = None
+        self.summaries: dict[str, dict[str, Any]] = {}
+        self.infrastructure: dict[str, Any] = {}
+        self.counters: dict[int, dict[str, int]] = {}
+        self.breakers: dict[str, str] = {}
+        self.unpublished: list[int] = []
+        self.published: dict[str, int] = {}
+        self._last_health: dict[str, Any] | None = None
+        self._last_health_at = 0.0
+        self._lock = asyncio.Lock()
+        self._started = False
+        self._loops: list[asyncio.Task[None]] = []
+        self._pending_alerts: list[dict[str, Any]] = []
+        self._firing = FiringSet()
+        self._edges: dict[tuple[str, str], int] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, Any]:
+        """Idempotent: open store and bus, republish what a crash left unpublished, start actors."""
+        if self._started:
+            return {"observers": len(self.observers)}
+        self._started = True
+        await self.store.open()
+        await self.bus.start()
+        await self.bus.wait_connected(30)
+        await self._restore()
+        s = self.settings
+        ns = s.namespace
+        try:
+            from actors.alertmanager import AlertManager
+
+            self.alertmanager = named(AlertManager, s.actor_name("alertmanager"), ns).remote(s)
+            await self.alertmanager.start.remote()
+        except ImportError:
+            logger.warning("alert manager actor not available; alerts are published by the supervisor")
+            self.alertmanager = None
+        await self.monitors_for(list(s.services))
+        self.observers = [
+            named(Observer, s.actor_name("observer", str(i)), ns).remote(s, i)
+            for i in range(max(1, s.observers))
+        ]
+        await asyncio.gather(*(o.start.remote() for o in self.observers))
+        self._loops.append(asyncio.create_task(
+            run_every(0.25, self._health_step, name="health-summary", logger=logger), name="health-summary"))
+        self._loops.append(asyncio.create_task(
+            run_every(5.0, self._housekeeping, name="housekeeping", logger=logger), name="housekeeping"))
+        return {"observers": len(self.observers)}
+
+    async def _restore(self) -> None:
+        try:
+            for dep in await self.store.inner.dependencies_list():
+                self.graph.observe_edge(dep.caller, dep.callee, dep.last_seen, dep.count)
+            pending = await self.store.inner.outbox_pending(10_000)
+        except StoreError:
+            logger.exception("could not restore from the store; continuing without")
+            return
+        for rec in pending:
+            self.bus.publish_nowait(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain)
+            self.unpublished.append(rec.id)
+        if pending:
+            logger.info("republished %d messages a previous run had not published", len(pending))
+
+    async def stop(self) -> None:
+        for o in self.observers:
+            try:
+                await o.stop.remote()
+            except Exception:
+                logger.exception("observer stop failed")
+        for t in self._loops:
+            t.cancel()
+        await self._flush_and_mark(5.0)
+        if self.alertmanager is not None:
+            try:
+                await self.alertmanager.stop.remote()
+            except Exception:
+                logger.exception("alert manager stop failed")
+        await self.bus.stop()
+        await self.store.close()
+
+    # -- actors ---------------------------------------------------------------------------------
+
+    async def monitors_for(self, services: list[str]) -> dict[str, Any]:
+        s = self.settings
+        for name in services:
+            if name not in self.monitors:
+                self.monitors[name] = named(ServiceMonitor, s.actor_name("monitor", name), s.namespace).remote(s, name)
+        return {n: self.monitors[n] for n in services}
+
+    # -- reports ---------------------------------------------------------------------------------
+
+    async def report(self, index: int, results: list[MonitorResult], counters: dict[str, int],
+                     edges: dict[tuple[str, str], int]) -> None:
+        async with self._lock:
+            now = self.clock.now()
+            self.counters[index] = counters
+            if edges:
+                self.graph.observe_edges(edges, now)
+                for e, n in edges.items():
+                    self._edges[e] = self._edges.get(e, 0) + n
+            for r in results:
+                self.summaries[r.service] = r.summary
+                for ev in r.breaker_events:
+                    await self._breaker_event(ev, now)
+                if r.health_message is not None:
+                    await self._publish(topics.system_errors(self.cluster), r.health_message, kind="tier2")
+                    self._pending_alerts += alerts_for_health(r.health_message, self.cluster, now)
+                    if r.health_message["type"] == "service_unavailable":
+                        await self._cascade(r.service, now)
+            await self._send_alerts()
+            await self._flush_and_mark(1.0)
+
+    async def _breaker_event(self, ev: dict[str, Any], now: float) -> None:
+        service = ev["service"]
+        self.breakers[service] = ev["to"]
+        wire = {**ev, "clusterId": self.cluster}
+        await self._publish(topics.circuit_breaker_events(self.cluster), wire, kind="breaker")
+        state = {"type": "circuit_breaker_state", "service": service, "state": ev["to"],
+                 "since": ev["timestamp"], "reason": ev["reason"], "retryAfter": ev.get("retryAfterSeconds"),
+                 "openUntil": ev.get("retryAfter"), "timestamp": ev["timestamp"]}
+        await self._publish(topics.circuit_breaker_state(self.cluster, service), state, retain=True, kind="breaker")
+        self._pending_alerts += alerts_for_breaker(ev, self.cluster, now)
+
+    async def _cascade(self, service: str, now: float) -> None:
+        open_now = [n for n, st in self.breakers.items() if st in ("open", "forced_open")]
+        plan = plan_cascade(self.graph, service, list(self.monitors), open_now, now, self.dependency_policy,
+                            cluster_id=self.cluster)
+        for p in plan.preemptive_opens:
+            handle = self.monitors.get(p.service)
+            if handle is None:
+                continue
+            for ev in await handle.preemptive_open.remote(p.reason, now):
+                await self._breaker_event(ev, now)
+        if plan.message is not None:
+            msg = {**plan.message, "correlationId": f"cascade-{service}-{int(now * 1000)}"}
+            await self._publish(topics.system_errors(self.cluster), msg, kind="cascade")
+
+    async def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
+        """Outbox first, then the bus (QoS 1); marked published after the bus flushed it."""
+        msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
+        self.bus.publish_nowait(topic, payload, qos=1, retain=retain)
+        self.unpublished.append(msg_id)
+        self.published[kind] = self.published.get(kind, 0) + 1
+
+    async def _flush_and_mark(self, timeout: float) -> None:
+        if not self.unpublished:
+            return
+        try:
+            await self.bus.flush(timeout)
+        except Exception:
+            return  # still queued in the bus; marked after a later flush
+        ids, self.unpublished = self.unpublished, []
+        try:
+            await self.store.outbox_mark_published(ids)
+        except StoreError:
+            logger.exception("could not mark %d outbox messages published", len(ids))
+
+    async def _send_alerts(self) -> None:
+        if not self._pending_alerts:
+            return
+        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts), []
+        if not alerts:
+            return
+        if self.alertmanager is not None:
+            self.alertmanager.ingest.remote(alerts)
+        else:
+            for a in alerts:
+                self.bus.publish_nowait(topics.system_alerts(self.cluster),
+                                        {"type": "alert", "clusterId": self.cluster,
+                                         "status": "resolved" if a["endsAt"] else "firing",
+                                         "labels": a["labels"], "annotations": a["annotations"],
+                                         "startsAt": rfc3339(a["startsAt"])}, qos=1)
+
+    # -- health summary ----------------------------------------------------------------------------
+
+    def health_summary(self, now: float) -> dict[str, Any]:
+        observed = {"calls": 0, "responses": 0, "timeouts": 0, "malformed": 0, "dropped": 0}
+        for c in self.counters.values():
+            for k in observed:
+                observed[k] += int(c.get(k, 0))
+        worst = max((_SEVERITY_ORDER.get(s.get("status", "healthy"), 0) for s in self.summaries.values()), default=0)
+        status = {0: "healthy", 1: "degraded", 2: "degraded"}[worst]
+        if self.summaries and all(s.get("status") == "down" for s in self.summaries.values()):
+            status = "down"
+        return {"type": "system_health", "clusterId": self.cluster, "status": status, "timestamp": rfc3339(now),
+                "services": dict(sorted(self.summaries.items())), "infrastructure": dict(self.infrastructure),
+                "observed": observed}
+
+    async def _health_step(self) -> None:
+        now = self.clock.now()
+        summary = self.health_summary(now)
+        comparable = {k: v for k, v in summary.items() if k != "timestamp"}
+        if comparable != self._last_health or now - self._last_health_at >= HEALTH_MAX_SILENCE_S:
+            self._last_health = comparable
+            self._last_health_at = now
+            # Retained state, republished often: not kept in the outbox (it is recomputed anyway).
+            self.bus.publish_nowait(topics.system_health(self.cluster), summary, qos=1, retain=True)
+
+    async def _housekeeping(self) -> None:
+        if self._edges:
+            edges, self._edges = self._edges, {}
+            now = time.time()
+            await self.store.dependencies_upsert(
+                [Dependency(caller=a, callee=b, count=n, last_seen=now) for (a, b), n in edges.items()])
+        async with self._lock:
+            await self._flush_and_mark(1.0)
+
+    async def set_infrastructure(self, component: str, health: dict[str, Any]) -> None:
+        self.infrastructure[component] = health
+
+    async def status(self) -> dict[str, Any]:
+        now = self.clock.now()
+        return {"health": self.health_summary(now), "breakers": dict(self.breakers), "published": dict(self.published),
+                "store": self.store.stats().__dict__ if hasattr(self.store.stats(), "__dict__") else {},
+                "monitors": sorted(self.monitors), "bus": self.bus.stats()}
+
+    # -- store hooks --------------------------------------------------------------------------------
+
+    def _store_down(self, exc: Exception) -> None:
+        logger.error("store unavailable: %s; buffering writes", exc)
+        self._pending_alerts.append({"labels": {"alertname": "StoreUnavailable", "severity": "critical",
+                                                "component": "store", "cluster": self.cluster},
+                                     "annotations": {"summary": f"sfa-ops store unavailable: {exc}"},
+                                     "startsAt": time.time(), "endsAt": None})
+
+    def _store_up(self, outage_s: float, flushed: int) -> None:
+        logger.info("store back after %.1fs; %d buffered writes flushed", outage_s, flushed)
+        self._pending_alerts.append({"labels": {"alertname": "StoreUnavailable", "severity": "critical",
+                                                "component": "store", "cluster": self.cluster},
+                                     "annotations": {"summary": "store recovered"},
+                                     "startsAt": time.time(), "endsAt": time.time()})
+
+    def _store_drop(self, kind: str, n: int) -> None:
+        logger.error("store buffer full: dropped %d %s writes", n, kind)

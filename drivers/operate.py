@@ -1,0 +1,176 @@
+"""``python -m drivers.operate`` — the sfa-ops daemon (a Ray job).
+
+Starts (or joins) Ray, starts the supervisor, which starts the observers, service monitors and
+the alert manager, and runs until SIGINT/SIGTERM or ``--duration``. With no ``--broker`` an
+embedded mosquitto is started on a free loopback port and its URL printed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.options import Option, OptionError, fail, positive_int, resolve, seconds
+
+PROG = "python -m drivers.operate"
+
+OPTIONS = [
+    Option("broker", "MQTT broker URL, mqtt://[user:pass@]host:port or mqtts:// for TLS; "
+           "none: start an embedded mosquitto on a free loopback port", metavar="URL"),
+    Option("cluster-id", "cluster id used in system/{cluster}/... topics", default="local"),
+    Option("store", "sqlite:///path or postgresql://user@host/db", default="sqlite:///var/sfa-ops.db", metavar="URL"),
+    Option("policies", "directory of policy YAML files overriding the defaults in policies/", metavar="DIR"),
+    Option("ray-address", "Ray cluster to join (default: start a local Ray, or the job's cluster)", metavar="ADDR"),
+    Option("observers", "number of observer actors", default=1, convert=positive_int),
+    Option("duration", "stop after this long (e.g. 90s, 5m); default: until SIGINT/SIGTERM", convert=seconds),
+    Option("services", "services to monitor from the start (others are found on first sight)",
+           default=[], repeatable=True, metavar="NAME"),
+    Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
+]
+
+logger = logging.getLogger("sfa_ops.operate")
+
+
+def validate(opts: dict[str, Any]) -> None:
+    """Check everything that can be checked before Ray starts; raises OptionError."""
+    from adapters.mqtt import MqttConfig, MqttConfigError
+    from adapters.store import StoreConfigError, open_store
+    from policies.config import PolicyConfigError
+    from protocol.names import check_segment, check_service_name
+
+    if opts["broker"]:
+        try:
+            MqttConfig.from_url(opts["broker"])
+        except MqttConfigError as exc:
+            raise OptionError(f"--broker: {exc}") from exc
+    try:
+        check_segment(opts["cluster_id"], field="cluster-id", max_len=63)
+        for s in opts["services"]:
+            check_service_name(s, field="--services")
+    except ValueError as exc:
+        raise OptionError(f"--cluster-id/--services: {exc}") from exc
+    try:
+        open_store(opts["store"])
+    except StoreConfigError as exc:
+        raise OptionError(f"--store: {exc}") from exc
+    try:
+        load_all_policies(opts["policies"])
+    except PolicyConfigError as exc:
+        raise OptionError(f"--policies: {exc}") from exc
+
+
+def load_all_policies(directory: str | None) -> None:
+    """Load every policy file once so a bad override stops startup, not an actor later."""
+    from policies.alerting import load_alerting_policy
+    from policies.cascade import load_dependency_policy
+    from policies.circuit_breaker import load_breaker_policy
+    from policies.health import load_health_policy
+    from policies.observation import load_observation_policy
+
+    for loader in (load_breaker_policy, load_health_policy, load_observation_policy, load_dependency_policy,
+                   load_alerting_policy):
+        loader(directory)
+
+
+def _sqlite_dir(store_url: str) -> None:
+    if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:////"):
+        path = Path(store_url[len("sqlite:///"):])
+        path.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _absolute_store(store_url: str) -> str:
+    """Actors may run in another working directory: make a relative SQLite path absolute."""
+    if store_url.startswith("sqlite:///") and not store_url.startswith("sqlite:////") and ":memory:" not in store_url:
+        return "sqlite:///" + str(Path(store_url[len("sqlite:///"):]).resolve())
+    return store_url
+
+
+async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None) -> int:
+    import ray
+
+    from actors.settings import OperateSettings
+    from actors.supervisor import Supervisor, named
+    from adapters.processes import ChildService, start_mosquitto
+
+    embedded: ChildService | None = None
+    broker = opts["broker"]
+    if not broker:
+        embedded = start_mosquitto()
+        broker = embedded.url
+        print(f"sfa-ops: embedded mosquitto at {broker}", flush=True)
+    _sqlite_dir(opts["store"])
+    settings = OperateSettings(
+        broker_url=broker,
+        cluster_id=opts["cluster_id"],
+        store_url=_absolute_store(opts["store"]),
+        policies_dir=str(Path(opts["policies"]).resolve()) if opts["policies"] else None,
+        observers=opts["observers"],
+        services=tuple(opts["services"]),
+    )
+    started_ray = False
+    if not ray.is_initialized():
+        address = opts["ray_address"] or os.environ.get("RAY_ADDRESS")
+        ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
+                 include_dashboard=False if address is None else None, configure_logging=False)
+        started_ray = True
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    supervisor = named(Supervisor, settings.actor_name("supervisor"), settings.namespace).remote(settings)
+    try:
+        info = await supervisor.start.remote()
+        print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {broker} with {info['observers']} "
+              f"observer(s); store {settings.store_url}", flush=True)
+        if ready is not None:
+            ready.set()
+        deadline = None if opts["duration"] is None else time.monotonic() + opts["duration"]
+        every = opts["status_every"]
+        next_status = time.monotonic() + every if every else None
+        while not stop.is_set():
+            now = time.monotonic()
+            if deadline is not None and now >= deadline:
+                break
+            wake = min(x for x in (deadline, next_status, now + 1.0) if x is not None)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), max(0.0, wake - now))
+            if next_status is not None and time.monotonic() >= next_status:
+                next_status += every
+                st = await supervisor.status.remote()
+                h = st["health"]
+                services = ", ".join(f"{n}={s['status']}/{s['breaker']}" for n, s in h["services"].items())
+                print(f"sfa-ops: {h['status']}; observed {h['observed']}; {services or 'no services yet'}",
+                      flush=True)
+        print("sfa-ops: stopping (flushing pending work)", flush=True)
+        await supervisor.stop.remote()
+        return 0
+    finally:
+        with contextlib.suppress(Exception):
+            ray.kill(supervisor)
+        if started_ray:
+            ray.shutdown()
+        if embedded is not None:
+            embedded.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        opts = resolve(OPTIONS, argv, prog=PROG, description=__doc__ or "")
+        validate(opts)
+    except OptionError as exc:
+        fail(PROG, str(exc))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(run(opts))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
