@@ -143,6 +143,7 @@ class Mosquitto:
                     "max_inflight_messages 0",
                     "message_size_limit 0",
                     "sys_interval 1",
+                    "set_tcp_nodelay true",
                     "log_dest stdout",
                     "log_type error",
                     "log_type warning",
