@@ -93,7 +93,9 @@ def _absolute_store(store_url: str) -> str:
     return store_url
 
 
-async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None) -> int:
+async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
+              stop: asyncio.Event | None = None) -> int:
+    """Run the operations job until ``stop`` is set (default: SIGINT/SIGTERM) or ``--duration``."""
     import ray
 
     from actors.settings import OperateSettings
@@ -121,11 +123,12 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None) -> in
         ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
                  include_dashboard=False if address is None else None, configure_logging=False)
         started_ray = True
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(sig, stop.set)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, stop.set)
     supervisor = named(Supervisor, settings.actor_name("supervisor"), settings.namespace).remote(settings)
     try:
         info = await supervisor.start.remote()
