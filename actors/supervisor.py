@@ -265,8 +265,35 @@ class Supervisor:
         async with self._lock:
             await self._flush_and_mark(1.0)
 
-    async def set_infrastructure(self, component: str, health: dict[str, Any]) -> None:
-        self.infrastructure[component] = health
+    async def infrastructure_report(self, component: str, health: dict[str, Any],
+                                    message: dict[str, Any] | None = None,
+                                    alert: dict[str, Any] | None = None) -> None:
+        """From an infrastructure checker: ``health`` for the summary's ``infrastructure`` section;
+        ``message`` (infrastructure_error / infrastructure_recovered) to publish on the errors topic
+        (a critical error also on the emergency topic); ``alert`` for the alert manager."""
+        async with self._lock:
+            self.infrastructure[component] = health
+            if message is not None:
+                await self._publish(topics.system_errors(self.cluster), message, kind="tier3")
+                if message.get("type") == "infrastructure_error" and message.get("severity") in (
+                        "critical", "emergency"):
+                    await self._publish(topics.system_emergency(self.cluster), message, kind="tier3")
+            if alert is not None:
+                self._pending_alerts.append(alert)
+                await self._send_alerts()
+            await self._flush_and_mark(1.0)
+
+    async def alert(self, alerts: list[dict[str, Any]]) -> None:
+        """Alerts from other actors (security analyst, checkers) routed through the alert manager."""
+        async with self._lock:
+            self._pending_alerts += alerts
+            await self._send_alerts()
+
+    async def publish(self, topic: str, payload: dict[str, Any], retain: bool = False, kind: str = "finding") -> None:
+        """Persist-then-publish for other actors (incidents, enforcement actions)."""
+        async with self._lock:
+            await self._publish(topic, payload, retain=retain, kind=kind)
+            await self._flush_and_mark(1.0)
 
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()
