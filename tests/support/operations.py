@@ -114,7 +114,7 @@ class ServiceProcess:
     """One service instance in its own process (so a crash is a real SIGKILL)."""
 
     def __init__(self, broker_url: str, cluster: str, service: str, instance: str = "i1") -> None:
-        self.args = [sys.executable, "-m", "tests.support.service_proc", "--broker", broker_url,
+        self.args = [sys.executable, "-m", "drivers.probe_service", "--broker", broker_url,
                      "--cluster", cluster, "--service", service, "--instance", instance]
         self.proc: subprocess.Popen[str] | None = None
 

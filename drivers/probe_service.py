@@ -1,6 +1,6 @@
-"""A platform service instance in its own process, for tests that crash it (SIGKILL → Last Will).
+"""A minimal platform service instance in its own process, for tests and benchmarks that crash it
 
-``python -m tests.support.service_proc --broker URL --cluster C --service NAME --instance I``
+``python -m drivers.probe_service --broker URL --cluster C --service NAME --instance I``
 
 Methods: ``ok`` answers at once; ``fail`` raises an unexpected exception (-32603); ``invalid``
 raises a ValidationError (-32001); ``hang`` never answers (sleeps for an hour); ``call`` calls
