@@ -1,4 +1,5 @@
 """A minimal platform service instance in its own process, for tests and benchmarks that crash it
+(SIGKILL → Last Will).
 
 ``python -m drivers.probe_service --broker URL --cluster C --service NAME --instance I``
 
