@@ -38,6 +38,7 @@ import asyncio
 import contextlib
 import logging
 import random
+import socket
 import time
 import uuid
 from collections import deque
@@ -543,6 +544,8 @@ class MqttBus:
             timeout=cfg.connect_timeout_s,
             tls_context=cfg.ssl_context(),
             logger=self._log,
+            # paho leaves Nagle on: small PUBLISH/PUBACK packets then wait for delayed ACKs (~40 ms)
+            socket_options=((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),),
         )
 
     async def _connection_loop(self) -> None:
