@@ -1,0 +1,393 @@
+"""AlertManager actor: a shell around ``policies.alerting.Dispatcher`` that delivers what it decides.
+
+- ``ingest`` converts alert dicts, enriches their annotations (``runbook``: the selected runbook's
+  rendered steps as JSON; ``recentEvents``: the last 5 related events as JSON), routes them,
+  persists the alerts and the dispatcher state, and only then answers.
+- A loop (every ``tick_s``) takes the due notifications and delivers them through
+  ``adapters.alert_delivery``; a notification is marked delivered only when every integration
+  settled (sent, skipped, or a permanent 4xx), then the state is saved. So a restart neither loses
+  an ingested alert nor repeats a confirmed notification (at least once: a crash between a POST and
+  the save can repeat that one).
+- Mirror (on by default): every notification's alerts also go to ``system/{cluster}/alerts`` (the
+  DESIGN's alerts topic), and so do alerts no route takes (``receiver`` null) on each change of
+  their status — with the seed's tree, whose receivers have no endpoints, nothing would show
+  otherwise.
+
+Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which schedules
+nothing: every public method first awaits ``ensure_started()``, which restores the state from the
+store (namespace ``alertmanager``, key ``dispatcher``) and starts the loop. A restarted actor
+therefore delivers nothing until a call reaches it: its owner should poll ``status()`` (the
+supervisor's health poll does) so pending notifications resume within one poll interval.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import uuid
+from collections import OrderedDict, deque
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any
+
+import orjson
+import ray
+
+from actors.clock import Clock, SystemClock
+from actors.loops import run_every
+from actors.settings import OperateSettings
+from adapters.alert_delivery import (
+    DEFAULT_ALERTS_TOPIC,
+    DeliveryContext,
+    DeliveryResult,
+    Outcome,
+    RetryPolicy,
+    deliver_notification,
+    publish_alerts,
+)
+from adapters.http_client import JsonPoster
+from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
+from adapters.store import AlertRecord, StoreError, open_store
+from adapters.store.buffer import BufferedStore
+from policies.alerting import (
+    Alert,
+    Dispatcher,
+    Integration,
+    Notification,
+    Receiver,
+    Silence,
+    format_time,
+    load_alerting_policy,
+)
+from policies.config import PolicyConfigError
+from policies.runbooks import RunbookError, RunbookPolicy, load_runbooks, render_runbook, select_runbook
+
+logger = logging.getLogger("sfa_ops.alertmanager")
+
+STATE_NAMESPACE = "alertmanager"
+STATE_KEY = "dispatcher"
+RECENT_SHOWN = 5
+_EVENT_KEYS = ("timestamp", "type", "event", "alertname", "severity", "status", "service", "component",
+               "method", "reason", "message", "summary", "errorType")
+# Label → runbook placeholder (policies/runbooks.yaml names them so).
+_PLACEHOLDERS = {"service": "SERVICE_NAME", "component": "COMPONENT", "namespace": "NAMESPACE",
+                 "node": "NODE", "instance": "INSTANCE"}
+
+
+class RecentEvents:
+    """The last ``per_key`` events per service/component, for at most ``max_keys`` keys (LRU)."""
+
+    def __init__(self, *, per_key: int = 20, max_keys: int = 1000) -> None:
+        self.per_key, self.max_keys = per_key, max_keys
+        self._rings: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
+
+    def note(self, event: Mapping[str, Any]) -> None:
+        """Keep a trimmed copy (known keys, short strings) under its service and component."""
+        slim = {k: (v[:200] if isinstance(v, str) else v) for k in _EVENT_KEYS
+                if isinstance(v := event.get(k), str | int | float | bool)}
+        for key in {str(event[k]) for k in ("service", "component") if event.get(k)}:
+            ring = self._rings.pop(key, None) or deque(maxlen=self.per_key)
+            ring.append(slim)
+            self._rings[key] = ring
+            while len(self._rings) > self.max_keys:
+                self._rings.popitem(last=False)
+
+    def related(self, labels: Mapping[str, str], n: int = RECENT_SHOWN) -> list[dict[str, Any]]:
+        """The last ``n`` events of the alert's service and component, oldest first."""
+        seen: list[dict[str, Any]] = []
+        for key in dict.fromkeys(labels[k] for k in ("service", "component") if labels.get(k)):
+            seen.extend(e for e in self._rings.get(key, ()) if e not in seen)
+        seen.sort(key=lambda e: str(e.get("timestamp", "")))
+        return seen[-n:]
+
+
+def runbook_steps(labels: Mapping[str, str], runbooks: RunbookPolicy) -> list[dict[str, Any]] | None:
+    """The selected runbook rendered with the alert's labels, as plain dicts (None: no runbook)."""
+    try:
+        book = select_runbook(labels, runbooks)
+    except RunbookError:
+        return None
+    values = {ph: labels[k] for k, ph in _PLACEHOLDERS.items() if labels.get(k)}
+    return [
+        {"runbook": book.name, "title": s.title, "description": s.description, "command": list(s.command),
+         "status": str(s.status), "automated": s.automated, "requiresApproval": s.requires_approval,
+         "timeoutS": s.timeout_s, "expected": s.expected, "onFailure": s.on_failure}
+        for s in render_runbook(book, values)
+    ]
+
+
+def _event_of(alert: Alert, status: str) -> dict[str, Any]:
+    return {**alert.labels, "type": "alert", "status": status,
+            "timestamp": format_time(alert.ends_at if status == "resolved" and alert.ends_at else alert.starts_at),
+            "summary": alert.annotations.get("summary", "")}
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class AlertManager:
+    """See the module docstring. Options: ``mirror`` (publish every notification on the alerts
+    topic), ``retry`` (attempts within one delivery), ``tick_s``, ``save_every_s``."""
+
+    def __init__(
+        self, settings: OperateSettings, *, mirror: bool = True, retry: RetryPolicy | None = None,
+        tick_s: float = 0.25, save_every_s: float = 10.0, clock: Clock | None = None,
+        max_concurrent: int = 16,
+    ) -> None:
+        # Nothing is scheduled here: Ray calls __init__ again on restart, outside any event loop.
+        self.settings = settings
+        self.mirror, self.retry, self.tick_s, self.save_every_s = mirror, retry or RetryPolicy(), tick_s, save_every_s
+        self.clock: Clock = clock or SystemClock()
+        self.max_concurrent = max_concurrent
+        self._started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._loop: asyncio.Task[None] | None = None
+        self._counters: dict[str, dict[str, int]] = {}
+        self._rejected = 0
+        self._recent = RecentEvents()
+        self._last_status: OrderedDict[str, str] = OrderedDict()  # fingerprint -> last status seen
+        self._partial: dict[tuple[str, str], tuple[tuple[frozenset[str], frozenset[str]], frozenset[int]]] = {}
+        self._saved_at = 0.0
+        self._started_at = 0.0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def ensure_started(self) -> None:
+        """Open the store, restore the dispatcher, connect MQTT and start the delivery loop (once)."""
+        if self._started:
+            return
+        self._start_lock = self._start_lock or asyncio.Lock()
+        async with self._start_lock:
+            if not self._started:
+                await self._start()
+
+    async def start(self) -> None:
+        """Same as :meth:`ensure_started` (the supervisor calls it once after creating the actor)."""
+        await self.ensure_started()
+
+    async def _start(self) -> None:
+        s = self.settings
+        self.policy = load_alerting_policy(s.policies_dir)
+        self.runbooks: RunbookPolicy | None = None
+        try:
+            self.runbooks = load_runbooks(s.policies_dir)
+        except PolicyConfigError:
+            logger.exception("alertmanager %s: runbooks not loaded; alerts go without runbook steps", s.cluster_id)
+        self.store = BufferedStore(inner=open_store(s.store_url))
+        await self.store.open()
+        self.dispatcher = await self._restore()
+        self.bus = MqttBus(config=MqttConfig.from_url(s.broker_url),
+                           client_id=f"alertmanager-{s.cluster_id}-{uuid.uuid4().hex[:6]}")
+        await self.bus.start()
+        self.poster = JsonPoster(timeout_s=self.retry.timeout_s)
+        self.ctx = DeliveryContext(cluster_id=s.cluster_id, poster=self.poster, bus=self.bus, retry=self.retry,
+                                   log=logging.getLogger("sfa_ops.alert_delivery"))
+        self._sem = asyncio.Semaphore(self.max_concurrent)
+        self._mirror_integration = Integration(type="mqtt", settings={"topic": DEFAULT_ALERTS_TOPIC},
+                                               send_resolved=True)
+        self._saved_at = self.clock.now()
+        self._loop = asyncio.create_task(
+            run_every(self.tick_s, self._tick, name=f"alertmanager-{s.cluster_id}", logger=logger,
+                      slow_after_s=max(2.0, self.tick_s)),
+            name=f"alertmanager-loop-{s.cluster_id}")
+        self._started = True
+        self._started_at = self.clock.now()
+        logger.info("alertmanager %s started (%d group(s) restored)", s.cluster_id,
+                    self.dispatcher.status(self.clock.now()).groups)
+
+    async def _restore(self) -> Dispatcher:
+        # A store that is briefly away gets a few tries: starting empty and then saving would
+        # overwrite the notification log and repeat every notification.
+        for attempt in range(3):
+            try:
+                state = await self.store.state_get(STATE_NAMESPACE, STATE_KEY)
+            except StoreError as exc:
+                logger.warning("alertmanager: cannot read saved state (try %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.5 * (attempt + 1))
+                continue
+            if state is None:
+                return Dispatcher(policy=self.policy)
+            try:
+                return Dispatcher.from_dict(state, policy=self.policy)
+            except (ValueError, KeyError, TypeError):
+                logger.exception("alertmanager: saved state unusable; starting empty")
+                return Dispatcher(policy=self.policy)
+        logger.error("alertmanager: store unavailable; starting with empty state")
+        return Dispatcher(policy=self.policy)
+
+    async def stop(self) -> None:
+        """Stop the loop, save the state, close MQTT, HTTP and the store."""
+        if not self._started:
+            return
+        self._started = False
+        if self._loop is not None:
+            self._loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._loop
+        await self._save()
+        await self.bus.stop()
+        await self.poster.close()
+        await self.store.close()
+
+    # ---------------------------------------------------------------- input
+
+    async def ingest(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        """Route alert dicts (``labels``, ``annotations``, ``startsAt``, ``endsAt``, ``generatorURL``);
+        returns the ingest counts plus ``rejected`` (malformed alerts, logged and dropped)."""
+        await self.ensure_started()
+        now = self.clock.now()
+        parsed: list[Alert] = []
+        rejected = 0
+        for raw in alerts:
+            try:
+                parsed.append(self._enrich(Alert.from_dict(raw, now=now)))
+            except (ValueError, TypeError, KeyError, AttributeError) as exc:
+                rejected += 1
+                logger.warning("alertmanager: malformed alert dropped: %s", exc)
+        self._rejected += rejected
+        result = self.dispatcher.ingest(parsed, now)
+        changed = [a for a in parsed if self._status_changed(a, now)]
+        for alert in changed:
+            self._recent.note(_event_of(alert, alert.status(now)))
+        if self.mirror:
+            self._mirror_unrouted([a for a in changed if not self._routed(a)], now)
+        for a in parsed:
+            await self.store.alert_upsert(AlertRecord(
+                fingerprint=a.fingerprint, labels=dict(a.labels), annotations=dict(a.annotations),
+                status=a.status(now), starts_at=a.starts_at, ends_at=a.ends_at))
+        await self._save()  # before answering: an acknowledged alert survives a restart
+        return {**asdict(result), "rejected": rejected}
+
+    async def note_event(self, event: dict[str, Any]) -> None:
+        """Remember an event (with ``service`` or ``component``) for later alerts' ``recentEvents``."""
+        await self.ensure_started()
+        self._recent.note(event)
+
+    async def add_silence(self, silence: dict[str, Any]) -> str:
+        """Add a silence (Alertmanager API v2 shape, matchers as dicts or strings); returns its id."""
+        await self.ensure_started()
+        added = self.dispatcher.add_silence(Silence.from_dict(silence))
+        await self._save()
+        return added.id
+
+    async def status(self) -> dict[str, Any]:
+        """Dispatcher counts, delivery counters per receiver (sent/failed/retried/skipped), the
+        mirror's counters under ``mirror``, rejected alerts, MQTT and store buffer stats, and when
+        this incarnation started (``startedAt``; a restart by Ray moves it)."""
+        await self.ensure_started()
+        return {
+            "startedAt": self._started_at,
+            "dispatcher": asdict(self.dispatcher.status(self.clock.now())),
+            "delivery": {k: dict(v) for k, v in self._counters.items()},
+            "rejected": self._rejected,
+            "mqtt": self.bus.stats(),
+            "store": asdict(self.store.stats()),
+        }
+
+    # ---------------------------------------------------------------- enrichment and mirror
+
+    def _enrich(self, alert: Alert) -> Alert:
+        extra: dict[str, str] = {}
+        if "runbook" not in alert.annotations and self.runbooks is not None:
+            steps = runbook_steps(alert.labels, self.runbooks)
+            if steps:
+                extra["runbook"] = orjson.dumps(steps).decode()
+        if "recentEvents" not in alert.annotations:
+            related = self._recent.related(alert.labels)
+            if related:
+                extra["recentEvents"] = orjson.dumps(related).decode()
+        if not extra:
+            return alert
+        return Alert(labels=alert.labels, annotations={**alert.annotations, **extra},
+                     starts_at=alert.starts_at, ends_at=alert.ends_at, generator_url=alert.generator_url)
+
+    def _status_changed(self, alert: Alert, now: float) -> bool:
+        fp, status = alert.fingerprint, alert.status(now)
+        changed = self._last_status.pop(fp, None) != status
+        self._last_status[fp] = status
+        while len(self._last_status) > 10_000:
+            self._last_status.popitem(last=False)
+        return changed
+
+    def _routed(self, alert: Alert) -> bool:
+        return any(r.opts.receiver is not None for r in self.policy.root.match(alert.labels))
+
+    def _mirror_unrouted(self, alerts: list[Alert], now: float) -> None:
+        if not alerts:
+            return
+        try:
+            publish_alerts(self.ctx, self.ctx.topic(None), [(a, a.status(now)) for a in alerts],
+                           receiver=None, group_key=None)
+            self._count("mirror", DeliveryResult(type="mqtt", outcome=Outcome.SENT))
+        except MqttBusError as exc:
+            logger.warning("alertmanager: unrouted alerts not mirrored: %s", exc)
+
+    def _integrations(self, receiver: Receiver) -> list[Integration]:
+        out = list(receiver.integrations)
+        mirror_topic = self.ctx.topic(None)
+        if self.mirror and not any(
+            i.type == "mqtt" and self.ctx.topic(i.settings.get("topic")) == mirror_topic for i in out
+        ):
+            out.append(self._mirror_integration)
+        return out
+
+    # ---------------------------------------------------------------- delivery loop
+
+    async def _tick(self) -> None:
+        now = self.clock.now()
+        notifications = self.dispatcher.due(now)
+        if not notifications:
+            if now - self._saved_at >= self.save_every_s:
+                await self._save()
+            return
+        outcomes = await asyncio.gather(*(self._deliver(n) for n in notifications))
+        done_at = self.clock.now()
+        for n, (settled, _) in zip(notifications, outcomes, strict=True):
+            if settled:
+                self.dispatcher.mark_delivered(n, done_at)
+        await self._save()
+        # Counted after the save, so a caller that sees a count also sees it persisted.
+        for _, results in outcomes:
+            for key, r in results:
+                self._count(key, r)
+
+    async def _deliver(self, n: Notification) -> tuple[bool, list[tuple[str, DeliveryResult]]]:
+        integrations = self._integrations(self.policy.receivers[n.receiver])
+        key = (n.group_key, n.receiver)
+        content = (frozenset(a.fingerprint for a in n.firing), frozenset(a.fingerprint for a in n.resolved))
+        prev = self._partial.get(key)
+        # Integrations that already took this very content are not sent it again on a retry.
+        done = prev[1] if prev is not None and prev[0] == content else frozenset()
+        async with self._sem:
+            results = await deliver_notification(n, integrations, self.ctx, done=done)
+        done = done | {i for i, r in results.items() if r.settled}
+        settled = len(done) == len(integrations)
+        if settled:
+            self._partial.pop(key, None)
+        else:
+            self._partial[key] = (content, done)
+            if len(self._partial) > 10_000:  # groups that vanished undelivered leave entries behind
+                self._partial.pop(next(iter(self._partial)))
+        named = [("mirror" if integrations[i] is self._mirror_integration else n.receiver, r)
+                 for i, r in results.items()]
+        return settled, named
+
+    def _count(self, key: str, r: DeliveryResult) -> None:
+        # One count per integration delivery (a notification, or one batch of unrouted alerts).
+        c = self._counters.setdefault(key, {"sent": 0, "failed": 0, "retried": 0, "skipped": 0})
+        c[str(r.outcome)] += 1
+        c["retried"] += r.retried
+
+    async def _save(self) -> None:
+        try:
+            await self.store.state_put(STATE_NAMESPACE, STATE_KEY, self.dispatcher.to_dict())
+            self._saved_at = self.clock.now()
+        except StoreError:
+            logger.exception("alertmanager: could not save dispatcher state")
+
+
+def alertmanager_actor(settings: OperateSettings, **options: Any) -> Any:
+    """The cluster's AlertManager (named ``sfa-alertmanager-{cluster}`` in ``settings.namespace``),
+    created if it does not exist yet; ``options`` go to the constructor."""
+    return AlertManager.options(  # type: ignore[attr-defined]
+        name=settings.actor_name("alertmanager"), namespace=settings.namespace, get_if_exists=True,
+    ).remote(settings, **options)
