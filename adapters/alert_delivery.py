@@ -260,8 +260,8 @@ def _with_status(n: Notification, alerts: tuple[Alert, ...]) -> list[tuple[Alert
 async def deliver_mqtt(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
     """Publish each alert as an ``AlertMessage`` on the integration's topic (default alerts topic)."""
     topic = ctx.topic(integ.settings.get("topic"))
-    qos = int(integ.settings.get("qos", 1))
     try:
+        qos = int(integ.settings.get("qos", 1))
         publish_alerts(ctx, topic, _with_status(n, n.for_integration(integ.send_resolved)),
                        receiver=n.receiver, group_key=n.group_key, qos=qos)
     except MqttBusClosed as exc:

@@ -261,14 +261,20 @@ async def test_webhook_payload_mirror_and_enrichment(env: Env) -> None:
 
 async def test_transient_errors_retried_client_errors_not(env: Env) -> None:
     """503, 503, 200 is delivered once after two retries; a 400 is tried once, counted as failed,
-    and not sent again at later group ticks."""
+    and not sent again at later group ticks; a silenced alert is not sent at all."""
     env.rx.script([503, 503, 200], path="/hook")
     env.rx.script([400], path="/hook-b")
-    await env.actor.ingest.remote([alert("Flaky", "hook"), alert("Refused", "hook-b")])
+    now = time.time()
+    sid = await env.actor.add_silence.remote({"matchers": ['alertname="Hushed"'], "startsAt": now - 1,
+                                              "endsAt": now + 3600, "createdBy": "test"})
+    assert sid
+    await env.actor.ingest.remote([alert("Flaky", "hook"), alert("Refused", "hook-b"), alert("Hushed", "hook")])
     await env.rx.wait_for(3, path="/hook")
     await wait_until(lambda: len(env.rx.received("/hook-b")) >= 1)
     await asyncio.sleep(2.5)  # two more group ticks
     assert [r.status for r in env.rx.received("/hook")] == [503, 503, 200]
+    assert {r.json["groupLabels"]["alertname"] for r in env.rx.received("/hook")} == {"Flaky"}
+    assert (await env.actor.status.remote())["dispatcher"]["silenced"] == 1
     assert [r.status for r in env.rx.received("/hook-b")] == [400]
     assert await counters(env, "hook") == {"sent": 1, "failed": 0, "retried": 2, "skipped": 0}
     assert await counters(env, "hook-b") == {"sent": 0, "failed": 1, "retried": 0, "skipped": 0}
