@@ -34,6 +34,7 @@ class ServiceMonitor:
         self.clock: Clock = SystemClock()
         self.core: MonitorCore | None = None
         self.store: Store | None = None
+        self.pods: dict[str, Any] | None = None
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -54,10 +55,15 @@ class ServiceMonitor:
 
     async def apply(self, delta: ServiceDelta, now: float) -> MonitorResult:
         core = await self._ensure()
-        result = core.apply([delta], now)
+        result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
             await self._save(result.snapshot)
         return result
+
+    async def set_pods(self, pods: dict[str, Any]) -> None:
+        """Pod status from the Kubernetes checker (``running``, ``ready``, ``total``,
+        ``failureReason``), used from the next tick on."""
+        self.pods = pods
 
     async def preemptive_open(self, reason: str, now: float) -> tuple[dict[str, Any], ...]:
         core = await self._ensure()

@@ -16,6 +16,17 @@ class OperateSettings:
     services: tuple[str, ...] = ()
     """Services to monitor from the start (others are picked up on first sight)."""
     alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+    # Infrastructure checks (the broker probe always runs, against broker_url).
+    # DSNs/URLs may carry passwords: kept out of repr (logs).
+    check_postgres: tuple[str, ...] = field(default=(), repr=False)
+    check_redis: tuple[str, ...] = field(default=(), repr=False)
+    emqx_api: str | None = None
+    emqx_api_key: str | None = None
+    emqx_api_secret: str | None = field(default=None, repr=False)
+    kubernetes: bool = False
+    kube_namespace: str = "default"
+    kube_api: str | None = None
+    """Explicit Kubernetes API host (tests, replay); None: in-cluster config, else kubeconfig."""
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

@@ -19,6 +19,7 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
+from actors.monitor import STATE_NAMESPACE as MONITOR_STATE
 from actors.monitor import ServiceMonitor
 from actors.observer import Observer
 from actors.settings import OperateSettings
@@ -40,7 +41,8 @@ _SEVERITY_ORDER = {"healthy": 0, "unknown": 0, "degraded": 1, "down": 2}
 def named(actor_class: Any, name: str, namespace: str) -> Any:
     """A named actor's options: the existing one if it is alive (a restarted supervisor finds its
     observers and monitors again), else a new one."""
-    return actor_class.options(name=name, namespace=namespace, get_if_exists=True)
+    # SPREAD: on a multi-node cluster losing one node loses a share of the actors, not all of them.
+    return actor_class.options(name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD")
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -58,6 +60,8 @@ class Supervisor:
         self.graph = DependencyGraph(config=self.dependency_policy)
         self.monitors: dict[str, Any] = {}
         self.observers: list[Any] = []
+        self.checkers: dict[str, Any] = {}
+        self.pods: dict[str, dict[str, Any]] = {}
         self.alertmanager: Any = None
         self.summaries: dict[str, dict[str, Any]] = {}
         self.infrastructure: dict[str, Any] = {}
@@ -72,6 +76,7 @@ class Supervisor:
         self._loops: list[asyncio.Task[None]] = []
         self._pending_alerts: list[dict[str, Any]] = []
         self._firing = FiringSet()
+        self.known_services: list[str] = []
         self._edges: dict[tuple[str, str], int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -95,12 +100,14 @@ class Supervisor:
         except ImportError:
             logger.warning("alert manager actor not available; alerts are published by the supervisor")
             self.alertmanager = None
-        await self.monitors_for(list(s.services))
+        known = sorted({*s.services, *self.known_services})
+        await self.monitors_for(known)
         self.observers = [
             named(Observer, s.actor_name("observer", str(i)), ns).remote(s, i)
             for i in range(max(1, s.observers))
         ]
-        await asyncio.gather(*(o.start.remote() for o in self.observers))
+        await asyncio.gather(*(o.start.remote(known) for o in self.observers))
+        await self._start_checkers()
         self._loops.append(asyncio.create_task(
             run_every(0.25, self._health_step, name="health-summary", logger=logger), name="health-summary"))
         self._loops.append(asyncio.create_task(
@@ -108,9 +115,15 @@ class Supervisor:
         return {"observers": len(self.observers)}
 
     async def _restore(self) -> None:
+        """After a crash: learned dependencies, services monitored before (so their breakers
+        guard calls from the first tick), firing alerts (so a recovery resolves them), and
+        messages decided but never published."""
         try:
             for dep in await self.store.inner.dependencies_list():
                 self.graph.observe_edge(dep.caller, dep.callee, dep.last_seen, dep.count)
+            self.known_services = sorted(await self.store.inner.state_list(MONITOR_STATE))
+            for alert in await self.store.inner.alerts_list("firing"):
+                self._firing.firing.add(tuple(sorted(alert.labels.items())))
             pending = await self.store.inner.outbox_pending(10_000)
         except StoreError:
             logger.exception("could not restore from the store; continuing without")
@@ -121,7 +134,35 @@ class Supervisor:
         if pending:
             logger.info("republished %d messages a previous run had not published", len(pending))
 
+    async def _start_checkers(self) -> None:
+        """One InfraChecker per configured component (the broker's always runs)."""
+        from actors.infra_checker import InfraChecker, components_for
+
+        s = self.settings
+        for component in components_for(s):
+            self.checkers[component] = named(InfraChecker, s.actor_name("infra", component), s.namespace).remote(
+                s, component)
+        results = await asyncio.gather(*(c.start.remote() for c in self.checkers.values()), return_exceptions=True)
+        for component, res in zip(self.checkers, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.error("infra checker %s did not start: %s", component, res)
+
+    async def pod_status(self, pods: dict[str, dict[str, Any]]) -> list[str]:
+        """Pod status per service from the Kubernetes checker, forwarded to the services' monitors;
+        returns the monitored services (whose pods the checker should look at next)."""
+        self.pods.update(pods)
+        for service, status in pods.items():
+            handle = self.monitors.get(service)
+            if handle is not None:
+                handle.set_pods.remote(status)
+        return sorted(self.monitors)
+
     async def stop(self) -> None:
+        for c in self.checkers.values():
+            try:
+                await c.stop.remote()
+            except Exception:
+                logger.exception("infra checker stop failed")
         for o in self.observers:
             try:
                 await o.stop.remote()
@@ -257,6 +298,12 @@ class Supervisor:
             self.bus.publish_nowait(topics.system_health(self.cluster), summary, qos=1, retain=True)
 
     async def _housekeeping(self) -> None:
+        if self.alertmanager is not None:
+            # A restarted alert manager idles until called: this call resumes its delivery loop.
+            try:
+                await self.alertmanager.ensure_started.remote()
+            except Exception:
+                logger.exception("alert manager unavailable")
         if self._edges:
             edges, self._edges = self._edges, {}
             now = time.time()

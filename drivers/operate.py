@@ -34,6 +34,21 @@ OPTIONS = [
     Option("services", "services to monitor from the start (others are found on first sight)",
            default=[], repeatable=True, metavar="NAME"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
+    Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
+           default=[], repeatable=True, metavar="DSN"),
+    Option("check-redis", "Redis server to check (redis://[:pass@]host:port/db or rediss://)",
+           default=[], repeatable=True, metavar="URL"),
+    Option("emqx-api", "EMQX management API base URL (http://host:18083): the broker check becomes "
+           "emqx_cluster and reads nodes, stats, metrics and alarms", metavar="URL"),
+    Option("emqx-api-key", "EMQX API key (dashboard → API keys)", metavar="KEY"),
+    Option("emqx-api-secret", "EMQX API secret (prefer SFA_OPS_EMQX_API_SECRET to the command line)",
+           metavar="SECRET"),
+    Option("kubernetes", "check the Kubernetes cluster (in-cluster config, else kubeconfig) and feed pod "
+           "status to the service monitors", default=False, flag=True),
+    Option("kube-namespace", "namespace of the services' pods (label app={Service})", default="default",
+           metavar="NS"),
+    Option("kube-api", "explicit Kubernetes API URL instead of in-cluster/kubeconfig (tests, replays)",
+           metavar="URL"),
 ]
 
 logger = logging.getLogger("sfa_ops.operate")
@@ -61,10 +76,44 @@ def validate(opts: dict[str, Any]) -> None:
         open_store(opts["store"])
     except StoreConfigError as exc:
         raise OptionError(f"--store: {exc}") from exc
+    _validate_infra(opts)
     try:
         load_all_policies(opts["policies"])
     except PolicyConfigError as exc:
         raise OptionError(f"--policies: {exc}") from exc
+
+
+def _validate_infra(opts: dict[str, Any]) -> None:
+    """The infrastructure check options: URL schemes, EMQX credentials, namespace."""
+    import re
+    from urllib.parse import urlsplit
+
+    def url(option: str, value: str, schemes: tuple[str, ...], example: str) -> None:
+        try:
+            parts = urlsplit(value)
+            parts.port  # noqa: B018 - raises ValueError on a bad port
+        except ValueError as exc:
+            raise OptionError(f"--{option}: cannot parse the URL ({exc}); write {example}") from exc
+        if parts.scheme not in schemes or not parts.hostname:
+            raise OptionError(f"--{option}: expected a {'/'.join(schemes)} URL with a host, like {example}")
+
+    for dsn in opts.get("check_postgres") or []:
+        url("check-postgres", dsn, ("postgresql", "postgres"), "postgresql://sfa@db.internal:5432/postgres")
+    for u in opts.get("check_redis") or []:
+        url("check-redis", u, ("redis", "rediss"), "redis://cache.internal:6379/0")
+    if opts.get("emqx_api"):
+        url("emqx-api", opts["emqx_api"], ("http", "https"), "http://emqx.internal:18083")
+        if not opts.get("emqx_api_key") or not opts.get("emqx_api_secret"):
+            raise OptionError("--emqx-api needs --emqx-api-key and --emqx-api-secret (or SFA_OPS_EMQX_API_KEY / "
+                              "SFA_OPS_EMQX_API_SECRET)")
+    elif opts.get("emqx_api_key") or opts.get("emqx_api_secret"):
+        raise OptionError("--emqx-api-key/--emqx-api-secret given without --emqx-api URL")
+    if opts.get("kube_api"):
+        url("kube-api", opts["kube_api"], ("http", "https"), "https://kubernetes.default.svc")
+    ns = opts.get("kube_namespace") or "default"
+    if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns):
+        raise OptionError(f"--kube-namespace {ns!r}: a Kubernetes namespace is 1-63 lowercase letters, digits "
+                          "and '-', starting and ending with a letter or digit")
 
 
 def load_all_policies(directory: str | None) -> None:
@@ -73,10 +122,11 @@ def load_all_policies(directory: str | None) -> None:
     from policies.cascade import load_dependency_policy
     from policies.circuit_breaker import load_breaker_policy
     from policies.health import load_health_policy
+    from policies.infrastructure import load_infrastructure_policy
     from policies.observation import load_observation_policy
 
     for loader in (load_breaker_policy, load_health_policy, load_observation_policy, load_dependency_policy,
-                   load_alerting_policy):
+                   load_alerting_policy, load_infrastructure_policy):
         loader(directory)
 
 
@@ -116,6 +166,14 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         policies_dir=str(Path(opts["policies"]).resolve()) if opts["policies"] else None,
         observers=opts["observers"],
         services=tuple(opts["services"]),
+        check_postgres=tuple(opts.get("check_postgres") or ()),
+        check_redis=tuple(opts.get("check_redis") or ()),
+        emqx_api=opts.get("emqx_api"),
+        emqx_api_key=opts.get("emqx_api_key"),
+        emqx_api_secret=opts.get("emqx_api_secret"),
+        kubernetes=bool(opts.get("kubernetes")),
+        kube_namespace=opts.get("kube_namespace") or "default",
+        kube_api=opts.get("kube_api"),
     )
     started_ray = False
     if not ray.is_initialized():

@@ -160,6 +160,9 @@ class InfrastructurePolicy(PolicyModel):
     thresholds: Thresholds = Field(default_factory=Thresholds)
     recommendations: dict[str, list[str]] = Field(default_factory=dict)
     affected_topics: list[str] = Field(default_factory=list)
+    service_dependencies: dict[str, list[Component]] = Field(default_factory=dict)
+    """Service → the components it needs (``UserManagement: [postgresql_cluster, redis]``): a
+    component's outage lists these services as affected."""
 
     @model_validator(mode="after")
     def _check_timing(self) -> InfrastructurePolicy:

@@ -80,15 +80,17 @@ class Operations:
 
 @contextlib.asynccontextmanager
 async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ...] = (),
-                     policies: dict[str, str] | None = None, observers: int = 1) -> AsyncIterator[Operations]:
-    """The operations job (drivers.operate.run) on a unique cluster id, stopped on exit."""
+                     policies: dict[str, str] | None = None, observers: int = 1,
+                     extra: dict[str, Any] | None = None) -> AsyncIterator[Operations]:
+    """The operations job (drivers.operate.run) on a unique cluster id, stopped on exit; ``extra``
+    adds or overrides options (e.g. ``{"check_redis": [url]}``)."""
     from drivers.operate import run
 
     cluster = f"t{uuid.uuid4().hex[:8]}"
     store_url = f"sqlite:///{tmp_path / 'ops.db'}"
     opts = {"broker": broker_url, "cluster_id": cluster, "store": store_url,
             "policies": str(write_policies(tmp_path / "policies", policies)), "ray_address": None,
-            "observers": observers, "duration": None, "services": list(services), "status_every": 0}
+            "observers": observers, "duration": None, "services": list(services), "status_every": 0, **(extra or {})}
     watcher = Watcher()
     bus = MqttBus(config=MqttConfig.from_url(broker_url))
     await bus.start()
