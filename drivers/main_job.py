@@ -113,10 +113,31 @@ class OperateProcess:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
+        # Whatever of its session is left now is an orphan (a SIGTERM during ray.init leaves
+        # Ray's agents behind): it started in a session of its own, whose id is its pid.
+        left = kill_session(proc.pid)
+        if left:
+            print(f"main_job: killed {left} leftover process(es) of sfa-ops' session", flush=True)
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 5)
         return proc.returncode
+
+
+def kill_session(sid: int) -> int:
+    """SIGKILL every process still in session ``sid`` (Linux /proc); how many there were."""
+    killed = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            # Fields after the ")" that closes the command name: state ppid pgrp session …
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) != sid or fields[0] == "Z":
+                continue
+            os.kill(int(stat.parent.name), signal.SIGKILL)
+            killed += 1
+        except (OSError, ValueError, IndexError):
+            continue
+    return killed
 
 
 # ------------------------------------------------------------------ live view

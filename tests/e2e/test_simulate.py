@@ -230,11 +230,12 @@ def test_default_scenario_fits_the_run() -> None:
     assert all(st.at + e.within <= s.length for st in s.steps for e in st.expect)
 
 
+@pytest.mark.timeout(420)  # ~2 min on a quiet machine; Ray's start alone took 60 s under load here
 def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
     """``python -m drivers.main_job`` (what make run calls) runs operate + the default scenario, exits 0,
     saves its summary, and sfa-ops detected the Inventory crash and opened the Payments breaker."""
     proc = subprocess.run([sys.executable, "-m", "drivers.main_job", "--var", str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=280)
+                          capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run-summary.json").read_text())
     assert (tmp_path / "run-summary.md").exists()
