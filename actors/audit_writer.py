@@ -1,0 +1,243 @@
+"""AuditWriter actor (seed: AuditLogger): the hash-chained audit trail and the compliance checks.
+
+Inputs: ``calls(events)`` — compact observed-call records from the observers (``ts``, ``service``,
+``method``, ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code``,
+``ipAddress``, ``userAgent``, raw ``params``); and ``audit/+/data-access``, subscribed here.
+Each becomes a sanitized audit event with compliance info (``policies.audit_events``); each data
+access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
+an audit event and a ``compliance_violations`` state entry.
+
+Events wait in a bounded in-memory batch and are appended every ``audit_flush_s`` through a
+``BufferedStore``: while the store is down they queue there (bounded too); whatever does not fit
+is counted, alerted (``AuditEventsLost``) and, once the store is back, recorded as an
+``audit_loss`` event. Nothing else stops. Every ``audit_purge_s`` events past their chain's
+retention are purged, and each purge is itself audited (``audit_purge`` in the meta chain).
+Nothing from a payload is ever logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import ray
+from pydantic import ValidationError
+
+from actors.clock import Clock, SystemClock
+from actors.loops import run_every
+from actors.security_common import Outlet, SecurityOptions, plain_alert, schedule_self_start
+from actors.settings import OperateSettings
+from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.store import StoreError, open_store
+from adapters.store.buffer import BufferedStore
+from policies.audit_events import (
+    ComplianceTracker,
+    call_event,
+    data_access_event,
+    loss_event,
+    purge_event,
+    purge_plan,
+    retention_chains,
+    violation_alert,
+    violation_record,
+)
+from policies.compliance import CompliancePolicy, DataAccess, load_compliance_policy
+from protocol import parse_model, topics
+from protocol import security as wire
+
+logger = logging.getLogger("sfa_ops.audit")
+
+VIOLATIONS = "compliance_violations"
+
+
+class AuditTrail:
+    """The in-process part: build, batch, append, purge; owns no connection of its own."""
+
+    def __init__(self, *, store: BufferedStore, policy: CompliancePolicy, cluster: str, max_pending: int = 10_000,
+                 clock: Clock | None = None) -> None:
+        self.store = store
+        self.policy = policy
+        self.cluster = cluster
+        self.clock: Clock = clock or SystemClock()
+        self.tracker = ComplianceTracker(policy=policy)
+        self.max_pending = max_pending
+        self.pending: list[dict[str, Any]] = []
+        self.counts = dict.fromkeys(("calls", "data_access", "violations", "appended", "lost", "purged",
+                                     "malformed"), 0)
+        self._lost_unrecorded = 0
+        self.alerts: list[dict[str, Any]] = []
+        self.violation_entries: list[dict[str, Any]] = []
+
+    def _enqueue(self, event: dict[str, Any]) -> None:
+        if len(self.pending) >= self.max_pending:
+            self.lose(1, "audit batch full")
+            return
+        self.pending.append(event)
+
+    def lose(self, n: int, reason: str) -> None:
+        """Count ``n`` events lost, alert, and remember to record the loss once the store is back."""
+        self.counts["lost"] += n
+        self._lost_unrecorded += n
+        self.alerts.append(plain_alert("AuditEventsLost", "critical", self.cluster, self.clock.now(),
+                                       f"{self.counts['lost']} audit events lost so far ({reason})"))
+        logger.error("audit: %d event(s) lost (%s); %d in total", n, reason, self.counts["lost"])
+
+    def calls(self, records: Sequence[Mapping[str, Any]]) -> None:
+        now = self.clock.now()
+        for r in records:
+            try:
+                self._enqueue(call_event(r, self.policy, now))
+                self.counts["calls"] += 1
+            except (TypeError, ValueError, AttributeError):
+                self.counts["malformed"] += 1
+
+    def data_access(self, service: str, m: wire.DataAccessEvent) -> None:
+        now = self.clock.now()
+        access = DataAccess(user_id=m.user_id, roles=frozenset(m.roles), service=service, collection=m.collection,
+                            operation=m.operation, record_count=m.records, timestamp=m.timestamp.timestamp())
+        self._enqueue(data_access_event(access, m.record_ids, self.policy, now))
+        self.counts["data_access"] += 1
+        for v in self.tracker.observe(access, now):
+            self.counts["violations"] += 1
+            record = violation_record(v, now)
+            self._enqueue(record)
+            self.alerts.append(violation_alert(v, self.cluster, now))
+            self.violation_entries.append(record)
+
+    async def flush(self) -> int:
+        """Append the batch (through the buffered store); returns how many were handed over."""
+        batch, self.pending = self.pending, []
+        entries, self.violation_entries = self.violation_entries, []
+        if self._lost_unrecorded and self.store.stats().available:
+            batch.append(loss_event(self._lost_unrecorded, "store unavailable or batch full", self.clock.now()))
+            self._lost_unrecorded = 0
+        for e in entries:
+            await self.store.state_put(VIOLATIONS, f"{e['ts']:.6f}-{e['type']}-{e['userId']}", e)
+        if batch:
+            await self.store.audit_append(batch)
+            self.counts["appended"] += len(batch)
+        return len(batch)
+
+    async def purge(self) -> list[dict[str, Any]]:
+        """Purge every retention chain; each purge that deleted rows is audited."""
+        now = self.clock.now()
+        done: list[dict[str, Any]] = []
+        for chain, before in purge_plan(retention_chains(self.policy), now):
+            try:
+                n = await self.store.audit_purge(before, chain)
+            except StoreError as exc:
+                logger.warning("audit purge of %s skipped: %s", chain, exc)
+                continue
+            if n:
+                self.counts["purged"] += n
+                done.append(purge_event(chain, before, n, now))
+        if done:
+            await self.store.audit_append(done)
+        return done
+
+
+class AuditWriterBody:
+    """The actor's body (also usable in-process); ``AuditWriter`` is the Ray actor."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 supervisor: Any = None, clock: Clock | None = None) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.options = options or SecurityOptions()
+        self.cluster = settings.cluster_id
+        self.clock: Clock = clock or SystemClock()
+        self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued,
+                                   on_drop=self._dropped)
+        self.trail = AuditTrail(store=self.store, policy=load_compliance_policy(settings.policies_dir),
+                                cluster=self.cluster, max_pending=self.options.audit_max_pending, clock=self.clock)
+        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"audit-{self.cluster}",
+                           incoming_queue_size=self.options.incoming_queue_size)
+        self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
+        self._started: asyncio.Future[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        if self.options.self_start:
+            schedule_self_start()
+
+    def _dropped(self, kind: str, n: int) -> None:
+        if kind == "audit":
+            self.trail.lose(n, "store unavailable and its queue full")
+
+    async def start(self) -> dict[str, Any]:
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self.store.open()
+                await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access,
+                                         qos=self.options.subscribe_qos)
+                await self.bus.start()
+                await self.bus.wait_connected(30)
+                o = self.options
+                self._loops = [
+                    asyncio.create_task(run_every(o.audit_flush_s, self.flush, name="audit-flush", logger=logger)),
+                    asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge",
+                                                  logger=logger)),
+                ]
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                raise
+        await asyncio.shield(self._started)
+        return await self.stats()
+
+    async def stop(self) -> None:
+        for t in self._loops:
+            t.cancel()
+        await self.flush()
+        await self.outlet.flush(2.0)
+        await self.bus.stop()
+        await self.store.close()
+
+    def _on_data_access(self, msg: Message) -> None:
+        parsed = topics.parse(msg.topic)
+        try:
+            m = parse_model(wire.DataAccessEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self.trail.counts["malformed"] += 1
+            return
+        if parsed is None:
+            self.trail.counts["malformed"] += 1
+            return
+        self.trail.data_access(parsed["service"], m)
+
+    async def calls(self, events: list[dict[str, Any]]) -> None:
+        """Observed calls from the observers (see the module docstring for the fields)."""
+        self.trail.calls(events)
+
+    async def flush(self) -> None:
+        try:
+            await self.trail.flush()
+        except StoreError as exc:  # a refused batch (not an outage: that is buffered)
+            logger.error("audit batch refused by the store: %s", exc)
+        alerts, self.trail.alerts = self.trail.alerts, []
+        await self.outlet.alert(alerts)
+
+    async def _purge_step(self) -> None:
+        started = time.monotonic()
+        done = await self.trail.purge()
+        if done:
+            logger.info("audit retention purge: %d rows in %.2fs", sum(d["deleted"] for d in done),
+                        time.monotonic() - started)
+
+    async def purge(self) -> list[dict[str, Any]]:
+        """Run the retention purge now; the purge events written."""
+        await self.start()
+        await self.flush()
+        done = await self.trail.purge()
+        return done
+
+    async def stats(self) -> dict[str, Any]:
+        s = self.store.stats()
+        return {"counts": dict(self.trail.counts), "pending": len(self.trail.pending),
+                "store": {"available": s.available, "queued": s.queued, "dropped": s.dropped},
+                "violationsSuppressed": self.trail.tracker.repeats}
+
+
+AuditWriter = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)

@@ -1,0 +1,309 @@
+"""SecurityAnalyst actor (seed: SecurityMonitor): the detection rules of ``policies.security``
+run over the platform's security traffic.
+
+Inputs:
+
+- ``security/auth/+`` (login attempts), ``security/authz/+`` (authorization decisions),
+  ``service/+/security`` (what services report; ``eventType: role_change`` with
+  ``details.oldRoles/newRoles/changedBy`` feeds the privilege-escalation rule, any other event
+  becomes a ``ServiceSecurityEvent`` alert), ``audit/+/data-access`` (records touched) — each
+  parsed once, event-driven. Windows are measured on the analyst's clock at arrival (a
+  publisher's skewed clock cannot stretch or shrink them). Malformed events are counted and dropped.
+- ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
+  summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
+- Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped
+  ``{"users": {"<userId>": {"requestsPerHour": 12.0, "services": ["Orders"], "recordsPerDay": 300}}}``
+  (``policies.security.UserBaseline``); a user without one gets ``security.yaml``'s default.
+
+Outputs, batched every ``alert_flush_s``: each SecurityAlert goes to the Supervisor as an alert
+dict (labels ``alertname`` = CamelCase type, ``severity``, ``component: security``, ``type``,
+``source``, ``target``, ``user``/``ip``; routed by the AlertManager) and, as its wire dict, to
+``IncidentResponder.handle``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+import ray
+from pydantic import ValidationError
+
+from actors.clock import Clock, SystemClock
+from actors.loops import run_every
+from actors.security_common import (
+    Outlet,
+    SecurityOptions,
+    plain_alert,
+    schedule_self_start,
+    security_alert_dict,
+)
+from actors.settings import OperateSettings
+from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.store import StoreError, open_store
+from adapters.store.buffer import BufferedStore
+from policies.security import (
+    AuthEvent,
+    AuthzEvent,
+    DataAccessEvent,
+    RoleChangeEvent,
+    SecurityAlert,
+    SecurityAnalyzer,
+    UserActivity,
+    UserBaseline,
+    load_security_policy,
+)
+from protocol import parse_model, topics
+from protocol import security as wire
+
+logger = logging.getLogger("sfa_ops.security_analyst")
+
+BASELINE_KIND = "user_activity"
+_ID_MAX = 256
+_IP_MAX = 64
+_MAX_ACTIVITY_USERS = 100_000
+
+
+def parse_user_baselines(data: Mapping[str, Any]) -> dict[str, UserBaseline]:
+    """The ``user_activity`` baseline document → baselines by user (bad entries skipped)."""
+    out: dict[str, UserBaseline] = {}
+    users = data.get("users")
+    if not isinstance(users, Mapping):
+        return out
+    for uid, b in users.items():
+        if not isinstance(b, Mapping):
+            continue
+        try:
+            out[str(uid)] = UserBaseline(requests_per_hour=float(b.get("requestsPerHour", 0.0)),
+                                         services=frozenset(str(s) for s in b.get("services", ())),
+                                         records_per_day=float(b.get("recordsPerDay", 0.0)))
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def parse_auth(payload: bytes) -> AuthEvent | None:
+    """Fast path for the hot topic: plain dict checks, no model (None when malformed)."""
+    try:
+        doc = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        return None
+    if type(doc) is not dict:
+        return None
+    success = doc.get("success")
+    uid = doc.get("userId")
+    ip = doc.get("ipAddress")
+    if type(success) is not bool:
+        return None
+    if uid is not None and (type(uid) is not str or not uid or len(uid) > _ID_MAX):
+        return None
+    if ip is not None and (type(ip) is not str or not ip or len(ip) > _IP_MAX):
+        return None
+    if uid is None and ip is None:
+        return None
+    return AuthEvent(user_id=uid, ip_address=ip, success=success, timestamp=0.0)
+
+
+class Analyst:
+    """The actor's body (also usable in-process, e.g. by the benchmark)."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 responder: Any = None, supervisor: Any = None, clock: Clock | None = None) -> None:
+        logging.basicConfig(level=logging.INFO)
+        self.settings = settings
+        self.options = options or SecurityOptions()
+        self.cluster = settings.cluster_id
+        self.clock: Clock = clock or SystemClock()
+        self.responder = responder
+        self.analyzer = SecurityAnalyzer(config=load_security_policy(settings.policies_dir))
+        self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
+        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"analyst-{self.cluster}",
+                           incoming_queue_size=self.options.incoming_queue_size)
+        self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
+        self.counts = dict.fromkeys(("malformed", "service_events", "alerts", "activity_batches"), 0)
+        self.malformed_by_topic: dict[str, int] = {}
+        self._pending_alerts: list[SecurityAlert] = []
+        self._other_alerts: list[dict[str, Any]] = []
+        self._activity: dict[str, dict[str, int]] = {}
+        self._activity_since = self.clock.now()
+        self._started: asyncio.Future[None] | None = None
+        self._loops: list[asyncio.Task[None]] = []
+        if self.options.self_start:
+            schedule_self_start()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def start(self) -> dict[str, Any]:
+        """Idempotent: open the store, load baselines, subscribe, start the loops."""
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start()
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                raise
+        await asyncio.shield(self._started)
+        return await self.stats()
+
+    async def _start(self) -> None:
+        await self.store.open()
+        await self.refresh_baselines()
+        q = self.options.subscribe_qos
+        await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=q)
+        await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=q)
+        await self.bus.subscribe(topics.SERVICE_SECURITY_FILTER, self._on_service_security, qos=q)
+        await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access, qos=q)
+        await self.bus.start()
+        await self.bus.wait_connected(30)
+        o = self.options
+        self._loops = [
+            asyncio.create_task(run_every(o.alert_flush_s, self._flush_alerts, name="alerts", logger=logger)),
+            asyncio.create_task(run_every(o.pattern_interval_s, self._patterns, name="patterns", logger=logger)),
+            asyncio.create_task(run_every(o.baseline_refresh_s, self.refresh_baselines, name="baselines",
+                                          logger=logger)),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._loops:
+            t.cancel()
+        await self._flush_alerts()
+        await self.outlet.flush(2.0)
+        await self.bus.stop()
+        await self.store.close()
+
+    async def refresh_baselines(self) -> None:
+        try:
+            rec = await self.store.baseline_latest(BASELINE_KIND)
+        except StoreError as exc:
+            logger.warning("baselines not refreshed (store): %s", exc)
+            return
+        if rec is not None:
+            self.analyzer.set_baselines(parse_user_baselines(rec.data))
+
+    # -- event handlers (run inline in the bus dispatcher; O(1) each) ---------------------------
+
+    def _malformed(self, kind: str) -> None:
+        self.counts["malformed"] += 1
+        self.malformed_by_topic[kind] = self.malformed_by_topic.get(kind, 0) + 1
+
+    def _on_auth(self, msg: Message) -> None:
+        ev = parse_auth(msg.payload)
+        if ev is None:
+            self._malformed("auth")
+            return
+        alerts = self.analyzer.on_auth(ev, self.clock.now())
+        if alerts:
+            self._pending_alerts += alerts
+
+    def _on_authz(self, msg: Message) -> None:
+        try:
+            m = parse_model(wire.AuthzEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self._malformed("authz")
+            return
+        ev = AuthzEvent(user_id=m.user_id, service=m.service, method=m.method, allowed=m.allowed,
+                        timestamp=m.timestamp.timestamp(), roles=frozenset(m.roles), ip_address=m.ip_address)
+        self._pending_alerts += self.analyzer.on_authz(ev, self.clock.now())
+
+    def _on_data_access(self, msg: Message) -> None:
+        parsed = topics.parse(msg.topic)
+        try:
+            m = parse_model(wire.DataAccessEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self._malformed("data_access")
+            return
+        if parsed is None:
+            self._malformed("data_access")
+            return
+        ev = DataAccessEvent(user_id=m.user_id, service=parsed["service"], collection=m.collection,
+                             operation=m.operation, record_count=m.records, timestamp=m.timestamp.timestamp())
+        self._pending_alerts += self.analyzer.on_data_access(ev, self.clock.now())
+
+    def _on_service_security(self, msg: Message) -> None:
+        parsed = topics.parse(msg.topic)
+        try:
+            m = parse_model(wire.ServiceSecurityEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self._malformed("service_security")
+            return
+        if parsed is None:
+            self._malformed("service_security")
+            return
+        self.counts["service_events"] += 1
+        now = self.clock.now()
+        service = parsed["service"]
+        if m.event_type == "role_change" and m.user_id is not None:
+            d = m.details
+            ev = RoleChangeEvent(user_id=m.user_id, old_roles=frozenset(map(str, d.get("oldRoles", []))),
+                                 new_roles=frozenset(map(str, d.get("newRoles", []))), timestamp=now,
+                                 changed_by=str(d["changedBy"]) if d.get("changedBy") else None)
+            self._pending_alerts += self.analyzer.on_role_change(ev, now)
+            return
+        labels = {"service": service, "type": m.event_type[:64]}
+        if m.user_id:
+            labels["user"] = m.user_id
+        if m.ip_address:
+            labels["ip"] = m.ip_address
+        self._other_alerts.append(plain_alert("ServiceSecurityEvent", m.severity, self.cluster, now,
+                                              (m.description or m.event_type)[:500], labels))
+
+    # -- per-tick activity and periodic patterns ---------------------------------------------------
+
+    async def activity(self, batch: dict[str, dict[str, int]], now: float | None = None) -> None:
+        """Per-user calls per service since the observer's last tick (deltas; summed until the
+        next pattern run). Bounded: users beyond the cap in one interval are counted, not kept."""
+        self.counts["activity_batches"] += 1
+        acc = self._activity
+        for user, calls in batch.items():
+            if not isinstance(user, str) or not user or len(user) > _ID_MAX:
+                continue
+            per = acc.get(user)
+            if per is None:
+                if len(acc) >= _MAX_ACTIVITY_USERS:
+                    self._malformed("activity_overflow")
+                    continue
+                per = acc[user] = {}
+            for service, n in calls.items():
+                if isinstance(n, int) and n > 0:
+                    per[service] = per.get(service, 0) + n
+
+    async def _patterns(self) -> None:
+        now = self.clock.now()
+        batch, self._activity = self._activity, {}
+        window, self._activity_since = now - self._activity_since, now
+        if batch:
+            acts = [UserActivity(user_id=u, calls=c, window_s=window) for u, c in batch.items()]
+            self._pending_alerts += self.analyzer.on_activity(acts, None, now)
+
+    async def run_patterns(self) -> None:
+        """Run the pattern rules now (operators, tests) instead of waiting for the interval."""
+        await self._patterns()
+        await self._flush_alerts()
+
+    # -- output ------------------------------------------------------------------------------------
+
+    async def _flush_alerts(self) -> None:
+        alerts, self._pending_alerts = self._pending_alerts, []
+        other, self._other_alerts = self._other_alerts, []
+        if not alerts and not other:
+            return
+        now = time.time()
+        wires = [a.to_wire() for a in alerts]
+        self.counts["alerts"] += len(wires)
+        await self.outlet.alert([security_alert_dict(w, self.cluster, now) for w in wires] + other)
+        if self.responder is not None:
+            for w in wires:
+                self.responder.handle.remote(w)
+
+    async def stats(self) -> dict[str, Any]:
+        """Analyzer counters (events, alerts, suppressed, allowlisted, evictions) and ours."""
+        return {"analyzer": self.analyzer.stats().as_dict(), "counts": dict(self.counts),
+                "malformed": dict(self.malformed_by_topic), "bus": self.bus.stats()}
+
+
+SecurityAnalyst = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Analyst)

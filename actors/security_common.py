@@ -1,0 +1,159 @@
+"""What the security actors (SecurityAnalyst, IncidentResponder, AuditWriter) share: their
+options, the persist-then-publish outlet, and alert conversion.
+
+:class:`Outlet` sends through the Supervisor when one is given (``supervisor.publish`` /
+``supervisor.alert``: it persists to the outbox, publishes QoS 1 and routes alerts through the
+AlertManager); without one (tests, a standalone deployment) it does the same itself: outbox
+first, then QoS 1 on its own bus, marked published once flushed; alerts go straight to
+``system/{cluster}/alerts`` in the AlertMessage shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from adapters.enforcement import EnforcementConfig
+from adapters.mqtt import MqttBus, MqttBusError
+from adapters.store import Store, StoreError
+from policies.security_events import SecurityAlert, rfc3339
+from protocol import topics
+
+logger = logging.getLogger("sfa_ops.security")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SecurityOptions:
+    """Tunables of the security actors (defaults are the production values)."""
+
+    enforcement: EnforcementConfig = field(default_factory=EnforcementConfig)
+    pattern_interval_s: float = 300.0
+    """Periodic pattern rules (unusual volume, new services) run this often (seed: 5 minutes)."""
+    baseline_refresh_s: float = 300.0
+    alert_flush_s: float = 0.1
+    undo_poll_s: float = 0.2
+    """In-memory undo schedule check."""
+    store_poll_s: float = 2.0
+    """Undos requested through the store (``drivers.incidents lift``) are picked up this often."""
+    audit_flush_s: float = 0.25
+    audit_purge_s: float = 3600.0
+    audit_max_pending: int = 10_000
+    store_max_queued: int = 10_000
+    subscribe_qos: int = 1
+    incoming_queue_size: int = 100_000
+    default_rate_per_minute: float = 60.0
+    self_start: bool = True
+    """A (re)started actor schedules its own ``start()``: Ray re-runs only the constructor."""
+
+
+def active_actions_topic(cluster: str) -> str:
+    """``system/{cluster}/security/actions/active``: the retained ActiveActions set."""
+    return f"{topics.security_actions(cluster)}/active"
+
+
+def _camel(name: str) -> str:
+    return "".join(p.capitalize() for p in name.split("_"))
+
+
+def alert_labels(alert: Mapping[str, Any], cluster: str) -> dict[str, str]:
+    labels = {
+        "alertname": _camel(str(alert["type"])), "severity": str(alert["severity"]), "component": "security",
+        "cluster": cluster, "type": str(alert["type"]), "source": str(alert.get("source", "")),
+        "target": str(alert.get("target", "")),
+    }
+    if alert.get("userId"):
+        labels["user"] = str(alert["userId"])
+    if alert.get("ipAddress"):
+        labels["ip"] = str(alert["ipAddress"])
+    return labels
+
+
+def security_alert_dict(alert: Mapping[str, Any], cluster: str, now: float) -> dict[str, Any]:
+    """A SecurityAlert wire dict → the alert dict the AlertManager ingests."""
+    ann = {"summary": str(alert.get("description", "")), "description": str(alert.get("description", ""))}
+    if alert.get("recommendedActions"):
+        ann["recommendedActions"] = "; ".join(str(a) for a in alert["recommendedActions"])
+    return {"labels": alert_labels(alert, cluster), "annotations": ann, "startsAt": now, "endsAt": None}
+
+
+def plain_alert(name: str, severity: str, cluster: str, now: float, summary: str,
+                labels: Mapping[str, str] | None = None, *, resolved: bool = False) -> dict[str, Any]:
+    """Any other security-component alert (escalations, violations, audit loss)."""
+    return {"labels": {"alertname": name, "severity": severity, "component": "security", "cluster": cluster,
+                       **(labels or {})},
+            "annotations": {"summary": summary}, "startsAt": now, "endsAt": now if resolved else None}
+
+
+def alert_from_wire(doc: Mapping[str, Any]) -> SecurityAlert:
+    """Parse ``SecurityAlert.to_wire()`` back; raises ValueError/KeyError/TypeError on bad input."""
+    ts = doc["timestamp"]
+    when = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if isinstance(ts, str) else float(ts)
+    return SecurityAlert(
+        type=doc["type"], severity=doc["severity"], source=str(doc["source"]), target=str(doc["target"]),
+        description=str(doc.get("description", "")), timestamp=when, user_id=doc.get("userId"),
+        ip_address=doc.get("ipAddress"), metadata=dict(doc.get("metadata") or {}),
+        recommended_actions=tuple(doc.get("recommendedActions") or ()),
+    )
+
+
+class Outlet:
+    """Persist-then-publish and alerting, through the Supervisor or on our own (module doc)."""
+
+    def __init__(self, *, cluster: str, store: Store, bus: MqttBus | None, supervisor: Any = None) -> None:
+        self.cluster = cluster
+        self.store = store
+        self.bus = bus
+        self.supervisor = supervisor
+        self._unmarked: list[int] = []
+        self.published = 0
+
+    async def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
+        self.published += 1
+        if self.supervisor is not None:
+            await self.supervisor.publish.remote(topic, payload, retain, kind)
+            return
+        assert self.bus is not None, "an Outlet without a supervisor needs a bus"
+        msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
+        self.bus.publish_nowait(topic, payload, qos=1, retain=retain)
+        self._unmarked.append(msg_id)
+
+    async def alert(self, alerts: list[dict[str, Any]]) -> None:
+        if not alerts:
+            return
+        if self.supervisor is not None:
+            self.supervisor.alert.remote(alerts)
+            return
+        assert self.bus is not None
+        for a in alerts:
+            self.bus.publish_nowait(topics.system_alerts(self.cluster), {
+                "type": "alert", "clusterId": self.cluster, "status": "resolved" if a.get("endsAt") else "firing",
+                "labels": a["labels"], "annotations": a["annotations"], "startsAt": rfc3339(a["startsAt"])}, qos=1)
+
+    async def flush(self, timeout: float = 1.0) -> None:
+        """Wait for the bus, then mark what it sent as published in the outbox."""
+        if self.bus is None or not self._unmarked:
+            return
+        try:
+            await self.bus.flush(timeout)
+        except MqttBusError:
+            return  # still queued in the bus; marked after a later flush
+        ids, self._unmarked = self._unmarked, []
+        try:
+            await self.store.outbox_mark_published(ids)
+        except StoreError:
+            logger.exception("could not mark %d outbox messages published", len(ids))
+
+
+def schedule_self_start() -> None:
+    """Inside a Ray actor, queue ``start()`` on ourselves: it runs right after the constructor,
+    so an actor Ray restarted restores its state without anyone asking."""
+    import ray
+
+    try:
+        handle = ray.get_runtime_context().current_actor
+    except Exception:  # not in an actor (in-process use): the caller starts it
+        return
+    handle.start.remote()

@@ -1,0 +1,79 @@
+"""``python -m drivers.audit verify|purge --store URL`` — the audit trail's integrity and retention.
+
+- ``verify``: walks every hash chain; prints ``ok`` and the rows checked, or the first broken row
+  (an edited, deleted or reordered row, or a cut tail) and why. Exit 1 when broken.
+- ``purge [--policies DIR]``: deletes events past their chain's retention (``compliance.yaml``),
+  and audits each purge (``audit_purge`` events in the meta chain). ``--now EPOCH`` replays a
+  purge as of another time.
+
+Exit status: 0 ok, 1 chain broken, 2 bad arguments or store unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+
+from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from policies.audit_events import purge_event, purge_plan, retention_chains
+from policies.compliance import load_compliance_policy
+
+PROG = "python -m drivers.audit"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--store", default=os.environ.get("SFA_OPS_STORE", DEFAULT_URL), metavar="URL",
+                   help="sqlite:///path or postgresql://user@host/db (env SFA_OPS_STORE)")
+    sub = p.add_subparsers(dest="command", required=True)
+    sub.add_parser("verify", help="check every hash chain")
+    pg = sub.add_parser("purge", help="delete events past their retention (audited)")
+    pg.add_argument("--policies", default=os.environ.get("SFA_OPS_POLICIES"), metavar="DIR")
+    pg.add_argument("--now", type=float, default=None, help="epoch seconds to purge as of (default: now)")
+    return p
+
+
+async def _verify(store: Store) -> int:
+    result = await store.audit_verify()
+    if result.ok:
+        print(f"ok: {result.checked} audit events verified")
+        return 0
+    print(f"BROKEN at row {result.first_broken_id}: {result.reason} ({result.checked} rows checked)")
+    return 1
+
+
+async def _purge(store: Store, policies: str | None, now: float) -> int:
+    policy = load_compliance_policy(policies)
+    events = []
+    for chain, before in purge_plan(retention_chains(policy), now):
+        n = await store.audit_purge(before, chain)
+        print(f"{chain}: {n} events before {before:.0f} purged")
+        if n:
+            events.append(purge_event(chain, before, n, now))
+    if events:
+        await store.audit_append(events)
+    return 0
+
+
+async def run(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        async with open_store(args.store) as store:
+            if args.command == "verify":
+                return await _verify(store)
+            return await _purge(store, args.policies, args.now if args.now is not None else time.time())
+    except StoreError as exc:
+        print(f"{PROG}: store {redact_url(args.store)}: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(asyncio.run(run(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()

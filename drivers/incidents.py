@@ -1,0 +1,143 @@
+"""``python -m drivers.incidents list|show ID|resolve ID|lift ACTION_ID --store URL`` — operators'
+hands on security incidents, straight against the store (operate need not be running).
+
+- ``list [--all]``: open incidents (``--all``: every incident), oldest first.
+- ``show ID``: the incident, its log and its actions, as JSON.
+- ``resolve ID [--note TEXT]``: status ``resolved``, a log entry, and the ``resolved`` message
+  written to the outbox for ``system/{cluster}/incidents`` (published now with ``--broker``,
+  else by operate's supervisor when it republishes its outbox).
+- ``lift ACTION_ID``: sets the action's ``undo_at`` to now. The IncidentResponder polls the store
+  and carries out the undo (Redis key deleted, EMQX ban removed, undo published) within
+  ``store_poll_s``; if operate is down, at its next start.
+
+Exit status: 0 done, 1 not found / nothing to do, 2 bad arguments or store unreachable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from typing import Any
+
+import orjson
+
+from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from policies.security_events import rfc3339
+from protocol import topics
+
+PROG = "python -m drivers.incidents"
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--store", default=os.environ.get("SFA_OPS_STORE", DEFAULT_URL), metavar="URL",
+                   help="sqlite:///path or postgresql://user@host/db (env SFA_OPS_STORE)")
+    p.add_argument("--cluster-id", default=os.environ.get("SFA_OPS_CLUSTER_ID", "local"))
+    p.add_argument("--broker", default=None, metavar="URL", help="publish the resolved message now")
+    sub = p.add_subparsers(dest="command", required=True)
+    ls = sub.add_parser("list", help="open incidents")
+    ls.add_argument("--all", action="store_true", help="every incident, resolved ones too")
+    sub.add_parser("show", help="one incident with its actions").add_argument("id")
+    rs = sub.add_parser("resolve", help="mark an incident resolved")
+    rs.add_argument("id")
+    rs.add_argument("--note", default="", help="why (kept in the incident's log)")
+    sub.add_parser("lift", help="undo an active action now").add_argument("action_id")
+    return p
+
+
+def _print(doc: Any) -> None:
+    sys.stdout.write(orjson.dumps(doc, option=orjson.OPT_INDENT_2 | orjson.OPT_NON_STR_KEYS).decode() + "\n")
+
+
+async def _list(store: Store, everything: bool) -> int:
+    incs = (await store.incidents_query(since=0.0, until=time.time() + 86400, limit=100_000) if everything
+            else await store.incidents_open())
+    print(f"{'ID':<22} {'SEVERITY':<9} {'STATUS':<10} {'CREATED':<24} {'TITLE':<28} SOURCE")
+    for i in incs:
+        print(f"{i.id:<22} {i.severity:<9} {i.status:<10} {rfc3339(i.created_at):<24} {i.title:<28} {i.source}")
+    return 0
+
+
+async def _show(store: Store, inc_id: str) -> int:
+    inc = await store.incident_get(inc_id)
+    if inc is None:
+        print(f"no incident {inc_id!r}", file=sys.stderr)
+        return 1
+    _print({"incident": asdict(inc), "actions": [asdict(a) for a in await store.actions_for_incident(inc_id)]})
+    return 0
+
+
+async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: str | None) -> int:
+    from actors.incident_responder import incident_message
+
+    inc = await store.incident_get(inc_id)
+    if inc is None:
+        print(f"no incident {inc_id!r}", file=sys.stderr)
+        return 1
+    if inc.status == "resolved":
+        print(f"{inc_id} is already resolved")
+        return 1
+    now = time.time()
+    data = dict(inc.data)
+    data["log"] = [*data.get("log", []), {"ts": now, "action": "resolve", "result": "applied",
+                                          "by": "drivers.incidents", "note": note}][-200:]
+    inc = replace(inc, status="resolved", data=data)
+    await store.incident_upsert(inc)
+    topic = topics.system_incidents(cluster)
+    msg = incident_message(inc, "resolved", cluster, now)
+    msg_id = await store.outbox_add(topic, msg, qos=1, kind="incident")
+    if broker:
+        from adapters.mqtt import MqttBus, MqttConfig
+
+        async with MqttBus(config=MqttConfig.from_url(broker)) as bus:
+            await bus.wait_connected(10)
+            await bus.publish(topic, msg, qos=1)
+            await bus.flush(10)
+        await store.outbox_mark_published([msg_id])
+    print(f"{inc_id} resolved")
+    return 0
+
+
+async def _lift(store: Store, action_id: str) -> int:
+    inc_id = action_id.split(":", 1)[0]
+    found = [a for a in await store.actions_for_incident(inc_id) if a.id == action_id]
+    if not found:
+        print(f"no action {action_id!r}", file=sys.stderr)
+        return 1
+    action = found[0]
+    if action.undone_at is not None or action.status not in ("applied",):
+        print(f"{action_id} is not active (status {action.status})", file=sys.stderr)
+        return 1
+    await store.action_upsert(replace(action, undo_at=time.time()))
+    print(f"{action_id} ({action.action} {action.target}) will be lifted by the incident responder")
+    return 0
+
+
+async def run(argv: Sequence[str]) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        store = open_store(args.store)
+        async with store:
+            if args.command == "list":
+                return await _list(store, args.all)
+            if args.command == "show":
+                return await _show(store, args.id)
+            if args.command == "resolve":
+                return await _resolve(store, args.id, args.note, args.cluster_id, args.broker)
+            return await _lift(store, args.action_id)
+    except StoreError as exc:
+        print(f"{PROG}: store {redact_url(args.store)}: {exc}", file=sys.stderr)
+        return 2
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    sys.exit(asyncio.run(run(sys.argv[1:] if argv is None else argv)))
+
+
+if __name__ == "__main__":
+    main()
