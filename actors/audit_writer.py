@@ -240,4 +240,4 @@ class AuditWriterBody:
                 "violationsSuppressed": self.trail.tracker.repeats}
 
 
-AuditWriter = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)
+AuditWriter: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)

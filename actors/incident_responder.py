@@ -415,4 +415,4 @@ async def _stored(store: BufferedStore, inc_id: str) -> bool:
         return False
 
 
-IncidentResponder = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Responder)
+IncidentResponder: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Responder)

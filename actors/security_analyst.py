@@ -306,4 +306,4 @@ class Analyst:
                 "malformed": dict(self.malformed_by_topic), "bus": self.bus.stats()}
 
 
-SecurityAnalyst = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Analyst)
+SecurityAnalyst: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Analyst)

@@ -21,6 +21,7 @@ from collections.abc import Sequence
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
 from policies.audit_events import purge_event, purge_plan, retention_chains
 from policies.compliance import load_compliance_policy
+from policies.config import PolicyConfigError
 
 PROG = "python -m drivers.audit"
 
@@ -68,6 +69,9 @@ async def run(argv: Sequence[str]) -> int:
             return await _purge(store, args.policies, args.now if args.now is not None else time.time())
     except StoreError as exc:
         print(f"{PROG}: store {redact_url(args.store)}: {exc}", file=sys.stderr)
+        return 2
+    except PolicyConfigError as exc:
+        print(f"{PROG}: {exc}", file=sys.stderr)
         return 2
 
 

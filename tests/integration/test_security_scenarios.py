@@ -357,8 +357,11 @@ async def test_escalating_bans_for_a_repeat_offender(sec: Security) -> None:
         await sec.responder.handle.remote({
             "type": "brute_force_attempt", "severity": "critical", "source": addr, "target": addr,
             "description": "burst", "timestamp": time.time() + n * 1e-3, "ipAddress": addr})
-        blocks = await sec.watcher.wait(lambda w, k=n + 1: len(sec.actions(addr)) >= k and sec.actions(addr),
-                                        5, f"block {n + 1}")
+        def nth_block(w: Watcher, k: int = n + 1) -> list[dict[str, Any]]:
+            found = sec.actions(addr)
+            return found if len(found) >= k else []
+
+        blocks = await sec.watcher.wait(nth_block, 5, f"block {n + 1}")
         a = parse_model(EnforcementAction, blocks[n])
         assert a.until is not None and a.timestamp is not None
         durations.append(round((a.until - a.timestamp).total_seconds()))
@@ -473,3 +476,40 @@ async def test_ray_restart_restores_active_bans_and_undo_passed_while_down_runs_
             assert await store.actions_pending_undo(time.time()) == []
     finally:
         await stop_security(s)
+
+
+async def test_redis_keys_enforced_by_the_sdk_check(redis_server: ChildService) -> None:
+    """Keys written by the enforcement adapter are enforced by RedisEnforcementCheck: a blocked IP
+    and a suspended user get -32003, a rate-limited user -32006 beyond its rate, and a lifted
+    block allows calls again once the cache expires."""
+    from adapters.enforcement import RedisEnforcement
+    from protocol.rpc import UserContext
+    from sdk.enforcement import RedisEnforcementCheck
+    from sdk.service import CallContext
+
+    prefix = uniq("t")
+    keys = RedisEnforcement(url=redis_server.url, prefix=prefix)
+    check = RedisEnforcementCheck(url=redis_server.url, prefix=prefix, cache_s=0.2)
+    ctx = CallContext(service="S", method="m", call_id="1", correlation_id=None, user_context=None,
+                      reply_to="session/x/response", received_at=0.0)
+    now = time.time()
+    bad_ip, user, limited = ip(), uniq("sus"), uniq("lim")
+    try:
+        await keys.apply({"action": "block_ip", "target": bad_ip}, until=now + 60, now=now)
+        await keys.apply({"action": "suspend_user", "target": user}, until=None, now=now)
+        await keys.apply({"action": "rate_limit_user", "target": limited, "params": {"ratePerMinute": 6}},
+                         until=now + 60, now=now)
+        refused = await check(ctx, UserContext(user_id="ok", ip_address=bad_ip))
+        assert refused is not None and refused.code == -32003
+        refused = await check(ctx, UserContext(user_id=user, ip_address=ip()))
+        assert refused is not None and refused.code == -32003
+        assert await check(ctx, UserContext(user_id=limited)) is None  # burst of 1 at 6/min
+        refused = await check(ctx, UserContext(user_id=limited))
+        assert refused is not None and refused.code == -32006
+        assert await check(ctx, UserContext(user_id="someone-else", ip_address=ip())) is None
+        await keys.undo("unblock_ip", bad_ip)
+        await asyncio.sleep(0.25)
+        assert await check(ctx, UserContext(user_id="ok", ip_address=bad_ip)) is None
+    finally:
+        await keys.close()
+        await check.close()

@@ -128,7 +128,7 @@ _secret = st.text(alphabet="ABCDEFGHJKLMNPQRSTUVWXYZabcdefghjkmnpqrstuvwxyz23456
 def _planted(s: str) -> tuple[dict[str, object], list[str]]:
     """A params dict with ``s`` hidden the ways secrets arrive, and the strings that must vanish."""
     jwt = f"eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJ{s}.{s}sig"
-    params = {
+    params: dict[str, object] = {
         "password": s,
         "nested": {"apiKey": s, "list": [{"client_secret": s}], "Authorization": f"Bearer {s}"},
         "note": f"call me back, password={s} thanks",
