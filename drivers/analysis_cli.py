@@ -1,0 +1,94 @@
+"""What the analysis drivers (generate, baselines, recommend, report) share: time options,
+joining Ray, opening the store with a clear exit-2 message, and the closing summary."""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from adapters.store import Store, StoreConfigError, StoreError, StoreUnavailable, open_store, redact_url
+from drivers.options import OptionError, seconds
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+REPORTS_DIR = Path("var/reports")
+
+
+def parse_time(value: str) -> float:
+    """Epoch seconds from ``now``, epoch seconds, ``2024-03-01`` or ``2024-03-01T12:00:00Z``
+    (a time without a zone is UTC)."""
+    text = value.strip()
+    if text == "now":
+        return time.time()
+    try:
+        number = float(text)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(number) or number < 0:
+            raise ValueError("epoch seconds must be a finite non-negative number")
+        return number
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise ValueError("expected a date like 2024-03-01, 2024-03-01T12:00:00Z, epoch seconds or 'now'") from exc
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=UTC)
+    return parsed.timestamp()
+
+
+def duration(value: str | float) -> float:
+    """Seconds from an option value: a converted number, or a default written as ``30d``/``24h``."""
+    return float(value) if isinstance(value, int | float) else seconds(value)
+
+
+def iso(ts: float) -> str:
+    """RFC 3339 UTC, seconds precision."""
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> str:
+    """Join ``address`` (or start a local Ray) unless Ray is already up in this process; returns
+    a one-line description for the summary."""
+    import ray
+
+    if not ray.is_initialized():
+        kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False}
+        if address:
+            kwargs["address"] = address
+            if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # outside `ray job submit`: ship the code
+                kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
+                                         "excludes": ["var/", ".venv/", ".git/", "**/__pycache__/"]}
+        elif num_cpus is not None:
+            kwargs["num_cpus"] = num_cpus
+        ray.init(**kwargs)
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = ray.cluster_resources().get("CPU", 0)
+    return f"{len(nodes)} node(s), {cpus:g} CPU"
+
+
+async def open_checked(url: str) -> Store:
+    """The opened store; OptionError (exit 2) with the reason when the URL is wrong or the
+    database cannot be reached."""
+    try:
+        store = open_store(url)
+    except StoreConfigError as exc:
+        raise OptionError(f"--store: {exc}") from exc
+    try:
+        await store.open()
+    except StoreUnavailable as exc:
+        raise OptionError(f"--store {redact_url(url)}: cannot reach the database ({exc})") from exc
+    except StoreError as exc:
+        raise OptionError(f"--store {redact_url(url)}: {exc}") from exc
+    return store
+
+
+def print_summary(title: str, rows: list[tuple[str, Any]]) -> None:
+    """The closing summary on stdout: a title and aligned ``key: value`` lines."""
+    width = max((len(k) for k, _ in rows), default=0)
+    print(f"\n{title}")
+    for key, value in rows:
+        print(f"  {key.ljust(width)}  {value}")
