@@ -239,7 +239,9 @@ class Observer:
         self._loop: asyncio.Task[None] | None = None
         self._report: Any = None
 
-    async def start(self) -> None:
+    async def start(self, known: list[str] | None = None) -> None:
+        """Connect and start ticking; ``known`` services are evaluated from the first tick."""
+        self.core.known.update(known or ())
         self.supervisor = ray.get_actor(self.settings.actor_name("supervisor"), namespace=self.settings.namespace)
         await self.core.start()
         await self.core.bus.wait_connected(30)

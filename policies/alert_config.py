@@ -255,10 +255,16 @@ def compile_policy(cfg: AlertingConfig, source: str = "<string>") -> AlertingPol
 
 
 def load_alerting_policy(overrides_dir: Path | str | None = None) -> AlertingPolicy:
-    """The shipped ``policies/alerting.yaml``, with ``overrides_dir/alerting.yaml`` merged over it."""
+    """The shipped ``policies/alerting.yaml``, or ``overrides_dir/alerting.yaml`` instead of it.
+
+    Unlike the other policies, an alerting override *replaces* the default: an Alertmanager
+    configuration is one document (a ``route:`` tree merged into the seed's ``routes:`` list would
+    be neither), so it is loaded as written."""
+    if overrides_dir is not None and (Path(overrides_dir) / DEFAULT_FILE).exists():
+        path = Path(overrides_dir) / DEFAULT_FILE
+        return alerting_policy_from_text(path.read_text(), str(path))
     cfg = load_policy(AlertingConfig, DEFAULT_FILE, overrides_dir)
-    where = f"{overrides_dir}/{DEFAULT_FILE}" if overrides_dir else DEFAULT_FILE
-    return compile_policy(cfg, where)
+    return compile_policy(cfg, DEFAULT_FILE)
 
 
 def alerting_policy_from_text(text: str, source: str = "<string>") -> AlertingPolicy:
