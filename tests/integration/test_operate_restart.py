@@ -18,7 +18,6 @@ from pathlib import Path
 import pytest
 
 from adapters.mqtt import MqttBus, MqttConfig
-from drivers.probe_service import __name__ as _probe  # noqa: F401 - the module the processes run
 from sdk import ServiceClient
 from sdk.errors import ServiceException
 from tests.support.http_receiver import HttpReceiver, http_receiver
