@@ -79,7 +79,7 @@ def incidents(m: hm.HistoryModel) -> list[IncidentRecord]:
     out = [
         IncidentRecord(id=f"inc-{m.seed}-bf", type="brute_force_attempt", severity="critical",
                        title=f"Brute force from {p['brute_force_ip']}", source="security_analyst",
-                       status="resolved", automated_response=True, created_at=m.end - 30 * HOUR + 60,
+                       status="resolved", automated_response=True, created_at=m.end - 16 * HOUR + 60,
                        data={"ipAddress": p["brute_force_ip"], "failures": 25, "actions": ["block_ip"]}),
         IncidentRecord(id=f"inc-{m.seed}-exfil", type="data_exfiltration_suspected", severity="critical",
                        title=f"Suspected exfiltration by {p['exfiltration_user']}", source="security_analyst",
@@ -119,7 +119,7 @@ def infra_findings(m: hm.HistoryModel) -> list[tuple[float, dict[str, Any]]]:
               "message": "Listener without TLS accepts anonymous clients",
               "details": {"problems": [{"code": "anonymous_listener", "severity": "error",
                                         "message": "port 1883 allows anonymous, unencrypted connections"}]}}
-    return [(m.end - 5 * HOUR, pg), (m.end - 12 * HOUR, redis), (m.end - 40 * HOUR, broker)]
+    return [(m.end - 5 * HOUR, pg), (m.end - 12 * HOUR, redis), (m.end - 18 * HOUR, broker)]
 
 
 async def generate(m: hm.HistoryModel, url: str, *, batch: int, quiet: bool = False) -> dict[str, Any]:

@@ -159,7 +159,7 @@ def planted_events(m: HistoryModel, pop: Population) -> list[dict[str, Any]]:
                     "roles": pop.roles[ex]})
     victim = user_name(3)
     for k in range(25):  # a brute-force burst: 25 failures in about two minutes from one address
-        out.append({"kind": "auth", "ts": m.end - 30 * HOUR + k * 5, "userId": victim,
+        out.append({"kind": "auth", "ts": m.end - 16 * HOUR + k * 5, "userId": victim,
                     "ipAddress": BRUTE_FORCE_IP, "success": False, "method": "password"})
     return out
 

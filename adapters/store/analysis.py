@@ -76,11 +76,10 @@ async def _pg_frame(
     cols = ", ".join(f"(j->>'{f.key}'){_PG_CAST[f.type]} AS {f.name}" for f in fields)
     # The jsonb cast happens once per row in the inner query; ->> then reads the parsed value.
     query = (
-        f"COPY (SELECT ts, kind{', ' if cols else ''}{cols} FROM (SELECT ts, kind, payload::jsonb AS j"
-        " FROM audit_events WHERE ts >= $1 AND ts < $2 AND kind = ANY($3::text[])) s)"
-        " TO STDOUT WITH (FORMAT csv, HEADER true)"
+        f"SELECT ts, kind{', ' if cols else ''}{cols} FROM (SELECT ts, kind, payload::jsonb AS j"
+        " FROM audit_events WHERE ts >= $1 AND ts < $2 AND kind = ANY($3::text[])) s"
     )
-    # asyncpg's copy_from_query takes no parameters: bind them as literals of checked types.
+    # COPY takes no parameters: bind them as literals of checked types (floats, safe identifiers).
     literal = query.replace("$1", repr(float(since))).replace("$2", repr(float(until)))
     literal = literal.replace("$3::text[]", _pg_text_array(kinds))
     chunks: list[bytes] = []
@@ -89,7 +88,8 @@ async def _pg_frame(
         chunks.append(bytes(chunk))
 
     async with store._acquire() as con:
-        await con.copy_from_query(literal, output=sink)
+        # asyncpg wraps this as COPY (query) TO STDOUT (FORMAT csv, HEADER true).
+        await con.copy_from_query(literal, output=sink, format="csv", header=True)
     data = b"".join(chunks)
     chunks.clear()
     return _csv_frame(data, fields)
