@@ -1,13 +1,16 @@
 """ServiceMonitor actor: one per service, a shell around ``policies.monitoring.MonitorCore``.
 
 It restores its breaker and health from the store when (re)started, applies each tick's deltas,
-and persists its snapshot when something worth restoring changed. Decisions go back to the
+and persists its snapshot when something worth restoring changed — behind the answer (a saver task
+writes the latest snapshot), so a slow store never delays the tick that answers callers; the
+decisions themselves are persisted by the supervisor before they are published. Decisions go back to the
 observer that sent the delta (which fast-fails and answers pending calls) and, through it, to the
 supervisor (which publishes them).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -35,6 +38,9 @@ class ServiceMonitor:
         self.core: MonitorCore | None = None
         self.store: Store | None = None
         self.pods: dict[str, Any] | None = None
+        self._unsaved: dict[str, Any] | None = None
+        self._save_wanted = asyncio.Event()
+        self._saver: asyncio.Task[None] | None = None
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -57,7 +63,7 @@ class ServiceMonitor:
         core = await self._ensure()
         result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
-            await self._save(result.snapshot)
+            self._save_later(result.snapshot)
         return result
 
     async def set_pods(self, pods: dict[str, Any]) -> None:
@@ -69,17 +75,38 @@ class ServiceMonitor:
         core = await self._ensure()
         events = core.preemptive_open(now, reason)
         if events:
-            await self._save(core.snapshot())
+            self._save_later(core.snapshot())
         return events
 
     async def state(self) -> dict[str, Any]:
         core = await self._ensure()
         return core.snapshot()
 
-    async def _save(self, snapshot: dict[str, Any]) -> None:
-        if self.store is None:
-            return
-        try:
-            await self.store.state_put(STATE_NAMESPACE, self.service, snapshot)
-        except StoreError:
-            logger.exception("monitor %s: could not save state", self.service)
+    def _save_later(self, snapshot: dict[str, Any]) -> None:
+        """Latest snapshot wins; one saver task writes them in order."""
+        self._unsaved = snapshot
+        self._save_wanted.set()
+        if self._saver is None or self._saver.done():
+            self._saver = asyncio.create_task(self._save_loop(), name=f"monitor-save-{self.service}")
+
+    async def _save_loop(self) -> None:
+        while True:
+            await self._save_wanted.wait()
+            self._save_wanted.clear()
+            snapshot, self._unsaved = self._unsaved, None
+            if snapshot is None or self.store is None:
+                continue
+            try:
+                await self.store.state_put(STATE_NAMESPACE, self.service, snapshot)
+            except StoreError:
+                logger.exception("monitor %s: could not save state", self.service)
+                self._unsaved = self._unsaved or snapshot
+                await asyncio.sleep(1.0)
+                self._save_wanted.set()
+
+    async def flush(self) -> None:
+        """Wait until the latest snapshot is saved (used on shutdown)."""
+        for _ in range(100):
+            if self._unsaved is None and not self._save_wanted.is_set():
+                return
+            await asyncio.sleep(0.05)

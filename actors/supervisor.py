@@ -170,6 +170,10 @@ class Supervisor:
                 logger.exception("observer stop failed")
         for t in self._loops:
             t.cancel()
+        results = await asyncio.gather(*(m.flush.remote() for m in self.monitors.values()), return_exceptions=True)
+        for name, res in zip(self.monitors, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.error("monitor %s did not save its state on stop: %s", name, res)
         await self._flush_and_mark(5.0)
         if self.alertmanager is not None:
             try:

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import tempfile
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +24,11 @@ from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
 from benchmarks.common import median, print_table, quantile, write_result
 from sdk import ServiceClient, ServiceTemporarilyUnavailableException
-from tests.support.operations import ServiceProcess, operations
+from tests.support.operations import ServiceProcess, Watcher, operations
+
+
+def _more_than(kind: str, n: int, w: Watcher) -> bool:
+    return len(w.of_type(kind)) > n
 
 
 async def _close_breaker(client: ServiceClient, service: str, timeout: float = 30.0) -> None:
@@ -68,8 +73,7 @@ async def trials(n: int, pending: int) -> dict[str, Any]:
                 docs = await asyncio.gather(*calls)
                 t_answered = time.time()
                 assert all(d.get("error", {}).get("code") == -32503 for d in docs), docs
-                await ops.watcher.wait(lambda w, seen=seen: len(w.of_type("service_unavailable")) > seen, 10,
-                                       "service_unavailable")
+                await ops.watcher.wait(partial(_more_than, "service_unavailable", seen), 10, "service_unavailable")
                 t_msg = next(ts for ts, _, d in ops.watcher.messages
                              if isinstance(d, dict) and d.get("type") == "service_unavailable" and ts >= t0)
                 notified.append(t_msg - t0)
@@ -77,7 +81,7 @@ async def trials(n: int, pending: int) -> dict[str, Any]:
                 print(f"  trial {i + 1}/{n}: service_unavailable after {1000 * (t_msg - t0):.0f} ms, "
                       f"last pending call answered after {1000 * (t_answered - t0):.0f} ms", flush=True)
                 svc = ServiceProcess(broker.url, ops.cluster, "Inventory").start()
-                await ops.watcher.wait(lambda w, i=i: len(w.of_type("service_recovered")) > i, 15, "recovered")
+                await ops.watcher.wait(partial(_more_than, "service_recovered", i), 15, "recovered")
             svc.stop()
             await client.close()
             await bus.stop()
