@@ -99,10 +99,12 @@ def components_for(settings: OperateSettings) -> list[str]:
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class InfraChecker:
-    """See the module docstring. ``supervisor``: an actor handle with ``infrastructure_report``,
-    ``alert`` and ``pod_status`` (default: the named supervisor of ``settings``)."""
+    """See the module docstring. ``supervisor``: the name (in ``settings.namespace``) of an actor
+    with ``infrastructure_report``, ``alert``, ``pod_status`` and ``status``; default: the
+    supervisor of ``settings``. A name, not a handle: a handle argument lives in the object store,
+    and Ray cannot restart an actor whose constructor arguments were lost."""
 
-    def __init__(self, settings: OperateSettings, component: str, supervisor: Any = None) -> None:
+    def __init__(self, settings: OperateSettings, component: str, supervisor: str | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.component = component
@@ -112,7 +114,8 @@ class InfraChecker:
         self.runbooks = load_runbooks(settings.policies_dir)
         self.tracker = ComponentTracker(config=self.config)
         self.clock: Clock = SystemClock()
-        self.supervisor = supervisor
+        self.supervisor_name = supervisor or settings.actor_name("supervisor")
+        self.supervisor: Any = None
         self.affected = affected_services(component, self.policy.service_dependencies)
         self.probes: dict[str, Probe] = {}
         self.k8s: KubernetesProbe | None = None
@@ -130,6 +133,7 @@ class InfraChecker:
         self._sent_health: dict[str, Any] | None = None
         self._pods: dict[str, dict[str, Any]] | None = None
         self._wake: asyncio.Event | None = None
+        self._drain_lock = asyncio.Lock()
         self._buses: list[Any] = []
         if _reconstructed():
             self.restarted_at = self.clock.now()
@@ -142,9 +146,7 @@ class InfraChecker:
         """Idempotent: build the probes, restore after a restart, start the check loop."""
         if not self._started:
             self._started = True
-            if self.supervisor is None:
-                self.supervisor = ray.get_actor(self.settings.actor_name("supervisor"),
-                                                namespace=self.settings.namespace)
+            self.supervisor = ray.get_actor(self.supervisor_name, namespace=self.settings.namespace)
             self._wake = asyncio.Event()
             try:
                 await self._build_probes()
@@ -226,7 +228,10 @@ class InfraChecker:
         if self._tasks:
             self._tasks[0].cancel()
             if self._outbox or self._health is not None:
-                await self._drain(2.0)
+                try:
+                    await asyncio.wait_for(self._drain(2.0), 5.0)
+                except Exception:
+                    logger.warning("infra checker %s: %d reports unsent at stop", self.component, len(self._outbox))
             for task in self._tasks:
                 task.cancel()
         for probe in self.probes.values():
@@ -304,7 +309,9 @@ class InfraChecker:
         assert self._wake is not None
         self._wake.set()
 
-    def _announce(self, t: Transition, previous_severity: Any) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    def _announce(
+        self, t: Transition, previous_severity: Severity | None,
+    ) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
         message = transition_message(t, cluster_id=self.cluster, policy=self.policy,
                                      correlation_id=f"infra-{self.component}-{uuid.uuid4().hex[:16]}",
                                      affected_services=self.affected)
@@ -337,6 +344,10 @@ class InfraChecker:
     async def _drain(self, timeout: float) -> bool:
         """Send queued transitions (in order) with the latest health, then the health alone if it
         was not sent with one, then the pod status; False when a call failed (kept for a retry)."""
+        async with self._drain_lock:  # the reporter task and stop() both drain
+            return await self._drain_locked(timeout)
+
+    async def _drain_locked(self, timeout: float) -> bool:
         sup = self.supervisor
         while self._outbox:
             message, alerts = self._outbox[0]
