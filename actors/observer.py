@@ -87,7 +87,8 @@ class ObserverCore:
         self.policy = policy or load_observation_policy(settings.policies_dir)
         self.correlator = Correlator(call_timeout_s=self.policy.call_timeout,
                                      per_service_timeout_s=self.policy.per_service_timeouts(),
-                                     pending_cap=self.policy.pending_cap)
+                                     pending_cap=self.policy.pending_cap,
+                                     audit=settings.security and settings.audit_calls)
         self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url),
                            client_id=f"observer-{settings.cluster_id}-{index}",
                            max_payload_bytes=self.policy.max_payload_bytes, incoming_queue_size=200_000)
@@ -222,7 +223,8 @@ class ObserverCore:
         dropped = int(bus["oversized"]) + int(bus["incoming_dropped"]) + c.pending_overflow
         return {"calls": c.calls, "responses": c.responses, "timeouts": c.timeouts, "malformed": self.malformed,
                 "dropped": dropped, "fastFailed": c.fast_failed, "uiChanges": self.ui_changes,
-                "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending)}
+                "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending),
+                "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
@@ -236,13 +238,19 @@ class Observer:
         self.index = index
         self.monitors: dict[str, Any] = {}
         self.supervisor: Any = None
+        self.analyst: Any = None
+        self.audit: Any = None
         self._loop: asyncio.Task[None] | None = None
         self._report: Any = None
 
     async def start(self, known: list[str] | None = None) -> None:
         """Connect and start ticking; ``known`` services are evaluated from the first tick."""
         self.core.known.update(known or ())
-        self.supervisor = ray.get_actor(self.settings.actor_name("supervisor"), namespace=self.settings.namespace)
+        s = self.settings
+        self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
+        if s.security:
+            self.analyst = ray.get_actor(s.actor_name("analyst"), namespace=s.namespace)
+            self.audit = ray.get_actor(s.actor_name("audit"), namespace=s.namespace)
         await self.core.start()
         await self.core.bus.wait_connected(30)
         self._loop = asyncio.create_task(
@@ -263,6 +271,12 @@ class Observer:
             except Exception:
                 logger.exception("supervisor report failed")
         self._report = self.supervisor.report.remote(self.index, results, self.core.counters(), edges)
+        activity, audit = self.core.correlator.drain_security()
+        # One call per tick each, fire and forget: the analyst and the writer buffer and count.
+        if activity and self.analyst is not None:
+            self.analyst.activity.remote(activity, now)
+        if audit and self.audit is not None:
+            self.audit.calls.remote(audit)
 
     async def counters(self) -> dict[str, int]:
         return self.core.counters()

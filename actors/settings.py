@@ -27,6 +27,11 @@ class OperateSettings:
     kube_namespace: str = "default"
     kube_api: str | None = None
     """Explicit Kubernetes API host (tests, replay); None: in-cluster config, else kubeconfig."""
+    # Security analysis, incident response and the audit trail (issue 6).
+    security: bool = True
+    audit_calls: bool = True
+    """Every observed call becomes an audit event (sanitized by the audit writer)."""
+    enforcement_redis: str | None = field(default=None, repr=False)
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

@@ -61,6 +61,7 @@ class Supervisor:
         self.monitors: dict[str, Any] = {}
         self.observers: list[Any] = []
         self.checkers: dict[str, Any] = {}
+        self.security_actors: dict[str, Any] = {}
         self.pods: dict[str, dict[str, Any]] = {}
         self.alertmanager: Any = None
         self.summaries: dict[str, dict[str, Any]] = {}
@@ -102,6 +103,8 @@ class Supervisor:
             self.alertmanager = None
         known = sorted({*s.services, *self.known_services})
         await self.monitors_for(known)
+        if s.security:
+            await self._start_security()
         self.observers = [
             named(Observer, s.actor_name("observer", str(i)), ns).remote(s, i)
             for i in range(max(1, s.observers))
@@ -133,6 +136,31 @@ class Supervisor:
             self.unpublished.append(rec.id)
         if pending:
             logger.info("republished %d messages a previous run had not published", len(pending))
+
+    async def _start_security(self) -> None:
+        """Incident responder first (the analyst hands it alerts), then analyst and audit writer;
+        observers find the analyst and the writer by name."""
+        from actors.audit_writer import AuditWriter
+        from actors.incident_responder import IncidentResponder
+        from actors.security_analyst import SecurityAnalyst
+        from actors.security_common import SecurityOptions
+        from adapters.enforcement import EnforcementConfig
+
+        s = self.settings
+        opts = SecurityOptions(enforcement=EnforcementConfig(
+            redis_url=s.enforcement_redis, emqx_url=s.emqx_api, emqx_api_key=s.emqx_api_key,
+            emqx_api_secret=s.emqx_api_secret))
+        me = ray.get_runtime_context().current_actor
+        responder = named(IncidentResponder, s.actor_name("responder"), s.namespace).remote(s, opts, supervisor=me)
+        analyst = named(SecurityAnalyst, s.actor_name("analyst"), s.namespace).remote(
+            s, opts, responder=responder, supervisor=me)
+        audit = named(AuditWriter, s.actor_name("audit"), s.namespace).remote(s, opts, supervisor=me)
+        self.security_actors = {"responder": responder, "analyst": analyst, "audit": audit}
+        results = await asyncio.gather(*(a.start.remote() for a in self.security_actors.values()),
+                                       return_exceptions=True)
+        for name, res in zip(self.security_actors, results, strict=True):
+            if isinstance(res, BaseException):
+                logger.error("security actor %s did not start: %s", name, res)
 
     async def _start_checkers(self) -> None:
         """One InfraChecker per configured component (the broker's always runs)."""
@@ -168,6 +196,11 @@ class Supervisor:
                 await o.stop.remote()
             except Exception:
                 logger.exception("observer stop failed")
+        for name, actor in self.security_actors.items():
+            try:
+                await actor.stop.remote()
+            except Exception:
+                logger.exception("security actor %s stop failed", name)
         for t in self._loops:
             t.cancel()
         results = await asyncio.gather(*(m.flush.remote() for m in self.monitors.values()), return_exceptions=True)

@@ -34,6 +34,11 @@ OPTIONS = [
     Option("services", "services to monitor from the start (others are found on first sight)",
            default=[], repeatable=True, metavar="NAME"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
+    Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
+           "(sfa:block:ip:{ip}, sfa:suspend:user:{id}, sfa:ratelimit:user:{id}) for gateways", metavar="URL"),
+    Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
+    Option("no-audit-calls", "do not write an audit event per observed call (data-access events still are)",
+           flag=True),
     Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
            default=[], repeatable=True, metavar="DSN"),
     Option("check-redis", "Redis server to check (redis://[:pass@]host:port/db or rediss://)",
@@ -174,6 +179,9 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         kubernetes=bool(opts.get("kubernetes")),
         kube_namespace=opts.get("kube_namespace") or "default",
         kube_api=opts.get("kube_api"),
+        security=not opts.get("no_security"),
+        audit_calls=not opts.get("no_audit_calls"),
+        enforcement_redis=opts.get("enforcement_redis"),
     )
     started_ray = False
     if not ray.is_initialized():

@@ -34,6 +34,8 @@ class Pending:
     user_id: str | None
     trial: bool = False
     done: bool = False
+    call: dict[str, Any] | None = None
+    """The parsed call, kept only when audit records are wanted (params, userContext)."""
 
 
 @dataclass(slots=True)
@@ -97,7 +99,8 @@ class Correlator:
     """Bounded pending table, per-service deltas, learned dependencies, fast-fail decisions."""
 
     def __init__(self, *, call_timeout_s: float, per_service_timeout_s: dict[str, float] | None = None,
-                 pending_cap: int = 100_000) -> None:
+                 pending_cap: int = 100_000, audit: bool = False, audit_cap: int = 50_000,
+                 activity_cap: int = 100_000) -> None:
         self.call_timeout_s = call_timeout_s
         self.per_service_timeout_s = dict(per_service_timeout_s or {})
         self.pending_cap = pending_cap
@@ -110,6 +113,13 @@ class Correlator:
         self.edges: dict[tuple[str, str], int] = {}
         self.breakers: dict[str, BreakerView] = {}
         self.counters = Counters()
+        self.audit_enabled = audit
+        self.audit_cap = audit_cap
+        self.activity_cap = activity_cap
+        self.audit: list[dict[str, Any]] = []
+        self.audit_dropped = 0
+        self.activity: dict[str, dict[str, int]] = {}
+        self.activity_dropped = 0
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -153,8 +163,12 @@ class Correlator:
         timeout = self.per_service_timeout_s.get(service, self.call_timeout_s)
         user = call.get("userContext")
         user_id = user.get("userId") if isinstance(user, dict) else None
-        p = Pending(service, method, now, now + timeout, call_id, reply_to, correlation_id,
-                    user_id if isinstance(user_id, str) else None, trial)
+        if not isinstance(user_id, str):
+            user_id = None
+        else:
+            self._count_activity(user_id, service)
+        p = Pending(service, method, now, now + timeout, call_id, reply_to, correlation_id, user_id, trial,
+                    call=call if self.audit_enabled else None)
         key = (reply_to, call_id)
         old = self.pending.get(key)
         if old is not None:  # a duplicate id: the older call can no longer be matched
@@ -206,10 +220,38 @@ class Correlator:
         self._finish(p, now, code, popped=True)
         return p
 
+    def _count_activity(self, user_id: str, service: str) -> None:
+        per_user = self.activity.get(user_id)
+        if per_user is None:
+            if len(self.activity) >= self.activity_cap:
+                self.activity_dropped += 1
+                return
+            per_user = self.activity[user_id] = {}
+        per_user[service] = per_user.get(service, 0) + 1
+
+    def _audit(self, p: Pending, now: float, code: int | None) -> None:
+        if len(self.audit) >= self.audit_cap:
+            self.audit_dropped += 1
+            return
+        call = p.call or {}
+        user = call.get("userContext")
+        user = user if isinstance(user, dict) else {}
+        parts = p.reply_to.split("/")
+        self.audit.append({
+            "ts": p.started, "service": p.service, "method": p.method, "userId": p.user_id,
+            "sessionId": parts[1] if len(parts) == 3 and parts[0] == "session" else None,
+            "correlationId": p.correlation_id, "durationMs": round((now - p.started) * 1000.0, 3),
+            "code": code, "ipAddress": user.get("ipAddress"), "userAgent": user.get("userAgent"),
+            "params": call.get("params"),
+        })
+
     def _finish(self, p: Pending, now: float, code: int | None, *, popped: bool = False) -> None:
         if p.done:
             return
         p.done = True
+        if self.audit_enabled:
+            self._audit(p, now, code)
+            p.call = None
         if not popped:
             self.pending.pop((p.reply_to, p.call_id), None)
         d = self._delta(p.service)
@@ -261,6 +303,12 @@ class Correlator:
         d.presence[instance] = online
 
     # -- outputs ------------------------------------------------------------------------------
+
+    def drain_security(self) -> tuple[dict[str, dict[str, int]], list[dict[str, Any]]]:
+        """Per-user calls per service and the audit records of finished calls since the last drain."""
+        activity, audit = self.activity, self.audit
+        self.activity, self.audit = {}, []
+        return activity, audit
 
     def drain(self) -> tuple[dict[str, ServiceDelta], dict[tuple[str, str], int]]:
         """Per-service deltas and learned edges since the last drain (then reset)."""

@@ -12,6 +12,7 @@ import pytest
 from adapters.mqtt import MqttBus, MqttConfig
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
+from protocol.security import IncidentMessage
 from protocol.system import CascadingFailurePrevented, ServiceRecovered, ServiceUnavailable
 from sdk import ServiceClient, ServiceTemporarilyUnavailableException, ValidationException
 from sdk.errors import ServiceException
@@ -185,3 +186,35 @@ async def test_malformed_flood_beside_valid_traffic(broker_url: str, tmp_path: P
         observed = h[-1]["observed"]
         assert observed["malformed"] >= 50 and observed["dropped"] >= 10
         assert h[-1]["services"]["Echo"]["status"] == "healthy"
+
+
+async def test_security_loop_through_operate(broker_url: str, tmp_path: Path, client: ServiceClient,
+                                             procs: list[ServiceProcess]) -> None:
+    """operate runs the security analyst and incident responder: five failed logins from one IP
+    become an incident and a block_ip action on the broker; observed calls reach the audit trail."""
+    async with operations(broker_url, tmp_path) as ops:
+        procs.append(ServiceProcess(broker_url, ops.cluster, "Users").start())
+        await client.call("Users", "ok", {}, timeout=5, user_context={"userId": "alice"})
+        for i in range(5):
+            ops.bus.publish_nowait("security/auth/login", {"userId": f"u{i}", "ipAddress": "203.0.113.9",
+                                                           "success": False, "timestamp": "2026-01-01T00:00:00Z"},
+                                   qos=1)
+        incidents = await ops.watcher.wait(lambda w: w.on("/incidents"), 15, "an incident")
+        incident = parse_model(IncidentMessage, incidents[0])
+        assert incident.event == "created" and incident.severity in ("error", "critical", "emergency")
+        actions = await ops.watcher.wait(
+            lambda w: [a for a in w.on("/security/actions") if a.get("action") == "block_ip"], 10, "block_ip")
+        assert actions[0]["target"] == "203.0.113.9"
+        from adapters.store import open_store
+
+        store = open_store(ops.store_url)
+        await store.open()
+        try:
+            for _ in range(50):
+                rows = [e async for e in store.audit_iter(0, 2e9, 100)]
+                if any(r.payload.get("service") == "Users" for r in rows):
+                    break
+                await asyncio.sleep(0.2)
+            assert any(r.payload.get("service") == "Users" and r.payload.get("userId") == "alice" for r in rows)
+        finally:
+            await store.close()

@@ -105,3 +105,23 @@ def test_malformed_error_code_counts_as_internal() -> None:
     c.on_call("A", call(1), "r", None, now=0.0)
     c.on_response("r", {"id": 1, "error": {"code": "x"}}, now=1.0)
     assert c.drain()[0]["A"].outcomes == [(1.0, -32603)]
+
+
+def test_activity_and_audit_records() -> None:
+    """Per-user calls per service are counted; each finished call becomes one audit record with
+    its outcome, duration, session and client details; both are bounded and drained."""
+    c = Correlator(call_timeout_s=1, audit=True, audit_cap=2)
+    doc = {"jsonrpc": "2.0", "id": 1, "method": "getUser", "params": {"id": "u9"},
+           "userContext": {"userId": "alice", "ipAddress": "203.0.113.7", "userAgent": "ua"}}
+    c.on_call("Users", doc, "session/s1/response", "corr", now=10.0)
+    c.on_call("Users", {**doc, "id": 2}, "session/s1/response", None, now=10.0)
+    c.on_call("Orders", {**doc, "id": 3}, "session/s1/response", None, now=10.0)
+    c.on_response("session/s1/response", {"id": 1, "result": {}}, now=10.5)
+    c.expire(11.0)
+    activity, audit = c.drain_security()
+    assert activity == {"alice": {"Users": 2, "Orders": 1}}
+    assert audit[0] == {"ts": 10.0, "service": "Users", "method": "getUser", "userId": "alice", "sessionId": "s1",
+                        "correlationId": "corr", "durationMs": 500.0, "code": None, "ipAddress": "203.0.113.7",
+                        "userAgent": "ua", "params": {"id": "u9"}}
+    assert len(audit) == 2 and c.audit_dropped == 1
+    assert c.drain_security() == ({}, [])
