@@ -20,6 +20,7 @@ from typing import Any
 import pybreaker
 
 from benchmarks.common import median, print_table, write_result
+from policies.alerting import routing_throughput
 from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
 from policies.windows import TimeWindow
 
@@ -128,8 +129,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     parser.add_argument("--calls", type=int, default=200_000, help="calls per repetition (default 200000)")
     parser.add_argument("--repeats", type=int, default=7, help="repetitions of each side (default 7)")
+    parser.add_argument("--alerts", type=int, default=20_000, help="alerts per routing run (default 20000)")
     args = parser.parse_args(argv)
     out = run(calls=args.calls, repeats=args.repeats)
+    # Report only (no target): alerts/s through fingerprinting, routing and grouping of the
+    # seed's tree (policies/alerting.yaml), median of the repetitions.
+    rates = [routing_throughput(args.alerts) for _ in range(args.repeats)]
+    out["results"]["alert_routing_per_s"] = round(median(rates))
+    out["results"]["alert_routing_runs"] = [round(r) for r in rates]
+    out["rows"].append([f"(report) alert routing + grouping, seed tree, {args.alerts:,} alerts",
+                        1e9 / median(rates), median(rates), "-"])
     print_table(
         f"circuit breaker record-and-decide, median of {args.repeats} x {args.calls:,} calls",
         ["side", "ns/call", "calls/s", "ratio"],
