@@ -18,6 +18,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -66,7 +67,9 @@ def child_ray(url: str, start: float, end: float, partition_rows: int, cluster_n
             cluster.add_node(num_cpus=1)
         ray.init(address=cluster.address, include_dashboard=False, configure_logging=False)
     else:
-        ray.init(include_dashboard=False, configure_logging=False)
+        # address="local": a private Ray for this run, never a `ray start` cluster someone else
+        # left running on the machine (plain ray.init() would join that one).
+        ray.init(address="local", num_cpus=os.cpu_count() or 2, include_dashboard=False, configure_logging=False)
     w = Window(start=start, end=end)
     # Warm every worker (imports, first connection) on empty ranges: a running cluster has warm
     # workers, and the single-process side also imports before its clock starts.
