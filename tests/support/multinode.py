@@ -1,0 +1,100 @@
+"""Run operate on a simulated multi-node Ray cluster (``ray.cluster_utils.Cluster``) in its own
+process, so the test session's Ray is untouched. Prints one JSON line with what it saw.
+
+``python -m tests.support.multinode BROKER_URL WORKDIR``
+
+Steps: a head and two worker nodes; operate (observers, monitors, supervisor spread with the
+SPREAD strategy); a probe service whose internal errors open its breaker; the node hosting that
+services' monitors is removed; Ray restarts the monitor on a surviving node and it comes back with
+its breaker still open (restored from the store).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+from ray.cluster_utils import Cluster
+from ray.util.state import list_actors
+
+from tests.support.operations import ServiceProcess, operations
+
+
+def actor_nodes() -> dict[str, str]:
+    return {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.name}
+
+
+async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
+    from adapters.mqtt import MqttBus, MqttConfig
+    from sdk import ServiceClient
+    from sdk.errors import ServiceCallError
+
+    out: dict[str, Any] = {}
+    names = ("Payments", "Ledger", "Billing")
+    async with operations(broker, workdir, services=names) as ops:
+        bus = MqttBus(config=MqttConfig.from_url(broker))
+        await bus.start()
+        await bus.wait_connected(10)
+        client = ServiceClient(bus)
+        await client.start()
+        procs = [ServiceProcess(broker, ops.cluster, n).start() for n in names]
+        try:
+            for name in names:
+                for _ in range(6):
+                    with contextlib.suppress(ServiceCallError):
+                        await client.call(name, "fail", {}, timeout=5)
+            await ops.watcher.wait(
+                lambda w: {e.get("service") for e in w.on("/circuit-breaker") if e.get("to") == "open"} >= set(names),
+                20, "three breakers open")
+            nodes = actor_nodes()
+            ours = {k: n for k, n in nodes.items() if k.startswith("sfa-")}
+            out["actor_nodes"] = len(set(ours.values()))
+            on_workers = [k for k in ours if k.startswith(f"sfa-monitor-{ops.cluster}-")
+                          and ours[k] != cluster.head_node.node_id]
+            out["monitors_on_workers"] = len(on_workers)
+            if on_workers:
+                monitor = on_workers[0]
+                victim = ours[monitor]
+                node = next(n for n in cluster.worker_nodes if n.node_id == victim)
+                cluster.remove_node(node)
+                deadline = time.monotonic() + 90
+                while time.monotonic() < deadline and actor_nodes().get(monitor) in (None, victim):
+                    await asyncio.sleep(0.5)
+                out["monitor_moved"] = actor_nodes().get(monitor) not in (None, victim)
+                handle = ray.get_actor(monitor, namespace="sfa-ops")
+                state = await handle.state.remote()
+                out["restored_breaker"] = state["breaker"]["state"]
+                seen = len(ops.watcher.on("/health"))
+                await ops.watcher.wait(lambda w: len(w.on("/health")) > seen, 15, "health after node loss")
+                out["health_after_node_loss"] = True
+        finally:
+            for p in procs:
+                p.stop()
+            await client.close()
+            await bus.stop()
+    return out
+
+
+def main() -> None:
+    broker, workdir = sys.argv[1], Path(sys.argv[2])
+    cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+    for _ in range(2):
+        cluster.add_node(num_cpus=1)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, namespace="sfa-ops", log_to_driver=False)
+    try:
+        result = asyncio.run(scenario(cluster, broker, workdir))
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
+    print(json.dumps(result), flush=True)
+
+
+if __name__ == "__main__":
+    main()
