@@ -237,6 +237,8 @@ class Observer:
         self.settings = settings
         self.index = index
         self.monitors: dict[str, Any] = {}
+        self._starting: dict[str, asyncio.Task[None]] = {}
+        self._held: dict[str, ServiceDelta] = {}
         self.supervisor: Any = None
         self.analyst: Any = None
         self.audit: Any = None
@@ -262,6 +264,21 @@ class Observer:
         new = [s for s in deltas if s not in self.monitors]
         if new:
             self.monitors.update(await self.supervisor.monitors_for.remote(new))
+            for name in new:
+                self._starting[name] = asyncio.create_task(self._until_ready(name), name=f"monitor-ready-{name}")
+        # A monitor that is still starting (a new worker process: ~1 s) must not hold up every
+        # other service's tick: its deltas wait here, merged, until it answers.
+        for name in [n for n in deltas if n in self._starting]:
+            held = self._held.get(name)
+            if held is None:
+                self._held[name] = deltas.pop(name)
+            else:
+                held.merge(deltas.pop(name))
+        for name, task in list(self._starting.items()):
+            if task.done():
+                del self._starting[name]
+                if name in self._held:
+                    deltas[name] = self._held.pop(name)
         refs = [self.monitors[s].apply.remote(d, now) for s, d in deltas.items() if s in self.monitors]
         results: list[MonitorResult] = list(await asyncio.gather(*refs)) if refs else []
         self.core.apply_results(results, now)
@@ -277,6 +294,12 @@ class Observer:
             self.analyst.activity.remote(activity, now)
         if audit and self.audit is not None:
             self.audit.calls.remote(audit)
+
+    async def _until_ready(self, name: str) -> None:
+        try:
+            await self.monitors[name].state.remote()
+        except Exception:
+            logger.exception("monitor for %s did not start; its deltas go to it anyway", name)
 
     async def counters(self) -> dict[str, int]:
         return self.core.counters()

@@ -62,6 +62,9 @@ async def trials(n: int, pending: int) -> dict[str, Any]:
             await client.start()
             svc = ServiceProcess(broker.url, ops.cluster, "Inventory").start()
             await client.call("Inventory", "ok", {}, timeout=5)
+            # Measured: a service sfa-ops already monitors (its monitor actor is up), not first sight.
+            await ops.watcher.wait(lambda w: any("Inventory" in h.get("services", {}) for h in w.on("/health")),
+                                   30, "Inventory monitored")
             for i in range(n):
                 await _close_breaker(client, "Inventory")
                 seen = len(ops.watcher.of_type("service_unavailable"))

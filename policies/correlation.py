@@ -57,6 +57,22 @@ class ServiceDelta:
     inflight: int = 0
     last_success: float | None = None
 
+    def merge(self, later: ServiceDelta) -> None:
+        """Fold a later tick's delta into this one (kept while the service's monitor starts)."""
+        self.calls += later.calls
+        self.responses += later.responses
+        self.fast_failed += later.fast_failed
+        self.outcomes.extend(later.outcomes)
+        self.trials.extend(later.trials)
+        for m, n in later.methods.items():
+            self.methods[m] = self.methods.get(m, 0) + n
+        self.max_inflight = max(self.max_inflight, later.max_inflight)
+        self.inflight = later.inflight
+        if later.last_success is not None:
+            self.last_success = max(self.last_success or 0.0, later.last_success)
+        if later.presence:
+            self.presence = {**(self.presence or {}), **later.presence}
+
     @property
     def timeouts(self) -> int:
         return sum(1 for _, c in self.outcomes if c == UNANSWERED) + sum(

@@ -125,3 +125,17 @@ def test_activity_and_audit_records() -> None:
                         "userAgent": "ua", "params": {"id": "u9"}}
     assert len(audit) == 2 and c.audit_dropped == 1
     assert c.drain_security() == ({}, [])
+
+
+def test_delta_merge_keeps_everything_in_order() -> None:
+    """Deltas held while a monitor starts fold together without losing outcomes or presence."""
+    from policies.correlation import ServiceDelta
+
+    a = ServiceDelta("A", calls=2, responses=1, outcomes=[(0.1, None)], methods={"m": 2}, presence={"i1": True},
+                     max_inflight=3, last_success=5.0)
+    b = ServiceDelta("A", calls=1, outcomes=[(0.2, -32603)], trials=[(0.3, None)], methods={"m": 1, "n": 1},
+                     presence={"i1": False, "i2": True}, max_inflight=1, inflight=1)
+    a.merge(b)
+    assert (a.calls, a.responses, a.max_inflight, a.inflight, a.last_success) == (3, 1, 3, 1, 5.0)
+    assert a.outcomes == [(0.1, None), (0.2, -32603)] and a.trials == [(0.3, None)]
+    assert a.methods == {"m": 3, "n": 1} and a.presence == {"i1": False, "i2": True}
