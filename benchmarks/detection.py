@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     import ray
 
-    ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         r = asyncio.run(trials(a.trials, a.pending))
     finally:

@@ -307,7 +307,7 @@ def main() -> None:
     parser.add_argument("--cpu-window", type=float, default=60.0, help="CPU measuring window, seconds (default 60)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    ray.init(namespace="sfa-bench", include_dashboard=False, log_to_driver=False, configure_logging=False)
+    ray.init(address="local", namespace="sfa-bench", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
         out = asyncio.run(run(args.trials, args.cpu_window))
     finally:

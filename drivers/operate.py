@@ -185,9 +185,11 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     )
     started_ray = False
     if not ray.is_initialized():
-        address = opts["ray_address"] or os.environ.get("RAY_ADDRESS")
+        # No address: a fresh local Ray ("local"), never whatever cluster was last started on this
+        # machine. Inside a Ray job RAY_ADDRESS names the job's cluster.
+        address = opts["ray_address"] or os.environ.get("RAY_ADDRESS") or "local"
         ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
-                 include_dashboard=False if address is None else None, configure_logging=False)
+                 include_dashboard=False if address == "local" else None, configure_logging=False)
         started_ray = True
     if stop is None:
         stop = asyncio.Event()

@@ -47,7 +47,9 @@ def ray_session() -> Iterator[None]:
     # Ray gives its raylet 30 s to register; on a loaded 2-core machine that can pass. Try again.
     for attempt in range(3):
         try:
-            ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            # "local": a new Ray even when another cluster on this machine (ray start) is running.
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
             break
         except Exception:
             ray.shutdown()
