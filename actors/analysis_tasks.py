@@ -121,13 +121,15 @@ def _run_one(fn: Callable[[str, float, float], T], url: str, since: float, until
 
 def run_partitions(
     fn: Callable[[str, float, float], T], url: str, parts: Sequence[tuple[float, float]],
-    fold: Callable[[R | None, T], R], *, on_done: Callable[[TaskStats], None] | None = None,
-    max_in_flight: int | None = None,
+    fold: Callable[[R | None, list[T]], R], *, on_done: Callable[[TaskStats], None] | None = None,
+    max_in_flight: int | None = None, fold_every: int = 8,
 ) -> tuple[R | None, list[TaskStats]]:
     """Run ``fn`` over each partition as a Ray task (one CPU each) and fold results as they finish.
 
     At most ``max_in_flight`` tasks are submitted at once (default: twice the cluster's CPUs), so
-    finished partials never pile up in the object store.
+    finished partials never pile up in the object store. Results are folded ``fold_every`` at a
+    time: one group-by over several partials costs about what one over two does, and the driver's
+    folding competes with the workers for CPU.
     """
     import ray
 
@@ -137,13 +139,16 @@ def run_partitions(
     running: list[Any] = []
     total: R | None = None
     stats: list[TaskStats] = []
+    pending: list[T] = []
     while todo or running:
         while todo and len(running) < limit:
             since, until = todo.pop(0)
             running.append(remote.remote(fn, url, since, until))
         done, running = ray.wait(running, num_returns=1)
         result, st = ray.get(done[0])
-        total = fold(total, result)
+        pending.append(result)
+        if len(pending) >= fold_every or not (todo or running):
+            total, pending = fold(total, pending), []
         stats.append(st)
         if on_done is not None:
             on_done(st)
@@ -157,11 +162,11 @@ def compute_local(
     return _run_one(fn, url, since, until)
 
 
-def fold_partials(total: Partials | None, new: Partials) -> Partials:
+def fold_partials(total: Partials | None, new: list[Partials]) -> Partials:
     """``fold`` for ``run_partitions`` over baseline partials."""
     from policies.baselines import combine
 
-    return new if total is None else combine(total, new)
+    return combine(*([] if total is None else [total]), *new)
 
 
 MESSAGE_FIELDS = (
@@ -192,13 +197,12 @@ def message_partials(url: str, since: float, until: float) -> MessagePartials:
     return MessagePartials(publishers=pubs, sizes=size_counts, rows=len(frame))
 
 
-def fold_messages(total: MessagePartials | None, new: MessagePartials) -> MessagePartials:
+def fold_messages(total: MessagePartials | None, new: list[MessagePartials]) -> MessagePartials:
     """``fold`` for ``run_partitions`` over message partials (group-by sums)."""
-    if total is None:
-        return new
-    pubs = pd.concat([total.publishers, new.publishers]).groupby(["service", "user"])["n"].sum().reset_index()
-    sizes = pd.concat([total.sizes, new.sizes]).groupby(["service", "key"])["n"].sum().reset_index()
-    return MessagePartials(publishers=pubs, sizes=sizes, rows=total.rows + new.rows)
+    parts = ([] if total is None else [total]) + new
+    pubs = pd.concat([p.publishers for p in parts]).groupby(["service", "user"])["n"].sum().reset_index()
+    sizes = pd.concat([p.sizes for p in parts]).groupby(["service", "key"])["n"].sum().reset_index()
+    return MessagePartials(publishers=pubs, sizes=sizes, rows=sum(p.rows for p in parts))
 
 
 REPORT_KINDS = ("data_access", "auth", "authz", "data_subject_request")
@@ -236,11 +240,10 @@ def report_partials(url: str, since: float, until: float) -> ReportPartials:
     return ReportPartials(events=events, activity=activity, rows=len(events) + len(calls))
 
 
-def fold_report(total: ReportPartials | None, new: ReportPartials) -> ReportPartials:
+def fold_report(total: ReportPartials | None, new: list[ReportPartials]) -> ReportPartials:
     """``fold`` for ``run_partitions`` over report partials."""
-    if total is None:
-        return new
-    activity = (pd.concat([total.activity, new.activity])
+    parts = ([] if total is None else [total]) + new
+    activity = (pd.concat([p.activity for p in parts])
                 .groupby(["user", "bucket", "service"])["n"].sum().reset_index())
-    return ReportPartials(events=pd.concat([total.events, new.events], ignore_index=True), activity=activity,
-                          rows=total.rows + new.rows)
+    return ReportPartials(events=pd.concat([p.events for p in parts], ignore_index=True), activity=activity,
+                          rows=sum(p.rows for p in parts))
