@@ -62,8 +62,12 @@ def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> str:
             if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # outside `ray job submit`: ship the code
                 kwargs["runtime_env"] = {"working_dir": str(REPO_ROOT),
                                          "excludes": ["var/", ".venv/", ".git/", "**/__pycache__/"]}
-        elif num_cpus is not None:
-            kwargs["num_cpus"] = num_cpus
+        else:
+            # A fresh local Ray, never whatever `ray start` cluster happens to run on this machine
+            # (use --ray-address auto to join that one).
+            kwargs["address"] = "local"
+            if num_cpus is not None:
+                kwargs["num_cpus"] = num_cpus
         ray.init(**kwargs)
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = ray.cluster_resources().get("CPU", 0)
