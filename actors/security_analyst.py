@@ -46,6 +46,7 @@ from actors.settings import OperateSettings
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.baselines import user_baselines
 from policies.security import (
     AuthEvent,
     AuthzEvent,
@@ -69,7 +70,16 @@ _MAX_ACTIVITY_USERS = 100_000
 
 
 def parse_user_baselines(data: Mapping[str, Any]) -> dict[str, UserBaseline]:
-    """The ``user_activity`` baseline document → baselines by user (bad entries skipped)."""
+    """The ``user_activity`` baseline document → baselines by user (bad entries skipped).
+
+    Documents written by ``drivers.baselines`` (``schema`` 1) are read by its own reader, which
+    takes ``typicalServices`` (services used on at least two days) as the usual set."""
+    if data.get("schema") is not None:
+        try:
+            return user_baselines(data)
+        except (KeyError, TypeError, ValueError):
+            logger.exception("unreadable user_activity baseline; using configured defaults")
+            return {}
     out: dict[str, UserBaseline] = {}
     users = data.get("users")
     if not isinstance(users, Mapping):
