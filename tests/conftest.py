@@ -4,8 +4,10 @@ session, each started by the project's own code on a free loopback port and stop
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
 
+import asyncpg
 import pytest
 
 from adapters.processes import ChildService, start_mosquitto, start_postgres, start_redis
@@ -36,6 +38,19 @@ def postgres_server() -> Iterator[ChildService]:
     svc = start_postgres()
     yield svc
     svc.stop()
+
+
+@pytest.fixture(scope="module")
+async def pg_database(postgres_server: ChildService) -> AsyncIterator[str]:
+    """One fresh PostgreSQL database per test module, dropped afterwards."""
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = await asyncpg.connect(postgres_server.url)
+    try:
+        await admin.execute(f'CREATE DATABASE "{name}"')
+        yield postgres_server.url.rsplit("/", 1)[0] + "/" + name
+        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+    finally:
+        await admin.close()
 
 
 @pytest.fixture(scope="session")

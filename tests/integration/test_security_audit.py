@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import asyncpg
 import orjson
 import pytest
 import ray
@@ -32,19 +31,6 @@ from tests.support.operations import Watcher
 pytestmark = pytest.mark.integration
 
 DAY = 86400.0
-
-
-@pytest.fixture(scope="module")
-async def pg_database(postgres_server: ChildService) -> AsyncIterator[str]:
-    """One fresh PostgreSQL database for this module, dropped afterwards."""
-    name = f"aud_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server.url.rsplit("/", 1)[0] + "/" + name
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
 
 
 @pytest.fixture

@@ -115,19 +115,6 @@ def banned_api() -> Iterator[BannedApi]:
     api.stop()
 
 
-@pytest.fixture(scope="module")
-async def pg_database(postgres_server: ChildService) -> AsyncIterator[str]:
-    """One fresh PostgreSQL database for this module, dropped afterwards."""
-    name = f"sec_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server.url.rsplit("/", 1)[0] + "/" + name
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 async def fresh_schema(pg_database: str) -> str:
     schema = f"s_{uuid.uuid4().hex[:10]}"
     admin = await asyncpg.connect(pg_database)

@@ -42,19 +42,6 @@ class Clock:
         return self.now
 
 
-@pytest.fixture(scope="module")
-async def pg_database(postgres_server: ChildService) -> AsyncIterator[str]:
-    """One fresh PostgreSQL database for this module, dropped afterwards."""
-    name = f"test_{uuid.uuid4().hex[:12]}"
-    admin = await asyncpg.connect(postgres_server.url)
-    try:
-        await admin.execute(f'CREATE DATABASE "{name}"')
-        yield postgres_server.url.rsplit("/", 1)[0] + "/" + name
-        await admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
-    finally:
-        await admin.close()
-
-
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def store_url(request: pytest.FixtureRequest, tmp_path: Any, pg_database: str) -> AsyncIterator[str]:
     """A URL to an empty database of each kind: for PostgreSQL a fresh schema of the module's
