@@ -208,10 +208,10 @@ class ObserverCore:
         answered = 0
         for r in results:
             v = r.view
-            self.correlator.set_breaker(r.service, v.state, v.open_until, v.trial_permits)
+            self.correlator.set_breaker(r.service, v.state, v.open_until, v.trial_permits, v.epoch)
             u = r.unavailable
             if u is not None:
-                for p in self.correlator.take_pending(r.service):
+                for p in self.correlator.take_pending(r.service, now):
                     self.bus.publish_nowait(p.reply_to, unavailable_answer(p, u.reason, u.estimated_recovery,
                                                                            u.retry_after_s, now), qos=1)
                     answered += 1

@@ -99,6 +99,7 @@ class BreakerView:
     state: str = "closed"
     open_until: float = 0.0
     trial_permits: int = 0
+    epoch: int = -1
 
 
 @dataclass(slots=True)
@@ -292,23 +293,26 @@ class Correlator:
         self.counters.timeouts += n
         return n
 
-    def take_pending(self, service: str) -> list[Pending]:
+    def take_pending(self, service: str, now: float) -> list[Pending]:
         """Remove and return every pending call of ``service`` (to answer them -32503)."""
         taken = [p for p in self.pending.values() if p.service == service and not p.done]
         for p in taken:
             p.done = True
             del self.pending[(p.reply_to, p.call_id)]
             self._inflight[service] = self._inflight.get(service, 1) - 1
+            if p.trial:  # the service never answered its trial: the half-open breaker must hear of it
+                self._delta(service).trials.append((now - p.started, UNANSWERED))
         return taken
 
-    def set_breaker(self, service: str, state: str, open_until: float, trial_permits: int) -> None:
+    def set_breaker(self, service: str, state: str, open_until: float, trial_permits: int, epoch: int = 0) -> None:
+        """Refresh the view; trial permits are handed out afresh only when the monitor's ``epoch``
+        moved (a transition, or a stalled half-open), never on every tick."""
         view = self.breakers.get(service)
         if view is None:
             view = self.breakers[service] = BreakerView()
-        opening_trials = view.state == "open" and state == "half_open"
-        if (view.state != state or view.open_until != open_until) and not opening_trials:
-            # open -> half_open keeps what is left: the trials admitted meanwhile already count.
+        if epoch != view.epoch:
             view.trial_permits = trial_permits
+            view.epoch = epoch
         view.state = state
         view.open_until = open_until
 

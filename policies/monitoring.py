@@ -31,6 +31,9 @@ class BreakerView:
     state: str
     open_until: float
     trial_permits: int
+    epoch: int = 0
+    """Bumped when observers must hand out fresh trial permits: on every breaker transition, and
+    when a half-open breaker has waited too long for its trials' outcomes."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,9 @@ class MonitorCore:
         self.last_success: float | None = None
         self.down_since: float | None = None
         self.started = now
+        self._epoch = 0
+        self._last_trial = now
+        self._trial_stall_s = max(10.0, 2.0 * breaker.open_timeout)
         if restored:
             self._restore(restored, now)
 
@@ -113,7 +119,10 @@ class MonitorCore:
         open_until = now + retry if state is BreakerState.OPEN and retry is not None else 0.0
         permits = self.breaker_settings.half_open_max_calls if state in (BreakerState.OPEN,
                                                                           BreakerState.HALF_OPEN) else 0
-        return BreakerView(state.value, open_until, permits)
+        if state is BreakerState.HALF_OPEN and now - self._last_trial > self._trial_stall_s:
+            self._epoch += 1  # trials lost on the way (e.g. answered for a down service): try again
+            self._last_trial = now
+        return BreakerView(state.value, open_until, permits, self._epoch)
 
     def apply(self, deltas: Iterable[ServiceDelta], now: float, pods: dict[str, Any] | None = None) -> MonitorResult:
         """Feed one tick's deltas (from one or more observers) and decide."""
@@ -134,6 +143,7 @@ class MonitorCore:
                 self.window.add(now, dur, code)
             events.extend(e.to_wire() for e in self.breaker.on_results(now, d.outcomes))
             for dur, code in d.trials:
+                self._last_trial = now
                 self.window.add(now, dur, code)
                 if self.breaker.state is BreakerState.OPEN:
                     perm = self.breaker.try_acquire(now)
@@ -161,6 +171,8 @@ class MonitorCore:
             unavailable = Unavailable(reason, decision.estimated_recovery, decision.retry_after_s or 60.0)
         if events:
             persist = True
+            self._epoch += 1
+            self._last_trial = now
         return MonitorResult(
             service=self.service,
             breaker_events=tuple(events),
@@ -175,6 +187,7 @@ class MonitorCore:
     def preemptive_open(self, now: float, reason: str) -> tuple[dict[str, Any], ...]:
         if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
             return ()
+        self._epoch += 1
         return tuple(e.to_wire() for e in self.breaker.preemptive_open(now, reason))
 
     def _inputs(self, now: float) -> HealthInputs:

@@ -82,7 +82,7 @@ def test_open_breaker_refuses_and_half_open_lets_trials_through() -> None:
     assert c.on_call("A", call(3), "r", None, now=100.0) is None
     assert c.on_call("A", call(4), "r", None, now=100.0) is not None
     assert sum(p.trial for p in c.pending.values()) == 2
-    c.set_breaker("A", "closed", 0.0, 0)
+    c.set_breaker("A", "closed", 0.0, 0, epoch=1)
     assert c.on_call("A", call(5), "r", None, now=101.0) is None
     assert c.counters.fast_failed == 2
 
@@ -93,7 +93,7 @@ def test_take_pending_answers_unavailable_service() -> None:
     for i in range(3):
         c.on_call("A", call(i), "r", None, now=0.0)
     c.on_call("B", call(9), "r", None, now=0.0)
-    taken = c.take_pending("A")
+    taken = c.take_pending("A", 1.0)
     assert sorted(p.call_id for p in taken) == [0, 1, 2]
     assert list(c.pending) == [("r", 9)]
     assert c.expire(100.0) == 1  # only B's call is left to time out
@@ -139,3 +139,18 @@ def test_delta_merge_keeps_everything_in_order() -> None:
     assert (a.calls, a.responses, a.max_inflight, a.inflight, a.last_success) == (3, 1, 3, 1, 5.0)
     assert a.outcomes == [(0.1, None), (0.2, -32603)] and a.trials == [(0.3, None)]
     assert a.methods == {"m": 3, "n": 1} and a.presence == {"i1": False, "i2": True}
+
+
+def test_permits_refresh_only_on_a_new_epoch_and_lost_trials_are_reported() -> None:
+    """Open past its deadline hands out the permits once per epoch (not every tick); a trial
+    answered on a down service's behalf reaches the monitor as unanswered."""
+    c = Correlator(call_timeout_s=30)
+    c.set_breaker("A", "open", open_until=10.0, trial_permits=1, epoch=5)
+    assert c.on_call("A", call(1), "r", None, now=11.0) is None  # the one trial
+    c.set_breaker("A", "open", open_until=11.5, trial_permits=1, epoch=5)  # next tick, same epoch
+    assert c.on_call("A", call(2), "r", None, now=12.0) is not None  # refused: no new permit
+    taken = c.take_pending("A", 13.0)
+    assert [p.call_id for p in taken] == [1]
+    assert c.drain()[0]["A"].trials == [(2.0, UNANSWERED)]
+    c.set_breaker("A", "half_open", open_until=0.0, trial_permits=1, epoch=6)
+    assert c.on_call("A", call(3), "r", None, now=14.0) is None

@@ -100,3 +100,15 @@ def test_alert_rules_resolve_only_what_fired() -> None:
     assert opened[0]["labels"]["severity"] == "error" and opened[0]["labels"]["component"] == "service"
     recovered = fs.filter(alerts_for_health({"type": "service_recovered", "service": "A"}, "c", 3.0))
     assert [(a["labels"]["alertname"], a["endsAt"]) for a in recovered] == [("ServiceDegraded", 3.0)]
+
+
+def test_half_open_stall_hands_out_new_permits() -> None:
+    """A half-open breaker that hears of no trial for long re-issues permits (a new epoch)."""
+    m = core()
+    m.apply([delta([(0.01, -32603)] * 10)], now=1.0)
+    r = m.apply([delta(trials=[(0.01, None)], calls=1)], now=7.0)
+    assert r.view.state == "half_open"
+    quiet = m.apply([delta(calls=0)], now=8.0)
+    assert quiet.view.epoch == r.view.epoch
+    stalled = m.apply([delta(calls=0)], now=7.0 + 11.0)
+    assert stalled.view.epoch > r.view.epoch and stalled.view.trial_permits > 0
