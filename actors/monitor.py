@@ -41,15 +41,25 @@ class ServiceMonitor:
         self._unsaved: dict[str, Any] | None = None
         self._save_wanted = asyncio.Event()
         self._saver: asyncio.Task[None] | None = None
+        self._init_lock = asyncio.Lock()
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
             return self.core
+        # Calls run concurrently in an async actor (a restarted monitor gets the observer's apply
+        # and other callers at once): only the first builds the core, the others wait for it.
+        async with self._init_lock:
+            if self.core is not None:
+                return self.core
+            return await self._build()
+
+    async def _build(self) -> MonitorCore:
         restored: dict[str, Any] | None = None
+        store = open_store(self.settings.store_url)
         try:
-            self.store = open_store(self.settings.store_url)
-            await self.store.open()
-            restored = await self.store.state_get(STATE_NAMESPACE, self.service)
+            await store.open()
+            restored = await store.state_get(STATE_NAMESPACE, self.service)
+            self.store = store
         except StoreError:
             logger.exception("monitor %s: store unavailable; starting without saved state", self.service)
             self.store = None
