@@ -19,14 +19,14 @@ _FORBIDDEN = frozenset("/+#\x00")
 
 
 def is_service_name(name: object) -> bool:
-    return isinstance(name, str) and _SERVICE_RE.match(name) is not None
+    return isinstance(name, str) and _SERVICE_RE.fullmatch(name) is not None
 
 
 def check_service_name(name: object, *, field: str = "service") -> str:
     """Return ``name`` if it is a valid service name, else raise ``ProtocolError`` naming ``field``."""
     if not isinstance(name, str):
         raise ProtocolError(field, f"must be a string, got {type(name).__name__}")
-    if not _SERVICE_RE.match(name):
+    if not _SERVICE_RE.fullmatch(name):
         shown = name if len(name) <= 80 else name[:77] + "..."
         raise ProtocolError(
             field,
