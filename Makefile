@@ -19,6 +19,13 @@ lint: setup
 	.venv/bin/ruff check .
 	.venv/bin/mypy
 
+typecheck: setup
+	.venv/bin/mypy
+
+# The pure tests alone (no broker, database or Ray needed).
+unit: setup
+	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+
 # pytest exits 5 when nothing was collected; that is a failure here, as any non-zero exit.
 test: setup lint
 	$(PY) -m pytest -q -p no:cacheprovider
@@ -27,4 +34,4 @@ bench: setup
 	for b in rpc breaker; do $(PY) -m benchmarks.$$b || exit 1; done
 
 clean:
-	rm -rf var .venv .mypy_cache .ruff_cache
+	rm -rf var .venv .tools .mypy_cache .ruff_cache

@@ -1,8 +1,33 @@
 #!/usr/bin/env bash
 # Creates .venv from uv.lock (exact pins). Idempotent.
+#
+# uv itself is installed into a private virtual environment (.tools/uv), never into the system
+# Python: stock Debian 12 refuses `python3 -m pip install` (PEP 668, "externally-managed-environment").
+# Where the venv module is missing (Debian without python3-venv) it is installed with apt-get.
 set -euo pipefail
+cd "$(dirname "$0")/.."
 UV_VERSION=0.13.8
-if ! command -v uv >/dev/null 2>&1 || [ "$(uv --version | awk '{print $2}')" != "$UV_VERSION" ]; then
-  python3 -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+TOOLS=.tools/uv
+UV="$TOOLS/bin/uv"
+
+have_uv() { [ -x "$UV" ] && [ "$("$UV" --version | awk '{print $2}')" = "$UV_VERSION" ]; }
+
+if ! have_uv; then
+  rm -rf "$TOOLS"
+  if ! python3 -m venv "$TOOLS" >/dev/null 2>&1; then
+    rm -rf "$TOOLS"
+    if [ "$(id -u)" -ne 0 ]; then
+      echo "install-python: python3 cannot create a virtual environment; install python3-venv (apt-get install python3-venv)" >&2
+      exit 1
+    fi
+    echo "install-python: installing python3-venv"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    python3 -m venv "$TOOLS"
+  fi
+  "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
+  have_uv || { echo "install-python: uv $UV_VERSION did not install into $TOOLS" >&2; exit 1; }
 fi
-uv sync --frozen --python python3.11 --quiet
+# Python 3.11 from the machine (uv never downloads an interpreter here).
+"$UV" sync --frozen --python python3.11 --no-python-downloads --quiet

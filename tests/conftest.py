@@ -4,6 +4,9 @@ session, each started by the project's own code on a free loopback port and stop
 from __future__ import annotations
 
 import os
+import secrets
+import shutil
+import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
@@ -11,6 +14,28 @@ import asyncpg
 import pytest
 
 from adapters.processes import ChildService, start_mosquitto, start_postgres, start_redis
+
+_RAY_TOKEN_DIR: str | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Ray authenticates with a token (on by default). The session makes its own, in a private
+    temporary file named by RAY_AUTH_TOKEN_PATH, for its Ray and every driver it starts: no test
+    depends on, or writes, a token in HOME."""
+    global _RAY_TOKEN_DIR
+    if "RAY_AUTH_TOKEN" in os.environ or "RAY_AUTH_TOKEN_PATH" in os.environ:
+        return
+    _RAY_TOKEN_DIR = tempfile.mkdtemp(prefix="sfa-ray-token-")
+    token = os.path.join(_RAY_TOKEN_DIR, "auth_token")
+    with open(os.open(token, os.O_WRONLY | os.O_CREAT, 0o600), "w") as f:
+        f.write(secrets.token_hex(32))
+    os.environ["RAY_AUTH_TOKEN_PATH"] = token
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _RAY_TOKEN_DIR is not None:
+        os.environ.pop("RAY_AUTH_TOKEN_PATH", None)
+        shutil.rmtree(_RAY_TOKEN_DIR, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

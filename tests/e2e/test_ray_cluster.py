@@ -4,8 +4,11 @@ their own processes so the test session's Ray is untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -38,17 +41,55 @@ def test_multinode_spread_and_node_loss(broker_url: str, tmp_path: Path) -> None
     assert seen["health_after_node_loss"] is True
 
 
+def ray_token_env(workdir: Path) -> dict[str, str]:
+    """The environment for `ray start`, `ray job submit` and `ray stop`: token authentication with a
+    token this test makes itself (a random secret in a file of its own), and an empty HOME, so the test
+    neither depends on nor writes to the user's ~/.ray."""
+    home = workdir / "home"
+    home.mkdir()
+    token = workdir / "ray_auth_token"
+    token.write_text(secrets.token_hex(32))
+    token.chmod(0o600)
+    inherited = {k: v for k, v in os.environ.items()
+                 if k not in ("RAY_ADDRESS", "RAY_AUTH_TOKEN", "RAY_AUTH_TOKEN_PATH")}
+    return inherited | {"HOME": str(home), "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN_PATH": str(token)}
+
+
+def stop_head(head: subprocess.Popen[bytes], temp_dir: str) -> str:
+    """Stops the `ray start --block` head and every process of its node; returns the tail of the
+    head's output. Idempotent, and never raises for processes already gone, so cleanup cannot mask
+    the assertion that failed. (`ray stop` is not used: it stops every Ray on the machine, the test
+    session's own included, and takes no address.)"""
+    if head.stdout is None or head.stdout.closed:
+        return ""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    try:
+        out = head.communicate(timeout=60)[0]
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(head.pid, signal.SIGKILL)
+        out = head.communicate()[0]
+    for proc in Path("/proc").iterdir():  # the node's daemons that left the head's process group
+        if not proc.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if temp_dir.encode() in (proc / "cmdline").read_bytes():
+                os.kill(int(proc.name), signal.SIGKILL)
+    return (out or b"").decode(errors="replace")[-3000:]
+
+
 async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
     """`ray job submit --working-dir . -- python -m drivers.operate ...` against a local
-    `ray start --head` cluster: the job runs operate, which publishes the retained health summary,
-    and ends SUCCEEDED after --duration."""
+    `ray start --head` cluster with token authentication: the job runs operate, which publishes the
+    retained health summary, and ends SUCCEEDED after --duration."""
     import asyncio
 
     from adapters.mqtt import MqttBus, MqttConfig
 
     gcs_port, dash_port = free_port(), free_port()
-    temp_dir = tempfile.mkdtemp(prefix="rj-")  # short: Ray's socket paths must fit in 107 bytes
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"} | {"RAY_AUTH_MODE": "token"}
+    temp_dir = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes
+    env = ray_token_env(tmp_path)
     head = subprocess.Popen(
         [RAY, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1",
          "--num-cpus=2", "--include-dashboard=true", "--block", f"--temp-dir={temp_dir}"],
@@ -56,10 +97,11 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
     cluster = f"job{uuid.uuid4().hex[:6]}"
     watcher = Watcher()
     bus = MqttBus(config=MqttConfig.from_url(broker_url))
-    await bus.start()
-    await bus.wait_connected(10)
-    await bus.subscribe(f"system/{cluster}/health", watcher, qos=1)
+    head_log = ""
     try:
+        await bus.start()
+        await bus.wait_connected(10)
+        await bus.subscribe(f"system/{cluster}/health", watcher, qos=1)
         address = f"http://127.0.0.1:{dash_port}"
         submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
                   sys.executable, "-m", "drivers.operate", "--broker", broker_url, "--cluster-id", cluster,
@@ -74,23 +116,17 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
                 break
             await asyncio.sleep(2)
         assert result is not None
-        head_log = ""
         if result.returncode != 0:
-            os.killpg(head.pid, signal.SIGTERM)
-            head_log = head.communicate(timeout=60)[0].decode(errors="replace")[-3000:]
+            head_log = stop_head(head, temp_dir)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:] + head_log
         assert "succeeded" in (result.stdout + result.stderr).lower()
         health = watcher.on("/health")
         assert health and health[-1]["clusterId"] == cluster and health[-1]["type"] == "system_health"
+        assert not (tmp_path / "home" / ".ray").exists(), "Ray wrote a token into HOME"
     finally:
         await bus.stop()
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(60)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
-        subprocess.run([RAY, "stop", "--force", f"--address=127.0.0.1:{gcs_port}"], env=env, capture_output=True,
-                       timeout=60, check=False)
+        stop_head(head, temp_dir)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 pytestmark = pytest.mark.timeout(600)

@@ -21,7 +21,18 @@ def test_cluster_yaml_passes_ray_validation() -> None:
     config = prepare_config(_load())
     validate_config(config)
     assert config["head_node_type"] in config["available_node_types"]
-    assert any("uv sync --frozen" in c for c in config["setup_commands"])
+    assert any("scripts/install-python.sh" in c for c in config["setup_commands"])
+
+
+def test_every_node_starts_ray_with_token_auth() -> None:
+    """Token authentication on every node: each `ray start` runs with RAY_AUTH_MODE=token, and the
+    token made on the launching machine is mounted at Ray's default path on every node."""
+    config = _load()
+    starts = [c for key in ("head_start_ray_commands", "worker_start_ray_commands")
+              for c in config[key] if "ray start" in c]
+    assert len(starts) == 2
+    assert all("RAY_AUTH_MODE=token" in c for c in starts)
+    assert config["file_mounts"].get("/home/ubuntu/.ray/auth_token") == "~/.ray/auth_token"
 
 
 def test_validation_is_not_vacuous() -> None:
