@@ -20,7 +20,8 @@ from policies.response_config import (
     ResponsePolicy,
     load_response_policy,
 )
-from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity, rfc3339
+from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity
+from protocol.base import rfc3339_from_epoch
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +80,7 @@ class IncidentRecord:
             "target": self.target,
             "status": self.status,
             "automatedResponse": list(self.automated_response),
-            "timestamp": rfc3339(self.created_at),
+            "timestamp": rfc3339_from_epoch(self.created_at),
         }
 
 
@@ -129,7 +130,7 @@ class PlannedAction:
             "params": dict(self.params),
         }
         if self.until is not None:
-            out["until"] = rfc3339(self.until)
+            out["until"] = rfc3339_from_epoch(self.until)
         return out
 
 

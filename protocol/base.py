@@ -31,7 +31,36 @@ def rfc3339(ts: datetime) -> str:
 
 
 def rfc3339_from_epoch(seconds: float) -> str:
+    """Epoch seconds → the same RFC 3339 text as ``rfc3339``."""
     return rfc3339(datetime.fromtimestamp(seconds, UTC))
+
+
+_MAX_TIME_TEXT = 64
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 (ISO 8601) time → aware UTC datetime. Accepts ``Z``/``z`` or an offset, up to
+    nine fraction digits (Go writes nanoseconds; the rest past microseconds is dropped); a time
+    without a zone is taken as UTC. Raises ``ValueError`` on anything else."""
+    if not isinstance(text, str) or len(text) > _MAX_TIME_TEXT:
+        raise ValueError(f"not an RFC 3339 time: {str(text)[:_MAX_TIME_TEXT]!r}")
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    head, dot, tail = value.partition(".")
+    if dot:
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        value = f"{head}.{(tail[:digits] + '000000')[:6]}{tail[digits:]}"
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
+    return _ensure_utc(dt)
+
+
+def epoch_from_rfc3339(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time (see ``parse_rfc3339``)."""
+    return parse_rfc3339(text).timestamp()
 
 
 def _ensure_utc(ts: datetime) -> datetime:

@@ -15,7 +15,7 @@ Answers (the call's ``userContext`` supplies ``ipAddress`` and ``userId``):
 =====================================  =========================================
 the caller's IP is blocked              -32003 AuthorizationError (``reason: ip_blocked``)
 the user is suspended                   -32003 AuthorizationError (``reason: user_suspended``)
-the user is rate limited, over rate     -32006 RateLimitError with ``retryAfter``
+the user is rate limited, over rate     -32006 RateLimitError with ``retryAfterSeconds``
 =====================================  =========================================
 
 Every action is honoured only until its ``until``: an expired ban stops refusing calls even if
@@ -36,12 +36,12 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from adapters.mqtt import Message, MqttBus
+from protocol.base import epoch_from_rfc3339
 from protocol.rpc import UserContext
 from sdk.errors import AuthorizationError, RateLimitError, ServiceFunctionError
 from sdk.service import CallContext
@@ -63,7 +63,7 @@ def _epoch(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return epoch_from_rfc3339(value)
     raise ValueError(f"not a timestamp: {value!r}")
 
 
@@ -112,11 +112,11 @@ class _Verdicts:
         if ip is not None and ip_until is not None and ip_until > now:
             self.counts["ip_blocked"] += 1
             return AuthorizationError("Access from this address is blocked", reason="ip_blocked",
-                                      retryAfter=_retry(ip_until, now))
+                                      retryAfterSeconds=_retry(ip_until, now))
         if user is not None and suspended_until is not None and suspended_until > now:
             self.counts["user_suspended"] += 1
             return AuthorizationError("This account is suspended", reason="user_suspended",
-                                      retryAfter=_retry(suspended_until, now))
+                                      retryAfterSeconds=_retry(suspended_until, now))
         if user is not None and rate is not None and rate[1] > now:
             wait = self.buckets.take(user, rate[0], now)
             if wait > 0:
