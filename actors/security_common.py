@@ -20,7 +20,8 @@ from adapters.mqtt import MqttBus, MqttBusError
 from adapters.store import Store, StoreError
 from policies.security_events import SecurityAlert
 from protocol import topics
-from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch
+from protocol.base import epoch_from_rfc3339
+from protocol.security import AlertMessage
 
 logger = logging.getLogger("sfa_ops.security")
 
@@ -128,9 +129,10 @@ class Outlet:
             return
         assert self.bus is not None
         for a in alerts:
-            self.bus.publish_nowait(topics.system_alerts(self.cluster), {
-                "type": "alert", "clusterId": self.cluster, "status": "resolved" if a.get("endsAt") else "firing",
-                "labels": a["labels"], "annotations": a["annotations"], "startsAt": rfc3339_from_epoch(a["startsAt"])}, qos=1)
+            msg = AlertMessage(cluster_id=self.cluster, status="resolved" if a.get("endsAt") else "firing",
+                               labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
+                               ends_at=a.get("endsAt"))
+            self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     async def flush(self, timeout: float = 1.0) -> None:
         """Wait for the bus, then mark what it sent as published in the outbox."""

@@ -22,6 +22,7 @@ from policies.response_config import (
 )
 from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity
 from protocol.base import rfc3339_from_epoch
+from protocol.security import EnforcementAction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -119,19 +120,12 @@ class PlannedAction:
             is_undo=True,
         )
 
-    def to_wire(self) -> dict[str, Any]:
-        """The ``system/{cluster}/security/actions`` payload (protocol ``EnforcementAction``)."""
-        out: dict[str, Any] = {
-            "action": self.action,
-            "target": self.target,
-            "incidentId": self.incident_id,
-            "actionId": self.action_id,
-            "undo": self.is_undo,
-            "params": dict(self.params),
-        }
-        if self.until is not None:
-            out["until"] = rfc3339_from_epoch(self.until)
-        return out
+    def to_wire(self, now: float | None = None) -> dict[str, Any]:
+        """The ``system/{cluster}/security/actions`` payload, built through ``EnforcementAction``
+        (``until`` and ``timestamp`` are instants)."""
+        return EnforcementAction(action=self.action, target=self.target, incident_id=self.incident_id,
+                                 action_id=self.action_id, undo=self.is_undo, params=dict(self.params),
+                                 until=self.until, timestamp=now).to_wire()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
