@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
+from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from protocol.exceptions import ProtocolError
@@ -67,7 +67,12 @@ def _ensure_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-Timestamp = Annotated[datetime, PlainSerializer(lambda v: rfc3339(_ensure_utc(v)), return_type=str)]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda v: rfc3339(_ensure_utc(v)), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "description": "An instant, RFC 3339 UTC."}),
+]
+"""An instant: parsed from RFC 3339 (or epoch seconds), written as RFC 3339 UTC by ``rfc3339``."""
 
 
 class WireModel(BaseModel):
@@ -79,6 +84,7 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="allow",
         str_max_length=64 * 1024,
+        use_attribute_docstrings=True,
     )
 
     def to_wire(self) -> dict[str, Any]:
