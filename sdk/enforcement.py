@@ -41,8 +41,10 @@ from typing import Any
 import orjson
 
 from adapters.mqtt import Message, MqttBus
-from protocol.base import epoch_from_rfc3339
+from protocol.base import epoch_from_rfc3339, parse_model
+from protocol.exceptions import ProtocolError
 from protocol.rpc import UserContext
+from protocol.security import ActiveActions, EnforcementAction
 from sdk.errors import AuthorizationError, RateLimitError, ServiceFunctionError
 from sdk.service import CallContext
 
@@ -150,26 +152,28 @@ class ActionsEnforcement:
 
     def _on_active(self, msg: Message) -> None:
         try:
-            doc = orjson.loads(msg.payload)
-            self.load(doc.get("actions", []) if isinstance(doc, dict) else [])
-        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
+            self.load(parse_model(ActiveActions, msg.payload).actions)
+        except ProtocolError:
             self.malformed += 1
 
-    def load(self, actions: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the set from ``EnforcementAction`` wire dicts (undo entries are ignored)."""
+    def load(self, actions: Iterable[EnforcementAction | Mapping[str, Any]]) -> None:
+        """Replace the set from ``EnforcementAction`` models or their wire dicts (undo entries are
+        ignored); raises ``ProtocolError`` on a malformed entry, leaving the set as it was."""
         ips: dict[str, float] = {}
         users: dict[str, float] = {}
         rates: dict[str, tuple[float, float]] = {}
-        for a in actions:
-            if a.get("undo"):
+        for raw in actions:
+            a = raw if isinstance(raw, EnforcementAction) else parse_model(EnforcementAction, dict(raw))
+            if a.undo:
                 continue
-            name, target, until = a["action"], str(a["target"]), _epoch(a.get("until"))
+            name, target = a.action, a.target
+            until = _FOREVER if a.until is None else a.until.timestamp()
             if name == "block_ip":
                 ips[target] = max(until, ips.get(target, 0.0))
             elif name == "suspend_user":
                 users[target] = max(until, users.get(target, 0.0))
             elif name == "rate_limit_user":
-                rate = _rate_of(a.get("params"), self._v.default_rate)
+                rate = _rate_of(a.params, self._v.default_rate)
                 held = rates.get(target)
                 rates[target] = (min(rate, held[0]) if held else rate, max(until, held[1] if held else 0.0))
         self._ips, self._suspended, self._rates = ips, users, rates

@@ -83,7 +83,8 @@ def of_type(tape: Tape, cluster: str, kind: str, **fields: Any) -> list[dict[str
 async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_url: str, tmp_path: Path) -> None:
     """Crash, breaker cycle, cascade, degradation: every real message parses with its model, and a
     PlatformAwareClient fails fast on the real open breaker / service_unavailable, then recovers."""
-    async with operations(broker_url, tmp_path, policies=POLICIES) as ops:
+    # The scenario itself is bounded (each wait below); only the actors' start may take long on a busy machine.
+    async with operations(broker_url, tmp_path, policies=POLICIES, start_timeout=240) as ops:
         c = ops.cluster
         tape = Tape()
         await ops.bus.subscribe(f"system/{c}/#", tape, qos=1)
