@@ -169,7 +169,7 @@ async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_u
             await until(lambda: of_type(tape, c, "cascading_failure_prevented", originService="UserManagement"),
                         20, "cascading_failure_prevented")
             await procs.restart("UserManagement")
-            await until(lambda: of_type(tape, c, "service_recovered", service="UserManagement"), 40,
+            await until(lambda: of_type(tape, c, "service_recovered", service="UserManagement"), 90,
                         "service_recovered for UserManagement")
             await until(lambda: not client.strategy.is_unavailable(client.strategy.view("UserManagement"),
                                                                     time.time()), 5,
