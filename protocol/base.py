@@ -25,9 +25,11 @@ def rfc3339(ts: datetime) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     ts = ts.astimezone(UTC)
+    # Not strftime: its %Y does not zero-pad years before 1000 on every platform (Go's zero time).
+    text = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}"
     if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text += f".{ts.microsecond // 1000:03d}"
+    return text + "Z"
 
 
 def rfc3339_from_epoch(seconds: float) -> str:

@@ -154,6 +154,8 @@ def test_rfc3339_round_trip() -> None:
     assert epoch_from_rfc3339("2024-06-01T00:00:00.250000123Z") == pytest.approx(1_717_200_000.25)
     assert epoch_from_rfc3339("2024-06-01T02:00:00+02:00") == 1_717_200_000.0
     assert epoch_from_rfc3339("2024-06-01T00:00:00") == 1_717_200_000.0
+    assert rfc3339_from_epoch(epoch_from_rfc3339("0001-01-01T00:00:00Z")) == "0001-01-01T00:00:00Z"
+    assert rfc3339_from_epoch(1_717_200_000.0004) == "2024-06-01T00:00:00.000Z"
     for bad in ("yesterday", "", "2024-13-01T00:00:00Z", "x" * 500):
         with pytest.raises(ValueError):
             epoch_from_rfc3339(bad)
