@@ -81,7 +81,7 @@ class Operations:
 @contextlib.asynccontextmanager
 async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ...] = (),
                      policies: dict[str, str] | None = None, observers: int = 1,
-                     extra: dict[str, Any] | None = None, start_timeout: float = 60.0) -> AsyncIterator[Operations]:
+                     extra: dict[str, Any] | None = None, start_timeout: float = 180.0) -> AsyncIterator[Operations]:
     """The operations job (drivers.operate.run) on a unique cluster id, stopped on exit; ``extra``
     adds or overrides options (e.g. ``{"check_redis": [url]}``)."""
     from drivers.operate import run
