@@ -316,6 +316,7 @@ class PlatformAwareClient:
         st = self.strategy
         if kind == "service_unavailable":
             su = parse_model(ServiceUnavailable, doc)
+            _check_service(su.service)
             retry_s = retry_seconds(doc, now)
             if st.service_unavailable(
                 su.service,
@@ -329,6 +330,7 @@ class PlatformAwareClient:
                 )
         elif kind == "service_recovered":
             sr = parse_model(ServiceRecovered, doc)
+            _check_service(sr.service)
             if st.service_recovered(sr.service, now=now):
                 self._emit(ServiceRecoveredEvent(now, sr.service))
         elif kind == "service_degraded":
@@ -395,3 +397,9 @@ class PlatformAwareClient:
                     task.add_done_callback(self._tasks.discard)
             except Exception:
                 logger.exception("event callback %r failed on %s", callback, type(event).__name__)
+
+
+def _check_service(name: str) -> None:
+    """A service named in a system message must be a valid name (the client keeps state per name)."""
+    if not is_service_name(name):
+        raise ProtocolError("service", "not a valid service name")
