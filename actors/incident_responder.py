@@ -56,8 +56,10 @@ from policies.response import (
     on_action_failed,
     plan_response,
 )
-from policies.security_events import SEVERITY_RANK, rfc3339
+from policies.security_events import SEVERITY_RANK
 from protocol import topics
+from protocol.base import rfc3339_from_epoch
+from protocol.security import ActiveActions, EnforcementAction, IncidentMessage
 
 logger = logging.getLogger("sfa_ops.responder")
 
@@ -238,7 +240,7 @@ class Responder:
                            status="done" if one_shot else "applied",
                            undo_at=action.until if action.undo_action is not None else None)
         await self.store.action_upsert(rec)
-        wire = {**action.to_wire(), "timestamp": rfc3339(now)}
+        wire = action.to_wire(now)
         failures = await self.enforcement.apply(wire, until=action.until, now=now, reason=reason)
         error = "; ".join(f"{f.backend}: {f.error}" for f in failures) or None
         if error is not None:
@@ -301,8 +303,8 @@ class Responder:
         await self.store.action_upsert(replace(rec, status="undone", undone_at=now, undo_at=rec.undo_at or now,
                                                error=error or rec.error))
         self.counts["undos"] += 1
-        wire = {"action": undo_name, "target": rec.target, "incidentId": rec.incident_id,
-                "actionId": f"{rec.id}:undo", "undo": True, "params": params, "timestamp": rfc3339(now)}
+        wire = EnforcementAction(action=undo_name, target=rec.target, incident_id=rec.incident_id,
+                                 action_id=f"{rec.id}:undo", undo=True, params=params, timestamp=now).to_wire()
         await self.outlet.publish(topics.security_actions(self.cluster), wire, kind="security_action")
         if rec.incident_id is not None:
             await self._log_on_incident(rec.incident_id, {"ts": now, "action": undo_name, "target": rec.target,
@@ -367,7 +369,7 @@ class Responder:
                 if r.until is None or r.until > now]
 
     async def _publish_active(self, now: float) -> None:
-        doc = {"type": "active_actions", "actions": self.active_wire(now), "timestamp": rfc3339(now)}
+        doc = ActiveActions.model_validate({"actions": self.active_wire(now), "timestamp": now}).to_wire()
         await self.outlet.publish(active_actions_topic(self.cluster), doc, retain=True, kind="security_active")
 
     async def status(self) -> dict[str, Any]:
@@ -382,24 +384,22 @@ def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float) 
     """The ``system/{cluster}/incidents`` payload (protocol ``IncidentMessage``)."""
     severity = inc.severity if inc.severity in SEVERITY_RANK else "warning"
     status = inc.status if inc.status in ("open", "investigating", "contained", "escalated", "resolved") else "open"
-    return {"type": "incident", "event": event, "clusterId": cluster, "incidentId": inc.id,
-            "incidentType": inc.type, "alertType": inc.data.get("alertType"), "severity": severity,
-            "title": inc.title, "description": inc.description, "source": inc.source,
-            "target": inc.data.get("target", ""), "status": status,
-            "automatedResponse": list(inc.data.get("automatedResponse", [])),
-            "escalation": inc.data.get("escalation"), "timestamp": rfc3339(now)}
+    return IncidentMessage.model_validate(
+        {"event": event, "clusterId": cluster, "incidentId": inc.id,
+         "incidentType": inc.type, "alertType": inc.data.get("alertType"), "severity": severity,
+         "title": inc.title, "description": inc.description, "source": inc.source,
+         "target": inc.data.get("target", ""), "status": status,
+         "automatedResponse": list(inc.data.get("automatedResponse", [])),
+         "escalation": inc.data.get("escalation"), "timestamp": now}).to_wire()
 
 
 def _wire(rec: ActionRecord) -> dict[str, Any]:
-    out: dict[str, Any] = {"action": rec.action, "target": rec.target, "incidentId": rec.incident_id,
-                           "actionId": rec.id, "undo": False, "params": dict(rec.params)}
-    if rec.until is not None:
-        out["until"] = rfc3339(rec.until)
-    return out
+    return EnforcementAction(action=rec.action, target=rec.target, incident_id=rec.incident_id, action_id=rec.id,
+                             params=dict(rec.params), until=rec.until).to_wire()
 
 
 def _escalation_wire(e: EscalationDecision) -> dict[str, Any]:
-    return {"level": e.level, "reason": e.reason, "rule": e.rule, "notify": list(e.notify), "at": rfc3339(e.at)}
+    return {"level": e.level, "reason": e.reason, "rule": e.rule, "notify": list(e.notify), "at": rfc3339_from_epoch(e.at)}
 
 
 def _log(log: list[dict[str, Any]], entry: dict[str, Any]) -> None:

@@ -23,12 +23,12 @@ from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.settings import OperateSettings
 from adapters.mqtt import Message, MqttBus, MqttConfig
-from policies.circuit_breaker import rfc3339
 from policies.correlation import Answer, Correlator, Pending, ServiceDelta
 from policies.monitoring import MonitorResult
 from policies.observation import ObservationPolicy, load_observation_policy
 from protocol import topics
 from protocol.names import is_service_name
+from protocol.rpc import circuit_open_response, service_unavailable_response
 
 logger = logging.getLogger("sfa_ops.observer")
 
@@ -36,43 +36,17 @@ _IDLE_EVALUATION_S = 1.0  # services without traffic are still evaluated this of
 
 
 def circuit_open_answer(a: Answer, now: float) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": a.call_id,
-        "error": {
-            "code": -32503,
-            "message": "Circuit Breaker Open",
-            "data": {
-                "errorType": "CircuitBreakerOpen",
-                "serviceName": a.service,
-                "message": f"Circuit breaker for {a.service} is open; calls are refused until it half-opens",
-                "retryAfter": round(a.retry_after_s, 3),
-                "correlationId": a.correlation_id,
-                "timestamp": rfc3339(now),
-            },
-        },
-    }
+    """-32503 "Circuit Breaker Open" for a call refused while its service's breaker is open."""
+    return circuit_open_response(call_id=a.call_id, service=a.service, retry_after_seconds=a.retry_after_s,
+                                 correlation_id=a.correlation_id, timestamp=now).to_wire()
 
 
 def unavailable_answer(p: Pending, reason: str, estimate: str | None, retry_after_s: float,
                        now: float) -> dict[str, Any]:
-    return {
-        "jsonrpc": "2.0",
-        "id": p.call_id,
-        "error": {
-            "code": -32503,
-            "message": "Service Temporarily Unavailable",
-            "data": {
-                "errorType": "ServiceUnavailable",
-                "serviceName": p.service,
-                "reason": reason,
-                "estimatedRecovery": estimate,
-                "retryAfter": round(retry_after_s, 3),
-                "correlationId": p.correlation_id,
-                "timestamp": rfc3339(now),
-            },
-        },
-    }
+    """-32503 "Service Temporarily Unavailable" for a call pending when its service went down."""
+    return service_unavailable_response(call_id=p.call_id, service=p.service, reason=reason,
+                                        estimated_recovery=estimate, retry_after_seconds=retry_after_s,
+                                        correlation_id=p.correlation_id, timestamp=now).to_wire()
 
 
 class ObserverCore:

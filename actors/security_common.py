@@ -13,14 +13,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from adapters.enforcement import EnforcementConfig
 from adapters.mqtt import MqttBus, MqttBusError
 from adapters.store import Store, StoreError
-from policies.security_events import SecurityAlert, rfc3339
+from policies.security_events import SecurityAlert
 from protocol import topics
+from protocol.base import epoch_from_rfc3339
+from protocol.security import AlertMessage
 
 logger = logging.getLogger("sfa_ops.security")
 
@@ -90,7 +91,7 @@ def plain_alert(name: str, severity: str, cluster: str, now: float, summary: str
 def alert_from_wire(doc: Mapping[str, Any]) -> SecurityAlert:
     """Parse ``SecurityAlert.to_wire()`` back; raises ValueError/KeyError/TypeError on bad input."""
     ts = doc["timestamp"]
-    when = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp() if isinstance(ts, str) else float(ts)
+    when = epoch_from_rfc3339(ts) if isinstance(ts, str) else float(ts)
     return SecurityAlert(
         type=doc["type"], severity=doc["severity"], source=str(doc["source"]), target=str(doc["target"]),
         description=str(doc.get("description", "")), timestamp=when, user_id=doc.get("userId"),
@@ -128,9 +129,10 @@ class Outlet:
             return
         assert self.bus is not None
         for a in alerts:
-            self.bus.publish_nowait(topics.system_alerts(self.cluster), {
-                "type": "alert", "clusterId": self.cluster, "status": "resolved" if a.get("endsAt") else "firing",
-                "labels": a["labels"], "annotations": a["annotations"], "startsAt": rfc3339(a["startsAt"])}, qos=1)
+            msg = AlertMessage(cluster_id=self.cluster, status="resolved" if a.get("endsAt") else "firing",
+                               labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
+                               ends_at=a.get("endsAt"))
+            self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     async def flush(self, timeout: float = 1.0) -> None:
         """Wait for the bus, then mark what it sent as published in the outbox."""

@@ -28,9 +28,10 @@ from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
-from policies.circuit_breaker import rfc3339
 from policies.monitoring import MonitorResult
 from protocol import topics
+from protocol.security import AlertMessage
+from protocol.system import BreakerState, BreakerStateChange, CascadingFailurePrevented, SystemHealth
 
 logger = logging.getLogger("sfa_ops.supervisor")
 
@@ -249,15 +250,18 @@ class Supervisor:
             await self._flush_and_mark(1.0)
 
     async def _breaker_event(self, ev: dict[str, Any], now: float) -> None:
-        service = ev["service"]
-        self.breakers[service] = ev["to"]
-        wire = {**ev, "clusterId": self.cluster}
+        change = BreakerStateChange.model_validate({**ev, "clusterId": self.cluster})
+        service = change.service
+        self.breakers[service] = change.to_state
+        wire = change.to_wire()
         await self._publish(topics.circuit_breaker_events(self.cluster), wire, kind="breaker")
-        state = {"type": "circuit_breaker_state", "service": service, "state": ev["to"],
-                 "since": ev["timestamp"], "reason": ev["reason"], "retryAfter": ev.get("retryAfterSeconds"),
-                 "openUntil": ev.get("retryAfter"), "timestamp": ev["timestamp"]}
-        await self._publish(topics.circuit_breaker_state(self.cluster, service), state, retain=True, kind="breaker")
-        self._pending_alerts += alerts_for_breaker(ev, self.cluster, now)
+        state = BreakerState(cluster_id=self.cluster, service=service, state=change.to_state,
+                             since=change.timestamp, reason=change.reason, retry_after=change.retry_after,
+                             retry_after_seconds=change.retry_after_seconds, open_until=change.retry_after,
+                             timestamp=change.timestamp)
+        await self._publish(topics.circuit_breaker_state(self.cluster, service), state.to_wire(), retain=True,
+                            kind="breaker")
+        self._pending_alerts += alerts_for_breaker(wire, self.cluster, now)
 
     async def _cascade(self, service: str, now: float) -> None:
         open_now = [n for n, st in self.breakers.items() if st in ("open", "forced_open")]
@@ -270,8 +274,9 @@ class Supervisor:
             for ev in await handle.preemptive_open.remote(p.reason, now):
                 await self._breaker_event(ev, now)
         if plan.message is not None:
-            msg = {**plan.message, "correlationId": f"cascade-{service}-{int(now * 1000)}"}
-            await self._publish(topics.system_errors(self.cluster), msg, kind="cascade")
+            msg = CascadingFailurePrevented.model_validate(
+                {**plan.message, "correlationId": f"cascade-{service}-{int(now * 1000)}"})
+            await self._publish(topics.system_errors(self.cluster), msg.to_wire(), kind="cascade")
 
     async def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
         """Outbox first, then the bus (QoS 1); marked published after the bus flushed it."""
@@ -303,11 +308,10 @@ class Supervisor:
             self.alertmanager.ingest.remote(alerts)
         else:
             for a in alerts:
-                self.bus.publish_nowait(topics.system_alerts(self.cluster),
-                                        {"type": "alert", "clusterId": self.cluster,
-                                         "status": "resolved" if a["endsAt"] else "firing",
-                                         "labels": a["labels"], "annotations": a["annotations"],
-                                         "startsAt": rfc3339(a["startsAt"])}, qos=1)
+                msg = AlertMessage(cluster_id=self.cluster, status="resolved" if a["endsAt"] else "firing",
+                                   labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
+                                   ends_at=a["endsAt"])
+                self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     # -- health summary ----------------------------------------------------------------------------
 
@@ -320,9 +324,10 @@ class Supervisor:
         status = {0: "healthy", 1: "degraded", 2: "degraded"}[worst]
         if self.summaries and all(s.get("status") == "down" for s in self.summaries.values()):
             status = "down"
-        return {"type": "system_health", "clusterId": self.cluster, "status": status, "timestamp": rfc3339(now),
-                "services": dict(sorted(self.summaries.items())), "infrastructure": dict(self.infrastructure),
-                "observed": observed}
+        return SystemHealth.model_validate(
+            {"clusterId": self.cluster, "status": status, "timestamp": now,
+             "services": dict(sorted(self.summaries.items())), "infrastructure": dict(self.infrastructure),
+             "observed": observed}).to_wire()
 
     async def _health_step(self) -> None:
         now = self.clock.now()

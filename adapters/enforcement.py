@@ -37,7 +37,7 @@ import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from adapters.http import HttpClient, HttpError
-from policies.security_events import rfc3339
+from protocol.base import rfc3339_from_epoch
 
 # action -> (key kind, entity); an undo names the action it reverses through `undoes`.
 ENFORCED: dict[str, tuple[str, str]] = {
@@ -135,7 +135,7 @@ class RedisEnforcement:
         key = redis_key(str(action["action"]), str(action["target"]), self.prefix)
         doc = {"action": action["action"], "actionId": action.get("actionId"),
                "incidentId": action.get("incidentId"), "params": action.get("params") or {},
-               "until": rfc3339(until) if until is not None else None}
+               "until": rfc3339_from_epoch(until) if until is not None else None}
         try:
             await self._redis.set(key, orjson.dumps(doc), ex=_ttl(until, now))
         except RedisError as exc:
@@ -162,8 +162,8 @@ class EmqxBans:
 
     async def ban_ip(self, ip: str, *, until: float | None, reason: str, now: float) -> None:
         ip = check_target("ip", ip)
-        body = {"as": "peerhost", "who": ip, "by": "sfa-ops", "reason": reason[:200], "at": rfc3339(now),
-                "until": rfc3339(until) if until is not None else "infinity"}
+        body = {"as": "peerhost", "who": ip, "by": "sfa-ops", "reason": reason[:200], "at": rfc3339_from_epoch(now),
+                "until": rfc3339_from_epoch(until) if until is not None else "infinity"}
         resp = await self._call("POST", "/api/v5/banned", body)
         if resp.status == 400 and b"ALREADY_EXISTS" in resp.body:
             # A ban from an earlier incident: replace it so the new (longer) expiry holds.

@@ -6,12 +6,12 @@ from __future__ import annotations
 import math
 import os
 import time
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from adapters.store import Store, StoreConfigError, StoreError, StoreUnavailable, open_store, redact_url
 from drivers.options import OptionError, seconds
+from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 REPORTS_DIR = Path("var/reports")
@@ -32,12 +32,9 @@ def parse_time(value: str) -> float:
             raise ValueError("epoch seconds must be a finite non-negative number")
         return number
     try:
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return epoch_from_rfc3339(text)
     except ValueError as exc:
         raise ValueError("expected a date like 2024-03-01, 2024-03-01T12:00:00Z, epoch seconds or 'now'") from exc
-    if parsed.tzinfo is None:
-        parsed = parsed.replace(tzinfo=UTC)
-    return parsed.timestamp()
 
 
 def duration(value: str | float) -> float:
@@ -46,8 +43,8 @@ def duration(value: str | float) -> float:
 
 
 def iso(ts: float) -> str:
-    """RFC 3339 UTC, seconds precision."""
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    """RFC 3339 UTC (``protocol.base``'s one format)."""
+    return rfc3339_from_epoch(ts)
 
 
 def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> str:

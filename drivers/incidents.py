@@ -27,8 +27,8 @@ from typing import Any
 import orjson
 
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
-from policies.security_events import rfc3339
 from protocol import topics
+from protocol.base import rfc3339_from_epoch
 
 PROG = "python -m drivers.incidents"
 
@@ -59,7 +59,7 @@ async def _list(store: Store, everything: bool) -> int:
             else await store.incidents_open())
     print(f"{'ID':<22} {'SEVERITY':<9} {'STATUS':<10} {'CREATED':<24} {'TITLE':<28} SOURCE")
     for i in incs:
-        print(f"{i.id:<22} {i.severity:<9} {i.status:<10} {rfc3339(i.created_at):<24} {i.title:<28} {i.source}")
+        print(f"{i.id:<22} {i.severity:<9} {i.status:<10} {rfc3339_from_epoch(i.created_at):<24} {i.title:<28} {i.source}")
     return 0
 
 

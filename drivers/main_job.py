@@ -151,7 +151,7 @@ def live_rows(rec: Recorder) -> list[list[str]]:
         s = services.get(name, {})
         breaker = rec.breakers.get(name, {}).get("state") or s.get("breaker", "?")
         p95 = s.get("p95Ms")
-        rows.append([name, str(s.get("status", "?")), str(breaker), f"{s.get('errorRate', 0):.1f}%",
+        rows.append([name, str(s.get("status", "?")), str(breaker), f"{s.get('errorRate', 0):.1%}",
                      "-" if p95 is None else f"{p95:.0f}ms", f"{s.get('callsPerSecond', 0):.1f}"])
     return rows
 

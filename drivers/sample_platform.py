@@ -190,7 +190,7 @@ def _orders(b: Behaviour, client: ServiceClient | None) -> Service:
         except errors.ServiceTemporarilyUnavailableException as exc:
             # Passed on as -32503: the dependency's outage must not count against this service.
             raise errors.ServiceFunctionError(ErrorCode.SERVICE_UNAVAILABLE, "UserManagement is unavailable",
-                                              {"dependency": "UserManagement", "retryAfter": exc.retry_after}) from exc
+                                              {"dependency": "UserManagement", "retryAfterSeconds": exc.retry_after}) from exc
         except errors.ResourceNotFoundException as exc:
             raise errors.ResourceNotFound("User", userId) from exc
         return {"orderId": f"o-{uuid.uuid4().hex[:10]}", "userId": user["id"], "items": len(items)}

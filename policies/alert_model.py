@@ -16,6 +16,7 @@ from functools import cached_property, lru_cache
 from typing import Any, Literal
 
 from policies.alert_matchers import Matcher, MatchOp, matches_all, parse_matchers
+from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch
 
 __all__ = [
     "GO_ZERO_TIME",
@@ -58,12 +59,8 @@ def _fingerprint_items(items: tuple[tuple[str, str], ...]) -> str:
 
 
 def format_time(ts: float) -> str:
-    """Epoch seconds → RFC 3339 UTC (``2024-05-01T12:00:00Z``, fractions only when present)."""
-    dt = datetime.fromtimestamp(ts, tz=UTC)
-    text = dt.strftime("%Y-%m-%dT%H:%M:%S")
-    if dt.microsecond:
-        text += f".{dt.microsecond:06d}".rstrip("0")
-    return text + "Z"
+    """Epoch seconds → RFC 3339 UTC (``protocol.base``: ``2024-05-01T12:00:00Z``, milliseconds when present)."""
+    return rfc3339_from_epoch(ts)
 
 
 def parse_time(value: Any) -> float:
@@ -76,21 +73,7 @@ def parse_time(value: Any) -> float:
         return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
     if not isinstance(value, str):
         raise ValueError(f"a time (epoch seconds or RFC 3339), got {value!r}")
-    text = value.strip().replace("z", "Z")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    if "." in text:  # Go writes up to 9 fraction digits; Python reads at most 6
-        head, _, tail = text.partition(".")
-        digits = "".join(c for c in tail if c.isdigit())
-        rest = tail[len(digits) :]
-        text = f"{head}.{(digits + '000000')[:6]}{rest}"
-    try:
-        dt = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise ValueError(f"not an RFC 3339 time: {value!r}") from exc
-    if dt.tzinfo is None:
-        dt = dt.replace(tzinfo=UTC)
-    return dt.timestamp()
+    return epoch_from_rfc3339(value)
 
 
 def _str_map(raw: Any, what: str) -> dict[str, str]:

@@ -22,8 +22,8 @@ from typing import Any
 
 from pydantic import Field
 
-from policies.circuit_breaker import rfc3339
 from policies.config import Duration, Percent, PolicyModel, load_policy
+from protocol.base import rfc3339_from_epoch
 
 
 class DependencyPolicy(PolicyModel):
@@ -204,7 +204,7 @@ def plan_cascade(
             "affectedServices": [o.service for o in opens],
             "action": "circuits_opened_preemptively",
             "heldBack": held,
-            "timestamp": rfc3339(now),
+            "timestamp": rfc3339_from_epoch(now),
         }
     return CascadePlan(
         origin=failed_service, preemptive_opens=tuple(opens), held_back=tuple(held), message=message

@@ -9,7 +9,8 @@ States (one object per state; a transition replaces the object, so its counters 
 
 Illegal moves (closed → half_open, disabled → open, …) raise :class:`IllegalTransition`. Every
 transition returns exactly one :class:`BreakerEvent`; a result that changes nothing allocates
-nothing (``on_result`` returns the shared empty tuple). Rates are percentages.
+nothing (``on_result`` returns the shared empty tuple).
+Rates are percentages here (fractions 0..1 on the wire).
 
 Errors::
 
@@ -25,7 +26,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, ClassVar
@@ -35,6 +35,7 @@ from pydantic import Field, model_validator
 from policies.config import Duration, Percent, PolicyModel, format_duration, load_policy
 from policies.windows import UNANSWERED, CountWindow, Snapshot, TimeWindow, is_failure
 from protocol.errors import spec_for
+from protocol.system import BreakerStateChange
 
 _NO_EVENTS: tuple[BreakerEvent, ...] = ()
 
@@ -166,11 +167,6 @@ def load_breaker_policy(overrides_dir: Path | str | None = None) -> CircuitBreak
     return load_policy(CircuitBreakerPolicy, "circuit_breaker.yaml", overrides_dir)
 
 
-def rfc3339(ts: float) -> str:
-    """Epoch seconds → ``2024-12-15T10:30:00.000Z``."""
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class BreakerEvent:
     """One state change; ``to_wire()`` is the ``system/{cluster}/circuit-breaker`` message."""
@@ -180,28 +176,28 @@ class BreakerEvent:
     from_state: BreakerState
     to_state: BreakerState
     reason: str
-    failure_rate: float
+    failure_rate: float  # percent; the wire carries it as a fraction
     slow_call_rate: float
     retry_after_s: float | None
     timestamp: float
 
-    def to_wire(self) -> dict[str, Any]:
-        """camelCase JSON: ``retryAfter`` is when to retry (RFC 3339, as the seed's DateTime),
-        ``retryAfterSeconds`` the same as a delay; both null unless the new state refuses calls."""
-        retry_at = None if self.retry_after_s is None else rfc3339(self.timestamp + self.retry_after_s)
-        return {
-            "type": "circuit_breaker_state_change",
-            "service": self.service,
-            "topic": self.topic,
-            "from": self.from_state.value,
-            "to": self.to_state.value,
-            "reason": self.reason,
-            "failureRate": round(self.failure_rate, 2),
-            "slowCallRate": round(self.slow_call_rate, 2),
-            "retryAfter": retry_at,
-            "retryAfterSeconds": self.retry_after_s,
-            "timestamp": rfc3339(self.timestamp),
-        }
+    def to_wire(self, cluster_id: str | None = None) -> dict[str, Any]:
+        """The ``protocol.system.BreakerStateChange`` message: rates as fractions 0..1,
+        ``retryAfter`` the instant calls may be retried (RFC 3339, the seed's DateTime),
+        ``retryAfterSeconds`` the same as a delay; both absent unless the new state refuses calls."""
+        return BreakerStateChange(
+            cluster_id=cluster_id,
+            service=self.service,
+            topic=self.topic,
+            from_state=self.from_state.value,
+            to_state=self.to_state.value,
+            reason=self.reason,
+            failure_rate=round(self.failure_rate / 100.0, 4),
+            slow_call_rate=round(self.slow_call_rate / 100.0, 4),
+            retry_after=None if self.retry_after_s is None else self.timestamp + self.retry_after_s,
+            retry_after_seconds=self.retry_after_s,
+            timestamp=self.timestamp,
+        ).to_wire()
 
 
 @dataclass(frozen=True, slots=True)
@@ -576,5 +572,4 @@ __all__ = [
     "IllegalTransition",
     "Permission",
     "load_breaker_policy",
-    "rfc3339",
 ]

@@ -17,7 +17,6 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -32,6 +31,7 @@ from policies.infrastructure import (
     TransitionKind,
 )
 from policies.runbooks import RunbookError, RunbookPolicy, render_runbook, select_runbook
+from protocol.base import rfc3339_from_epoch
 
 ERROR_ALERT = "InfrastructureError"
 MISCONFIGURED_ALERT = "InfrastructureMisconfigured"
@@ -49,10 +49,6 @@ KEY_DETAILS: dict[str, tuple[str, ...]] = {
               "reachableTargets", "totalTargets"),
     "kubernetes_cluster": ("readyNodes", "totalNodes", "namespace"),
 }
-
-
-def rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def affected_services(component: str, dependencies: Mapping[str, Sequence[str]]) -> list[str]:
@@ -163,7 +159,7 @@ def health_entry(
         "status": state.status.value,
         "severity": state.severity if state.status is Status.ERROR and state.severity else severity,
         "ok": result.ok,
-        "lastCheck": rfc3339(now),
+        "lastCheck": rfc3339_from_epoch(now),
         "latencyMs": round(result.latency_ms, 3),
         "problems": sorted({p.code for p in result.problems}),
         "details": {k: result.details[k] for k in keys if k in result.details},
@@ -171,12 +167,12 @@ def health_entry(
     if result.error:
         entry["error"] = result.error[:MAX_ERROR_TEXT]
     if state.outage_since is not None:
-        entry["outageSince"] = rfc3339(state.outage_since)
+        entry["outageSince"] = rfc3339_from_epoch(state.outage_since)
         entry["outageSinceEpoch"] = state.outage_since
     if affected:
         entry["affectedServices"] = list(affected)
     if restarted_at is not None:
-        entry["checkerRestartedAt"] = rfc3339(restarted_at)
+        entry["checkerRestartedAt"] = rfc3339_from_epoch(restarted_at)
     return entry
 
 

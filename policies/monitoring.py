@@ -16,10 +16,18 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker, rfc3339
+from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
 from policies.correlation import ServiceDelta
 from policies.health import HealthDecision, HealthInputs, HealthPolicy, HealthState, HealthStatus, evaluate
 from policies.windows import UNANSWERED, TimeWindow, is_failure
+from protocol.system import (
+    DegradedDetails,
+    ServiceDegraded,
+    ServiceHealthEntry,
+    ServiceRecovered,
+    ServiceUnavailable,
+    UnavailableDetails,
+)
 
 _REFUSING = frozenset({BreakerState.OPEN, BreakerState.FORCED_OPEN})
 
@@ -141,15 +149,15 @@ class MonitorCore:
                 persist = True
             for dur, code in d.outcomes:
                 self.window.add(now, dur, code)
-            events.extend(e.to_wire() for e in self.breaker.on_results(now, d.outcomes))
+            events.extend(e.to_wire(self.cluster_id) for e in self.breaker.on_results(now, d.outcomes))
             for dur, code in d.trials:
                 self._last_trial = now
                 self.window.add(now, dur, code)
                 if self.breaker.state is BreakerState.OPEN:
                     perm = self.breaker.try_acquire(now)
                     if perm.event is not None:
-                        events.append(perm.event.to_wire())
-                events.extend(e.to_wire() for e in self.breaker.on_result(now, dur, code))
+                        events.append(perm.event.to_wire(self.cluster_id))
+                events.extend(e.to_wire(self.cluster_id) for e in self.breaker.on_result(now, dur, code))
         if pods is not None:
             self.pods = pods
         decision, self.health_state = evaluate(self._inputs(now), self.health_state, self.health_policy)
@@ -162,7 +170,7 @@ class MonitorCore:
                 self.down_since = now
                 reason = decision.reasons[0] if decision.reasons else "service_unavailable"
                 if self.breaker.allows(BreakerState.OPEN) and self.breaker.state not in _REFUSING:
-                    events.extend(e.to_wire() for e in self.breaker.preemptive_open(
+                    events.extend(e.to_wire(self.cluster_id) for e in self.breaker.preemptive_open(
                         now, f"Circuit opened: service unavailable ({reason})"))
             elif decision.previous is HealthStatus.DOWN:
                 self.down_since = None
@@ -188,7 +196,7 @@ class MonitorCore:
         if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
             return ()
         self._epoch += 1
-        return tuple(e.to_wire() for e in self.breaker.preemptive_open(now, reason))
+        return tuple(e.to_wire(self.cluster_id) for e in self.breaker.preemptive_open(now, reason))
 
     def _inputs(self, now: float) -> HealthInputs:
         m = self.window.metrics(now)
@@ -212,49 +220,56 @@ class MonitorCore:
         )
 
     def _summary(self, now: float, decision: HealthDecision) -> dict[str, Any]:
+        """This service's entry in the health summary (``protocol.system.ServiceHealthEntry``)."""
         m = self.window.metrics(now)
         span = min(self.window.length_s, max(now - self.started, 1.0))
         p95 = m.p95
-        return {
-            "status": decision.status.value,
-            "breaker": self.breaker.state.value,
-            "errorRate": round(decision.error_rate or 0.0, 2),
-            "p95Ms": None if p95 is None else round(p95 * 1000.0, 2),
-            "callsPerSecond": round(m.snapshot.calls / span, 3),
-        }
+        return ServiceHealthEntry(
+            status=decision.status.value,
+            breaker=self.breaker.state.value,
+            error_rate=_fraction(decision.error_rate) or 0.0,
+            p95_ms=None if p95 is None else round(p95 * 1000.0, 2),
+            calls_per_second=round(m.snapshot.calls / span, 3),
+        ).to_wire()
 
     def _health_message(self, decision: HealthDecision, now: float) -> dict[str, Any]:
-        base = {"clusterId": self.cluster_id, "service": self.service, "timestamp": rfc3339(now),
-                "correlationId": f"incident-{uuid.uuid4()}"}
+        """The tier-2 message of a health change, built through its ``protocol.system`` model."""
+        correlation = f"incident-{uuid.uuid4()}"
         reason = decision.reasons[0] if decision.reasons else "unknown"
         if decision.status is HealthStatus.DOWN:
             online = sum(1 for v in self.instances.values() if v)
             pods = self.pods or {}
-            return {
-                "type": "service_unavailable",
-                **base,
-                "reason": reason,
-                "details": {
-                    "runningPods": pods.get("running", online),
-                    "totalPods": pods.get("total", len(self.instances)),
-                    "lastSuccessfulResponse": None if self.last_success is None else rfc3339(self.last_success),
-                    "errorRate": round((decision.error_rate or 0.0) / 100.0, 4),
-                    "failureReason": pods.get("failureReason") or reason,
-                },
-                "estimatedRecovery": decision.estimated_recovery,
-                "affectedOperations": sorted(self.methods),
-                "impact": "high",
-            }
+            return ServiceUnavailable(
+                cluster_id=self.cluster_id, service=self.service, timestamp=now, correlation_id=correlation,
+                reason=reason,
+                details=UnavailableDetails(
+                    running_pods=pods.get("running", online),
+                    total_pods=pods.get("total", len(self.instances)),
+                    last_successful_response=self.last_success,
+                    error_rate=_fraction(decision.error_rate) or 0.0,
+                    failure_reason=pods.get("failureReason") or reason,
+                ),
+                estimated_recovery=decision.estimated_recovery,
+                affected_operations=sorted(self.methods),
+                impact="high",
+            ).to_wire()
         if decision.status is HealthStatus.DEGRADED:
-            return {
-                "type": "service_degraded",
-                **base,
-                "reason": reason,
-                "reasons": list(decision.reasons),
-                "details": {"errorRate": decision.error_rate, "responseRate": decision.response_rate},
-                "estimatedRecovery": decision.estimated_recovery,
-                "impact": "medium",
-            }
+            return ServiceDegraded(
+                cluster_id=self.cluster_id, service=self.service, timestamp=now, correlation_id=correlation,
+                reason=reason,
+                reasons=list(decision.reasons),
+                details=DegradedDetails(error_rate=_fraction(decision.error_rate),
+                                        response_rate=_fraction(decision.response_rate)),
+                estimated_recovery=decision.estimated_recovery,
+                impact="medium",
+            ).to_wire()
         downtime = None if self.down_since is None else round(now - self.down_since, 3)
-        return {"type": "service_recovered", **base, "previousStatus": decision.previous.value,
-                "downtimeSeconds": downtime}
+        return ServiceRecovered(
+            cluster_id=self.cluster_id, service=self.service, timestamp=now, correlation_id=correlation,
+            previous_status=decision.previous.value, downtime_seconds=downtime,
+        ).to_wire()
+
+
+def _fraction(percent: float | None) -> float | None:
+    """The health policy's percentages → the wire's fractions 0..1."""
+    return None if percent is None else round(min(max(percent / 100.0, 0.0), 1.0), 4)

@@ -20,7 +20,9 @@ from policies.response_config import (
     ResponsePolicy,
     load_response_policy,
 )
-from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity, rfc3339
+from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity
+from protocol.base import rfc3339_from_epoch
+from protocol.security import EnforcementAction
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -79,7 +81,7 @@ class IncidentRecord:
             "target": self.target,
             "status": self.status,
             "automatedResponse": list(self.automated_response),
-            "timestamp": rfc3339(self.created_at),
+            "timestamp": rfc3339_from_epoch(self.created_at),
         }
 
 
@@ -118,19 +120,12 @@ class PlannedAction:
             is_undo=True,
         )
 
-    def to_wire(self) -> dict[str, Any]:
-        """The ``system/{cluster}/security/actions`` payload (protocol ``EnforcementAction``)."""
-        out: dict[str, Any] = {
-            "action": self.action,
-            "target": self.target,
-            "incidentId": self.incident_id,
-            "actionId": self.action_id,
-            "undo": self.is_undo,
-            "params": dict(self.params),
-        }
-        if self.until is not None:
-            out["until"] = rfc3339(self.until)
-        return out
+    def to_wire(self, now: float | None = None) -> dict[str, Any]:
+        """The ``system/{cluster}/security/actions`` payload, built through ``EnforcementAction``
+        (``until`` and ``timestamp`` are instants)."""
+        return EnforcementAction(action=self.action, target=self.target, incident_id=self.incident_id,
+                                 action_id=self.action_id, undo=self.is_undo, params=dict(self.params),
+                                 until=self.until, timestamp=now).to_wire()
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

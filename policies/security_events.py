@@ -10,8 +10,9 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Literal
+
+from protocol.base import rfc3339_from_epoch
 
 Severity = Literal["info", "warning", "error", "critical", "emergency"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "error": 2, "critical": 3, "emergency": 4}
@@ -25,14 +26,6 @@ AlertType = Literal[
     "privilege_escalation",
     "excessive_data_access",
 ]
-
-
-def rfc3339(epoch_s: float) -> str:
-    """RFC 3339 UTC with ``Z`` and milliseconds when present (same shape as ``protocol.base``)."""
-    ts = datetime.fromtimestamp(epoch_s, UTC)
-    if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 # --- inputs -----------------------------------------------------------------------------------
@@ -141,7 +134,7 @@ class SecurityAlert:
             "source": self.source,
             "target": self.target,
             "description": self.description,
-            "timestamp": rfc3339(self.timestamp),
+            "timestamp": rfc3339_from_epoch(self.timestamp),
             "metadata": dict(self.metadata),
             "recommendedActions": list(self.recommended_actions),
         }

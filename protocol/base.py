@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
 import orjson
-from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError
+from pydantic import BaseModel, ConfigDict, PlainSerializer, ValidationError, WithJsonSchema
 from pydantic.alias_generators import to_camel
 
 from protocol.exceptions import ProtocolError
@@ -25,20 +25,56 @@ def rfc3339(ts: datetime) -> str:
     if ts.tzinfo is None:
         ts = ts.replace(tzinfo=UTC)
     ts = ts.astimezone(UTC)
+    # Not strftime: its %Y does not zero-pad years before 1000 on every platform (Go's zero time).
+    text = f"{ts.year:04d}-{ts.month:02d}-{ts.day:02d}T{ts.hour:02d}:{ts.minute:02d}:{ts.second:02d}"
     if ts.microsecond:
-        return ts.strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
+        text += f".{ts.microsecond // 1000:03d}"
+    return text + "Z"
 
 
 def rfc3339_from_epoch(seconds: float) -> str:
+    """Epoch seconds → the same RFC 3339 text as ``rfc3339``."""
     return rfc3339(datetime.fromtimestamp(seconds, UTC))
+
+
+_MAX_TIME_TEXT = 64
+
+
+def parse_rfc3339(text: str) -> datetime:
+    """An RFC 3339 (ISO 8601) time → aware UTC datetime. Accepts ``Z``/``z`` or an offset, up to
+    nine fraction digits (Go writes nanoseconds; the rest past microseconds is dropped); a time
+    without a zone is taken as UTC. Raises ``ValueError`` on anything else."""
+    if not isinstance(text, str) or len(text) > _MAX_TIME_TEXT:
+        raise ValueError(f"not an RFC 3339 time: {str(text)[:_MAX_TIME_TEXT]!r}")
+    value = text.strip()
+    if value[-1:] in ("Z", "z"):
+        value = value[:-1] + "+00:00"
+    head, dot, tail = value.partition(".")
+    if dot:
+        digits = len(tail) - len(tail.lstrip("0123456789"))
+        value = f"{head}.{(tail[:digits] + '000000')[:6]}{tail[digits:]}"
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise ValueError(f"not an RFC 3339 time: {text!r}") from exc
+    return _ensure_utc(dt)
+
+
+def epoch_from_rfc3339(text: str) -> float:
+    """Epoch seconds of an RFC 3339 time (see ``parse_rfc3339``)."""
+    return parse_rfc3339(text).timestamp()
 
 
 def _ensure_utc(ts: datetime) -> datetime:
     return ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
 
 
-Timestamp = Annotated[datetime, PlainSerializer(lambda v: rfc3339(_ensure_utc(v)), return_type=str)]
+Timestamp = Annotated[
+    datetime,
+    PlainSerializer(lambda v: rfc3339(_ensure_utc(v)), return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time", "description": "An instant, RFC 3339 UTC."}),
+]
+"""An instant: parsed from RFC 3339 (or epoch seconds), written as RFC 3339 UTC by ``rfc3339``."""
 
 
 class WireModel(BaseModel):
@@ -50,6 +86,7 @@ class WireModel(BaseModel):
         populate_by_name=True,
         extra="allow",
         str_max_length=64 * 1024,
+        use_attribute_docstrings=True,
     )
 
     def to_wire(self) -> dict[str, Any]:

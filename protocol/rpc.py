@@ -3,6 +3,7 @@ Error Response Format")."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import Field, field_validator
@@ -55,7 +56,10 @@ class ErrorData(WireModel):
     reason: str | None = None
     message: str | None = None
     estimated_recovery: str | None = None
-    retry_after: float | None = None
+    retry_after: Timestamp | None = None
+    """Instant from which the call may be retried (the seed's ``RetryAfter``, a DateTime)."""
+    retry_after_seconds: float | None = Field(default=None, ge=0)
+    """The same as a delay from ``timestamp``."""
 
 
 class RpcError(WireModel):
@@ -74,6 +78,10 @@ class ErrorResponse(WireModel):
     jsonrpc: Literal["2.0"] = "2.0"
     id: RpcId | None
     error: RpcError
+
+    def to_wire(self) -> dict[str, Any]:
+        """As ``WireModel.to_wire``, but ``id`` is always present (JSON-RPC 2.0: null when unknown)."""
+        return {**super().to_wire(), "id": self.id}
 
 
 def error_response(
@@ -105,9 +113,16 @@ def error_response(
     return ErrorResponse(id=call_id, error=RpcError(code=code, message=message or spec.message, data=data))
 
 
+def _epoch(ts: Any) -> float:
+    return ts.timestamp() if isinstance(ts, datetime) else float(ts)
+
+
 def circuit_open_response(
-    *, call_id: RpcId | None, service: str, retry_after: float, correlation_id: str | None, timestamp: Any
+    *, call_id: RpcId | None, service: str, retry_after_seconds: float, correlation_id: str | None,
+    timestamp: datetime | float,
 ) -> ErrorResponse:
+    """-32503 "Circuit Breaker Open"; ``retryAfter`` is ``timestamp`` + ``retry_after_seconds``."""
+    seconds = max(0.0, round(retry_after_seconds, 3))
     return error_response(
         call_id=call_id,
         code=ErrorCode.SERVICE_UNAVAILABLE,
@@ -115,7 +130,8 @@ def circuit_open_response(
         error_type="CircuitBreakerOpen",
         service_name=service,
         data_message=f"Circuit breaker for {service} is open; calls are refused until it half-opens",
-        retry_after=retry_after,
+        retry_after=_epoch(timestamp) + seconds,
+        retry_after_seconds=seconds,
         correlation_id=correlation_id,
         timestamp=timestamp,
     )
@@ -127,10 +143,12 @@ def service_unavailable_response(
     service: str,
     reason: str,
     estimated_recovery: str | None,
-    retry_after: float,
+    retry_after_seconds: float,
     correlation_id: str | None,
-    timestamp: Any,
+    timestamp: datetime | float,
 ) -> ErrorResponse:
+    """-32503 "Service Temporarily Unavailable"; ``retryAfter`` is ``timestamp`` + ``retry_after_seconds``."""
+    seconds = max(0.0, round(retry_after_seconds, 3))
     return error_response(
         call_id=call_id,
         code=ErrorCode.SERVICE_UNAVAILABLE,
@@ -139,7 +157,8 @@ def service_unavailable_response(
         service_name=service,
         reason=reason,
         estimated_recovery=estimated_recovery,
-        retry_after=retry_after,
+        retry_after=_epoch(timestamp) + seconds,
+        retry_after_seconds=seconds,
         correlation_id=correlation_id,
         timestamp=timestamp,
     )

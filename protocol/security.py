@@ -10,6 +10,7 @@ from protocol.base import Timestamp, WireModel
 from protocol.system import Severity
 
 _ID = 256
+MAX_ACTIVE_ACTIONS = 10_000
 
 
 class AuthEvent(WireModel):
@@ -116,5 +117,5 @@ class ActiveActions(WireModel):
     """Retained on ``system/{cluster}/security/actions/active``: the current set, for late joiners."""
 
     type: Literal["active_actions"] = "active_actions"
-    actions: list[EnforcementAction]
+    actions: list[EnforcementAction] = Field(max_length=MAX_ACTIVE_ACTIONS)
     timestamp: Timestamp

@@ -1,13 +1,24 @@
 """Messages sfa-ops publishes on ``system/{cluster}/…``: tier 2 and tier 3 notifications,
-circuit-breaker events and retained state, the health summary, presence."""
+circuit-breaker events and retained state, the health summary, presence.
+
+Units, one per field name in every message (the seed's): rates (``errorRate``, ``failureRate``,
+``slowCallRate``, ``responseRate``) are fractions 0..1; ``retryAfter``, ``openUntil``, ``since`` and
+``timestamp`` are instants (RFC 3339 UTC); a relative delay or a duration says its unit in its name
+(``retryAfterSeconds``, ``downtimeSeconds``, ``p95Ms``).
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
 from protocol.base import Timestamp, WireModel
+
+Fraction = Annotated[float, Field(ge=0.0, le=1.0)]
+"""A rate as a fraction 0..1 (0.25 is 25 %)."""
+Seconds = Annotated[float, Field(ge=0.0)]
+"""A relative duration in seconds."""
 
 Severity = Literal["info", "warning", "error", "critical", "emergency"]
 ServiceStatus = Literal["healthy", "degraded", "down", "unknown"]
@@ -20,8 +31,17 @@ class UnavailableDetails(WireModel):
     running_pods: int | None = None
     total_pods: int | None = None
     last_successful_response: Timestamp | None = None
-    error_rate: float | None = None
+    """Instant of the last successful answer."""
+    error_rate: Fraction | None = None
+    """Server-side failures / calls in the health window, 0..1 (the seed's ``"errorRate": 1.0``)."""
     failure_reason: str | None = None
+
+
+class DegradedDetails(WireModel):
+    error_rate: Fraction | None = None
+    """Server-side failures / calls in the health window, 0..1."""
+    response_rate: Fraction | None = None
+    """Answered calls / calls in the health window, 0..1."""
 
 
 class ServiceUnavailable(WireModel):
@@ -45,7 +65,7 @@ class ServiceDegraded(WireModel):
     service: str
     reason: str
     reasons: list[str] = Field(default_factory=list)
-    details: dict[str, Any] = Field(default_factory=dict)
+    details: DegradedDetails = Field(default_factory=DegradedDetails)
     estimated_recovery: str | None = None
     impact: Impact = "medium"
     timestamp: Timestamp
@@ -57,7 +77,7 @@ class ServiceRecovered(WireModel):
     cluster_id: str
     service: str
     previous_status: str | None = None
-    downtime_seconds: float | None = None
+    downtime_seconds: Seconds | None = None
     timestamp: Timestamp
     correlation_id: str
 
@@ -112,9 +132,15 @@ class BreakerStateChange(WireModel):
     from_state: BreakerStateName = Field(alias="from")
     to_state: BreakerStateName = Field(alias="to")
     reason: str
-    failure_rate: float | None = None
-    slow_call_rate: float | None = None
-    retry_after: float | None = None
+    failure_rate: Fraction | None = None
+    """Failed / calls in the breaker's window when it changed, 0..1."""
+    slow_call_rate: Fraction | None = None
+    """Slow / calls in the breaker's window when it changed, 0..1."""
+    retry_after: Timestamp | None = None
+    """Instant from which calls may be tried again (the seed's ``RetryAfter``); only while the
+    new state refuses calls."""
+    retry_after_seconds: Seconds | None = None
+    """The same as a delay from ``timestamp``."""
     timestamp: Timestamp
 
 
@@ -122,20 +148,28 @@ class BreakerState(WireModel):
     """Retained on ``system/{cluster}/circuit-breaker/{Service}``: the current state."""
 
     type: Literal["circuit_breaker_state"] = "circuit_breaker_state"
+    cluster_id: str | None = None
     service: str
     state: BreakerStateName
     since: Timestamp
+    """Instant the breaker entered ``state``."""
     reason: str | None = None
-    retry_after: float | None = None
+    retry_after: Timestamp | None = None
+    """Instant from which calls may be tried again; only while ``state`` refuses calls."""
+    retry_after_seconds: Seconds | None = None
+    """The same as a delay from ``since``."""
     open_until: Timestamp | None = None
+    """Instant the open state ends (equal to ``retryAfter``)."""
     timestamp: Timestamp
 
 
 class ServiceHealthEntry(WireModel):
     status: ServiceStatus
     breaker: BreakerStateName
-    error_rate: float = 0.0
+    error_rate: Fraction = 0.0
+    """Server-side failures / calls in the health window, 0..1."""
     p95_ms: float | None = Field(default=None, alias="p95Ms")
+    """95th percentile latency in milliseconds."""
     calls_per_second: float = 0.0
 
 

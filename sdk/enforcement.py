@@ -15,7 +15,7 @@ Answers (the call's ``userContext`` supplies ``ipAddress`` and ``userId``):
 =====================================  =========================================
 the caller's IP is blocked              -32003 AuthorizationError (``reason: ip_blocked``)
 the user is suspended                   -32003 AuthorizationError (``reason: user_suspended``)
-the user is rate limited, over rate     -32006 RateLimitError with ``retryAfter``
+the user is rate limited, over rate     -32006 RateLimitError with ``retryAfterSeconds``
 =====================================  =========================================
 
 Every action is honoured only until its ``until``: an expired ban stops refusing calls even if
@@ -36,13 +36,15 @@ import math
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
-from datetime import datetime
 from typing import Any
 
 import orjson
 
 from adapters.mqtt import Message, MqttBus
+from protocol.base import epoch_from_rfc3339, parse_model
+from protocol.exceptions import ProtocolError
 from protocol.rpc import UserContext
+from protocol.security import ActiveActions, EnforcementAction
 from sdk.errors import AuthorizationError, RateLimitError, ServiceFunctionError
 from sdk.service import CallContext
 
@@ -63,7 +65,7 @@ def _epoch(value: Any) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)
     if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return epoch_from_rfc3339(value)
     raise ValueError(f"not a timestamp: {value!r}")
 
 
@@ -112,11 +114,11 @@ class _Verdicts:
         if ip is not None and ip_until is not None and ip_until > now:
             self.counts["ip_blocked"] += 1
             return AuthorizationError("Access from this address is blocked", reason="ip_blocked",
-                                      retryAfter=_retry(ip_until, now))
+                                      retryAfterSeconds=_retry(ip_until, now))
         if user is not None and suspended_until is not None and suspended_until > now:
             self.counts["user_suspended"] += 1
             return AuthorizationError("This account is suspended", reason="user_suspended",
-                                      retryAfter=_retry(suspended_until, now))
+                                      retryAfterSeconds=_retry(suspended_until, now))
         if user is not None and rate is not None and rate[1] > now:
             wait = self.buckets.take(user, rate[0], now)
             if wait > 0:
@@ -150,26 +152,28 @@ class ActionsEnforcement:
 
     def _on_active(self, msg: Message) -> None:
         try:
-            doc = orjson.loads(msg.payload)
-            self.load(doc.get("actions", []) if isinstance(doc, dict) else [])
-        except (orjson.JSONDecodeError, ValueError, TypeError, AttributeError, KeyError):
+            self.load(parse_model(ActiveActions, msg.payload).actions)
+        except ProtocolError:
             self.malformed += 1
 
-    def load(self, actions: Iterable[Mapping[str, Any]]) -> None:
-        """Replace the set from ``EnforcementAction`` wire dicts (undo entries are ignored)."""
+    def load(self, actions: Iterable[EnforcementAction | Mapping[str, Any]]) -> None:
+        """Replace the set from ``EnforcementAction`` models or their wire dicts (undo entries are
+        ignored); raises ``ProtocolError`` on a malformed entry, leaving the set as it was."""
         ips: dict[str, float] = {}
         users: dict[str, float] = {}
         rates: dict[str, tuple[float, float]] = {}
-        for a in actions:
-            if a.get("undo"):
+        for raw in actions:
+            a = raw if isinstance(raw, EnforcementAction) else parse_model(EnforcementAction, dict(raw))
+            if a.undo:
                 continue
-            name, target, until = a["action"], str(a["target"]), _epoch(a.get("until"))
+            name, target = a.action, a.target
+            until = _FOREVER if a.until is None else a.until.timestamp()
             if name == "block_ip":
                 ips[target] = max(until, ips.get(target, 0.0))
             elif name == "suspend_user":
                 users[target] = max(until, users.get(target, 0.0))
             elif name == "rate_limit_user":
-                rate = _rate_of(a.get("params"), self._v.default_rate)
+                rate = _rate_of(a.params, self._v.default_rate)
                 held = rates.get(target)
                 rates[target] = (min(rate, held[0]) if held else rate, max(until, held[1] if held else 0.0))
         self._ips, self._suspended, self._rates = ips, users, rates

@@ -12,7 +12,7 @@ Service side::
      ├── AuthorizationError         -32003
      ├── ResourceNotFound           -32004  details {"resourceType","resourceId"}
      ├── ConflictError              -32005  details {"rule","message",…}
-     └── RateLimitError             -32006  details {"retryAfter"}
+     └── RateLimitError             -32006  details {"retryAfterSeconds"}
 
 Client side::
 
@@ -32,10 +32,13 @@ Client side::
 
 from __future__ import annotations
 
+import math
+import time
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from protocol.base import epoch_from_rfc3339
 from protocol.errors import ErrorCode, spec_for
 
 # ---------------------------------------------------------------- service side
@@ -126,12 +129,13 @@ class ConflictError(ServiceFunctionError):
 
 
 class RateLimitError(ServiceFunctionError):
-    """Too many calls (-32006); ``retry_after`` in seconds when known."""
+    """Too many calls (-32006); ``retry_after`` in seconds when known, sent as
+    ``details.retryAfterSeconds`` (``retryAfter`` on the wire is always an instant)."""
 
     def __init__(self, message: str = "Rate limit exceeded", retry_after: float | None = None) -> None:
         details: dict[str, Any] = {"message": message}
         if retry_after is not None:
-            details["retryAfter"] = retry_after
+            details["retryAfterSeconds"] = retry_after
         super().__init__(ErrorCode.RATE_LIMIT_ERROR, message, details)
 
 
@@ -214,13 +218,13 @@ class ConflictException(ServiceCallError):
 
 
 class RateLimitedException(ServiceCallError):
-    """-32006: ``retry_after`` seconds when the service said."""
+    """-32006: ``retry_after`` seconds when the service said (``details.retryAfterSeconds``, or
+    ``details.retryAfter`` as an instant)."""
 
     @property
     def retry_after(self) -> float | None:
         details = self.details
-        value = details.get("retryAfter") if isinstance(details, Mapping) else None
-        return float(value) if isinstance(value, int | float) else None
+        return retry_seconds(details, time.time()) if isinstance(details, Mapping) else None
 
 
 class ServiceTimeoutException(ServiceCallError):
@@ -287,11 +291,10 @@ def exception_for(error: Mapping[str, Any], *, service: str | None, method: str 
     if code == ErrorCode.TIMEOUT_ERROR:
         return ServiceTimeoutException(text, data=data, service=service, method=method)
     if code == ErrorCode.SERVICE_UNAVAILABLE:
-        retry = data.get("retryAfter")
         reason = data.get("reason")
         return ServiceTemporarilyUnavailableException(
             text,
-            retry_after=float(retry) if isinstance(retry, int | float) else None,
+            retry_after=retry_seconds(data, time.time()),
             reason=reason if isinstance(reason, str) else None,
             circuit_open=data.get("errorType") == "CircuitBreakerOpen",
             data=data,
@@ -300,6 +303,21 @@ def exception_for(error: Mapping[str, Any], *, service: str | None, method: str 
         )
     cls = _BY_CODE.get(code, ServiceException)
     return cls(text, code=code, data=data, service=service, method=method)
+
+
+def retry_seconds(data: Mapping[str, Any], now: float) -> float | None:
+    """Seconds to wait from an error's ``retryAfterSeconds`` (a delay) or ``retryAfter`` (an RFC 3339
+    instant, the seed's DateTime); never negative; ``None`` when neither is usable."""
+    delay = data.get("retryAfterSeconds")
+    if isinstance(delay, int | float) and not isinstance(delay, bool) and math.isfinite(delay):
+        return max(0.0, float(delay))
+    instant = data.get("retryAfter")
+    if isinstance(instant, str):
+        try:
+            return max(0.0, epoch_from_rfc3339(instant) - now)
+        except ValueError:
+            return None
+    return None
 
 
 def _detail_str(details: Any, key: str) -> str | None:

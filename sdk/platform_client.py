@@ -31,6 +31,7 @@ from adapters.mqtt import Message
 from protocol import topics
 from protocol.base import parse_model
 from protocol.exceptions import ProtocolError
+from protocol.names import is_service_name
 from protocol.rpc import UserContext
 from protocol.system import (
     BreakerState,
@@ -49,6 +50,7 @@ from sdk.errors import (
     ServiceTemporarilyUnavailableException,
     ServiceTimeoutException,
     WritesDeferredException,
+    retry_seconds,
 )
 from sdk.strategy import AdaptiveStrategy, CallPlan
 
@@ -156,7 +158,8 @@ class PlatformAwareClient:
         self._clock = clock
         self._callbacks: list[EventCallback] = []
         self._tasks: set[asyncio.Future[None]] = set()
-        self.counts = {"fast_failed": 0, "writes_deferred": 0, "stale_served": 0, "system_malformed": 0}
+        self.counts = {"fast_failed": 0, "writes_deferred": 0, "stale_served": 0, "system_malformed": 0,
+                       "system_mismatched": 0}
 
     async def start(self) -> None:
         """Subscribe to the response topic and the system topics."""
@@ -313,8 +316,8 @@ class PlatformAwareClient:
         st = self.strategy
         if kind == "service_unavailable":
             su = parse_model(ServiceUnavailable, doc)
-            retry = doc.get("retryAfter")
-            retry_s = float(retry) if isinstance(retry, int | float) and not isinstance(retry, bool) else None
+            _check_service(su.service)
+            retry_s = retry_seconds(doc, now)
             if st.service_unavailable(
                 su.service,
                 reason=su.reason,
@@ -327,6 +330,7 @@ class PlatformAwareClient:
                 )
         elif kind == "service_recovered":
             sr = parse_model(ServiceRecovered, doc)
+            _check_service(sr.service)
             if st.service_recovered(sr.service, now=now):
                 self._emit(ServiceRecoveredEvent(now, sr.service))
         elif kind == "service_degraded":
@@ -351,19 +355,32 @@ class PlatformAwareClient:
                 self._emit(InfrastructureRecoveredEvent(now, ir.component))
 
     def _on_breaker(self, msg: Message) -> None:
+        """A breaker change (``…/circuit-breaker``) or retained state (``…/circuit-breaker/{Service}``:
+        the service is the topic's, and a body naming another one is counted and ignored)."""
         try:
             doc = orjson.loads(msg.payload)
             kind = doc.get("type") if isinstance(doc, dict) else None
             now = self._clock()
-            if kind == "circuit_breaker_state_change":
+            topic = topics.parse(msg.topic)
+            until: float | None = None
+            if kind == "circuit_breaker_state_change" and topic is not None and topic.kind == "circuit_breaker_events":
                 change = parse_model(BreakerStateChange, doc)
-                service, state, retry, until = change.service, change.to_state, change.retry_after, None
-            elif kind == "circuit_breaker_state":
+                service, state, instant = change.service, change.to_state, change.retry_after
+            elif kind == "circuit_breaker_state" and topic is not None and topic.kind == "circuit_breaker_state":
                 current = parse_model(BreakerState, doc)
-                service, state, retry = current.service, current.state, current.retry_after
+                if current.service != topic["service"]:
+                    self.counts["system_mismatched"] += 1
+                    logger.warning("ignored a breaker state for %r on the topic of %r", current.service[:64],
+                                   topic["service"])
+                    return
+                service, state, instant = topic["service"], current.state, current.retry_after
                 until = current.open_until.timestamp() if current.open_until is not None else None
             else:
+                self.counts["system_mismatched"] += 1
                 return
+            if not is_service_name(service):
+                raise ProtocolError("service", "not a valid service name")
+            retry = None if instant is None else max(0.0, instant.timestamp() - now)
             if self.strategy.breaker(service, state, now=now, retry_after=retry, open_until=until):
                 self._emit(BreakerChangedEvent(now, service, state, retry))
         except (orjson.JSONDecodeError, ProtocolError) as exc:
@@ -380,3 +397,9 @@ class PlatformAwareClient:
                     task.add_done_callback(self._tasks.discard)
             except Exception:
                 logger.exception("event callback %r failed on %s", callback, type(event).__name__)
+
+
+def _check_service(name: str) -> None:
+    """A service named in a system message must be a valid name (the client keeps state per name)."""
+    if not is_service_name(name):
+        raise ProtocolError("service", "not a valid service name")

@@ -8,8 +8,10 @@ Rules:
 
 - a ``service_unavailable`` notice fails calls fast until its ``retryAfter`` or the lower bound of
   ``estimatedRecovery`` (default 60 s, at most 10 min); ``service_recovered`` clears it;
-- an open (or forced-open) breaker fails calls fast until ``retryAfter``/``openUntil``; a
-  closed/half-open state clears it;
+- an open (or forced-open) breaker fails calls fast until ``retryAfter``/``openUntil``, but never
+  longer than ``max_breaker_open_s`` (300 s) from when the client heard of it: a forged or wrong
+  far-future ``retryAfter`` cannot make a client refuse calls for long; a closed/half-open state
+  clears it;
 - 3 consecutive calls without an answer mark a service unavailable for 2 minutes (seed);
 - broker trouble (``mqtt_broker``/``emqx_cluster``) doubles call timeouts (30 s → 60 s, seed);
 - database trouble (``postgresql_cluster``) refuses writes while reads still go through;
@@ -20,8 +22,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, replace
-from datetime import datetime
 from typing import Literal
+
+from protocol.base import epoch_from_rfc3339
 
 BROKER_COMPONENTS = frozenset({"mqtt_broker", "emqx_cluster"})
 DATABASE_COMPONENTS = frozenset({"postgresql_cluster"})
@@ -44,6 +47,7 @@ class StrategyConfig:
     default_unavailable_s: float = 60.0
     max_unavailable_s: float = 600.0
     default_breaker_open_s: float = 30.0
+    max_breaker_open_s: float = 300.0
     broker_trouble_timeout_factor: float = 2.0
     max_timeout_s: float = 300.0
     infra_issue_ttl_s: float = 600.0
@@ -104,12 +108,10 @@ def recovery_seconds(text: str | None, now: float) -> float | None:
     if match:
         return float(match.group(1)) * _UNIT_S[match.group(2)[0].lower()]
     try:
-        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        when = epoch_from_rfc3339(text)
     except ValueError:
         return None
-    if when.tzinfo is None:
-        return None
-    return max(0.0, when.timestamp() - now)
+    return max(0.0, when - now)
 
 
 class AdaptiveStrategy:
@@ -173,7 +175,9 @@ class AdaptiveStrategy:
         """A breaker state (live change or retained). True if the state the client acts on changed."""
         was = self.view(service)
         if state in _OPEN_STATES:
-            limit = now + (retry_after if retry_after is not None else self.config.default_breaker_open_s)
+            cfg = self.config
+            wait = retry_after if retry_after is not None else cfg.default_breaker_open_s
+            limit = now + min(max(wait, 0.0), cfg.max_breaker_open_s)
             # A retained state may be old: its openUntil, when past, means it is no longer open.
             until = min(limit, open_until) if open_until is not None else limit
             new = replace(was, breaker_state=state, breaker_open_until=until if until > now else None)

@@ -65,7 +65,9 @@ async def test_instance_crash_answers_pending_and_recovers(broker_url: str, tmp_
             err = parse_model(ErrorResponse, doc).error
             assert err.code == -32503 and err.message == "Service Temporarily Unavailable"
             assert err.data is not None and err.data.error_type == "ServiceUnavailable"
-            assert err.data.retry_after and err.data.retry_after > 0
+            assert err.data.retry_after is not None and err.data.timestamp is not None
+            assert err.data.retry_after > err.data.timestamp  # an instant after the answer
+            assert err.data.retry_after_seconds and err.data.retry_after_seconds > 0
         found = await ops.watcher.wait(lambda w: w.of_type("service_unavailable"), 5, "service_unavailable")
         down = parse_model(ServiceUnavailable, found[-1])
         assert down.service == "Inventory" and down.reason == "no_running_pods"
@@ -129,7 +131,9 @@ async def test_internal_errors_open_then_half_open_then_close(broker_url: str, t
         fast = [d for d in answers.json() if "error" in d]
         assert fast and fast[0]["error"]["message"] == "Circuit Breaker Open"
         assert fast[0]["error"]["data"]["errorType"] == "CircuitBreakerOpen"
-        assert fast[0]["error"]["data"]["retryAfter"] > 0
+        cb = parse_model(ErrorResponse, fast[0]).error.data
+        assert cb is not None and cb.retry_after is not None and cb.timestamp is not None
+        assert cb.retry_after > cb.timestamp and (cb.retry_after_seconds or 0) > 0
         await asyncio.sleep(2.1)
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}

@@ -136,7 +136,8 @@ async def test_retained_open_breaker_fails_fast_until_closed(broker_url: str, ri
             service=rig.name,
             state="open",
             since=now(),
-            retry_after=30,
+            retry_after=now() + timedelta(seconds=30),
+            retry_after_seconds=30,
             open_until=now() + timedelta(seconds=30),
             timestamp=now(),
         )
@@ -235,3 +236,29 @@ async def test_database_trouble_defers_writes(rig: Rig) -> None:
         await rig.client.call(rig.name, "createUser", {"email": "x@y.z"})
     assert rig.served() == before
     assert (await rig.client.call(rig.name, "getUser", {"user_id": "u"})).value == {"id": "u"}
+
+
+async def test_breaker_state_names_its_topic_service(broker_url: str, rig: Rig) -> None:
+    """A retained state on ``…/circuit-breaker/{A}`` whose body names another service is counted and
+    ignored: the topic (which the broker's ACL protects) says whose breaker it is."""
+    other = f"Other-{uuid.uuid4().hex[:8]}"
+    forged = BreakerState(service=other, state="open", since=now(), retry_after=now() + timedelta(seconds=30),
+                          timestamp=now())
+    await rig.system(topics.circuit_breaker_state(rig.cluster, rig.name), forged.to_json())
+    await wait_until(lambda: rig.client.counts["system_mismatched"] == 1)
+    assert rig.client.strategy.view(rig.name).breaker_state == "closed"
+    assert rig.client.strategy.view(other).breaker_state == "closed"
+    assert (await rig.client.call(rig.name, "getUser", {"user_id": "u"})).value == {"id": "u"}
+
+
+async def test_far_future_retry_after_fails_fast_for_the_cap_only(broker_url: str, rig: Rig) -> None:
+    """An open event whose ``retryAfter`` is decades away fails calls fast for at most
+    ``max_breaker_open_s`` (300 s by default), not until the forged instant."""
+    change = BreakerStateChange(service=rig.name, topic=topics.service_call(rig.name), from_state="closed",
+                                to_state="open", reason="forged", retry_after=datetime(2099, 1, 1, tzinfo=UTC),
+                                timestamp=now())
+    await rig.system(topics.circuit_breaker_events(rig.cluster), change.to_json())
+    await rig.wait_event(BreakerChangedEvent)
+    with pytest.raises(ServiceTemporarilyUnavailableException) as info:
+        await rig.client.call(rig.name, "createUser", {"email": "a@b.c"})
+    assert info.value.circuit_open and 290 < (info.value.retry_after or 0) <= 300

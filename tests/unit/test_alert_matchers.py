@@ -103,7 +103,7 @@ def test_fingerprint_matches_prometheus_vectors() -> None:
 def test_time_format_roundtrip_and_go_nanoseconds() -> None:
     """RFC 3339 times format in UTC with Z and parse back, including Go's 9-digit fractions."""
     assert format_time(1_717_200_000.0) == "2024-06-01T00:00:00Z"
-    assert format_time(1_717_200_000.25) == "2024-06-01T00:00:00.25Z"
+    assert format_time(1_717_200_000.25) == "2024-06-01T00:00:00.250Z"
     assert parse_time("2024-06-01T00:00:00.250000123Z") == pytest.approx(1_717_200_000.25)
     assert parse_time("2024-06-01T02:00:00+02:00") == 1_717_200_000.0
 

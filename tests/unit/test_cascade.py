@@ -126,7 +126,7 @@ def test_plan_opens_dependents_with_seed_message() -> None:
         "affectedServices": ["OrderManagement"],
         "action": "circuits_opened_preemptively",
         "heldBack": [],
-        "timestamp": "2024-12-15T10:30:00.000Z",
+        "timestamp": "2024-12-15T10:30:00Z",
     }
 
 

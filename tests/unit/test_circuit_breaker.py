@@ -195,22 +195,24 @@ def test_transition_table_refuses_closed_to_half_open() -> None:
 
 
 def test_wire_event() -> None:
-    """The event serialises to the camelCase wire message with RFC 3339 UTC times."""
+    """The event serialises to the camelCase wire message with RFC 3339 UTC times, rates as
+    fractions 0..1 and ``retryAfter`` as the instant calls may be tried again."""
     b = breaker(minimum_calls=8)
     [ev] = b.on_results(T0, [(0.1, OK)] * 3 + [(0.1, FAIL)] * 5)
-    wire = orjson.loads(orjson.dumps(ev.to_wire()))
+    wire = orjson.loads(orjson.dumps(ev.to_wire("prod")))
     assert wire == {
         "type": "circuit_breaker_state_change",
+        "clusterId": "prod",
         "service": "UserManagement",
         "topic": "service/UserManagement",
         "from": "closed",
         "to": "open",
         "reason": "Circuit opened due to 62.5% failure rate",
-        "failureRate": 62.5,
+        "failureRate": 0.625,
         "slowCallRate": 0.0,
-        "retryAfter": "2024-12-15T10:31:00.000Z",
+        "retryAfter": "2024-12-15T10:31:00Z",
         "retryAfterSeconds": 60.0,
-        "timestamp": "2024-12-15T10:30:00.000Z",
+        "timestamp": "2024-12-15T10:30:00Z",
     }
 
 

@@ -220,7 +220,7 @@ async def test_too_many_positional_params() -> None:
         ("auth", -32003, "AuthorizationError", "message", "admins only"),
         ("missing", -32004, "ResourceNotFound", "resourceId", "u-9"),
         ("conflict", -32005, "ConflictError", "rule", "unique_email"),
-        ("rate", -32006, "RateLimitError", "retryAfter", 3.0),
+        ("rate", -32006, "RateLimitError", "retryAfterSeconds", 3.0),
     ],
 )
 async def test_function_errors(

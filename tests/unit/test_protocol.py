@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from protocol import ProtocolError, loads, parse_model, topics
+from protocol import ProtocolError, epoch_from_rfc3339, loads, parse_model, rfc3339_from_epoch, topics
 from protocol.names import check_segment, check_service_name, is_service_name
 from protocol.rpc import (
     Call,
@@ -22,6 +22,7 @@ from protocol.security import AuthEvent, DataAccessEvent, EnforcementAction
 from protocol.system import (
     BreakerStateChange,
     InfrastructureError,
+    ServiceDegraded,
     ServiceUnavailable,
     SystemHealth,
 )
@@ -107,26 +108,66 @@ def test_error_response_shape() -> None:
 
 
 def test_503_answers() -> None:
-    """Both -32503 answers carry the design's data fields."""
+    """Both -32503 answers carry the design's data fields; ``retryAfter`` is an instant (the seed's
+    DateTime), ``retryAfterSeconds`` the same as a delay."""
     ts = datetime(2024, 12, 15, tzinfo=UTC)
-    cb = circuit_open_response(call_id=1, service="Payments", retry_after=30.0, correlation_id="c", timestamp=ts).to_wire()
+    cb = circuit_open_response(call_id=1, service="Payments", retry_after_seconds=30.0, correlation_id="c",
+                               timestamp=ts).to_wire()
     assert cb["error"]["code"] == -32503 and cb["error"]["message"] == "Circuit Breaker Open"
     assert cb["error"]["data"]["errorType"] == "CircuitBreakerOpen"
     assert {"serviceName", "message", "retryAfter", "correlationId", "timestamp"} <= cb["error"]["data"].keys()
+    assert cb["error"]["data"]["retryAfter"] == "2024-12-15T00:00:30Z"
+    assert cb["error"]["data"]["retryAfterSeconds"] == 30.0
     su = service_unavailable_response(call_id=1, service="Payments", reason="no_running_pods",
-                                      estimated_recovery="2-5 minutes", retry_after=60, correlation_id="c",
+                                      estimated_recovery="2-5 minutes", retry_after_seconds=60, correlation_id="c",
                                       timestamp=ts).to_wire()
     assert su["error"]["message"] == "Service Temporarily Unavailable"
     assert {"errorType", "serviceName", "reason", "estimatedRecovery", "retryAfter"} <= su["error"]["data"].keys()
+    assert su["error"]["data"]["retryAfter"] == "2024-12-15T00:01:00Z"
+    assert parse_model(ErrorResponse, su).error.data.retry_after == datetime(2024, 12, 15, 0, 1, tzinfo=UTC)
+
+
+def test_error_response_keeps_a_null_id() -> None:
+    """JSON-RPC 2.0: a response whose call id is unknown still says ``"id": null``."""
+    wire = circuit_open_response(call_id=None, service="A", retry_after_seconds=1, correlation_id=None,
+                                 timestamp=0.0).to_wire()
+    assert "id" in wire and wire["id"] is None
+
+
+def test_rates_are_fractions_and_retry_after_an_instant() -> None:
+    """A percentage where a fraction belongs, or seconds where an instant belongs, does not parse."""
+    base = {"type": "circuit_breaker_state_change", "service": "A", "topic": "service/A", "from": "closed",
+            "to": "open", "reason": "r", "timestamp": "2024-01-01T00:00:00Z"}
+    assert parse_model(BreakerStateChange, {**base, "failureRate": 0.625}).failure_rate == 0.625
+    with pytest.raises(ProtocolError, match="failureRate"):
+        parse_model(BreakerStateChange, {**base, "failureRate": 62.5})
+    with pytest.raises(ProtocolError, match="errorRate"):
+        parse_model(ServiceDegraded, {"clusterId": "c", "service": "A", "reason": "high_error_rate",
+                                      "details": {"errorRate": 40.0}, "timestamp": "2024-01-01T00:00:00Z",
+                                      "correlationId": "x"})
+
+
+def test_rfc3339_round_trip() -> None:
+    """One format out (milliseconds only when present); Go's nanoseconds and offsets parse."""
+    assert rfc3339_from_epoch(1_717_200_000.0) == "2024-06-01T00:00:00Z"
+    assert rfc3339_from_epoch(1_717_200_000.25) == "2024-06-01T00:00:00.250Z"
+    assert epoch_from_rfc3339("2024-06-01T00:00:00.250000123Z") == pytest.approx(1_717_200_000.25)
+    assert epoch_from_rfc3339("2024-06-01T02:00:00+02:00") == 1_717_200_000.0
+    assert epoch_from_rfc3339("2024-06-01T00:00:00") == 1_717_200_000.0
+    assert rfc3339_from_epoch(epoch_from_rfc3339("0001-01-01T00:00:00Z")) == "0001-01-01T00:00:00Z"
+    assert rfc3339_from_epoch(1_717_200_000.0004) == "2024-06-01T00:00:00.000Z"
+    for bad in ("yesterday", "", "2024-13-01T00:00:00Z", "x" * 500):
+        with pytest.raises(ValueError):
+            epoch_from_rfc3339(bad)
 
 
 def test_breaker_event_uses_from_to() -> None:
     """Breaker events say ``from``/``to`` on the wire."""
     ev = BreakerStateChange(service="A", topic="service/A", from_state="closed", to_state="open",
-                            reason="Circuit opened due to 62.5% failure rate", failure_rate=62.5,
+                            reason="Circuit opened due to 62.5% failure rate", failure_rate=0.625,
                             timestamp=datetime(2024, 1, 1, tzinfo=UTC))
     wire = ev.to_wire()
-    assert wire["from"] == "closed" and wire["to"] == "open" and wire["failureRate"] == 62.5
+    assert wire["from"] == "closed" and wire["to"] == "open" and wire["failureRate"] == 0.625
     assert parse_model(BreakerStateChange, wire).to_state == "open"
 
 

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdk.cache import ResultCache, cache_key
-from sdk.strategy import AdaptiveStrategy, recovery_seconds
+from sdk.strategy import AdaptiveStrategy, StrategyConfig, recovery_seconds
 
 T0 = 1_700_000_000.0
 
@@ -63,6 +63,17 @@ def test_breaker_states(
     assert (plan.action == "fail_fast") is fails
     if fails:
         assert plan.circuit_open
+
+
+@pytest.mark.parametrize("open_until", [None, T0 + 10 * 365 * 86400.0])
+def test_far_future_retry_after_is_capped(open_until: float | None) -> None:
+    """A retryAfter (or openUntil) decades away fails calls fast for max_breaker_open_s at most."""
+    s = AdaptiveStrategy(config=StrategyConfig(max_breaker_open_s=120.0))
+    s.breaker("Users", "open", retry_after=10 * 365 * 86400.0, open_until=open_until, now=T0)
+    plan = s.plan("Users", "x", base_timeout=30, now=T0 + 119)
+    assert plan.action == "fail_fast" and plan.retry_after == pytest.approx(1.0)
+    assert s.plan("Users", "x", base_timeout=30, now=T0 + 121).action == "call"
+    assert AdaptiveStrategy().config.max_breaker_open_s == 300.0
 
 
 def test_closed_state_clears_open_breaker() -> None:
