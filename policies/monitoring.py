@@ -22,6 +22,10 @@ from policies.health import HealthDecision, HealthInputs, HealthPolicy, HealthSt
 from policies.windows import UNANSWERED, TimeWindow, is_failure
 
 _REFUSING = frozenset({BreakerState.OPEN, BreakerState.FORCED_OPEN})
+MAX_INSTANCES = 256
+"""Presence instances kept per service; a new instance beyond it is counted in ``instancesDropped``."""
+MAX_AFFECTED_OPERATIONS = 20
+"""Methods listed in ``affectedOperations``; the rest are counted in ``affectedOperationsOmitted``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,6 +81,7 @@ class MonitorCore:
         self.last_success: float | None = None
         self.down_since: float | None = None
         self.started = now
+        self.instances_dropped = 0
         self._epoch = 0
         self._last_trial = now
         self._trial_stall_s = max(10.0, 2.0 * breaker.open_timeout)
@@ -106,7 +111,9 @@ class MonitorCore:
                                             reasons=tuple(h.get("reasons") or ()), since=h.get("since"))
         except ValueError:
             self.health_state = HealthState()
-        self.instances = {str(k): bool(v) for k, v in (data.get("instances") or {}).items()}
+        instances = data.get("instances")
+        items = list(instances.items())[:MAX_INSTANCES] if isinstance(instances, dict) else []
+        self.instances = {str(k): bool(v) for k, v in items}
         self.down_since = data.get("downSince")
         self.methods = dict.fromkeys(data.get("methods") or (), 0)
 
@@ -137,7 +144,7 @@ class MonitorCore:
             if d.last_success is not None:
                 self.last_success = max(self.last_success or 0.0, d.last_success)
             if d.presence:
-                self.instances.update(d.presence)
+                self._presence(d.presence)
                 persist = True
             for dur, code in d.outcomes:
                 self.window.add(now, dur, code)
@@ -184,6 +191,13 @@ class MonitorCore:
             snapshot=self.snapshot() if persist else None,
         )
 
+    def _presence(self, changes: dict[str, bool]) -> None:
+        for instance, online in changes.items():
+            if instance in self.instances or len(self.instances) < MAX_INSTANCES:
+                self.instances[instance] = online
+            else:
+                self.instances_dropped += 1
+
     def preemptive_open(self, now: float, reason: str) -> tuple[dict[str, Any], ...]:
         if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
             return ()
@@ -215,13 +229,16 @@ class MonitorCore:
         m = self.window.metrics(now)
         span = min(self.window.length_s, max(now - self.started, 1.0))
         p95 = m.p95
-        return {
+        summary = {
             "status": decision.status.value,
             "breaker": self.breaker.state.value,
             "errorRate": round(decision.error_rate or 0.0, 2),
             "p95Ms": None if p95 is None else round(p95 * 1000.0, 2),
             "callsPerSecond": round(m.snapshot.calls / span, 3),
         }
+        if self.instances_dropped:
+            summary["instancesDropped"] = self.instances_dropped
+        return summary
 
     def _health_message(self, decision: HealthDecision, now: float) -> dict[str, Any]:
         base = {"clusterId": self.cluster_id, "service": self.service, "timestamp": rfc3339(now),
@@ -242,7 +259,8 @@ class MonitorCore:
                     "failureReason": pods.get("failureReason") or reason,
                 },
                 "estimatedRecovery": decision.estimated_recovery,
-                "affectedOperations": sorted(self.methods),
+                "affectedOperations": sorted(self.methods)[:MAX_AFFECTED_OPERATIONS],
+                "affectedOperationsOmitted": max(0, len(self.methods) - MAX_AFFECTED_OPERATIONS),
                 "impact": "high",
             }
         if decision.status is HealthStatus.DEGRADED:
