@@ -109,3 +109,37 @@ def test_one_failing_answer_does_not_stop_the_others() -> None:
     answered = c.apply_results([result], now=c.clock.now())
     assert answered == 3 and c.counters()["answerFailed"] == 1
     assert sorted(o.topic for o in c.bus._outgoing) == [f"session/s{i}/response" for i in range(3)]
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(["session/s/response", "session/t/response"]),
+                          st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode())
+                          | st.fixed_dictionaries({"id": json_values}, optional={"error": json_values,
+                                                                                 "result": json_values})
+                          .map(lambda d: json.dumps(d).encode())), max_size=30))
+def test_every_response_counted_exactly_once(batch: list[tuple[str, bytes]]) -> None:
+    """Arbitrary responses (list/object ids, odd error shapes): no exception escapes; each is a
+    matched response, an unmatched one or malformed."""
+    c = core()
+    for i in range(5):
+        c.on_call(Message("service/Users", json.dumps({"jsonrpc": "2.0", "id": i, "method": "m",
+                                                        "replyTo": "session/s/response"}).encode()))
+    for topic, payload in batch:
+        c.on_response(Message(topic, payload))
+    n = c.counters()
+    assert n["responses"] + n["unmatchedResponses"] + n["malformed"] == len(batch)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(st.text(max_size=12) | st.sampled_from(["Users", "A", "a/b", "x" * 70]),
+                          st.text(max_size=12) | st.just("x" * 200),
+                          st.binary(max_size=40) | st.sampled_from([b'{"status":"online"}', b""])), max_size=30))
+def test_presence_never_raises(batch: list[tuple[str, str, bytes]]) -> None:
+    """Arbitrary presence topics and payloads: accepted (valid service, instance segment, status)
+    or counted malformed, never an exception."""
+    c = core()
+    for service, instance, payload in batch:
+        c.on_presence(Message(f"system/c/presence/{service}/{instance}", payload))
+    _, deltas, _ = c.collect()
+    seen = sum(len(d.presence or {}) for d in deltas.values())
+    assert seen <= len(batch) and c.malformed <= len(batch)
