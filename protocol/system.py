@@ -33,7 +33,9 @@ class ServiceUnavailable(WireModel):
     reason: str
     details: UnavailableDetails = Field(default_factory=UnavailableDetails)
     estimated_recovery: str | None = None
-    affected_operations: list[str] = Field(default_factory=list)
+    affected_operations: list[str] = Field(default_factory=list, max_length=20)
+    affected_operations_omitted: int | None = None
+    """Methods left out of ``affectedOperations`` (absent in the seed example)."""
     impact: Impact = "high"
     timestamp: Timestamp
     correlation_id: str
@@ -145,6 +147,12 @@ class ObservedCounters(WireModel):
     timeouts: int = 0
     malformed: int = 0
     dropped: int = 0
+    rejected: int = 0
+    """Calls naming a reply topic sfa-ops never answers on (``protocol.intake``)."""
+    unknown_services: int = 0
+    """Calls to traffic-only service names beyond ``max_discovered_services``."""
+    answer_failed: int = 0
+    capped: int = 0
 
 
 class SystemHealth(WireModel):

@@ -20,7 +20,7 @@ from adapters.mqtt import MqttBus, MqttConfig
 from adapters.store import open_store
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
-from protocol.system import ServiceUnavailable
+from protocol.system import ServiceUnavailable, SystemHealth
 from sdk import ServiceClient
 from tests.support.mqtt import Collector, unique_prefix
 from tests.support.operations import ServiceProcess, operations
@@ -100,7 +100,8 @@ async def test_hostile_calls_are_counted_never_answered_and_cost_no_finding(
         h = await ops.watcher.wait(lambda w: [x for x in w.on("/health")
                                               if x["services"].get("Inventory", {}).get("status") == "down"], 5,
                                    "Inventory down in the health summary")
-        assert h[-1]["observed"]["answerFailed"] == 0
+        observed = parse_model(SystemHealth, h[-1]).observed
+        assert observed.answer_failed == 0 and observed.rejected >= 5 and observed.malformed >= 2
         await ops.bus.flush(5)
         for flt, sink in sinks.items():
             # The actions topic carries sfa-ops' own retained list of active actions; never an answer.

@@ -17,7 +17,9 @@ from policies.discovery import ServiceAdmission
 from policies.health import load_health_policy
 from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MAX_AFFECTED_OPERATIONS, MAX_INSTANCES, MonitorCore
+from protocol import parse_model
 from protocol.intake import REPLY_TOPIC_MAX, is_call_id, reply_topic_problem, usable_reply_topic
+from protocol.system import ServiceUnavailable
 
 GOOD_TOPICS = ["session/abc/response", "a", "a/b/c", "replies/ü/x", "x" * REPLY_TOPIC_MAX, "session//response"]
 BAD_TOPICS = [
@@ -173,6 +175,8 @@ def test_monitor_caps_instances_and_affected_operations() -> None:
     assert msg["type"] == "service_unavailable"
     assert len(msg["affectedOperations"]) == MAX_AFFECTED_OPERATIONS
     assert msg["affectedOperationsOmitted"] == 45 - MAX_AFFECTED_OPERATIONS
+    parsed = parse_model(ServiceUnavailable, msg)
+    assert parsed.affected_operations_omitted == 25 and len(parsed.affected_operations) == 20
     assert result.summary["instancesDropped"] == 10
 
 
