@@ -7,6 +7,11 @@ Unavailable" for every pending call when a service goes down.
 With several observers each owns the calls whose reply topic hashes (CRC-32) to its index: a
 response is dropped by the others before it is parsed, so a call and its answer always meet in
 the same observer. Calls are parsed by every observer to learn their reply topic.
+
+Intake cannot be turned against anyone (``policies.intake``): sfa-ops answers only on a checked
+reply topic; other calls are counted and never answered. Which services get a monitor is bounded
+(``policies.discovery``). Each tick reports its decisions to the supervisor before any answer is
+sent, and one answer that cannot be sent is counted without stopping the others.
 """
 
 from __future__ import annotations
