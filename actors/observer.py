@@ -7,6 +7,11 @@ Unavailable" for every pending call when a service goes down.
 With several observers each owns the calls whose reply topic hashes (CRC-32) to its index: a
 response is dropped by the others before it is parsed, so a call and its answer always meet in
 the same observer. Calls are parsed by every observer to learn their reply topic.
+
+Intake cannot be turned against anyone (``policies.intake``): sfa-ops answers only on a checked
+reply topic; other calls are counted and never answered. Which services get a monitor is bounded
+(``policies.discovery``). Each tick reports its decisions to the supervisor before any answer is
+sent, and one answer that cannot be sent is counted without stopping the others.
 """
 
 from __future__ import annotations
@@ -24,10 +29,13 @@ from actors.loops import run_every
 from actors.settings import OperateSettings
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from policies.correlation import Answer, Correlator, Pending, ServiceDelta
+from policies.discovery import ServiceAdmission
+from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MonitorResult
 from policies.observation import ObservationPolicy, load_observation_policy
 from protocol import topics
-from protocol.names import is_service_name
+from protocol.intake import is_call_id
+from protocol.names import is_segment, is_service_name
 from protocol.rpc import circuit_open_response, service_unavailable_response
 
 logger = logging.getLogger("sfa_ops.observer")
@@ -50,7 +58,14 @@ def unavailable_answer(p: Pending, reason: str, estimate: str | None, retry_afte
 
 
 class ObserverCore:
-    """The observer without Ray: message handlers and the tick, for the actor and for tests."""
+    """The observer without Ray: message handlers and the tick, for the actor and for tests.
+
+    Every call payload is counted exactly once across observers: as a tracked call (``calls``), a
+    call to an unknown service beyond the discovery cap (``unknownServices``), ``malformed`` or
+    ``rejected`` (a reply topic sfa-ops never publishes on). Refused payloads are counted by
+    observer 0 (every observer sees every call); accepted ones by the observer that owns the reply
+    topic.
+    """
 
     def __init__(self, *, settings: OperateSettings, index: int = 0, clock: Clock | None = None,
                  policy: ObservationPolicy | None = None) -> None:
@@ -66,12 +81,28 @@ class ObserverCore:
         self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url),
                            client_id=f"observer-{settings.cluster_id}-{index}",
                            max_payload_bytes=self.policy.max_payload_bytes, incoming_queue_size=200_000)
+        # Each observer admits its share of traffic-only names: together they never pass the cap.
+        self.admission = ServiceAdmission(configured=settings.services,
+                                          max_discovered=settings.max_discovered_services // self.count,
+                                          idle_retire_s=self.policy.discovered_idle_retire)
         self.malformed = 0
+        self.rejected = 0
+        self.answer_failed = 0
         self.ui_changes = 0
         self.presence_prefix = f"system/{settings.cluster_id}/presence/"
-        self.known: set[str] = set(settings.services)
+        self.new_real: list[str] = []
+        """Services whose first instance announced itself since the last tick."""
         self._last_eval: dict[str, float] = {}
         self._service_cache: dict[str, str | None] = {}
+
+    @property
+    def known(self) -> set[str]:
+        """Every service this observer tracks (configured, present, admitted from traffic)."""
+        return self.admission.monitored()
+
+    def restore(self, services: list[str] | tuple[str, ...]) -> None:
+        """Services monitored before (from the supervisor): evaluated from the first tick."""
+        self.admission.restore(services, self.clock.now())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -80,8 +111,9 @@ class ObserverCore:
         await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=0)
         await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=0)
         await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=0)
-        if self.index == 0:
-            await self.bus.subscribe(topics.presence_filter(self.settings.cluster_id), self.on_presence, qos=1)
+        # Every observer learns which services announced presence (so they are never counted as
+        # traffic-only names); observer 0 alone feeds presence to the monitors.
+        await self.bus.subscribe(topics.presence_filter(self.settings.cluster_id), self.on_presence, qos=1)
 
     async def stop(self) -> None:
         await self.bus.stop()
@@ -102,33 +134,29 @@ class ObserverCore:
 
     def on_call(self, msg: Message) -> None:
         service = self._service(msg.topic)
-        if service is None:
-            self.malformed += 1
+        call = read_call(msg.payload, msg.response_topic, msg.correlation_data) if service else None
+        if service is None or not isinstance(call, IntakeCall):
+            if self.index == 0:
+                if isinstance(call, Refused) and call.kind == "rejected":
+                    self.rejected += 1
+                else:
+                    self.malformed += 1
             return
-        try:
-            doc = orjson.loads(msg.payload)
-        except orjson.JSONDecodeError:
-            self.malformed += 1
-            return
-        if type(doc) is not dict or type(doc.get("method")) is not str or "id" not in doc:
-            self.malformed += 1
-            return
-        reply_to = msg.response_topic or doc.get("replyTo")
-        if reply_to is not None and (type(reply_to) is not str or not reply_to):
-            reply_to = None
+        reply_to = call.reply_to
         if reply_to is not None and not self._mine(reply_to):
             return
         if reply_to is None and self.index != 0:
             return  # unanswerable calls are counted once, by observer 0
-        corr = doc.get("correlationId")
-        if msg.correlation_data is not None:
-            corr = msg.correlation_data.decode(errors="replace")
-        corr = corr if type(corr) is str else None
         now = self.clock.now()
-        answer = self.correlator.on_call(service, doc, reply_to, corr, now)
+        if not self.admission.admit(service, now):
+            return  # counted by the admission as an unknown service: no monitor, nothing kept
+        answer = self.correlator.on_call(service, call.doc, reply_to, call.correlation_id, now)
         if answer is not None:
-            self.bus.publish_nowait(answer.reply_to, circuit_open_answer(answer, now), qos=1,
-                                    correlation_data=msg.correlation_data)
+            try:
+                self.bus.publish_nowait(answer.reply_to, circuit_open_answer(answer, now), qos=1,
+                                        correlation_data=msg.correlation_data)
+            except Exception:
+                self._answer_failed("circuit-open answer")
 
     def on_response(self, msg: Message) -> None:
         if not self._mine(msg.topic):
@@ -138,7 +166,7 @@ class ObserverCore:
         except orjson.JSONDecodeError:
             self.malformed += 1
             return
-        if type(doc) is not dict or "id" not in doc:
+        if type(doc) is not dict or "id" not in doc or not is_call_id(doc["id"]):
             self.malformed += 1
             return
         self.correlator.on_response(msg.topic, doc, self.clock.now())
@@ -148,19 +176,21 @@ class ObserverCore:
 
     def on_presence(self, msg: Message) -> None:
         rest = msg.topic[len(self.presence_prefix):].split("/")
-        if len(rest) != 2 or not is_service_name(rest[0]) or not rest[1]:
-            self.malformed += 1
-            return
+        ok = len(rest) == 2 and is_service_name(rest[0]) and is_segment(rest[1])
         try:
             doc = orjson.loads(msg.payload) if msg.payload else {"status": "offline"}
         except orjson.JSONDecodeError:
-            self.malformed += 1
-            return
+            doc = None
         status = doc.get("status") if isinstance(doc, dict) else None
-        if status not in ("online", "offline"):
-            self.malformed += 1
+        if not ok or status not in ("online", "offline"):
+            if self.index == 0:
+                self.malformed += 1
             return
-        self.correlator.on_presence(rest[0], rest[1], status == "online")
+        service = rest[0]
+        if self.admission.announce(service):
+            self.new_real.append(service)
+        if self.index == 0:
+            self.correlator.on_presence(service, rest[1], status == "online")
 
     # -- the tick --------------------------------------------------------------------------------
 
@@ -169,7 +199,6 @@ class ObserverCore:
         now = self.clock.now()
         self.correlator.expire(now)
         deltas, edges = self.correlator.drain()
-        self.known.update(deltas)
         for name in self.known:
             if name not in deltas and now - self._last_eval.get(name, 0.0) >= _IDLE_EVALUATION_S:
                 deltas[name] = ServiceDelta(name)
@@ -177,25 +206,60 @@ class ObserverCore:
             self._last_eval[name] = now
         return now, deltas, edges
 
-    def apply_results(self, results: list[MonitorResult], now: float) -> int:
-        """Refresh breaker views and answer pending calls of services declared unavailable."""
-        answered = 0
+    def retire_idle(self) -> list[str]:
+        """Traffic-only services idle long enough (and with no call in flight): forgotten here."""
+        now = self.clock.now()
+        gone = []
+        for name in self.admission.retire_idle(now):
+            if self.correlator.has_inflight(name):
+                self.admission.restore([name], now)
+                continue
+            self.correlator.forget(name)
+            self._last_eval.pop(name, None)
+            gone.append(name)
+        return gone
+
+    def refresh_breakers(self, results: list[MonitorResult]) -> None:
+        """The monitors' breaker views, used to fast-fail calls from now on."""
         for r in results:
             v = r.view
             self.correlator.set_breaker(r.service, v.state, v.open_until, v.trial_permits, v.epoch)
+
+    def answer_unavailable(self, results: list[MonitorResult], now: float) -> int:
+        """Answer every pending call of services declared unavailable; one failed answer is counted
+        and never stops the others."""
+        answered = 0
+        for r in results:
             u = r.unavailable
-            if u is not None:
-                for p in self.correlator.take_pending(r.service, now):
+            if u is None:
+                continue
+            for p in self.correlator.take_pending(r.service, now):
+                try:
                     self.bus.publish_nowait(p.reply_to, unavailable_answer(p, u.reason, u.estimated_recovery,
                                                                            u.retry_after_s, now), qos=1)
                     answered += 1
+                except Exception:
+                    self._answer_failed("unavailable answer")
         return answered
+
+    def apply_results(self, results: list[MonitorResult], now: float) -> int:
+        """Refresh breaker views and answer pending calls of services declared unavailable."""
+        self.refresh_breakers(results)
+        return self.answer_unavailable(results, now)
+
+    def _answer_failed(self, what: str) -> None:
+        self.answer_failed += 1
+        if self.answer_failed == 1 or self.answer_failed % 1000 == 0:
+            logger.exception("observer %d: a %s could not be sent (%d so far)", self.index, what,
+                             self.answer_failed)
 
     def counters(self) -> dict[str, int]:
         c = self.correlator.counters
         bus = self.bus.stats()
         dropped = int(bus["oversized"]) + int(bus["incoming_dropped"]) + c.pending_overflow
         return {"calls": c.calls, "responses": c.responses, "timeouts": c.timeouts, "malformed": self.malformed,
+                "rejected": self.rejected, "unknownServices": self.admission.refused,
+                "answerFailed": self.answer_failed, "capped": c.capped,
                 "dropped": dropped, "fastFailed": c.fast_failed, "uiChanges": self.ui_changes,
                 "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending),
                 "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped}
@@ -221,7 +285,7 @@ class Observer:
 
     async def start(self, known: list[str] | None = None) -> None:
         """Connect and start ticking; ``known`` services are evaluated from the first tick."""
-        self.core.known.update(known or ())
+        self.core.restore(known or [])
         s = self.settings
         self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
         if s.security:
@@ -234,10 +298,14 @@ class Observer:
             name=f"observer-{self.index}-tick")
 
     async def _tick(self) -> None:
+        self._retire()
         now, deltas, edges = self.core.collect()
+        if self.core.new_real:
+            real, self.core.new_real = self.core.new_real, []
+            self.supervisor.mark_real.remote(real)
         new = [s for s in deltas if s not in self.monitors]
         if new:
-            self.monitors.update(await self.supervisor.monitors_for.remote(new))
+            self.monitors.update(await self.supervisor.monitors_for.remote(new, self.index))
             for name in new:
                 self._starting[name] = asyncio.create_task(self._until_ready(name), name=f"monitor-ready-{name}")
         # A monitor that is still starting (a new worker process: ~1 s) must not hold up every
@@ -253,21 +321,53 @@ class Observer:
                 del self._starting[name]
                 if name in self._held:
                     deltas[name] = self._held.pop(name)
-        refs = [self.monitors[s].apply.remote(d, now) for s, d in deltas.items() if s in self.monitors]
-        results: list[MonitorResult] = list(await asyncio.gather(*refs)) if refs else []
-        self.core.apply_results(results, now)
+        results = await self._apply(deltas, now)
+        self.core.refresh_breakers(results)
+        # Decisions reach the supervisor before any answer is sent: no answer can cost a finding.
         if self._report is not None:
             try:
                 await self._report  # surfaces a failed report in this step's log, keeps order
             except Exception:
                 logger.exception("supervisor report failed")
         self._report = self.supervisor.report.remote(self.index, results, self.core.counters(), edges)
+        self.core.answer_unavailable(results, now)
         activity, audit = self.core.correlator.drain_security()
         # One call per tick each, fire and forget: the analyst and the writer buffer and count.
         if activity and self.analyst is not None:
             self.analyst.activity.remote(activity, now)
         if audit and self.audit is not None:
             self.audit.calls.remote(audit)
+
+    async def _apply(self, deltas: dict[str, ServiceDelta], now: float) -> list[MonitorResult]:
+        """Each monitor's decision; one failing monitor costs only its own result this tick."""
+        names = [s for s in deltas if s in self.monitors]
+        if not names:
+            return []
+        got = await asyncio.gather(*(self.monitors[s].apply.remote(deltas[s], now) for s in names),
+                                   return_exceptions=True)
+        results: list[MonitorResult] = []
+        for name, res in zip(names, got, strict=True):
+            if isinstance(res, BaseException):
+                logger.error("monitor for %s failed this tick: %s", name, res)
+                if isinstance(res, ray.exceptions.ActorDiedError):
+                    self.monitors.pop(name, None)  # retired elsewhere or gone: asked for again next tick
+            else:
+                results.append(res)
+        return results
+
+    def _retire(self) -> None:
+        """Forget idle traffic-only services and tell the supervisor (which stops their monitor
+        once no observer tracks them)."""
+        gone = self.core.retire_idle()
+        if not gone:
+            return
+        for name in gone:
+            self.monitors.pop(name, None)
+            self._held.pop(name, None)
+            task = self._starting.pop(name, None)
+            if task is not None:
+                task.cancel()
+        self.supervisor.retire.remote(self.index, gone)
 
     async def _until_ready(self, name: str) -> None:
         try:

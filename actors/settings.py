@@ -15,6 +15,9 @@ class OperateSettings:
     namespace: str = "sfa-ops"
     services: tuple[str, ...] = ()
     """Services to monitor from the start (others are picked up on first sight)."""
+    max_discovered_services: int = 64
+    """Services seen only in traffic (not configured, no presence) that get a monitor; calls to
+    further names are counted as ``observed.unknownServices``."""
     alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
     # Infrastructure checks (the broker probe always runs, against broker_url).
     # DSNs/URLs may carry passwords: kept out of repr (logs).

@@ -79,6 +79,10 @@ class Supervisor:
         self._pending_alerts: list[dict[str, Any]] = []
         self._firing = FiringSet()
         self.known_services: list[str] = []
+        self.real_services: set[str] = set(settings.services)
+        """Configured or announced by an instance: only these count towards the cascade guard."""
+        self._trackers: dict[str, set[int]] = {}
+        """Observers tracking each service (a retired service's monitor stops when none is left)."""
         self._edges: dict[tuple[str, str], int] = {}
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -219,12 +223,39 @@ class Supervisor:
 
     # -- actors ---------------------------------------------------------------------------------
 
-    async def monitors_for(self, services: list[str]) -> dict[str, Any]:
+    async def monitors_for(self, services: list[str], index: int | None = None) -> dict[str, Any]:
+        """Monitors for ``services``, started when missing; ``index``: the observer asking (None: all)."""
         s = self.settings
         for name in services:
+            self._trackers.setdefault(name, set()).update(range(max(1, s.observers)) if index is None else (index,))
             if name not in self.monitors:
                 self.monitors[name] = named(ServiceMonitor, s.actor_name("monitor", name), s.namespace).remote(s, name)
         return {n: self.monitors[n] for n in services}
+
+    async def mark_real(self, services: list[str]) -> None:
+        """Services an instance announced (observers tell once per service)."""
+        self.real_services.update(services)
+
+    async def retire(self, index: int, services: list[str]) -> None:
+        """Observer ``index`` stopped tracking these idle traffic-only services; once every observer
+        has, the monitor is stopped and its saved state deleted (nothing respawns it on restart)."""
+        for name in services:
+            trackers = self._trackers.get(name, set())
+            trackers.discard(index)
+            if trackers or name in self.real_services or name in self.settings.services:
+                continue
+            self._trackers.pop(name, None)
+            handle = self.monitors.pop(name, None)
+            self.summaries.pop(name, None)
+            if self.breakers.pop(name, None) is not None:  # its retained state would outlive it
+                self.bus.publish_nowait(topics.circuit_breaker_state(self.cluster, name), b"", qos=1, retain=True)
+            if handle is not None:
+                ray.kill(handle, no_restart=True)
+            try:
+                await self.store.state_delete(MONITOR_STATE, name)
+            except StoreError:
+                logger.exception("could not delete the saved state of retired service %s", name)
+            logger.info("service %s retired (traffic-only, idle)", name)
 
     # -- reports ---------------------------------------------------------------------------------
 
@@ -266,7 +297,7 @@ class Supervisor:
     async def _cascade(self, service: str, now: float) -> None:
         open_now = [n for n, st in self.breakers.items() if st in ("open", "forced_open")]
         plan = plan_cascade(self.graph, service, list(self.monitors), open_now, now, self.dependency_policy,
-                            cluster_id=self.cluster)
+                            cluster_id=self.cluster, real_services=self.real_services)
         for p in plan.preemptive_opens:
             handle = self.monitors.get(p.service)
             if handle is None:
@@ -316,7 +347,8 @@ class Supervisor:
     # -- health summary ----------------------------------------------------------------------------
 
     def health_summary(self, now: float) -> dict[str, Any]:
-        observed = {"calls": 0, "responses": 0, "timeouts": 0, "malformed": 0, "dropped": 0}
+        observed = {"calls": 0, "responses": 0, "timeouts": 0, "malformed": 0, "dropped": 0, "rejected": 0,
+                    "unknownServices": 0, "answerFailed": 0, "capped": 0}
         for c in self.counters.values():
             for k in observed:
                 observed[k] += int(c.get(k, 0))

@@ -33,6 +33,9 @@ OPTIONS = [
     Option("duration", "stop after this long (e.g. 90s, 5m); default: until SIGINT/SIGTERM", convert=seconds),
     Option("services", "services to monitor from the start (others are found on first sight)",
            default=[], repeatable=True, metavar="NAME"),
+    Option("max-discovered-services", "services seen only in traffic (not in --services, no instance "
+           "presence) that get a monitor; calls to further names are counted as observed.unknownServices",
+           default=64, convert=positive_int, metavar="N"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
            "(sfa:block:ip:{ip}, sfa:suspend:user:{id}, sfa:ratelimit:user:{id}) for gateways", metavar="URL"),
@@ -171,6 +174,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         policies_dir=str(Path(opts["policies"]).resolve()) if opts["policies"] else None,
         observers=opts["observers"],
         services=tuple(opts["services"]),
+        max_discovered_services=opts.get("max_discovered_services", 64),
         check_postgres=tuple(opts.get("check_postgres") or ()),
         check_redis=tuple(opts.get("check_redis") or ()),
         emqx_api=opts.get("emqx_api"),

@@ -9,7 +9,9 @@ is forgotten after ``learned_ttl`` without a sighting.
 
 ``plan_cascade`` is Envoy's max-ejection guard applied to breakers: it never lets more than
 ``max_preemptive_open_percent`` of the known services be open at once, and reports what it held
-back.
+back. Given ``real_services`` (configured, or announced by an instance), the guard's base counts
+only those and the services the dependency policy names: names that appear only in traffic cost
+nothing to invent and must not raise the limit.
 """
 
 from __future__ import annotations
@@ -176,12 +178,18 @@ def plan_cascade(
     config: DependencyPolicy,
     *,
     cluster_id: str | None = None,
+    real_services: Collection[str] | None = None,
 ) -> CascadePlan:
     """Which dependents of ``failed_service`` to open preemptively, nearest first, within the guard."""
     known = set(known_services)
     already_open = known & set(open_breakers)
-    limit = int(len(known) * config.max_preemptive_open_percent / 100.0)
-    budget = max(0, limit - len(already_open))
+    if real_services is None:
+        base = known
+    else:  # services named in the dependency policy are configured too
+        named = set(config.dependencies).union(*config.dependencies.values())
+        base = known & (set(real_services) | named)
+    limit = int(len(base) * config.max_preemptive_open_percent / 100.0)
+    budget = max(0, limit - len(already_open & base))
     opens: list[PreemptiveOpen] = []
     held: list[str] = []
     for name, distance, via in graph.dependents_with_paths(failed_service, config.cascade_depth, now):

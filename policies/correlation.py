@@ -11,6 +11,10 @@ clock or does I/O; ``now`` (epoch seconds) is passed in and answers to send come
 - A call to B made while a call to A with the same correlationId is pending teaches A → B.
 - While a service's breaker is open, a new call is refused at once with -32503 "Circuit Breaker
   Open" (``Answer``); in half-open only the permitted number of trial calls pass.
+- Everything keyed by caller-chosen values is capped, each cap with a count in ``Counters.capped``:
+  distinct methods and presence instances per service per tick, distinct error codes outside the
+  contract's table (beyond :data:`MAX_UNKNOWN_CODES` they are recorded as -32603, which counts the
+  same way).
 """
 
 from __future__ import annotations
@@ -20,6 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies.windows import UNANSWERED
+from protocol.errors import ERROR_SPECS, ErrorCode
+
+MAX_METHODS_PER_DELTA = 200
+MAX_INSTANCES_PER_DELTA = 256
+MAX_UNKNOWN_CODES = 32
 
 
 @dataclass(slots=True)
@@ -110,6 +119,8 @@ class Counters:
     unmatched_responses: int = 0
     pending_overflow: int = 0
     fast_failed: int = 0
+    capped: int = 0
+    """Keys not kept because a per-service or per-code cap was full."""
 
 
 class Correlator:
@@ -137,6 +148,7 @@ class Correlator:
         self.audit_dropped = 0
         self.activity: dict[str, dict[str, int]] = {}
         self.activity_dropped = 0
+        self._unknown_codes: set[int] = set()
 
     # -- inputs -------------------------------------------------------------------------------
 
@@ -154,7 +166,10 @@ class Correlator:
         d.calls += 1
         method = call.get("method")
         method = method if isinstance(method, str) else "?"
-        d.methods[method] = d.methods.get(method, 0) + 1
+        if method in d.methods or len(d.methods) < MAX_METHODS_PER_DELTA:
+            d.methods[method] = d.methods.get(method, 0) + 1
+        else:
+            self.counters.capped += 1
         call_id = call.get("id")
         trial = False
         view = self.breakers.get(service)
@@ -229,13 +244,25 @@ class Correlator:
         code: int | None = None
         if err is not None:
             raw = err.get("code") if isinstance(err, dict) else None
-            code = raw if isinstance(raw, int) and not isinstance(raw, bool) else -32603
+            code = self._code(raw)
         d = self._delta(p.service)
         d.responses += 1
         if code is None:
             d.last_success = now
         self._finish(p, now, code, popped=True)
         return p
+
+    def _code(self, raw: Any) -> int:
+        """The outcome code to record: unknown codes are kept apart up to a cap, then folded."""
+        if type(raw) is not int or raw == UNANSWERED:  # a response is never "unanswered"
+            return ErrorCode.INTERNAL_ERROR.value
+        if raw in ERROR_SPECS or raw in self._unknown_codes:
+            return raw
+        if len(self._unknown_codes) < MAX_UNKNOWN_CODES:
+            self._unknown_codes.add(raw)
+            return raw
+        self.counters.capped += 1
+        return ErrorCode.INTERNAL_ERROR.value
 
     def _count_activity(self, user_id: str, service: str) -> None:
         per_user = self.activity.get(user_id)
@@ -320,7 +347,19 @@ class Correlator:
         d = self._delta(service)
         if d.presence is None:
             d.presence = {}
-        d.presence[instance] = online
+        if instance in d.presence or len(d.presence) < MAX_INSTANCES_PER_DELTA:
+            d.presence[instance] = online
+        else:
+            self.counters.capped += 1
+
+    def has_inflight(self, service: str) -> bool:
+        return self._inflight.get(service, 0) > 0
+
+    def forget(self, service: str) -> None:
+        """Drop what is kept about a retired service (it had no pending call for a long time)."""
+        self.breakers.pop(service, None)
+        self._inflight.pop(service, None)
+        self.deltas.pop(service, None)
 
     # -- outputs ------------------------------------------------------------------------------
 

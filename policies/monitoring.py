@@ -30,6 +30,10 @@ from protocol.system import (
 )
 
 _REFUSING = frozenset({BreakerState.OPEN, BreakerState.FORCED_OPEN})
+MAX_INSTANCES = 256
+"""Presence instances kept per service; a new instance beyond it is counted in ``instancesDropped``."""
+MAX_AFFECTED_OPERATIONS = 20
+"""Methods listed in ``affectedOperations``; the rest are counted in ``affectedOperationsOmitted``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,6 +89,7 @@ class MonitorCore:
         self.last_success: float | None = None
         self.down_since: float | None = None
         self.started = now
+        self.instances_dropped = 0
         self._epoch = 0
         self._last_trial = now
         self._trial_stall_s = max(10.0, 2.0 * breaker.open_timeout)
@@ -114,7 +119,9 @@ class MonitorCore:
                                             reasons=tuple(h.get("reasons") or ()), since=h.get("since"))
         except ValueError:
             self.health_state = HealthState()
-        self.instances = {str(k): bool(v) for k, v in (data.get("instances") or {}).items()}
+        instances = data.get("instances")
+        items = list(instances.items())[:MAX_INSTANCES] if isinstance(instances, dict) else []
+        self.instances = {str(k): bool(v) for k, v in items}
         self.down_since = data.get("downSince")
         self.methods = dict.fromkeys(data.get("methods") or (), 0)
 
@@ -145,7 +152,7 @@ class MonitorCore:
             if d.last_success is not None:
                 self.last_success = max(self.last_success or 0.0, d.last_success)
             if d.presence:
-                self.instances.update(d.presence)
+                self._presence(d.presence)
                 persist = True
             for dur, code in d.outcomes:
                 self.window.add(now, dur, code)
@@ -192,6 +199,13 @@ class MonitorCore:
             snapshot=self.snapshot() if persist else None,
         )
 
+    def _presence(self, changes: dict[str, bool]) -> None:
+        for instance, online in changes.items():
+            if instance in self.instances or len(self.instances) < MAX_INSTANCES:
+                self.instances[instance] = online
+            else:
+                self.instances_dropped += 1
+
     def preemptive_open(self, now: float, reason: str) -> tuple[dict[str, Any], ...]:
         if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
             return ()
@@ -230,6 +244,7 @@ class MonitorCore:
             error_rate=_fraction(decision.error_rate) or 0.0,
             p95_ms=None if p95 is None else round(p95 * 1000.0, 2),
             calls_per_second=round(m.snapshot.calls / span, 3),
+            instances_dropped=self.instances_dropped or None,
         ).to_wire()
 
     def _health_message(self, decision: HealthDecision, now: float) -> dict[str, Any]:
@@ -250,7 +265,8 @@ class MonitorCore:
                     failure_reason=pods.get("failureReason") or reason,
                 ),
                 estimated_recovery=decision.estimated_recovery,
-                affected_operations=sorted(self.methods),
+                affected_operations=sorted(self.methods)[:MAX_AFFECTED_OPERATIONS],
+                affected_operations_omitted=max(0, len(self.methods) - MAX_AFFECTED_OPERATIONS) or None,
                 impact="high",
             ).to_wire()
         if decision.status is HealthStatus.DEGRADED:

@@ -22,6 +22,8 @@ class ObservationPolicy(PolicyModel):
     tick: Duration = Field(default=0.25, gt=0)
     pending_cap: int = Field(default=100_000, ge=1)
     max_payload_bytes: int = Field(default=262_144, ge=1)
+    discovered_idle_retire: Duration = Field(default=600.0, gt=0)
+    """A service seen only in traffic (not configured, no presence) retires after this long without a call."""
     services: dict[str, ServiceObservation] = Field(default_factory=dict)
 
     def call_timeout_for(self, service: str) -> float:

@@ -50,3 +50,12 @@ def check_segment(value: object, *, field: str, max_len: int = SEGMENT_MAX) -> s
     if any(ord(c) < 0x20 for c in value):
         raise ProtocolError(field, "must not contain control characters")
     return value
+
+
+def is_segment(value: object, *, max_len: int = SEGMENT_MAX) -> bool:
+    """Whether ``value`` can be one MQTT topic segment (see :func:`check_segment`), without raising."""
+    try:
+        check_segment(value, field="segment", max_len=max_len)
+    except ProtocolError:
+        return False
+    return True

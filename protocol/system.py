@@ -53,7 +53,9 @@ class ServiceUnavailable(WireModel):
     reason: str
     details: UnavailableDetails = Field(default_factory=UnavailableDetails)
     estimated_recovery: str | None = None
-    affected_operations: list[str] = Field(default_factory=list)
+    affected_operations: list[str] = Field(default_factory=list, max_length=20)
+    affected_operations_omitted: int | None = None
+    """Methods left out of ``affectedOperations`` (absent in the seed example)."""
     impact: Impact = "high"
     timestamp: Timestamp
     correlation_id: str
@@ -171,6 +173,8 @@ class ServiceHealthEntry(WireModel):
     p95_ms: float | None = Field(default=None, alias="p95Ms")
     """95th percentile latency in milliseconds."""
     calls_per_second: float = 0.0
+    instances_dropped: int | None = None
+    """Instances that announced themselves beyond the per-service cap (absent when none)."""
 
 
 class ObservedCounters(WireModel):
@@ -179,6 +183,12 @@ class ObservedCounters(WireModel):
     timeouts: int = 0
     malformed: int = 0
     dropped: int = 0
+    rejected: int = 0
+    """Calls naming a reply topic sfa-ops never answers on (``protocol.intake``)."""
+    unknown_services: int = 0
+    """Calls to traffic-only service names beyond ``max_discovered_services``."""
+    answer_failed: int = 0
+    capped: int = 0
 
 
 class SystemHealth(WireModel):

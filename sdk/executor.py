@@ -40,6 +40,7 @@ from pydantic import ValidationError as PydanticValidationError
 from protocol.base import MAX_DEPTH, MAX_PAYLOAD_BYTES, check_depth, rfc3339_from_epoch
 from protocol.errors import ErrorCode, spec_for
 from protocol.exceptions import ProtocolError
+from protocol.intake import usable_reply_topic  # one rule for sfa-ops and services: no forged system messages
 from protocol.rpc import UserContext
 from sdk.errors import FieldError, ServiceFunctionError, validation_details
 from sdk.service import CallContext, FunctionSpec, Service
@@ -52,9 +53,6 @@ EnforcementCheck = Callable[
 ]
 """Run before dispatch (issue 6 fills it): return an error to refuse the call, ``None`` to allow."""
 
-_REPLY_TOPIC_MAX = 512
-# A reply must never land on a topic other programs trust (a forged breaker state or alert).
-_RESERVED_PREFIXES = ("$", "system/", "service/", "security/", "audit/", "ui/")
 _SECRET_HINTS = ("password", "secret", "token", "apikey", "api_key", "credential", "privatekey")
 _SHOWN_MAX = 100
 _DUMP_OPTS = orjson.OPT_NON_STR_KEYS
@@ -83,15 +81,6 @@ class Job:
     ctx: CallContext
     params: dict[str, Any] | list[Any] | None
     correlation_data: bytes | None
-
-
-def usable_reply_topic(topic: object) -> str | None:
-    """``topic`` if a reply may be published there, else ``None``."""
-    if not isinstance(topic, str) or not topic or len(topic) > _REPLY_TOPIC_MAX:
-        return None
-    if "+" in topic or "#" in topic or "\x00" in topic or topic.startswith(_RESERVED_PREFIXES):
-        return None
-    return topic
 
 
 def _json_default(value: Any) -> Any:

@@ -178,7 +178,8 @@ def test_health_summary_shape() -> None:
     wire = h.to_wire()
     assert set(wire) == {"type", "clusterId", "status", "timestamp", "services", "infrastructure", "observed"}
     assert wire["services"]["A"]["p95Ms"] == 12.0
-    assert wire["observed"] == {"calls": 0, "responses": 0, "timeouts": 0, "malformed": 0, "dropped": 0}
+    assert wire["observed"] == {"calls": 0, "responses": 0, "timeouts": 0, "malformed": 0, "dropped": 0,
+                                "rejected": 0, "unknownServices": 0, "answerFailed": 0, "capped": 0}
 
 
 def test_security_models() -> None:
