@@ -6,6 +6,12 @@ writes the latest snapshot), so a slow store never delays the tick that answers 
 decisions themselves are persisted by the supervisor before they are published. Decisions go back to the
 observer that sent the delta (which fast-fails and answers pending calls) and, through it, to the
 supervisor (which publishes them).
+
+It also folds each tick's delta into the service's per-minute rollup (``policies.rollups``) and,
+once a minute, writes the finished minute through the store (``metrics_minute``: calls, errors by
+code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
+answer, like the snapshot. A minute the store refused is retried with the next; at most
+``MAX_UNWRITTEN_ROLLUPS`` wait, older ones are dropped and counted.
 """
 
 from __future__ import annotations
@@ -18,15 +24,23 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
-from adapters.store import Store, StoreError, open_store
+from adapters.store import MetricRollup, Store, StoreError, open_store
 from policies.circuit_breaker import load_breaker_policy
 from policies.correlation import ServiceDelta
 from policies.health import load_health_policy
 from policies.monitoring import MonitorCore, MonitorResult
+from policies.rollups import MinuteRollup, RollupBuilder
 
 logger = logging.getLogger("sfa_ops.monitor")
 
 STATE_NAMESPACE = "service_monitor"
+MAX_UNWRITTEN_ROLLUPS = 120
+
+
+def metric_row(r: MinuteRollup) -> MetricRollup:
+    return MetricRollup(service=r.service, minute=r.minute, calls=r.calls, outcomes=r.outcomes,
+                        latency_sketch=r.latency_sketch, concurrency_max=r.concurrency_max,
+                        concurrency_avg=r.concurrency_avg, timeouts=r.timeouts, queue_depth=r.queue_depth)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -42,6 +56,10 @@ class ServiceMonitor:
         self._save_wanted = asyncio.Event()
         self._saver: asyncio.Task[None] | None = None
         self._init_lock = asyncio.Lock()
+        self.rollups = RollupBuilder(service=service)
+        self._unwritten: list[MetricRollup] = []
+        self._rollup_writer: asyncio.Task[None] | None = None
+        self.rollups_dropped = 0
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -74,7 +92,34 @@ class ServiceMonitor:
         result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
             self._save_later(result.snapshot)
+        finished = self.rollups.add(delta, now)
+        if finished is not None:
+            self._keep_rollup(finished)
+            if self._rollup_writer is None or self._rollup_writer.done():
+                self._rollup_writer = asyncio.create_task(self._write_rollups(),
+                                                          name=f"monitor-rollup-{self.service}")
         return result
+
+    def _keep_rollup(self, r: MinuteRollup) -> None:
+        self._unwritten.append(metric_row(r))
+        if len(self._unwritten) > MAX_UNWRITTEN_ROLLUPS:
+            drop = len(self._unwritten) - MAX_UNWRITTEN_ROLLUPS
+            del self._unwritten[:drop]
+            self.rollups_dropped += drop
+            logger.error("monitor %s: %d minute rollup(s) dropped (store unavailable)", self.service, drop)
+
+    async def _write_rollups(self) -> None:
+        """Write every finished minute not yet written, in one store call."""
+        if self.store is None or not self._unwritten:
+            return
+        rows = list(self._unwritten)
+        try:
+            await self.store.metrics_upsert(rows)
+        except StoreError:
+            logger.exception("monitor %s: could not write %d minute rollup(s); retried next minute",
+                             self.service, len(rows))
+            return
+        del self._unwritten[:len(rows)]
 
     async def set_pods(self, pods: dict[str, Any]) -> None:
         """Pod status from the Kubernetes checker (``running``, ``ready``, ``total``,
@@ -115,7 +160,13 @@ class ServiceMonitor:
                 self._save_wanted.set()
 
     async def flush(self) -> None:
-        """Wait until the latest snapshot is saved (used on shutdown)."""
+        """Write the minute so far and wait until the latest snapshot is saved (used on shutdown)."""
+        if self._rollup_writer is not None:
+            await asyncio.gather(self._rollup_writer, return_exceptions=True)
+        partial = self.rollups.close(self.clock.now())
+        if partial is not None:
+            self._keep_rollup(partial)
+        await self._write_rollups()
         for _ in range(100):
             if self._unsaved is None and not self._save_wanted.is_set():
                 return
