@@ -11,7 +11,9 @@ It also folds each tick's delta into the service's per-minute rollup (``policies
 once a minute, writes the finished minute through the store (``metrics_minute``: calls, errors by
 code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
 answer, like the snapshot. A minute the store refused is retried with the next; at most
-``MAX_UNWRITTEN_ROLLUPS`` wait, older ones are dropped and counted.
+``MAX_UNWRITTEN_ROLLUPS`` wait, older ones are dropped and counted. With each write it records the
+service's instances (running pods, else online presence) in ``service_resources``, which the
+recommendations read (CPU/memory utilisation only ``drivers.generate`` writes so far).
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ logger = logging.getLogger("sfa_ops.monitor")
 
 STATE_NAMESPACE = "service_monitor"
 MAX_UNWRITTEN_ROLLUPS = 120
+RESOURCES_NAMESPACE = "service_resources"
 
 
 def metric_row(r: MinuteRollup) -> MetricRollup:
@@ -120,6 +123,20 @@ class ServiceMonitor:
                              self.service, len(rows))
             return
         del self._unwritten[:len(rows)]
+        instances = self._instances()
+        if instances:
+            try:
+                await self.store.state_put(RESOURCES_NAMESPACE, self.service, {"instances": instances})
+            except StoreError:
+                logger.exception("monitor %s: could not write its instance count", self.service)
+
+    def _instances(self) -> int:
+        """Instances serving now: running pods when the Kubernetes checker reports them, else online presence."""
+        running = (self.pods or {}).get("running")
+        if isinstance(running, int) and running > 0:
+            return running
+        core = self.core
+        return sum(1 for up in core.instances.values() if up) if core is not None else 0
 
     async def set_pods(self, pods: dict[str, Any]) -> None:
         """Pod status from the Kubernetes checker (``running``, ``ready``, ``total``,
