@@ -11,8 +11,10 @@ What one minute holds (the seed's function metrics, stored as ``metrics_minute``
 - ``timeouts``: unanswered calls plus -32007 TimeoutError answers;
 - ``latency_sketch``: the answered calls' durations (``policies.sketch_codec``), from which readers
   take p50/p95/p99 (an unanswered call's "duration" is its timeout, not a latency);
-- ``concurrency_max``: the most calls in flight at once; ``concurrency_avg``: calls in flight,
-  time-averaged over the part of the minute observed;
+- ``concurrency_max``: the most calls in flight at once (the observer's count at each call);
+  ``concurrency_avg``: calls in flight on average over the minute, by Little's law — the summed
+  durations of the calls that finished in it (an unanswered call's up to its timeout) over the
+  minute's length (sampling in-flight counts at tick ends would miss every call shorter than a tick);
 - ``queue_depth``: calls still awaiting an answer at the minute's end (the backlog carried over).
 
 With several observers each delta holds one observer's in-flight counts: concurrency and queue
@@ -54,11 +56,9 @@ class _Minute:
     outcomes: dict[str, int] = field(default_factory=dict)
     sketch: LatencySketch = field(default_factory=LatencySketch)
     timeouts: int = 0
+    busy_s: float = 0.0
     peak: int = 0
-    area: float = 0.0
-    covered: float = 0.0
     inflight: int = 0
-    last_t: float | None = None
 
 
 def minute_of(now: float) -> float:
@@ -79,17 +79,10 @@ class RollupBuilder:
         done: MinuteRollup | None = None
         cur = self._cur
         if cur is not None and start > cur.start:
-            self._advance(cur, cur.start + MINUTE_S)
-            done = self._finish(cur)
-            carried = cur.inflight
+            done = self._finish(cur, MINUTE_S)
             cur = None
-        else:
-            carried = None
         if cur is None:
             cur = self._cur = _Minute(start=start)
-            if carried is not None:  # the backlog continues into the new minute
-                cur.inflight, cur.last_t = carried, start
-        self._advance(cur, now)
         for dur, code in delta.outcomes:
             self._outcome(cur, dur, code)
         for dur, code in delta.trials:
@@ -103,35 +96,27 @@ class RollupBuilder:
         cur, self._cur = self._cur, None
         if cur is None:
             return None
-        self._advance(cur, min(now, cur.start + MINUTE_S))
-        return self._finish(cur)
-
-    @staticmethod
-    def _advance(m: _Minute, t: float) -> None:
-        if m.last_t is not None and t > m.last_t:
-            m.area += m.inflight * (t - m.last_t)
-            m.covered += t - m.last_t
-        if m.last_t is None or t > m.last_t:
-            m.last_t = t
+        return self._finish(cur, min(max(now - cur.start, 1.0), MINUTE_S))
 
     @staticmethod
     def _outcome(m: _Minute, dur: float, code: int | None) -> None:
+        dur = max(dur, 0.0)
         m.calls += 1
+        m.busy_s += dur
         key = "ok" if code is None else str(code)
         m.outcomes[key] = m.outcomes.get(key, 0) + 1
         if code in (UNANSWERED, TIMEOUT_ERROR):
             m.timeouts += 1
         if code != UNANSWERED:
-            m.sketch.add(max(dur, 0.0))
+            m.sketch.add(dur)
 
-    def _finish(self, m: _Minute) -> MinuteRollup | None:
+    def _finish(self, m: _Minute, span_s: float) -> MinuteRollup | None:
         if m.calls == 0 and m.peak == 0 and m.inflight == 0:
             return None
-        avg = m.area / m.covered if m.covered > 0 else float(m.inflight)
         return MinuteRollup(service=self.service, minute=m.start, calls=m.calls, outcomes=dict(m.outcomes),
                             latency_sketch=encode_sketch(m.sketch) if m.sketch.count else b"",
-                            concurrency_max=m.peak, concurrency_avg=round(avg, 3), timeouts=m.timeouts,
-                            queue_depth=m.inflight)
+                            concurrency_max=m.peak, concurrency_avg=round(m.busy_s / span_s, 3),
+                            timeouts=m.timeouts, queue_depth=m.inflight)
 
 
 __all__ = ["MINUTE_S", "MinuteRollup", "RollupBuilder", "minute_of"]

@@ -27,6 +27,7 @@ from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import Action, Scenario, Step
 from drivers.simulate import Simulation
 from policies import audit_schema as schema
+from policies.windows import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent
@@ -37,7 +38,7 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 BRUTE_FORCE_IP = "203.0.113.77"
 POLICIES = {"observation.yaml": "call_timeout: 10s\ntick: 100ms\n"}  # above the 6 s slow answers
 SCENARIO = Scenario(name="live-analysis", description="partial error spike on Payments, slow UserManagement",
-                    length=40.0, steps=(
+                    length=35.0, steps=(
     Step(at=5.0, action=Action(kind="mode", service="Payments", mode=FaultMode(mode="internal_errors", rate=0.3))),
     Step(at=5.0, action=Action(kind="mode", service="UserManagement", mode=FaultMode(mode="slow", rate=0.5,
                                                                                     delay=6.0))),
@@ -137,6 +138,7 @@ def test_operate_feeds_baselines_recommendations_and_reports(broker_url: str, tm
     payments = by_service["Payments"]
     assert sum(r.outcomes.get("-32603", 0) for r in payments) >= 10
     assert all(sum(r.outcomes.values()) == r.calls for r in rows)
+    assert all(r.timeouts == r.outcomes.get("-32007", 0) + r.outcomes.get(str(UNANSWERED), 0) for r in rows)
     assert max(r.concurrency_max for r in by_service["UserManagement"]) >= 2  # 6 s answers pile up
     assert all(r.latency_sketch for r in rows if r.calls > r.timeouts)
 

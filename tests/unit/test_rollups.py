@@ -38,7 +38,7 @@ def test_a_minute_closes_when_the_next_begins_with_every_figure() -> None:
     assert r.calls == 13 and sum(r.outcomes.values()) == 13
     assert r.outcomes == {"ok": 9, "-32603": 2, str(UNANSWERED): 1, "-32007": 1}
     assert r.timeouts == 2 and r.concurrency_max == 6
-    assert r.concurrency_avg == pytest.approx(4.0)  # 4 in flight from +1 s to the minute's end
+    assert r.concurrency_avg == pytest.approx((8 * 0.1 + 2 * 0.2 + 1.0 + 0.3 + 0.05) / 60.0, abs=1e-3)  # Little
     assert r.queue_depth == 4
     sketch = decode_sketch(r.latency_sketch)
     assert sketch.count == 12  # the unanswered call has no latency
@@ -46,13 +46,14 @@ def test_a_minute_closes_when_the_next_begins_with_every_figure() -> None:
     assert sketch.quantile(1.0) == pytest.approx(0.3, rel=0.02)
 
 
-def test_the_backlog_carries_into_the_next_minute() -> None:
-    """Calls in flight at a minute's end still count in the next minute's average concurrency."""
+def test_the_backlog_at_the_minute_end_is_the_queue_depth() -> None:
+    """Calls still in flight when a minute ends are its queue depth, even with none finished."""
     b = RollupBuilder(service="Payments")
     b.add(delta([(0.1, None)], inflight=3, peak=3), T0 + 50.0)
-    b.add(delta([], inflight=3), T0 + 65.0)
+    b.add(delta([], inflight=5, peak=5), T0 + 65.0)
     r = b.add(delta([], inflight=0), T0 + 121.0)
-    assert r is not None and r.minute == T0 + 60.0 and r.calls == 0 and r.concurrency_avg == pytest.approx(3.0)
+    assert r is not None and r.minute == T0 + 60.0 and r.calls == 0 and r.queue_depth == 5
+    assert r.concurrency_max == 5 and r.concurrency_avg == 0.0
 
 
 def test_idle_minutes_write_nothing_and_close_flushes_the_partial_minute() -> None:
@@ -63,6 +64,7 @@ def test_idle_minutes_write_nothing_and_close_flushes_the_partial_minute() -> No
     b.add(delta([(0.2, None)], inflight=1, peak=1), T0 + 70.0)
     r = b.close(T0 + 80.0)
     assert r is not None and r.minute == T0 + 60.0 and r.calls == 1 and r.queue_depth == 1
+    assert r.concurrency_avg == pytest.approx(0.2 / 20.0, abs=1e-3)  # averaged over the 20 s observed
     assert b.close(T0 + 90.0) is None
 
 
