@@ -81,7 +81,7 @@ class Operations:
 @contextlib.asynccontextmanager
 async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ...] = (),
                      policies: dict[str, str] | None = None, observers: int = 1,
-                     extra: dict[str, Any] | None = None) -> AsyncIterator[Operations]:
+                     extra: dict[str, Any] | None = None, start_timeout: float = 60.0) -> AsyncIterator[Operations]:
     """The operations job (drivers.operate.run) on a unique cluster id, stopped on exit; ``extra``
     adds or overrides options (e.g. ``{"check_redis": [url]}``)."""
     from drivers.operate import run
@@ -99,11 +99,11 @@ async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ..
     ready, stop = asyncio.Event(), asyncio.Event()
     task = asyncio.create_task(run(opts, ready=ready, stop=stop))
     try:
-        done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, timeout=60,
+        done, _ = await asyncio.wait({task, asyncio.create_task(ready.wait())}, timeout=start_timeout,
                                      return_when=asyncio.FIRST_COMPLETED)
         if task in done:
             task.result()
-        assert ready.is_set(), "operate did not start within 60 s"
+        assert ready.is_set(), f"operate did not start within {start_timeout:g} s"
         yield Operations(cluster, broker_url, store_url, watcher, bus)
     finally:
         stop.set()
