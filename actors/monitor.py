@@ -104,7 +104,10 @@ class ServiceMonitor:
         return result
 
     def _keep_rollup(self, r: MinuteRollup) -> None:
-        self._unwritten.append(metric_row(r))
+        self._keep(metric_row(r))
+
+    def _keep(self, row: MetricRollup) -> None:
+        self._unwritten.append(row)
         if len(self._unwritten) > MAX_UNWRITTEN_ROLLUPS:
             drop = len(self._unwritten) - MAX_UNWRITTEN_ROLLUPS
             del self._unwritten[:drop]
@@ -115,14 +118,16 @@ class ServiceMonitor:
         """Write every finished minute not yet written, in one store call."""
         if self.store is None or not self._unwritten:
             return
-        rows = list(self._unwritten)
+        rows, self._unwritten = self._unwritten, []
         try:
             await self.store.metrics_upsert(rows)
         except StoreError:
             logger.exception("monitor %s: could not write %d minute rollup(s); retried next minute",
                              self.service, len(rows))
+            later, self._unwritten = self._unwritten, []
+            for row in rows + later:
+                self._keep(row)
             return
-        del self._unwritten[:len(rows)]
         instances = self._instances()
         if instances:
             try:
