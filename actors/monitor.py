@@ -12,7 +12,7 @@ once a minute, writes the finished minute through the store (``metrics_minute``:
 code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
 answer, like the snapshot. A minute the store refused is retried with the next; at most
 ``MAX_UNWRITTEN_ROLLUPS`` wait, older ones are dropped and counted. With each write it records the
-service's instances (running pods, else online presence) in ``service_resources``, which the
+most instances serving during those minutes (running pods, else online presence) in ``service_resources``, which the
 recommendations read (CPU/memory utilisation only ``drivers.generate`` writes so far).
 """
 
@@ -63,6 +63,7 @@ class ServiceMonitor:
         self._unwritten: list[MetricRollup] = []
         self._rollup_writer: asyncio.Task[None] | None = None
         self.rollups_dropped = 0
+        self._peak_instances = 0
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -95,6 +96,8 @@ class ServiceMonitor:
         result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
             self._save_later(result.snapshot)
+        if delta.presence or self._peak_instances == 0:
+            self._peak_instances = max(self._peak_instances, self._instances())
         finished = self.rollups.add(delta, now)
         if finished is not None:
             self._keep_rollup(finished)
@@ -128,7 +131,7 @@ class ServiceMonitor:
             for row in rows + later:
                 self._keep(row)
             return
-        instances = self._instances()
+        instances, self._peak_instances = max(self._peak_instances, self._instances()), self._instances()
         if instances:
             try:
                 await self.store.state_put(RESOURCES_NAMESPACE, self.service, {"instances": instances})

@@ -25,7 +25,7 @@ from adapters.store import MetricRollup, open_store
 from drivers import baselines, recommend, report
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import Action, Scenario, Step
-from drivers.simulate import Simulation
+from drivers.simulate import INSTANCES, Simulation
 from policies import audit_schema as schema
 from policies.windows import UNANSWERED
 from protocol import topics
@@ -127,11 +127,12 @@ def test_operate_feeds_baselines_recommendations_and_reports(broker_url: str, tm
     hour_from = math.floor(run["started"] / 3600) * 3600
     hour_to = math.ceil((run["ended"] + 1) / 3600) * 3600
 
-    async def rollups() -> list[MetricRollup]:
+    async def rollups() -> tuple[list[MetricRollup], dict[str, dict[str, Any]]]:
         async with open_store(url) as store:
-            return await store.metrics_query(None, hour_from, hour_to)
+            return await store.metrics_query(None, hour_from, hour_to), await store.state_list("service_resources")
 
-    rows = asyncio.run(rollups())
+    rows, resources = asyncio.run(rollups())
+    assert {s: resources.get(s, {}).get("instances") for s in SERVICES} == dict.fromkeys(SERVICES, len(INSTANCES))
     by_service: dict[str, list[MetricRollup]] = {}
     for r in rows:
         by_service.setdefault(r.service, []).append(r)
