@@ -23,18 +23,20 @@ import pandas as pd
 
 from adapters.store import open_store
 from adapters.store.analysis import Field, audit_frame
+from policies import audit_schema as schema
 from policies.baselines import Partials, partials
-from protocol.errors import counts_against_service
+from policies.windows import is_failure
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-CALL_KIND = "service_function_call"
-ACCESS_KIND = "data_access"
+CALL_KIND = schema.CALL
+ACCESS_KIND = schema.DATA_ACCESS
 BASELINE_FIELDS = (
-    Field(name="user", key="userId"), Field(name="service", key="service"),
-    Field(name="duration_ms", key="durationMs", type="float"), Field(name="code", key="errorCode", type="float"),
-    Field(name="records", key="recordCount", type="float"),
+    Field(name="user", key=schema.USER_ID), Field(name="service", key=schema.SERVICE),
+    Field(name="duration_ms", key=schema.DURATION_MS, type="float"),
+    Field(name="code", key=schema.RESULT_CODE, type="float"),
+    Field(name="records", key=schema.RECORD_COUNT, type="float"),
 )
 
 
@@ -83,7 +85,7 @@ def failure_flags(codes: pd.Series) -> np.ndarray:
     out = np.zeros(len(values), dtype=bool)
     present = ~np.isnan(values)
     for code in np.unique(values[present]):
-        if counts_against_service(int(code)):
+        if is_failure(int(code)):
             out[values == code] = True
     return out
 
@@ -170,8 +172,8 @@ def fold_partials(total: Partials | None, new: list[Partials]) -> Partials:
 
 
 MESSAGE_FIELDS = (
-    Field(name="user", key="userId"), Field(name="service", key="service"),
-    Field(name="payload_bytes", key="payloadBytes", type="float"),
+    Field(name="user", key=schema.USER_ID), Field(name="service", key=schema.SERVICE),
+    Field(name="payload_bytes", key=schema.PAYLOAD_BYTES, type="float"),
 )
 
 
@@ -205,15 +207,15 @@ def fold_messages(total: MessagePartials | None, new: list[MessagePartials]) -> 
     return MessagePartials(publishers=pubs, sizes=sizes, rows=sum(p.rows for p in parts))
 
 
-REPORT_KINDS = ("data_access", "auth", "authz", "data_subject_request")
+REPORT_KINDS = (schema.DATA_ACCESS, schema.AUTH, schema.AUTHZ, schema.DATA_SUBJECT_REQUEST)
 REPORT_FIELDS = (
-    Field(name="user", key="userId"), Field(name="service", key="service"),
-    Field(name="collection", key="collection"), Field(name="operation", key="operation"),
-    Field(name="records", key="recordCount", type="float"), Field(name="roles", key="roles"),
-    Field(name="ip", key="ipAddress"), Field(name="success", key="success", type="bool"),
-    Field(name="allowed", key="allowed", type="bool"), Field(name="method", key="method"),
-    Field(name="request_type", key="requestType"), Field(name="status", key="status"),
-    Field(name="days_to_complete", key="daysToComplete", type="float"),
+    Field(name="user", key=schema.USER_ID), Field(name="service", key=schema.SERVICE),
+    Field(name="collection", key=schema.COLLECTION), Field(name="operation", key=schema.OPERATION),
+    Field(name="records", key=schema.RECORD_COUNT, type="float"), Field(name="roles", key=schema.ROLES),
+    Field(name="ip", key=schema.IP_ADDRESS), Field(name="success", key=schema.SUCCESS, type="bool"),
+    Field(name="allowed", key=schema.ALLOWED, type="bool"), Field(name="method", key=schema.METHOD),
+    Field(name="request_type", key=schema.REQUEST_TYPE), Field(name="status", key=schema.STATUS),
+    Field(name="days_to_complete", key=schema.DAYS_TO_COMPLETE, type="float"),
 )
 ACTIVITY_BUCKET_S = 300.0
 
@@ -231,8 +233,8 @@ class ReportPartials:
 def report_partials(url: str, since: float, until: float) -> ReportPartials:
     """The report job's partials of ``[since, until)``."""
     events = read_frame(url, since, until, REPORT_KINDS, REPORT_FIELDS)
-    calls = read_frame(url, since, until, (CALL_KIND,), (Field(name="user", key="userId"),
-                                                       Field(name="service", key="service")))
+    calls = read_frame(url, since, until, (CALL_KIND,), (Field(name="user", key=schema.USER_ID),
+                                                       Field(name="service", key=schema.SERVICE)))
     bucket = np.floor(calls["ts"].to_numpy() / ACTIVITY_BUCKET_S).astype("int64")
     activity = (pd.DataFrame({"user": calls["user"].to_numpy(), "bucket": bucket,
                               "service": calls["service"].to_numpy()})

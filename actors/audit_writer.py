@@ -2,9 +2,10 @@
 
 Inputs: ``calls(events)`` — compact observed-call records from the observers (``ts``, ``service``,
 ``method``, ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code``,
-``ipAddress``, ``userAgent``, raw ``params``); and ``audit/+/data-access``, subscribed here.
-Each becomes a sanitized audit event with compliance info (``policies.audit_events``); each data
-access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
+``ipAddress``, ``userAgent``, raw ``params``); and, subscribed here, ``audit/+/data-access``,
+``security/auth/+`` and ``security/authz/+`` (what the security analyst sees, recorded so the
+reports can read it). Each becomes a sanitized audit event in the shared schema
+(``policies.audit_events``, ``policies.audit_schema``); each data access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
 an audit event and a ``compliance_violations`` state entry.
 
 Events wait in a bounded in-memory batch and are appended every ``audit_flush_s`` through a
@@ -35,6 +36,8 @@ from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.audit_events import (
     ComplianceTracker,
+    auth_event,
+    authz_event,
     call_event,
     data_access_event,
     loss_event,
@@ -65,8 +68,8 @@ class AuditTrail:
         self.tracker = ComplianceTracker(policy=policy)
         self.max_pending = max_pending
         self.pending: list[dict[str, Any]] = []
-        self.counts = dict.fromkeys(("calls", "data_access", "violations", "appended", "lost", "purged",
-                                     "malformed"), 0)
+        self.counts = dict.fromkeys(("calls", "data_access", "auth", "authz", "violations", "appended", "lost",
+                                     "purged", "malformed"), 0)
         self._lost_unrecorded = 0
         self.alerts: list[dict[str, Any]] = []
         self.violation_entries: list[dict[str, Any]] = []
@@ -93,6 +96,18 @@ class AuditTrail:
                 self.counts["calls"] += 1
             except (TypeError, ValueError, AttributeError):
                 self.counts["malformed"] += 1
+
+    def auth(self, m: wire.AuthEvent) -> None:
+        self._enqueue(auth_event(user_id=m.user_id, ip_address=m.ip_address, success=m.success,
+                                 timestamp=m.timestamp.timestamp(), method=m.method, user_agent=m.user_agent,
+                                 reason=m.reason, policy=self.policy, now=self.clock.now()))
+        self.counts["auth"] += 1
+
+    def authz(self, m: wire.AuthzEvent) -> None:
+        self._enqueue(authz_event(user_id=m.user_id, service=m.service, method=m.method, allowed=m.allowed,
+                                  timestamp=m.timestamp.timestamp(), roles=m.roles, ip_address=m.ip_address,
+                                  policy=self.policy, now=self.clock.now()))
+        self.counts["authz"] += 1
 
     def data_access(self, service: str, m: wire.DataAccessEvent) -> None:
         now = self.clock.now()
@@ -172,6 +187,8 @@ class AuditWriterBody:
                 await self.store.open()
                 await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access,
                                          qos=self.options.subscribe_qos)
+                await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=self.options.subscribe_qos)
+                await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=self.options.subscribe_qos)
                 await self.bus.start()
                 await self.bus.wait_connected(30)
                 o = self.options
@@ -206,6 +223,22 @@ class AuditWriterBody:
             self.trail.counts["malformed"] += 1
             return
         self.trail.data_access(parsed["service"], m)
+
+    def _on_auth(self, msg: Message) -> None:
+        try:
+            m = parse_model(wire.AuthEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self.trail.counts["malformed"] += 1
+            return
+        self.trail.auth(m)
+
+    def _on_authz(self, msg: Message) -> None:
+        try:
+            m = parse_model(wire.AuthzEvent, msg.payload)
+        except (ValidationError, ValueError):
+            self.trail.counts["malformed"] += 1
+            return
+        self.trail.authz(m)
 
     async def calls(self, events: list[dict[str, Any]]) -> None:
         """Observed calls from the observers (see the module docstring for the fields)."""

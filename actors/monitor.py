@@ -6,6 +6,14 @@ writes the latest snapshot), so a slow store never delays the tick that answers 
 decisions themselves are persisted by the supervisor before they are published. Decisions go back to the
 observer that sent the delta (which fast-fails and answers pending calls) and, through it, to the
 supervisor (which publishes them).
+
+It also folds each tick's delta into the service's per-minute rollup (``policies.rollups``) and,
+once a minute, writes the finished minute through the store (``metrics_minute``: calls, errors by
+code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
+answer, like the snapshot. A minute the store refused is retried with the next; at most
+``MAX_UNWRITTEN_ROLLUPS`` wait, older ones are dropped and counted. With each write it records the
+most instances serving during those minutes (running pods, else online presence) in ``service_resources``, which the
+recommendations read (CPU/memory utilisation only ``drivers.generate`` writes so far).
 """
 
 from __future__ import annotations
@@ -18,15 +26,24 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
-from adapters.store import Store, StoreError, open_store
+from adapters.store import MetricRollup, Store, StoreError, open_store
 from policies.circuit_breaker import load_breaker_policy
 from policies.correlation import ServiceDelta
 from policies.health import load_health_policy
 from policies.monitoring import MonitorCore, MonitorResult
+from policies.rollups import MinuteRollup, RollupBuilder
 
 logger = logging.getLogger("sfa_ops.monitor")
 
 STATE_NAMESPACE = "service_monitor"
+MAX_UNWRITTEN_ROLLUPS = 120
+RESOURCES_NAMESPACE = "service_resources"
+
+
+def metric_row(r: MinuteRollup) -> MetricRollup:
+    return MetricRollup(service=r.service, minute=r.minute, calls=r.calls, outcomes=r.outcomes,
+                        latency_sketch=r.latency_sketch, concurrency_max=r.concurrency_max,
+                        concurrency_avg=r.concurrency_avg, timeouts=r.timeouts, queue_depth=r.queue_depth)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -42,6 +59,11 @@ class ServiceMonitor:
         self._save_wanted = asyncio.Event()
         self._saver: asyncio.Task[None] | None = None
         self._init_lock = asyncio.Lock()
+        self.rollups = RollupBuilder(service=service)
+        self._unwritten: list[MetricRollup] = []
+        self._rollup_writer: asyncio.Task[None] | None = None
+        self.rollups_dropped = 0
+        self._peak_instances = 0
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -74,7 +96,55 @@ class ServiceMonitor:
         result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
             self._save_later(result.snapshot)
+        if delta.presence or self._peak_instances == 0:
+            self._peak_instances = max(self._peak_instances, self._instances())
+        finished = self.rollups.add(delta, now)
+        if finished is not None:
+            self._keep_rollup(finished)
+            if self._rollup_writer is None or self._rollup_writer.done():
+                self._rollup_writer = asyncio.create_task(self._write_rollups(),
+                                                          name=f"monitor-rollup-{self.service}")
         return result
+
+    def _keep_rollup(self, r: MinuteRollup) -> None:
+        self._keep(metric_row(r))
+
+    def _keep(self, row: MetricRollup) -> None:
+        self._unwritten.append(row)
+        if len(self._unwritten) > MAX_UNWRITTEN_ROLLUPS:
+            drop = len(self._unwritten) - MAX_UNWRITTEN_ROLLUPS
+            del self._unwritten[:drop]
+            self.rollups_dropped += drop
+            logger.error("monitor %s: %d minute rollup(s) dropped (store unavailable)", self.service, drop)
+
+    async def _write_rollups(self) -> None:
+        """Write every finished minute not yet written, in one store call."""
+        if self.store is None or not self._unwritten:
+            return
+        rows, self._unwritten = self._unwritten, []
+        try:
+            await self.store.metrics_upsert(rows)
+        except StoreError:
+            logger.exception("monitor %s: could not write %d minute rollup(s); retried next minute",
+                             self.service, len(rows))
+            later, self._unwritten = self._unwritten, []
+            for row in rows + later:
+                self._keep(row)
+            return
+        instances, self._peak_instances = max(self._peak_instances, self._instances()), self._instances()
+        if instances:
+            try:
+                await self.store.state_put(RESOURCES_NAMESPACE, self.service, {"instances": instances})
+            except StoreError:
+                logger.exception("monitor %s: could not write its instance count", self.service)
+
+    def _instances(self) -> int:
+        """Instances serving now: running pods when the Kubernetes checker reports them, else online presence."""
+        running = (self.pods or {}).get("running")
+        if isinstance(running, int) and running > 0:
+            return running
+        core = self.core
+        return sum(1 for up in core.instances.values() if up) if core is not None else 0
 
     async def set_pods(self, pods: dict[str, Any]) -> None:
         """Pod status from the Kubernetes checker (``running``, ``ready``, ``total``,
@@ -115,7 +185,13 @@ class ServiceMonitor:
                 self._save_wanted.set()
 
     async def flush(self) -> None:
-        """Wait until the latest snapshot is saved (used on shutdown)."""
+        """Write the minute so far and wait until the latest snapshot is saved (used on shutdown)."""
+        if self._rollup_writer is not None:
+            await asyncio.gather(self._rollup_writer, return_exceptions=True)
+        partial = self.rollups.close(self.clock.now())
+        if partial is not None:
+            self._keep_rollup(partial)
+        await self._write_rollups()
         for _ in range(100):
             if self._unsaved is None and not self._save_wanted.is_set():
                 return

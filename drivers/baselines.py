@@ -74,7 +74,8 @@ async def plan(url: str, window: Window, max_rows: int) -> tuple[list[tuple[floa
     if total == 0:
         raise OptionError(
             f"--store {redact_url(url)} holds no call or data-access events in {iso(window.start)} .. "
-            f"{iso(window.end)}; check --since/--until or write a history with python -m drivers.generate"
+            f"{iso(window.end)}; check --since/--until "
+            "(run python -m drivers.operate on the store, or write a history with python -m drivers.generate)"
         )
     return plan_partitions(counts, window, max_rows), total
 

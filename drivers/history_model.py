@@ -3,8 +3,9 @@
 Every hour of the history is generated from its own random stream (``seed``, hour), so the same
 seed and end time give the same events however the work is chunked. What it holds:
 
-- audit events (``service_function_call``, ``data_access``, ``auth``, ``authz``,
-  ``data_subject_request``) from power-law users with diurnal and weekly patterns;
+- audit events (``service_call``, ``data_access``, ``auth``, ``authz``, ``data_subject_request``)
+  from power-law users with diurnal and weekly patterns, in the live audit writer's shape
+  (``policies.audit_schema``: the same kinds and field names, without parameters or compliance);
 - per-service, per-minute ``MetricRollup`` rows for the last ``rollup_days``;
 - planted anomalies (see :attr:`HistoryModel.planted`), all inside the last 24 hours: a user whose
   volume jumps, one reaching new services, one exfiltrating, a brute-force burst from one IP;
@@ -20,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from adapters.store.base import MetricRollup
+from policies import audit_schema as schema
 from policies.baselines import DAY, HOUR, ZERO_KEY, sketch_keys
 from policies.sketch_codec import encode_counts
 
@@ -154,21 +156,32 @@ def planted_events(m: HistoryModel, pop: Population) -> list[dict[str, Any]]:
                              pop.ips[new]))
     ex = int(p["exfiltration_user"].split("-")[1])
     for k in range(4):
-        out.append({"kind": "data_access", "ts": m.end - 6 * HOUR + k * 240, "userId": p["exfiltration_user"],
-                    "service": names[0], "collection": "users", "operation": "read", "recordCount": 6000,
-                    "roles": pop.roles[ex]})
+        out.append(_access(m.end - 6 * HOUR + k * 240, p["exfiltration_user"], names[0], "users", "read", 6000,
+                           pop.roles[ex]))
     victim = user_name(3)
     for k in range(25):  # a brute-force burst: 25 failures in about two minutes from one address
-        out.append({"kind": "auth", "ts": m.end - 16 * HOUR + k * 5, "userId": victim,
-                    "ipAddress": BRUTE_FORCE_IP, "success": False, "method": "password"})
+        out.append(_auth(m.end - 16 * HOUR + k * 5, victim, BRUTE_FORCE_IP, False))
     return out
 
 
 def _call(ts: float, user: str, service: str, method: str, ms: float, code: int | None, size: int,
           ip: str) -> dict[str, Any]:
-    return {"kind": "service_function_call", "ts": ts, "userId": user, "service": service, "method": method,
-            "durationMs": round(ms, 3), "success": code is None, "errorCode": code, "payloadBytes": size,
-            "ipAddress": ip}
+    return {schema.KIND: schema.CALL, schema.EVENT_TYPE: "ServiceFunctionCall", schema.TS: ts, schema.USER_ID: user,
+            schema.SERVICE: service, schema.METHOD: method, schema.DURATION_MS: round(ms, 3),
+            schema.SUCCESS: code is None, schema.RESULT_CODE: code, schema.PAYLOAD_BYTES: size,
+            schema.IP_ADDRESS: ip}
+
+
+def _access(ts: float, user: str, service: str, collection: str, operation: str, records: int,
+            roles: list[str]) -> dict[str, Any]:
+    return {schema.KIND: schema.DATA_ACCESS, schema.EVENT_TYPE: "DataAccess", schema.TS: ts, schema.USER_ID: user,
+            schema.SERVICE: service, schema.COLLECTION: collection, schema.OPERATION: operation,
+            schema.RECORD_COUNT: records, schema.ROLES: roles}
+
+
+def _auth(ts: float, user: str, ip: str, success: bool) -> dict[str, Any]:
+    return {schema.KIND: schema.AUTH, schema.EVENT_TYPE: "Authentication", schema.TS: ts, schema.USER_ID: user,
+            schema.IP_ADDRESS: ip, schema.SUCCESS: success, schema.METHOD: "password"}
 
 
 def hour_counts(m: HistoryModel, planted: int) -> np.ndarray:
@@ -233,15 +246,13 @@ def hour_events(m: HistoryModel, pop: Population, hour: int, n: int) -> list[dic
             out.append(_call(t, user, names[s], METHODS[methods[i]], float(lat[i]), code, int(sizes[i]),
                              pop.ips[u]))
         elif k == 1:
-            out.append({"kind": "data_access", "ts": t, "userId": user, "service": names[s],
-                        "collection": cols[s], "operation": OPERATIONS[ops[i]],
-                        "recordCount": int(records[i]), "roles": pop.roles[u]})
+            out.append(_access(t, user, names[s], cols[s], OPERATIONS[ops[i]], int(records[i]), pop.roles[u]))
         elif k == 2:
-            out.append({"kind": "auth", "ts": t, "userId": user, "ipAddress": pop.ips[u],
-                        "success": bool(auth_ok[i]), "method": "password"})
+            out.append(_auth(t, user, pop.ips[u], bool(auth_ok[i])))
         else:
-            out.append({"kind": "authz", "ts": t, "userId": user, "service": names[s],
-                        "method": METHODS[methods[i]], "allowed": bool(auth_ok[i]), "roles": pop.roles[u]})
+            out.append({schema.KIND: schema.AUTHZ, schema.EVENT_TYPE: "Authorization", schema.TS: t,
+                        schema.USER_ID: user, schema.SERVICE: names[s], schema.METHOD: METHODS[methods[i]],
+                        schema.ALLOWED: bool(auth_ok[i]), schema.ROLES: pop.roles[u]})
     return out
 
 
@@ -253,10 +264,11 @@ def subject_requests(m: HistoryModel) -> list[dict[str, Any]]:
     for t in np.sort(rng.uniform(m.start, m.end, n)).tolist():
         days = float(rng.choice([3, 7, 12, 20, 25, 40]))
         done = t + days * DAY <= m.end
-        out.append({"kind": "data_subject_request", "ts": t, "userId": user_name(int(rng.integers(0, m.users))),
-                    "requestType": str(rng.choice(["access", "erasure", "rectification", "portability"])),
-                    "status": "completed" if done else "pending",
-                    "daysToComplete": days if done else None})
+        out.append({schema.KIND: schema.DATA_SUBJECT_REQUEST, schema.EVENT_TYPE: "DataSubjectRequest", schema.TS: t,
+                    schema.USER_ID: user_name(int(rng.integers(0, m.users))),
+                    schema.REQUEST_TYPE: str(rng.choice(["access", "erasure", "rectification", "portability"])),
+                    schema.STATUS: "completed" if done else "pending",
+                    schema.DAYS_TO_COMPLETE: days if done else None})
     return out
 
 

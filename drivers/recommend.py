@@ -75,7 +75,8 @@ async def load(url: str, w: Window) -> dict[str, Any]:
         await store.close()
     if not rollups and not counts:
         raise OptionError(f"--store {redact_url(url)} holds no metric rollups or calls in {iso(w.start)} .. "
-                          f"{iso(w.end)}; check --window/--until or write a history with python -m drivers.generate")
+                          f"{iso(w.end)}; check --window/--until "
+                          "(run python -m drivers.operate on the store, or write a history with python -m drivers.generate)")
     return {"rollups": rollups, "counts": counts, "findings": [f.payload for f in findings],
             "resources": resources}
 

@@ -92,7 +92,8 @@ async def load(url: str, w: Window) -> dict[str, Any]:
         await store.close()
     if not counts and not incidents:
         raise OptionError(f"--store {redact_url(url)} holds no audit events or incidents in {iso(w.start)} .. "
-                          f"{iso(w.end)}; check --from/--to or write a history with python -m drivers.generate")
+                          f"{iso(w.end)}; check --from/--to "
+                          "(run python -m drivers.operate on the store, or write a history with python -m drivers.generate)")
     return {"counts": counts, "incidents": incidents, "findings": [f.payload for f in findings],
             "baseline": baseline, "bounds": bounds}
 

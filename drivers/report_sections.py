@@ -14,6 +14,7 @@ import pandas as pd
 from adapters.reports import Chart, Report, Section, Table
 from adapters.store import IncidentRecord
 from drivers.analysis_cli import iso
+from policies import audit_schema as schema
 from policies.baselines import HOUR, Window
 from policies.compliance import CompliancePolicy, DataAccess, check_access, classify
 from policies.detection_rules import SecurityPolicy
@@ -58,7 +59,7 @@ def access_violations(access: pd.DataFrame, policy: CompliancePolicy) -> list[di
 def gdpr_report(w: Window, events: pd.DataFrame, incidents: Sequence[IncidentRecord],
                 bounds: tuple[float, float, int] | None, policy: CompliancePolicy) -> tuple[Report, dict[str, Any]]:
     """The seed's GDPR report over ``w``."""
-    access = events[events["kind"] == "data_access"]
+    access = events[events["kind"] == schema.DATA_ACCESS]
     activities = []
     if not access.empty:
         grp = access.groupby(["service", "collection", "operation"])
@@ -70,7 +71,7 @@ def gdpr_report(w: Window, events: pd.DataFrame, incidents: Sequence[IncidentRec
                                "users": int(row["users"]), "classification": info.data_classification.value,
                                "lawfulBasis": info.lawful_basis.value, "retention": info.retention_text,
                                "retentionSeconds": info.retention_seconds, "gdpr": info.gdpr_applicable})
-    dsr = events[events["kind"] == "data_subject_request"]
+    dsr = events[events["kind"] == schema.DATA_SUBJECT_REQUEST]
     requests = []
     for r in dsr.itertuples(index=False):
         days = None if pd.isna(r.days_to_complete) else float(r.days_to_complete)
@@ -139,11 +140,11 @@ def security_report(w: Window, events: pd.DataFrame, activity: pd.DataFrame, buc
                     policy: SecurityPolicy, baselines: Mapping[str, UserBaseline],
                     baseline_version: int | None) -> tuple[Report, dict[str, Any]]:
     """The seed's security report over ``w``, with the detection rules replayed on the window."""
-    auth = events[events["kind"] == "auth"]
+    auth = events[events["kind"] == schema.AUTH]
     failed = auth[auth["success"] != 1]
-    authz = events[events["kind"] == "authz"]
+    authz = events[events["kind"] == schema.AUTHZ]
     denied = authz[authz["allowed"] != 1]
-    alerts = replay(events[events["kind"].isin(["auth", "data_access"])], activity, bucket_s, policy=policy,
+    alerts = replay(events[events["kind"].isin([schema.AUTH, schema.DATA_ACCESS])], activity, bucket_s, policy=policy,
                     baselines=baselines)
     hours = np.floor(failed["ts"].to_numpy() / HOUR).astype("int64")
     per_hour = pd.Series(hours).value_counts().sort_index() if len(hours) else pd.Series(dtype="int64")

@@ -2,7 +2,8 @@
 observed, with compliance info, sanitized — pure: no I/O, ``now`` passed in.
 
 Every event is a dict ready for ``Store.audit_append``: ``ts`` (epoch seconds), ``kind``
-(``service_call``, ``data_access``, ``compliance_violation``, ``audit_purge``, ``audit_loss``)
+(``service_call``, ``data_access``, ``auth``, ``authz``, ``compliance_violation``, ``audit_purge``,
+``audit_loss``; kinds and field names are ``policies.audit_schema``, which the analysis jobs read)
 and ``retention`` — the chain, one per retention period (``retention-365d``), so purging one
 period never breaks another chain. The rest is camelCase, as the seed's AuditEvent.
 
@@ -22,6 +23,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
+from policies import audit_schema as schema
 from policies.compliance import (
     ComplianceInfo,
     CompliancePolicy,
@@ -40,6 +44,7 @@ META_CHAIN = f"{CHAIN_PREFIX}meta"
 _ID_LEN = 256
 _TEXT_LEN = 512
 _RECORD_IDS_MAX = 100
+_ROLES_MAX = 32
 _VIOLATION_SEVERITY = {"low": "info", "medium": "warning", "high": "error", "critical": "critical"}
 
 
@@ -75,24 +80,42 @@ def _text(value: Any, limit: int = _ID_LEN) -> str | None:
     return clean_text(value if isinstance(value, str) else str(value), limit)
 
 
+def _roles(roles: Iterable[Any]) -> list[str]:
+    return sorted(_text(r, 64) or "" for r in roles)[:_ROLES_MAX]
+
+
 def _ts(value: Any, now: float) -> float:
     if isinstance(value, int | float) and not isinstance(value, bool) and value == value and abs(value) < 1e11:
         return float(value)
     return now
 
 
+def payload_bytes(params: Any) -> int | None:
+    """Size of a call's raw ``params`` as JSON (what ``payloadBytes`` records); None if it has none."""
+    if params is None:
+        return None
+    try:
+        return len(orjson.dumps(params))
+    except (TypeError, orjson.JSONEncodeError):
+        return None
+
+
 def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) -> dict[str, Any]:
     """An observed call → its audit event. ``record``: ``ts``, ``service``, ``method``,
     ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code`` (None or 0 = success),
-    ``ipAddress``, ``userAgent``, ``params`` (raw), optionally ``result`` (raw)."""
+    ``ipAddress``, ``userAgent``, ``params`` (raw), optionally ``payloadBytes`` (else measured from
+    ``params``) and ``result`` (raw)."""
     service = _text(record.get("service")) or "unknown"
     info = classify(service, None, policy)
     code = record.get("code")
-    code = code if isinstance(code, int) and not isinstance(code, bool) else None
+    code = code if isinstance(code, int) and not isinstance(code, bool) and code != 0 else None
     duration = record.get("durationMs")
+    size = record.get("payloadBytes")
+    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
+        size = payload_bytes(record.get("params"))
     event: dict[str, Any] = {
         "ts": _ts(record.get("ts"), now),
-        "kind": "service_call",
+        "kind": schema.CALL,
         "retention": chain_for(info),
         "eventType": "ServiceFunctionCall",
         "service": service,
@@ -103,10 +126,11 @@ def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) 
         "ipAddress": _text(record.get("ipAddress"), 64),
         "userAgent": _text(record.get("userAgent"), _TEXT_LEN),
         "parameters": sanitize(record.get("params"), policy.redaction),
-        "success": code is None or code == 0,
+        "success": code is None,
         "resultCode": code,
         "durationMs": float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool)
         else None,
+        "payloadBytes": size,
         "compliance": info.to_wire(),
     }
     if "result" in record:
@@ -124,17 +148,54 @@ def data_access_event(access: DataAccess, record_ids: Iterable[Any] | None, poli
         ids = sanitize(listed[:_RECORD_IDS_MAX], policy.redaction)
     return {
         "ts": _ts(access.timestamp, now),
-        "kind": "data_access",
+        "kind": schema.DATA_ACCESS,
         "retention": chain_for(info),
         "eventType": "DataAccess",
         "service": _text(access.service),
         "userId": _text(access.user_id),
-        "roles": sorted(_text(r, 64) or "" for r in access.roles),
+        "roles": _roles(access.roles),
         "collection": _text(access.collection),
         "operation": _text(access.operation, 32),
         "recordCount": access.record_count,
         "recordIds": ids,
         "compliance": info.to_wire(),
+    }
+
+
+def auth_event(*, user_id: str | None, ip_address: str | None, success: bool, timestamp: float,
+               method: str | None, user_agent: str | None, reason: str | None, policy: CompliancePolicy,
+               now: float) -> dict[str, Any]:
+    """An authentication attempt (``security/auth/{event}``) → its audit event (default retention)."""
+    return {
+        "ts": _ts(timestamp, now),
+        "kind": schema.AUTH,
+        "retention": f"{CHAIN_PREFIX}{format_duration(policy.default.retention)}",
+        "eventType": "Authentication",
+        "userId": _text(user_id),
+        "ipAddress": _text(ip_address, 64),
+        "success": bool(success),
+        "method": _text(method, 64),
+        "userAgent": _text(user_agent, _TEXT_LEN),
+        "reason": _text(reason, _TEXT_LEN),
+    }
+
+
+def authz_event(*, user_id: str, service: str, method: str, allowed: bool, timestamp: float,
+                roles: Iterable[str], ip_address: str | None, policy: CompliancePolicy,
+                now: float) -> dict[str, Any]:
+    """An authorization decision (``security/authz/{event}``) → its audit event (the service's retention)."""
+    name = _text(service) or "unknown"
+    return {
+        "ts": _ts(timestamp, now),
+        "kind": schema.AUTHZ,
+        "retention": chain_for(classify(name, None, policy)),
+        "eventType": "Authorization",
+        "userId": _text(user_id),
+        "service": name,
+        "method": _text(method),
+        "allowed": bool(allowed),
+        "roles": _roles(roles),
+        "ipAddress": _text(ip_address, 64),
     }
 
 
@@ -221,10 +282,13 @@ __all__ = [
     "META_CHAIN",
     "ComplianceTracker",
     "TrackerLimits",
+    "auth_event",
+    "authz_event",
     "call_event",
     "chain_for",
     "data_access_event",
     "loss_event",
+    "payload_bytes",
     "purge_event",
     "purge_plan",
     "retention_chains",

@@ -12,6 +12,7 @@ from typing import Any
 
 import pandas as pd
 
+from policies import audit_schema as schema
 from policies.detection_rules import SecurityPolicy
 from policies.security import SecurityAnalyzer
 from policies.security_events import AuthEvent, DataAccessEvent, SecurityAlert, UserActivity, UserBaseline
@@ -30,10 +31,10 @@ def replay(
     records); ``activity``: user, bucket, service, n (calls in bucket ``bucket`` of ``bucket_s``)."""
     analyzer = SecurityAnalyzer(config=policy, baselines=baselines)
     feed: list[tuple[float, int, Any]] = []
-    for r in events[events["kind"] == "auth"].itertuples(index=False):
+    for r in events[events["kind"] == schema.AUTH].itertuples(index=False):
         feed.append((float(r.ts), 0, AuthEvent(user_id=_text(r.user), ip_address=_text(r.ip),
                                                success=bool(r.success == 1), timestamp=float(r.ts))))
-    for r in events[events["kind"] == "data_access"].itertuples(index=False):
+    for r in events[events["kind"] == schema.DATA_ACCESS].itertuples(index=False):
         feed.append((float(r.ts), 1, DataAccessEvent(
             user_id=str(r.user), service=str(r.service), collection=str(r.collection),
             operation=str(r.operation), record_count=int(r.records or 0), timestamp=float(r.ts))))

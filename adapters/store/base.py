@@ -160,6 +160,8 @@ class MetricRollup:
     concurrency_max: int = 0
     concurrency_avg: float = 0.0
     timeouts: int = 0
+    queue_depth: int = 0
+    """Calls still awaiting an answer at the minute's end."""
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

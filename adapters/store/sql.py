@@ -70,7 +70,7 @@ _INCIDENT_COLS = (
 )
 _ACTION_COLS = "id, incident_id, action, target, params, status, created_at, until, undo_at, undone_at, error"
 _METRIC_COLS = (
-    "service, minute, calls, outcomes, latency_sketch, concurrency_max, concurrency_avg, timeouts"
+    "service, minute, calls, outcomes, latency_sketch, concurrency_max, concurrency_avg, timeouts, queue_depth"
 )
 # Constants, not input: safe to inline.
 _OPEN = "status NOT IN (" + ", ".join(f"'{s}'" for s in CLOSED_INCIDENT_STATUSES) + ")"
@@ -115,7 +115,7 @@ def _metric(r: Any) -> MetricRollup:
         service=r["service"], minute=float(r["minute"]), calls=int(r["calls"]),
         outcomes=loads(r["outcomes"]), latency_sketch=bytes(r["latency_sketch"]),
         concurrency_max=int(r["concurrency_max"]), concurrency_avg=float(r["concurrency_avg"]),
-        timeouts=int(r["timeouts"]),
+        timeouts=int(r["timeouts"]), queue_depth=int(r["queue_depth"]),
     )
 
 
@@ -329,14 +329,14 @@ class SqlStore(AuditMixin, Store):
             return
         async with self._tx() as conn:
             await conn.executemany(
-                f"INSERT INTO metrics_minute ({_METRIC_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+                f"INSERT INTO metrics_minute ({_METRIC_COLS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
                 " ON CONFLICT (service, minute) DO UPDATE SET calls = excluded.calls,"
                 " outcomes = excluded.outcomes, latency_sketch = excluded.latency_sketch,"
                 " concurrency_max = excluded.concurrency_max, concurrency_avg = excluded.concurrency_avg,"
-                " timeouts = excluded.timeouts",
+                " timeouts = excluded.timeouts, queue_depth = excluded.queue_depth",
                 [
                     (m.service, float(m.minute), m.calls, dumps(m.outcomes), bytes(m.latency_sketch),
-                     m.concurrency_max, float(m.concurrency_avg), m.timeouts)
+                     m.concurrency_max, float(m.concurrency_avg), m.timeouts, m.queue_depth)
                     for m in rows
                 ],
             )

@@ -19,6 +19,7 @@ from adapters.processes import ChildService
 from adapters.store import open_store
 from drivers import baselines, generate, recommend, report
 from drivers.history_model import HistoryModel
+from policies import audit_schema as schema
 from policies.baselines import SERVICE_KIND, USER_KIND, user_baselines
 from protocol.errors import counts_against_service
 
@@ -87,11 +88,11 @@ def test_baselines_match_an_independent_computation(history: dict[str, Any]) -> 
     lat: dict[str, list[float]] = defaultdict(list)
     fails: dict[str, int] = defaultdict(int)
     for e in events:
-        if e["kind"] == "service_function_call":
+        if e["kind"] == schema.CALL:
             per_user_hour[e["userId"]][int(e["ts"] // 3600)] += 1
             lat[e["service"]].append(e["durationMs"])
-            fails[e["service"]] += counts_against_service(e["errorCode"])
-        elif e["kind"] == "data_access":
+            fails[e["service"]] += counts_against_service(e["resultCode"])
+        elif e["kind"] == schema.DATA_ACCESS:
             records[e["userId"]] += e["recordCount"]
     assert set(users["users"]) == set(per_user_hour)
     for user, by_hour in per_user_hour.items():

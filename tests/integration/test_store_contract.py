@@ -353,13 +353,13 @@ async def test_metrics_upsert_replaces_and_queries(store: Store) -> None:
     """Rollups are replaced by (service, minute) and filtered by service and [since, until)."""
     rows = [MetricRollup(service=s, minute=60.0 * m, calls=m, outcomes={"ok": m, "-32007": 1},
                          latency_sketch=bytes([m, 0, 255]), concurrency_max=m, concurrency_avg=m / 2,
-                         timeouts=1) for s in ("A", "B") for m in range(1, 4)]
+                         timeouts=1, queue_depth=m + 1) for s in ("A", "B") for m in range(1, 4)]
     await store.metrics_upsert(rows)
     await store.metrics_upsert([MetricRollup(service="A", minute=120.0, calls=99, latency_sketch=b"\x01")])
     await store.metrics_upsert([])
     a = await store.metrics_query("A", 0.0, 1e9)
     assert [(m.minute, m.calls) for m in a] == [(60.0, 1), (120.0, 99), (180.0, 3)]
-    assert a[1].outcomes == {} and a[1].latency_sketch == b"\x01"
+    assert a[1].outcomes == {} and a[1].latency_sketch == b"\x01" and a[1].queue_depth == 0
     assert a[2] == rows[2]
     everything = await store.metrics_query(None, 120.0, 180.0)
     assert [(m.service, m.minute) for m in everything] == [("A", 120.0), ("B", 120.0)]
