@@ -10,8 +10,13 @@
   the save can repeat that one).
 - Mirror (on by default): every notification's alerts also go to ``system/{cluster}/alerts`` (the
   DESIGN's alerts topic), and so do alerts no route takes (``receiver`` null) on each change of
-  their status — with the seed's tree, whose receivers have no endpoints, nothing would show
-  otherwise.
+  their status (the shipped tree has a root receiver; an override may not).
+- Forwarding (``--alertmanager URL``, and ``alertmanager`` integrations of the tree): a second loop
+  posts active alerts to Alertmanager API v2 on Alertmanager's client schedule — every resend
+  interval, ``endsAt`` 4 intervals ahead, the resolution with ``endsAt`` when it ended — decided by
+  ``policies.alert_forwarding``, independent of the groups' timers. The schedule is not saved: after
+  a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
+  resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
 Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which schedules
 nothing: every public method first awaits ``ensure_started()``, which restores the state from the
@@ -44,12 +49,14 @@ from adapters.alert_delivery import (
     Outcome,
     RetryPolicy,
     deliver_notification,
+    forward_alerts,
     publish_alerts,
 )
 from adapters.http_client import JsonPoster
 from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
 from adapters.store import AlertRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.alert_forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
 from policies.alerting import (
     Alert,
     Dispatcher,
@@ -141,6 +148,7 @@ class AlertManager:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.Task[None] | None = None
+        self._forward_loop: asyncio.Task[None] | None = None
         self._counters: dict[str, dict[str, int]] = {}
         self._rejected = 0
         self._recent = RecentEvents()
@@ -184,7 +192,15 @@ class AlertManager:
         self._sem = asyncio.Semaphore(self.max_concurrent)
         self._mirror_integration = Integration(type="mqtt", settings={"topic": DEFAULT_ALERTS_TOPIC},
                                                send_resolved=True)
+        self.forwarding = Forwarding(targets=forward_targets(
+            self.policy, s.alertmanager_urls, ForwardSettings(resend_interval=s.alertmanager_resend_s)))
+        self.forwarding.observe(self.dispatcher.alerts(), self._receivers_of, self.clock.now())
         self._saved_at = self.clock.now()
+        if self.forwarding:
+            self._forward_loop = asyncio.create_task(
+                run_every(self.tick_s, self._forward, name=f"alertmanager-forward-{s.cluster_id}", logger=logger,
+                          slow_after_s=max(2.0, self.tick_s)),
+                name=f"alertmanager-forward-{s.cluster_id}")
         self._loop = asyncio.create_task(
             run_every(self.tick_s, self._tick, name=f"alertmanager-{s.cluster_id}", logger=logger,
                       slow_after_s=max(2.0, self.tick_s)),
@@ -219,10 +235,11 @@ class AlertManager:
         if not self._started:
             return
         self._started = False
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._loop, self._forward_loop):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._save()
         await self.bus.stop()
         await self.poster.close()
@@ -245,6 +262,7 @@ class AlertManager:
                 logger.warning("alertmanager: malformed alert dropped: %s", exc)
         self._rejected += rejected
         result = self.dispatcher.ingest(parsed, now)
+        self.forwarding.observe(parsed, self._receivers_of, now)
         changed = [a for a in parsed if self._status_changed(a, now)]
         for alert in changed:
             self._recent.note(_event_of(alert, alert.status(now)))
@@ -279,6 +297,7 @@ class AlertManager:
             "dispatcher": asdict(self.dispatcher.status(self.clock.now())),
             "delivery": {k: dict(v) for k, v in self._counters.items()},
             "rejected": self._rejected,
+            "forwarding": [asdict(f) for f in self.forwarding.status(self.clock.now())],
             "mqtt": self.bus.stats(),
             "store": asdict(self.store.stats()),
         }
@@ -307,6 +326,9 @@ class AlertManager:
         while len(self._last_status) > 10_000:
             self._last_status.popitem(last=False)
         return changed
+
+    def _receivers_of(self, alert: Alert) -> frozenset[str]:
+        return receivers_of(self.policy, alert)
 
     def _routed(self, alert: Alert) -> bool:
         return any(r.opts.receiver is not None for r in self.policy.root.match(alert.labels))
@@ -370,6 +392,14 @@ class AlertManager:
         named = [("mirror" if integrations[i] is self._mirror_integration else n.receiver, r)
                  for i, r in results.items()]
         return settled, named
+
+    async def _forward(self) -> None:
+        # A permanent refusal (Alertmanager answers 400 for an invalid alert but keeps the valid
+        # ones of the batch) settles like a success: retrying every few seconds would not help.
+        for batch in self.forwarding.due(self.clock.now()):
+            result = await forward_alerts(batch.url, batch.alerts, self.ctx)
+            self.forwarding.settle(batch, ok=result.settled, now=self.clock.now())
+            self._count("alertmanager-forward", result)
 
     def _count(self, key: str, r: DeliveryResult) -> None:
         # One count per integration delivery (a notification, or one batch of unrouted alerts).

@@ -16,6 +16,9 @@ class OperateSettings:
     services: tuple[str, ...] = ()
     """Services to monitor from the start (others are picked up on first sight)."""
     alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+    alertmanager_urls: tuple[str, ...] = field(default=(), repr=False)
+    """Alertmanagers that get every alert through API v2, re-sent every ``alertmanager_resend_s``."""
+    alertmanager_resend_s: float = 60.0
     # Infrastructure checks (the broker probe always runs, against broker_url).
     # DSNs/URLs may carry passwords: kept out of repr (logs).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)

@@ -47,6 +47,7 @@ __all__ = [
     "alert_messages",
     "deliver",
     "deliver_notification",
+    "forward_alerts",
     "publish_alerts",
 ]
 
@@ -283,13 +284,16 @@ async def deliver_webhook(n: Notification, integ: Integration, ctx: DeliveryCont
 
 
 async def deliver_alertmanager(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
-    """POST the alerts to another Alertmanager's ``/api/v2/alerts``."""
-    base = _setting_url(integ.settings, "url")
-    if base is None:
-        return ctx.skip_once(n.receiver, "alertmanager", "has no url")
-    body = to_api_v2_alerts(n.for_integration(integ.send_resolved))
-    url = f"{base.rstrip('/')}/api/v2/alerts"
-    return await post_with_retry("alertmanager", n.receiver, url, body, ctx, timeout_s=_timeout(integ, ctx))
+    """Nothing per notification: Alertmanager must hear about each active alert every resend
+    interval, whatever the group's timers, so the AlertManager actor's forwarder posts the alerts
+    routed here to ``/api/v2/alerts`` on that schedule (policies/alert_forwarding.py)."""
+    return ctx.skip_once(n.receiver, "alertmanager", "is fed by the Alertmanager forwarder on its resend schedule")
+
+
+async def forward_alerts(url: str, alerts: tuple[Alert, ...], ctx: DeliveryContext) -> DeliveryResult:
+    """POST postable alerts (``endsAt`` already set) to an Alertmanager's ``/api/v2/alerts``."""
+    return await post_with_retry("alertmanager", "forwarder", f"{url.rstrip('/')}/api/v2/alerts",
+                                 to_api_v2_alerts(alerts), ctx)
 
 
 async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:

@@ -174,6 +174,10 @@ class Dispatcher:
         self._silences[silence_id] = replace(s, ends_at=min(s.ends_at, max(now, s.starts_at)))
         return True
 
+    def alerts(self) -> tuple[Alert, ...]:
+        """The latest version of every alert known (firing, and resolved ones not yet collected)."""
+        return tuple(self._alerts.values())
+
     @property
     def silences(self) -> tuple[Silence, ...]:
         """All silences, active or not, in id order."""
