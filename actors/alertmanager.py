@@ -31,8 +31,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
@@ -56,6 +55,7 @@ from adapters.http_client import JsonPoster
 from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
 from adapters.store import AlertRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.alert_enrichment import RecentEvents, event_of, runbook_steps
 from policies.alert_forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
 from policies.alerting import (
     Alert,
@@ -64,72 +64,15 @@ from policies.alerting import (
     Notification,
     Receiver,
     Silence,
-    format_time,
     load_alerting_policy,
 )
 from policies.config import PolicyConfigError
-from policies.runbooks import RunbookError, RunbookPolicy, load_runbooks, render_runbook, select_runbook
+from policies.runbooks import RunbookPolicy, load_runbooks
 
 logger = logging.getLogger("sfa_ops.alertmanager")
 
 STATE_NAMESPACE = "alertmanager"
 STATE_KEY = "dispatcher"
-RECENT_SHOWN = 5
-_EVENT_KEYS = ("timestamp", "type", "event", "alertname", "severity", "status", "service", "component",
-               "method", "reason", "message", "summary", "errorType")
-# Label → runbook placeholder (policies/runbooks.yaml names them so).
-_PLACEHOLDERS = {"service": "SERVICE_NAME", "component": "COMPONENT", "namespace": "NAMESPACE",
-                 "node": "NODE", "instance": "INSTANCE"}
-
-
-class RecentEvents:
-    """The last ``per_key`` events per service/component, for at most ``max_keys`` keys (LRU)."""
-
-    def __init__(self, *, per_key: int = 20, max_keys: int = 1000) -> None:
-        self.per_key, self.max_keys = per_key, max_keys
-        self._rings: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
-
-    def note(self, event: Mapping[str, Any]) -> None:
-        """Keep a trimmed copy (known keys, short strings) under its service and component."""
-        slim = {k: (v[:200] if isinstance(v, str) else v) for k in _EVENT_KEYS
-                if isinstance(v := event.get(k), str | int | float | bool)}
-        for key in {str(event[k]) for k in ("service", "component") if event.get(k)}:
-            ring = self._rings.pop(key, None) or deque(maxlen=self.per_key)
-            ring.append(slim)
-            self._rings[key] = ring
-            while len(self._rings) > self.max_keys:
-                self._rings.popitem(last=False)
-
-    def related(self, labels: Mapping[str, str], n: int = RECENT_SHOWN) -> list[dict[str, Any]]:
-        """The last ``n`` events of the alert's service and component, oldest first."""
-        seen: list[dict[str, Any]] = []
-        for key in dict.fromkeys(labels[k] for k in ("service", "component") if labels.get(k)):
-            seen.extend(e for e in self._rings.get(key, ()) if e not in seen)
-        seen.sort(key=lambda e: str(e.get("timestamp", "")))
-        return seen[-n:]
-
-
-def runbook_steps(labels: Mapping[str, str], runbooks: RunbookPolicy) -> list[dict[str, Any]] | None:
-    """The selected runbook rendered with the alert's labels, as plain dicts (None: no runbook)."""
-    try:
-        book = select_runbook(labels, runbooks)
-    except RunbookError:
-        return None
-    values = {ph: labels[k] for k, ph in _PLACEHOLDERS.items() if labels.get(k)}
-    return [
-        {"runbook": book.name, "title": s.title, "description": s.description, "command": list(s.command),
-         "status": str(s.status), "automated": s.automated, "requiresApproval": s.requires_approval,
-         "timeoutS": s.timeout_s, "expected": s.expected, "onFailure": s.on_failure}
-        for s in render_runbook(book, values)
-    ]
-
-
-def _event_of(alert: Alert, status: str) -> dict[str, Any]:
-    return {**alert.labels, "type": "alert", "status": status,
-            "timestamp": format_time(alert.ends_at if status == "resolved" and alert.ends_at else alert.starts_at),
-            "summary": alert.annotations.get("summary", "")}
-
-
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class AlertManager:
     """See the module docstring. Options: ``mirror`` (publish every notification on the alerts
@@ -265,7 +208,7 @@ class AlertManager:
         self.forwarding.observe(parsed, self._receivers_of, now)
         changed = [a for a in parsed if self._status_changed(a, now)]
         for alert in changed:
-            self._recent.note(_event_of(alert, alert.status(now)))
+            self._recent.note(event_of(alert, alert.status(now)))
         if self.mirror:
             self._mirror_unrouted([a for a in changed if not self._routed(a)], now)
         for a in parsed:
