@@ -55,6 +55,8 @@ logger = logging.getLogger("sfa_ops.alert_delivery")
 
 DEFAULT_ALERTS_TOPIC = "system/{cluster}/alerts"
 _RETRY_STATUSES = frozenset({408, 429})
+#: PagerDuty Events API v2 (Alertmanager's default ``pagerduty_configs.url``).
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 # PagerDuty Events API v2 severities; sfa-ops' `emergency` has no equivalent above critical.
 _PD_SEVERITY = {"emergency": "critical", "critical": "critical", "error": "error", "warning": "warning"}
 
@@ -312,11 +314,12 @@ async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContex
 
 
 async def deliver_pagerduty(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
-    """POST a PagerDuty Events API v2 event: trigger while anything fires, resolve afterwards."""
-    url = _setting_url(integ.settings, "url")
+    """POST a PagerDuty Events API v2 event: trigger while anything fires, resolve afterwards
+    (to ``url``, by default PagerDuty's own endpoint)."""
+    url = _setting_url(integ.settings, "url") or PAGERDUTY_EVENTS_URL
     key = _setting_url(integ.settings, "routing_key", "service_key")
-    if url is None or key is None or "{{" in key:  # the seed's keys are unexpanded templates
-        return ctx.skip_once(n.receiver, "pagerduty", "is not configured (no url or routing key)")
+    if key is None or "{{" in key:  # the seed's keys are unexpanded templates
+        return ctx.skip_once(n.receiver, "pagerduty", "is not configured (no routing key)")
     alerts = n.for_integration(integ.send_resolved)
     severities = [a.labels.get("severity", "") for a in n.firing]
     worst = next((_PD_SEVERITY[s] for s in _PD_SEVERITY if s in severities), "info")

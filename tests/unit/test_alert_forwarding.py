@@ -207,3 +207,21 @@ def test_forwarding_is_independent_of_group_timers() -> None:
             notified += 1
         posted += len(post_all(f, t))
     assert notified == 1 and posted == 60
+
+
+def test_readme_receiver_example_loads_and_forwards_what_it_says() -> None:
+    """The receiver configuration shown in README "Alerting" is a valid policy: critical alerts go to
+    `pager` (PagerDuty + the team Alertmanager, re-sent every minute), security ones to the webhook."""
+    from pathlib import Path
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    marker = "# alerting.yaml in the --policies directory"
+    block = readme[readme.index(marker):].split("```", 1)[0]
+    policy = alerting_policy_from_text(block, "README.md")
+    assert [i.type for i in policy.receivers["pager"].integrations] == ["pagerduty", "alertmanager"]
+    assert receivers_of(policy, fire(severity="critical")) == {"pager"}
+    assert receivers_of(policy, fire(severity="error", component="security")) == {"security-webhook"}
+    assert receivers_of(policy, fire(severity="error", component="redis")) == {"default"}
+    [target] = forward_targets(policy, [])
+    assert (target.url, target.receivers, target.settings.resend_interval) == (
+        "http://alertmanager.internal:9093", frozenset({"pager"}), 60.0)
