@@ -199,7 +199,8 @@ class AlertManager:
         rejected = 0
         for raw in alerts:
             try:
-                parsed.append(self._enrich(Alert.from_dict(raw, now=now)))
+                # Stamped with the resolve timeout here, so the forwarder sees what the dispatcher holds.
+                parsed.append(self.policy.timed(self._enrich(Alert.from_dict(raw, now=now)), now))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 rejected += 1
                 logger.warning("alertmanager: malformed alert dropped: %s", exc)
@@ -214,7 +215,7 @@ class AlertManager:
         for a in parsed:
             await self.store.alert_upsert(AlertRecord(
                 fingerprint=a.fingerprint, labels=dict(a.labels), annotations=dict(a.annotations),
-                status=a.status(now), starts_at=a.starts_at, ends_at=a.ends_at))
+                status=a.status(now), starts_at=a.starts_at, ends_at=a.ends_at if a.resolved(now) else None))
         await self._save()  # before answering: an acknowledged alert survives a restart
         return {**asdict(result), "rejected": rejected}
 

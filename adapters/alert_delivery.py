@@ -232,7 +232,8 @@ def alert_messages(
             cluster_id=cluster_id, status="resolved" if status == "resolved" else "firing",
             receiver=receiver, group_key=group_key, labels=dict(alert.labels), annotations=annotations,
             starts_at=datetime.fromtimestamp(alert.starts_at, UTC),
-            ends_at=datetime.fromtimestamp(alert.ends_at, UTC) if alert.ends_at is not None else None,
+            # A firing alert's endsAt is only its resolve timeout: shown as none, as webhooks do.
+            ends_at=datetime.fromtimestamp(alert.ends_at, UTC) if status == "resolved" and alert.ends_at is not None else None,
             fingerprint=alert.fingerprint, runbook=runbook,
         )
         out.append(msg.to_wire())
