@@ -51,7 +51,7 @@ from adapters.alert_delivery import (
     forward_alerts,
     publish_alerts,
 )
-from adapters.http_client import JsonPoster
+from adapters.http_client import JsonPoster, redact_url
 from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
 from adapters.store import AlertRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
@@ -241,7 +241,7 @@ class AlertManager:
             "dispatcher": asdict(self.dispatcher.status(self.clock.now())),
             "delivery": {k: dict(v) for k, v in self._counters.items()},
             "rejected": self._rejected,
-            "forwarding": [asdict(f) for f in self.forwarding.status(self.clock.now())],
+            "forwarding": [{**asdict(f), "url": redact_url(f.url)} for f in self.forwarding.status(self.clock.now())],
             "mqtt": self.bus.stats(),
             "store": asdict(self.store.stats()),
         }

@@ -25,6 +25,7 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from policies.alert_forwarding import forward_targets
 from policies.alert_matchers import Matcher, MatcherSyntaxError, MatchOp, matchers_from_maps, parse_matchers
 from policies.alert_model import SEVERITIES
 from policies.alert_receivers import Receiver, parse_receiver
@@ -280,7 +281,12 @@ class _Compiler:
 
 def compile_policy(cfg: AlertingConfig, source: str = "<string>") -> AlertingPolicy:
     """Validate references (receivers, time intervals) and build the immutable tree."""
-    return _Compiler(source).compile(cfg)
+    policy = _Compiler(source).compile(cfg)
+    try:
+        forward_targets(policy, [])  # an alertmanager integration's resend_interval, checked now
+    except ValueError as exc:
+        raise PolicyConfigError(f"{source}: {exc}") from exc
+    return policy
 
 
 def load_alerting_policy(overrides_dir: Path | str | None = None) -> AlertingPolicy:

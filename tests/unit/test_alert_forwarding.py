@@ -225,3 +225,13 @@ def test_readme_receiver_example_loads_and_forwards_what_it_says() -> None:
     [target] = forward_targets(policy, [])
     assert (target.url, target.receivers, target.settings.resend_interval) == (
         "http://alertmanager.internal:9093", frozenset({"pager"}), 60.0)
+
+
+@pytest.mark.parametrize("value", ["soon", "0s"])
+def test_bad_resend_interval_on_a_receiver_is_a_policy_error(value: str) -> None:
+    """A receiver's alertmanager resend_interval is checked when the policy loads, not in the actor."""
+    from policies.config import PolicyConfigError
+
+    text = f'route: {{receiver: a}}\nreceivers: [{{name: a, alertmanager_configs: [{{url: "http://x", resend_interval: "{value}"}}]}}]'
+    with pytest.raises(PolicyConfigError, match="receiver a: alertmanager resend_interval"):
+        alerting_policy_from_text(text)
