@@ -55,9 +55,9 @@ OPTIONS = [
     Option("kube-api", "explicit Kubernetes API URL instead of in-cluster/kubeconfig (tests, replays)",
            metavar="URL"),
     Option("alertmanager", "Alertmanager (http://host:9093) that gets every alert through API v2, re-sent "
-           "while active (repeatable)", default=[], repeatable=True, metavar="URL"),
+           "while active", default=[], repeatable=True, metavar="URL"),
     Option("alertmanager-resend-interval", "how often active alerts are re-sent to --alertmanager "
-           "(endsAt is set 4 intervals ahead)", default=60.0, convert=seconds),
+           "(endsAt is set 4 intervals ahead)", default=60.0, convert=seconds, metavar="DURATION"),
 ]
 
 logger = logging.getLogger("sfa_ops.operate")
