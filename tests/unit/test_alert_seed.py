@@ -1,4 +1,4 @@
-"""The seed's alert routing YAML loads as is, and the shipped default is a faithful copy of it.
+"""The seed's alert routing YAML loads as is, and the shipped default holds it under a root receiver.
 
 The seed is a PDF turned into text: the YAML block lost its indentation, gained blank lines
 between every line and a page header ("Alert Manager Implementation") in the middle. The helper
