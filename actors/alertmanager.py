@@ -10,8 +10,13 @@
   the save can repeat that one).
 - Mirror (on by default): every notification's alerts also go to ``system/{cluster}/alerts`` (the
   DESIGN's alerts topic), and so do alerts no route takes (``receiver`` null) on each change of
-  their status — with the seed's tree, whose receivers have no endpoints, nothing would show
-  otherwise.
+  their status (the shipped tree has a root receiver; an override may not).
+- Forwarding (``--alertmanager URL``, and ``alertmanager`` integrations of the tree): a second loop
+  posts active alerts to Alertmanager API v2 on Alertmanager's client schedule — every resend
+  interval, ``endsAt`` 4 intervals ahead, the resolution with ``endsAt`` when it ended — decided by
+  ``policies.alert_forwarding``, independent of the groups' timers. The schedule is not saved: after
+  a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
+  resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
 Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which schedules
 nothing: every public method first awaits ``ensure_started()``, which restores the state from the
@@ -26,8 +31,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections import OrderedDict, deque
-from collections.abc import Mapping
+from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
@@ -44,12 +48,15 @@ from adapters.alert_delivery import (
     Outcome,
     RetryPolicy,
     deliver_notification,
+    forward_alerts,
     publish_alerts,
 )
-from adapters.http_client import JsonPoster
+from adapters.http_client import JsonPoster, redact_url
 from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
 from adapters.store import AlertRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.alert_enrichment import RecentEvents, event_of, runbook_steps
+from policies.alert_forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
 from policies.alerting import (
     Alert,
     Dispatcher,
@@ -57,72 +64,15 @@ from policies.alerting import (
     Notification,
     Receiver,
     Silence,
-    format_time,
     load_alerting_policy,
 )
 from policies.config import PolicyConfigError
-from policies.runbooks import RunbookError, RunbookPolicy, load_runbooks, render_runbook, select_runbook
+from policies.runbooks import RunbookPolicy, load_runbooks
 
 logger = logging.getLogger("sfa_ops.alertmanager")
 
 STATE_NAMESPACE = "alertmanager"
 STATE_KEY = "dispatcher"
-RECENT_SHOWN = 5
-_EVENT_KEYS = ("timestamp", "type", "event", "alertname", "severity", "status", "service", "component",
-               "method", "reason", "message", "summary", "errorType")
-# Label → runbook placeholder (policies/runbooks.yaml names them so).
-_PLACEHOLDERS = {"service": "SERVICE_NAME", "component": "COMPONENT", "namespace": "NAMESPACE",
-                 "node": "NODE", "instance": "INSTANCE"}
-
-
-class RecentEvents:
-    """The last ``per_key`` events per service/component, for at most ``max_keys`` keys (LRU)."""
-
-    def __init__(self, *, per_key: int = 20, max_keys: int = 1000) -> None:
-        self.per_key, self.max_keys = per_key, max_keys
-        self._rings: OrderedDict[str, deque[dict[str, Any]]] = OrderedDict()
-
-    def note(self, event: Mapping[str, Any]) -> None:
-        """Keep a trimmed copy (known keys, short strings) under its service and component."""
-        slim = {k: (v[:200] if isinstance(v, str) else v) for k in _EVENT_KEYS
-                if isinstance(v := event.get(k), str | int | float | bool)}
-        for key in {str(event[k]) for k in ("service", "component") if event.get(k)}:
-            ring = self._rings.pop(key, None) or deque(maxlen=self.per_key)
-            ring.append(slim)
-            self._rings[key] = ring
-            while len(self._rings) > self.max_keys:
-                self._rings.popitem(last=False)
-
-    def related(self, labels: Mapping[str, str], n: int = RECENT_SHOWN) -> list[dict[str, Any]]:
-        """The last ``n`` events of the alert's service and component, oldest first."""
-        seen: list[dict[str, Any]] = []
-        for key in dict.fromkeys(labels[k] for k in ("service", "component") if labels.get(k)):
-            seen.extend(e for e in self._rings.get(key, ()) if e not in seen)
-        seen.sort(key=lambda e: str(e.get("timestamp", "")))
-        return seen[-n:]
-
-
-def runbook_steps(labels: Mapping[str, str], runbooks: RunbookPolicy) -> list[dict[str, Any]] | None:
-    """The selected runbook rendered with the alert's labels, as plain dicts (None: no runbook)."""
-    try:
-        book = select_runbook(labels, runbooks)
-    except RunbookError:
-        return None
-    values = {ph: labels[k] for k, ph in _PLACEHOLDERS.items() if labels.get(k)}
-    return [
-        {"runbook": book.name, "title": s.title, "description": s.description, "command": list(s.command),
-         "status": str(s.status), "automated": s.automated, "requiresApproval": s.requires_approval,
-         "timeoutS": s.timeout_s, "expected": s.expected, "onFailure": s.on_failure}
-        for s in render_runbook(book, values)
-    ]
-
-
-def _event_of(alert: Alert, status: str) -> dict[str, Any]:
-    return {**alert.labels, "type": "alert", "status": status,
-            "timestamp": format_time(alert.ends_at if status == "resolved" and alert.ends_at else alert.starts_at),
-            "summary": alert.annotations.get("summary", "")}
-
-
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
 class AlertManager:
     """See the module docstring. Options: ``mirror`` (publish every notification on the alerts
@@ -141,6 +91,7 @@ class AlertManager:
         self._started = False
         self._start_lock: asyncio.Lock | None = None
         self._loop: asyncio.Task[None] | None = None
+        self._forward_loop: asyncio.Task[None] | None = None
         self._counters: dict[str, dict[str, int]] = {}
         self._rejected = 0
         self._recent = RecentEvents()
@@ -184,7 +135,15 @@ class AlertManager:
         self._sem = asyncio.Semaphore(self.max_concurrent)
         self._mirror_integration = Integration(type="mqtt", settings={"topic": DEFAULT_ALERTS_TOPIC},
                                                send_resolved=True)
+        self.forwarding = Forwarding(targets=forward_targets(
+            self.policy, s.alertmanager_urls, ForwardSettings(resend_interval=s.alertmanager_resend_s)))
+        self.forwarding.observe(self.dispatcher.alerts(), self._receivers_of, self.clock.now())
         self._saved_at = self.clock.now()
+        if self.forwarding:
+            self._forward_loop = asyncio.create_task(
+                run_every(self.tick_s, self._forward, name=f"alertmanager-forward-{s.cluster_id}", logger=logger,
+                          slow_after_s=max(2.0, self.tick_s)),
+                name=f"alertmanager-forward-{s.cluster_id}")
         self._loop = asyncio.create_task(
             run_every(self.tick_s, self._tick, name=f"alertmanager-{s.cluster_id}", logger=logger,
                       slow_after_s=max(2.0, self.tick_s)),
@@ -219,10 +178,11 @@ class AlertManager:
         if not self._started:
             return
         self._started = False
-        if self._loop is not None:
-            self._loop.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._loop
+        for task in (self._loop, self._forward_loop):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         await self._save()
         await self.bus.stop()
         await self.poster.close()
@@ -239,21 +199,23 @@ class AlertManager:
         rejected = 0
         for raw in alerts:
             try:
-                parsed.append(self._enrich(Alert.from_dict(raw, now=now)))
+                # Stamped with the resolve timeout here, so the forwarder sees what the dispatcher holds.
+                parsed.append(self.policy.timed(self._enrich(Alert.from_dict(raw, now=now)), now))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 rejected += 1
                 logger.warning("alertmanager: malformed alert dropped: %s", exc)
         self._rejected += rejected
         result = self.dispatcher.ingest(parsed, now)
+        self.forwarding.observe(parsed, self._receivers_of, now)
         changed = [a for a in parsed if self._status_changed(a, now)]
         for alert in changed:
-            self._recent.note(_event_of(alert, alert.status(now)))
+            self._recent.note(event_of(alert, alert.status(now)))
         if self.mirror:
             self._mirror_unrouted([a for a in changed if not self._routed(a)], now)
         for a in parsed:
             await self.store.alert_upsert(AlertRecord(
                 fingerprint=a.fingerprint, labels=dict(a.labels), annotations=dict(a.annotations),
-                status=a.status(now), starts_at=a.starts_at, ends_at=a.ends_at))
+                status=a.status(now), starts_at=a.starts_at, ends_at=a.ends_at if a.resolved(now) else None))
         await self._save()  # before answering: an acknowledged alert survives a restart
         return {**asdict(result), "rejected": rejected}
 
@@ -279,6 +241,7 @@ class AlertManager:
             "dispatcher": asdict(self.dispatcher.status(self.clock.now())),
             "delivery": {k: dict(v) for k, v in self._counters.items()},
             "rejected": self._rejected,
+            "forwarding": [{**asdict(f), "url": redact_url(f.url)} for f in self.forwarding.status(self.clock.now())],
             "mqtt": self.bus.stats(),
             "store": asdict(self.store.stats()),
         }
@@ -307,6 +270,9 @@ class AlertManager:
         while len(self._last_status) > 10_000:
             self._last_status.popitem(last=False)
         return changed
+
+    def _receivers_of(self, alert: Alert) -> frozenset[str]:
+        return receivers_of(self.policy, alert)
 
     def _routed(self, alert: Alert) -> bool:
         return any(r.opts.receiver is not None for r in self.policy.root.match(alert.labels))
@@ -370,6 +336,14 @@ class AlertManager:
         named = [("mirror" if integrations[i] is self._mirror_integration else n.receiver, r)
                  for i, r in results.items()]
         return settled, named
+
+    async def _forward(self) -> None:
+        # A permanent refusal (Alertmanager answers 400 for an invalid alert but keeps the valid
+        # ones of the batch) settles like a success: retrying every few seconds would not help.
+        for batch in self.forwarding.due(self.clock.now()):
+            result = await forward_alerts(batch.url, batch.alerts, self.ctx)
+            self.forwarding.settle(batch, ok=result.settled, now=self.clock.now())
+            self._count("alertmanager-forward", result)
 
     def _count(self, key: str, r: DeliveryResult) -> None:
         # One count per integration delivery (a notification, or one batch of unrouted alerts).

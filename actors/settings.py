@@ -19,6 +19,9 @@ class OperateSettings:
     """Services seen only in traffic (not configured, no presence) that get a monitor; calls to
     further names are counted as ``observed.unknownServices``."""
     alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+    alertmanager_urls: tuple[str, ...] = field(default=(), repr=False)
+    """Alertmanagers that get every alert through API v2, re-sent every ``alertmanager_resend_s``."""
+    alertmanager_resend_s: float = 60.0
     # Infrastructure checks (the broker probe always runs, against broker_url).
     # DSNs/URLs may carry passwords: kept out of repr (logs).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)

@@ -131,7 +131,9 @@ class Supervisor:
                 self.graph.observe_edge(dep.caller, dep.callee, dep.last_seen, dep.count)
             self.known_services = sorted(await self.store.inner.state_list(MONITOR_STATE))
             for alert in await self.store.inner.alerts_list("firing"):
-                self._firing.firing.add(tuple(sorted(alert.labels.items())))
+                # Sent long ago as far as we know: the first housekeeping re-sends what is held.
+                self._firing.hold({"labels": dict(alert.labels), "annotations": dict(alert.annotations),
+                                   "startsAt": alert.starts_at, "endsAt": None}, sent_at=float("-inf"))
             pending = await self.store.inner.outbox_pending(10_000)
         except StoreError:
             logger.exception("could not restore from the store; continuing without")
@@ -332,7 +334,7 @@ class Supervisor:
     async def _send_alerts(self) -> None:
         if not self._pending_alerts:
             return
-        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts), []
+        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts, self.clock.now()), []
         if not alerts:
             return
         if self.alertmanager is not None:
@@ -376,6 +378,10 @@ class Supervisor:
             # A restarted alert manager idles until called: this call resumes its delivery loop.
             try:
                 await self.alertmanager.ensure_started.remote()
+                # Conditions still held are re-sent, or the alert manager's resolve timeout ends them.
+                held = self._firing.due(self.clock.now())
+                if held:
+                    await self.alertmanager.ingest.remote(held)
             except Exception:
                 logger.exception("alert manager unavailable")
         if self._edges:

@@ -47,6 +47,7 @@ __all__ = [
     "alert_messages",
     "deliver",
     "deliver_notification",
+    "forward_alerts",
     "publish_alerts",
 ]
 
@@ -54,6 +55,8 @@ logger = logging.getLogger("sfa_ops.alert_delivery")
 
 DEFAULT_ALERTS_TOPIC = "system/{cluster}/alerts"
 _RETRY_STATUSES = frozenset({408, 429})
+#: PagerDuty Events API v2 (Alertmanager's default ``pagerduty_configs.url``).
+PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
 # PagerDuty Events API v2 severities; sfa-ops' `emergency` has no equivalent above critical.
 _PD_SEVERITY = {"emergency": "critical", "critical": "critical", "error": "error", "warning": "warning"}
 
@@ -229,7 +232,8 @@ def alert_messages(
             cluster_id=cluster_id, status="resolved" if status == "resolved" else "firing",
             receiver=receiver, group_key=group_key, labels=dict(alert.labels), annotations=annotations,
             starts_at=datetime.fromtimestamp(alert.starts_at, UTC),
-            ends_at=datetime.fromtimestamp(alert.ends_at, UTC) if alert.ends_at is not None else None,
+            # A firing alert's endsAt is only its resolve timeout: shown as none, as webhooks do.
+            ends_at=datetime.fromtimestamp(alert.ends_at, UTC) if status == "resolved" and alert.ends_at is not None else None,
             fingerprint=alert.fingerprint, runbook=runbook,
         )
         out.append(msg.to_wire())
@@ -283,13 +287,16 @@ async def deliver_webhook(n: Notification, integ: Integration, ctx: DeliveryCont
 
 
 async def deliver_alertmanager(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
-    """POST the alerts to another Alertmanager's ``/api/v2/alerts``."""
-    base = _setting_url(integ.settings, "url")
-    if base is None:
-        return ctx.skip_once(n.receiver, "alertmanager", "has no url")
-    body = to_api_v2_alerts(n.for_integration(integ.send_resolved))
-    url = f"{base.rstrip('/')}/api/v2/alerts"
-    return await post_with_retry("alertmanager", n.receiver, url, body, ctx, timeout_s=_timeout(integ, ctx))
+    """Nothing per notification: Alertmanager must hear about each active alert every resend
+    interval, whatever the group's timers, so the AlertManager actor's forwarder posts the alerts
+    routed here to ``/api/v2/alerts`` on that schedule (policies/alert_forwarding.py)."""
+    return ctx.skip_once(n.receiver, "alertmanager", "is fed by the Alertmanager forwarder on its resend schedule")
+
+
+async def forward_alerts(url: str, alerts: tuple[Alert, ...], ctx: DeliveryContext) -> DeliveryResult:
+    """POST postable alerts (``endsAt`` already set) to an Alertmanager's ``/api/v2/alerts``."""
+    return await post_with_retry("alertmanager", "forwarder", f"{url.rstrip('/')}/api/v2/alerts",
+                                 to_api_v2_alerts(alerts), ctx)
 
 
 async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -308,11 +315,12 @@ async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContex
 
 
 async def deliver_pagerduty(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
-    """POST a PagerDuty Events API v2 event: trigger while anything fires, resolve afterwards."""
-    url = _setting_url(integ.settings, "url")
+    """POST a PagerDuty Events API v2 event: trigger while anything fires, resolve afterwards
+    (to ``url``, by default PagerDuty's own endpoint)."""
+    url = _setting_url(integ.settings, "url") or PAGERDUTY_EVENTS_URL
     key = _setting_url(integ.settings, "routing_key", "service_key")
-    if url is None or key is None or "{{" in key:  # the seed's keys are unexpanded templates
-        return ctx.skip_once(n.receiver, "pagerduty", "is not configured (no url or routing key)")
+    if key is None or "{{" in key:  # the seed's keys are unexpanded templates
+        return ctx.skip_once(n.receiver, "pagerduty", "is not configured (no routing key)")
     alerts = n.for_integration(integ.send_resolved)
     severities = [a.labels.get("severity", "") for a in n.firing]
     worst = next((_PD_SEVERITY[s] for s in _PD_SEVERITY if s in severities), "info")

@@ -1,6 +1,6 @@
 """Child processes sfa-ops starts itself: the embedded mosquitto broker, and (for tests and the
-benchmarks) throwaway Redis and PostgreSQL servers, each on a free loopback port with its own
-data directory, stopped and removed on ``stop()``.
+benchmarks) throwaway Redis, PostgreSQL and Alertmanager servers, each on a free loopback port with
+its own data directory, stopped and removed on ``stop()``.
 
 Errors::
 
@@ -19,6 +19,8 @@ import socket
 import subprocess
 import tempfile
 import time
+import urllib.error
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -184,6 +186,65 @@ def start_redis(*, port: int | None = None, timeout: float = 10, extra: list[str
     proc = _spawn(argv, log_path)
     wait_for_port(port, timeout, proc)
     return ChildService("redis", port, f"redis://127.0.0.1:{port}/0", proc, workdir, log_path)
+
+
+def start_alertmanager(
+    *, webhook_url: str, resolve_timeout: str = "3s", group_by: tuple[str, ...] = ("test",),
+    port: int | None = None, timeout: float = 30,
+) -> ChildService:
+    """Prometheus Alertmanager (Debian's ``prometheus-alertmanager``) on a loopback port, clustering
+    off, a throwaway storage path, and one route to a webhook receiver at ``webhook_url``
+    (``send_resolved``; groups flush at once and every second, repeat after 1 h)."""
+    try:
+        binary = find_binary("prometheus-alertmanager")  # Debian's name
+    except BinaryNotFound:
+        binary = find_binary("alertmanager")  # upstream's release tarball
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sfa-alertmanager-"))
+    conf = workdir / "alertmanager.yml"
+    groups = ", ".join(f"'{g}'" for g in group_by)
+    conf.write_text(
+        "global:\n"
+        f"  resolve_timeout: {resolve_timeout}\n"
+        "route:\n"
+        "  receiver: hook\n"
+        f"  group_by: [{groups}]\n"
+        "  group_wait: 0s\n"
+        "  group_interval: 1s\n"
+        "  repeat_interval: 1h\n"
+        "receivers:\n"
+        "  - name: hook\n"
+        "    webhook_configs:\n"
+        f"      - url: '{webhook_url}'\n"
+        "        send_resolved: true\n"
+    )
+    log_path = workdir / "alertmanager.log"
+    argv = [
+        binary,
+        f"--config.file={conf}",
+        f"--storage.path={workdir / 'data'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--cluster.listen-address=",  # empty: no HA gossip (no port 9094, no peers)
+        "--log.level=warn",
+    ]
+    proc = _spawn(argv, log_path)
+    wait_for_port(port, timeout, proc)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + timeout
+    while True:  # listening is not ready: /-/ready answers 200 once the configuration is loaded
+        try:
+            with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as res:
+                if res.status == 200:
+                    break
+        except (urllib.error.URLError, OSError):
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            svc = ChildService("alertmanager", port, url, proc, workdir, log_path)
+            tail = svc.log_tail()
+            svc.stop()
+            raise ProcessError(f"alertmanager did not become ready: {tail}")
+        time.sleep(0.05)
+    return ChildService("alertmanager", port, url, proc, workdir, log_path)
 
 
 def _as_postgres_user() -> dict[str, object]:

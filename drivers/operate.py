@@ -57,6 +57,10 @@ OPTIONS = [
            metavar="NS"),
     Option("kube-api", "explicit Kubernetes API URL instead of in-cluster/kubeconfig (tests, replays)",
            metavar="URL"),
+    Option("alertmanager", "Alertmanager (http://host:9093) that gets every alert through API v2, re-sent "
+           "while active", default=[], repeatable=True, metavar="URL"),
+    Option("alertmanager-resend-interval", "how often active alerts are re-sent to --alertmanager "
+           "(endsAt is set 4 intervals ahead)", default=60.0, convert=seconds, metavar="DURATION"),
 ]
 
 logger = logging.getLogger("sfa_ops.operate")
@@ -116,6 +120,11 @@ def _validate_infra(opts: dict[str, Any]) -> None:
                               "SFA_OPS_EMQX_API_SECRET)")
     elif opts.get("emqx_api_key") or opts.get("emqx_api_secret"):
         raise OptionError("--emqx-api-key/--emqx-api-secret given without --emqx-api URL")
+    for u in opts.get("alertmanager") or []:
+        url("alertmanager", u, ("http", "https"), "http://alertmanager.internal:9093")
+    resend = opts.get("alertmanager_resend_interval")
+    if resend is not None and not resend > 0:
+        raise OptionError("--alertmanager-resend-interval must be more than 0 (e.g. 60s)")
     if opts.get("kube_api"):
         url("kube-api", opts["kube_api"], ("http", "https"), "https://kubernetes.default.svc")
     ns = opts.get("kube_namespace") or "default"
@@ -186,6 +195,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         security=not opts.get("no_security"),
         audit_calls=not opts.get("no_audit_calls"),
         enforcement_redis=opts.get("enforcement_redis"),
+        alertmanager_urls=tuple(opts.get("alertmanager") or ()),
+        alertmanager_resend_s=float(opts.get("alertmanager_resend_interval") or 60.0),
     )
     started_ray = False
     if not ray.is_initialized():

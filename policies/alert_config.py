@@ -7,7 +7,8 @@ Accepted top level (optionally wrapped in ``alerting:``, as the seed writes it):
 - ``routes:`` — the seed's shorthand: the children of an implicit root that has no receiver, so an
   alert no child takes is *unrouted* (counted by the dispatcher, kept as an inhibition source);
 - ``receivers``, ``inhibit_rules``, ``time_intervals`` (and the deprecated top-level
-  ``mute_time_intervals``), ``global`` and ``templates`` (accepted, unused: delivery settings).
+  ``mute_time_intervals``), ``global`` and ``templates`` (accepted; of ``global`` only
+  ``resolve_timeout`` is used: default 1 h, at least 3 m, see ``AlertingPolicy.resolve_timeout``).
 
 Route keys: ``receiver``, ``group_by`` (``['...']`` = all labels), ``continue``, ``matchers``,
 ``match``, ``match_re``, ``group_wait``, ``group_interval``, ``repeat_interval``,
@@ -24,11 +25,26 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator, Field, model_validator
 
+from policies.alert_forwarding import forward_targets
 from policies.alert_matchers import Matcher, MatcherSyntaxError, MatchOp, matchers_from_maps, parse_matchers
 from policies.alert_model import SEVERITIES
 from policies.alert_receivers import Receiver, parse_receiver
-from policies.alert_routing import AlertingPolicy, InhibitRule, Route, RouteOpts
-from policies.config import PolicyConfigError, PolicyModel, load_policy, load_policy_text, parse_duration
+from policies.alert_routing import (
+    DEFAULT_RESOLVE_TIMEOUT,
+    MIN_RESOLVE_TIMEOUT,
+    AlertingPolicy,
+    InhibitRule,
+    Route,
+    RouteOpts,
+)
+from policies.config import (
+    PolicyConfigError,
+    PolicyModel,
+    format_duration,
+    load_policy,
+    load_policy_text,
+    parse_duration,
+)
 from policies.time_intervals import parse_named_intervals
 
 __all__ = [
@@ -183,6 +199,19 @@ class _Compiler:
             id=node.id, key=node.key, matchers=matchers, continue_=node.continue_, opts=opts, routes=children
         )
 
+    def resolve_timeout(self, settings: Mapping[str, Any]) -> float:
+        raw = settings.get("resolve_timeout")
+        if raw is None:
+            return DEFAULT_RESOLVE_TIMEOUT
+        try:
+            value = _am_duration(raw)
+        except ValueError as exc:
+            raise self.fail("global.resolve_timeout", str(exc)) from exc
+        if value < MIN_RESOLVE_TIMEOUT:
+            raise self.fail("global.resolve_timeout", f"{raw!r} is shorter than {format_duration(MIN_RESOLVE_TIMEOUT)} "
+                            "(sfa-ops re-sends the alerts it holds every minute; a shorter timeout would make them flap)")
+        return value
+
     def group_by(self, names: list[str], where: str) -> tuple[frozenset[str], bool]:
         if "..." in names:
             if len(names) > 1:
@@ -241,6 +270,7 @@ class _Compiler:
                 )
             )
         return AlertingPolicy(
+            resolve_timeout=self.resolve_timeout(cfg.global_),
             root=root,
             receivers=self.receivers,
             inhibit_rules=tuple(rules),
@@ -251,7 +281,12 @@ class _Compiler:
 
 def compile_policy(cfg: AlertingConfig, source: str = "<string>") -> AlertingPolicy:
     """Validate references (receivers, time intervals) and build the immutable tree."""
-    return _Compiler(source).compile(cfg)
+    policy = _Compiler(source).compile(cfg)
+    try:
+        forward_targets(policy, [])  # an alertmanager integration's resend_interval, checked now
+    except ValueError as exc:
+        raise PolicyConfigError(f"{source}: {exc}") from exc
+    return policy
 
 
 def load_alerting_policy(overrides_dir: Path | str | None = None) -> AlertingPolicy:

@@ -19,6 +19,12 @@ Muting at a tick: silences and inhibition remove single alerts from what a recei
 route's mute/active time intervals hold its whole group. Deliberate difference: while a group is
 held by a time interval its resolved alerts are kept, so the resolution is still sent when the
 interval ends (Alertmanager drops them, leaving e.g. a PagerDuty incident open).
+
+Bounds (hostile input must not grow memory without limit): an alert that arrives without
+``endsAt`` ends ``policy.resolve_timeout`` after it was last received; at most ``max_alerts``
+alerts are held (a new one beyond that is refused and counted); at most ``max_groups`` groups
+exist — an alert that would open another goes to its route's one *overflow group* (group labels
+``{overflow="groups"}``), so it is still notified, and is counted.
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from policies.alert_model import Alert, Silence
-from policies.alert_nflog import LogEntry, NotifyReason, needs_update
+from policies.alert_nflog import LogEntry, needs_update
+from policies.alert_notification import DispatchStatus, IngestResult, Notification
 from policies.alert_routing import AlertingPolicy, Inhibitor, Route
 
 __all__ = ["DispatchStatus", "Dispatcher", "IngestResult", "Notification"]
@@ -38,63 +45,13 @@ __all__ = ["DispatchStatus", "Dispatcher", "IngestResult", "Notification"]
 STATE_VERSION = 1
 #: How long a log entry outlives its group (Alertmanager's default ``--data.retention``).
 DEFAULT_LOG_RETENTION = 120 * 3600.0
+DEFAULT_MAX_ALERTS = 10_000
+DEFAULT_MAX_GROUPS = 1_000
+OVERFLOW_LABELS = {"overflow": "groups"}
 
 
 def _sorted(alerts: Iterable[Alert]) -> tuple[Alert, ...]:
     return tuple(sorted(alerts, key=lambda a: sorted(a.labels.items())))
-
-
-@dataclass(frozen=True, kw_only=True)
-class Notification:
-    """One message to one receiver about one group; ``due_at`` is the tick it belongs to."""
-
-    receiver: str
-    group_key: str
-    route_id: str
-    group_labels: Mapping[str, str]
-    firing: tuple[Alert, ...]
-    resolved: tuple[Alert, ...]
-    due_at: float
-    flushed_at: float
-    reason: NotifyReason
-    muted: int = 0  # alerts of the group silenced or inhibited at this tick
-
-    @property
-    def alerts(self) -> tuple[Alert, ...]:
-        """Firing then resolved alerts."""
-        return self.firing + self.resolved
-
-    def for_integration(self, send_resolved: bool) -> tuple[Alert, ...]:
-        """The alerts one integration gets: resolved ones only if it sends resolved alerts."""
-        return self.alerts if send_resolved else self.firing
-
-    @property
-    def status(self) -> str:
-        """``firing`` if any alert fires, else ``resolved`` (Alertmanager's group status)."""
-        return "firing" if self.firing else "resolved"
-
-
-@dataclass(frozen=True, kw_only=True)
-class IngestResult:
-    """What an ``ingest`` call did."""
-
-    accepted: int
-    unrouted: int  # matched no route with a receiver (the seed's shorthand tree has no default)
-    new_groups: int
-
-
-@dataclass(frozen=True, kw_only=True)
-class DispatchStatus:
-    """Counts for the health summary: what fires, what is muted and why."""
-
-    groups: int
-    firing: int
-    unrouted: int
-    silenced: int
-    inhibited: int
-    time_muted_groups: int
-    log_entries: int
-    silences_active: int
 
 
 @dataclass
@@ -110,9 +67,14 @@ class _Group:
 class Dispatcher:
     """Routing, grouping, muting and the notification log for one alerting policy."""
 
-    def __init__(self, *, policy: AlertingPolicy, log_retention: float = DEFAULT_LOG_RETENTION) -> None:
+    def __init__(
+        self, *, policy: AlertingPolicy, log_retention: float = DEFAULT_LOG_RETENTION,
+        max_alerts: int = DEFAULT_MAX_ALERTS, max_groups: int = DEFAULT_MAX_GROUPS,
+    ) -> None:
         self.policy = policy
         self.log_retention = log_retention
+        self.max_alerts, self.max_groups = max_alerts, max_groups
+        self.alerts_refused = self.groups_overflowed = 0
         self._routes = policy.routes_by_id()
         self._groups: dict[tuple[str, str], _Group] = {}
         self._alerts: dict[str, Alert] = {}  # latest version of every known alert (inhibition sources)
@@ -126,11 +88,16 @@ class Dispatcher:
     def ingest(self, alerts: Iterable[Alert], now: float) -> IngestResult:
         """Merge alerts into the store and their groups (same fingerprint = same alert)."""
         self._last_now = max(self._last_now, now)
-        accepted = unrouted = new_groups = 0
+        accepted = unrouted = new_groups = refused = 0
+        overflowed_before = self.groups_overflowed
         for alert in alerts:
-            accepted += 1
+            alert = self.policy.timed(alert, now)
             fp = alert.fingerprint
             old = self._alerts.get(fp)
+            if old is None and len(self._alerts) >= self.max_alerts:
+                refused += 1
+                continue
+            accepted += 1
             # Overlapping activity is the same incident: keep when it began (Alertmanager Merge).
             if old is not None and not old.resolved(alert.starts_at) and old.starts_at < alert.starts_at:
                 alert = replace(alert, starts_at=old.starts_at)
@@ -143,12 +110,19 @@ class Dispatcher:
             self._unrouted.discard(fp)
             for route in routes:
                 new_groups += self._insert(route, alert, now)
-        return IngestResult(accepted=accepted, unrouted=unrouted, new_groups=new_groups)
+        self.alerts_refused += refused
+        return IngestResult(accepted=accepted, unrouted=unrouted, new_groups=new_groups, refused=refused,
+                            overflowed=self.groups_overflowed - overflowed_before)
 
     def _insert(self, route: Route, alert: Alert, now: float) -> int:
         labels = route.group_labels(alert.labels)
         key = route.group_key(labels)
         group = self._groups.get((route.id, key))
+        if group is None and len(self._groups) >= self.max_groups:
+            self.groups_overflowed += 1
+            labels = dict(OVERFLOW_LABELS)
+            key = route.group_key(labels)
+            group = self._groups.get((route.id, key))
         created = group is None
         if group is None:
             group = _Group(route=route, labels=labels, key=key, next_at=now + route.opts.group_wait)
@@ -173,6 +147,10 @@ class Dispatcher:
             return False
         self._silences[silence_id] = replace(s, ends_at=min(s.ends_at, max(now, s.starts_at)))
         return True
+
+    def alerts(self) -> tuple[Alert, ...]:
+        """The latest version of every alert known (firing, and resolved ones not yet collected)."""
+        return tuple(self._alerts.values())
 
     @property
     def silences(self) -> tuple[Silence, ...]:
@@ -312,6 +290,8 @@ class Dispatcher:
             time_muted_groups=held,
             log_entries=len(self._log),
             silences_active=sum(1 for s in self._silences.values() if s.active(now)),
+            alerts_refused=self.alerts_refused,
+            groups_overflowed=self.groups_overflowed,
         )
 
     # -- persistence -------------------------------------------------------------------------------
@@ -342,7 +322,8 @@ class Dispatcher:
 
     @classmethod
     def from_dict(
-        cls, data: Mapping[str, Any], *, policy: AlertingPolicy, log_retention: float = DEFAULT_LOG_RETENTION
+        cls, data: Mapping[str, Any], *, policy: AlertingPolicy, log_retention: float = DEFAULT_LOG_RETENTION,
+        max_alerts: int = DEFAULT_MAX_ALERTS, max_groups: int = DEFAULT_MAX_GROUPS,
     ) -> Dispatcher:
         """Restore state saved by :meth:`to_dict`, under a possibly changed policy.
 
@@ -351,7 +332,7 @@ class Dispatcher:
         """
         if data.get("version") != STATE_VERSION:
             raise ValueError(f"dispatcher state version {data.get('version')!r}, expected {STATE_VERSION}")
-        d = cls(policy=policy, log_retention=log_retention)
+        d = cls(policy=policy, log_retention=log_retention, max_alerts=max_alerts, max_groups=max_groups)
         saved_at = float(data.get("savedAt", 0.0))
         d._last_now = saved_at
         d._alerts = {a.fingerprint: a for a in (Alert.from_dict(raw) for raw in data.get("alerts", []))}

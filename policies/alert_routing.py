@@ -20,7 +20,7 @@ matches both sides is never muted by itself.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from policies.alert_matchers import Matcher, format_label_set, matches_all
 from policies.alert_model import Alert
@@ -149,6 +149,13 @@ class Inhibitor:
         return False
 
 
+#: sfa-ops' own producers re-send the conditions they hold this often (policies/alert_rules.py), so
+#: a resolve timeout must span a few of these or held alerts would flap.
+HELD_ALERT_REFRESH_S = 60.0
+MIN_RESOLVE_TIMEOUT = 3 * HELD_ALERT_REFRESH_S
+DEFAULT_RESOLVE_TIMEOUT = 3600.0
+
+
 @dataclass(frozen=True, kw_only=True)
 class AlertingPolicy:
     """A validated alerting configuration: the tree, receivers, inhibition and time intervals."""
@@ -158,6 +165,13 @@ class AlertingPolicy:
     inhibit_rules: tuple[InhibitRule, ...] = ()
     time_intervals: Mapping[str, NamedTimeInterval] = field(default_factory=dict)
     source: str = "<string>"
+    resolve_timeout: float = DEFAULT_RESOLVE_TIMEOUT
+    """An alert that arrives without ``endsAt`` ends this long after it was last received
+    (Alertmanager's ``global.resolve_timeout``): nothing stays firing because nobody resolved it."""
+
+    def timed(self, alert: Alert, now: float) -> Alert:
+        """The alert with ``endsAt`` = ``now`` + resolve timeout if it came without one."""
+        return alert if alert.ends_at is not None else replace(alert, ends_at=now + self.resolve_timeout)
 
     def routes_by_id(self) -> dict[str, Route]:
         """Every node of the tree by its id."""

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from policies.alert_routing import HELD_ALERT_REFRESH_S
+
 
 def _alert(name: str, severity: str, service: str, cluster: str, now: float, *, summary: str,
            resolved: bool = False, **extra: str) -> dict[str, Any]:
@@ -59,19 +61,49 @@ def alerts_for_breaker(event: dict[str, Any], cluster: str, now: float) -> list[
 
 
 class FiringSet:
-    """Resolutions only for alerts that fired: a recovery must not resolve what never fired."""
+    """Resolutions only for alerts that fired; and the conditions still held, to re-send.
 
-    def __init__(self) -> None:
-        self.firing: set[tuple[tuple[str, str], ...]] = set()
+    The alert manager ends an alert it does not hear of again within its resolve timeout (as
+    Alertmanager does), so the conditions sfa-ops holds (a breaker open, a service down, an
+    infrastructure error) are handed out again by :meth:`due` every ``refresh_s``. Security alerts
+    (``component: security``) are events: their producers never resolve them, so they are not
+    re-sent and end by the timeout. At most ``max_held`` alerts are remembered (oldest first out;
+    ``dropped`` counts them).
+    """
 
-    def filter(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def __init__(self, *, refresh_s: float = HELD_ALERT_REFRESH_S, max_held: int = 10_000) -> None:
+        self.refresh_s, self.max_held = refresh_s, max_held
+        self.firing: dict[tuple[tuple[str, str], ...], tuple[dict[str, Any], float]] = {}
+        self.dropped = 0
+
+    def filter(self, alerts: list[dict[str, Any]], now: float = 0.0) -> list[dict[str, Any]]:
+        """The alerts to send: every firing one (remembered, sent at ``now``), and a resolution only
+        for what fired."""
         out = []
         for a in alerts:
             key = tuple(sorted(a["labels"].items()))
             if a["endsAt"] is None:
-                self.firing.add(key)
+                self.hold(a, now)
                 out.append(a)
             elif key in self.firing:
-                self.firing.discard(key)
+                del self.firing[key]
                 out.append(a)
+        return out
+
+    def hold(self, alert: dict[str, Any], sent_at: float) -> None:
+        """Remember a firing alert as sent at ``sent_at`` (also used to restore after a restart)."""
+        key = tuple(sorted(alert["labels"].items()))
+        self.firing.pop(key, None)
+        self.firing[key] = (alert, sent_at)
+        while len(self.firing) > self.max_held:
+            self.firing.pop(next(iter(self.firing)))
+            self.dropped += 1
+
+    def due(self, now: float) -> list[dict[str, Any]]:
+        """Held conditions last sent ``refresh_s`` or more ago, to send again (marked sent at ``now``)."""
+        out = []
+        for alert, sent_at in list(self.firing.values()):
+            if now - sent_at >= self.refresh_s and alert["labels"].get("component") != "security":
+                self.hold(alert, now)
+                out.append(alert)
         return out

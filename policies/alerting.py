@@ -73,7 +73,8 @@ def routing_throughput(n_alerts: int, *, clock: Callable[[], float] = time.perf_
     if n_alerts <= 0:
         raise ValueError("n_alerts must be positive")
     policy = load_alerting_policy()
-    dispatcher = Dispatcher(policy=policy)
+    # Caps as large as the run: this measures routing and grouping, not refusals or overflow.
+    dispatcher = Dispatcher(policy=policy, max_alerts=n_alerts, max_groups=n_alerts)
     alerts = [
         Alert(
             labels={

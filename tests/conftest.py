@@ -1,5 +1,6 @@
-"""Session-wide real services: one mosquitto, one Redis, one PostgreSQL and one local Ray per test
-session, each started by the project's own code on a free loopback port and stopped at the end."""
+"""Session-wide real services: one mosquitto, one Redis, one PostgreSQL, one Prometheus Alertmanager
+and one local Ray per test session, each started by the project's own code on a free loopback port
+and stopped at the end."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, start_mosquitto, start_postgres, start_redis
+from adapters.processes import ChildService, start_alertmanager, start_mosquitto, start_postgres, start_redis
+from tests.support.http_receiver import HttpReceiver, http_receiver
 
 _RAY_TOKEN_DIR: str | None = None
 
@@ -61,6 +63,22 @@ def redis_server() -> Iterator[ChildService]:
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[ChildService]:
     svc = start_postgres()
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture(scope="session")
+def alertmanager_webhook() -> Iterator[HttpReceiver]:
+    """The HTTP receiver the session's Alertmanager notifies (path ``/am``; bodies: webhook v4)."""
+    with http_receiver() as rx:
+        yield rx
+
+
+@pytest.fixture(scope="session")
+def alertmanager(alertmanager_webhook: HttpReceiver) -> Iterator[ChildService]:
+    """A real Alertmanager (resolve_timeout 3 s, groups by the ``test`` label, clustering off) whose
+    one route notifies ``alertmanager_webhook`` at ``/am``; tests use a unique ``test`` label."""
+    svc = start_alertmanager(webhook_url=f"{alertmanager_webhook.url}/am", resolve_timeout="3s")
     yield svc
     svc.stop()
 

@@ -68,8 +68,9 @@ async def test_audit_writer_actor_calls_data_access_violations_and_purge(
                                                        "operation": "read", "recordIds": ["r1", "r2"],
                                                        "roles": ["nurse_trainee"],
                                                        "timestamp": "2026-01-01T00:00:00Z"}, qos=1)
+        # An `error` security alert goes to the default tree's root receiver: Alertmanager's 30 s group_wait.
         alert = await watcher.wait(lambda w: [a for a in w.on("/alerts")
-                                              if a["labels"]["alertname"] == "ComplianceViolation"], 10, "violation")
+                                              if a["labels"]["alertname"] == "ComplianceViolation"], 45, "violation")
         assert alert[0]["labels"]["regulation"] == "HIPAA §164.312(a)"
         await asyncio.sleep(0.5)
         async with open_store(pg_database) as store:

@@ -13,7 +13,10 @@ from policies.alert_model import Alert, Silence
 from policies.alert_nflog import NotifyReason
 from policies.alert_payloads import to_api_v2_alerts, to_webhook_payload
 
+# These tables follow one alert over hours or days without re-sending it: a week-long resolve
+# timeout keeps it firing (the timeout has its own tests below).
 SIMPLE = """
+global: {{resolve_timeout: 1w}}
 route:
   receiver: hook
   group_by: [alertname]
@@ -239,6 +242,7 @@ def test_expire_silence() -> None:
 
 
 TIMED = """
+global: {resolve_timeout: 1w}
 route:
   receiver: hook
   group_wait: 30s

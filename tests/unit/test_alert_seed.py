@@ -1,4 +1,4 @@
-"""The seed's alert routing YAML loads as is, and the shipped default is a faithful copy of it.
+"""The seed's alert routing YAML loads as is, and the shipped default holds it under a root receiver.
 
 The seed is a PDF turned into text: the YAML block lost its indentation, gained blank lines
 between every line and a page header ("Alert Manager Implementation") in the middle. The helper
@@ -95,20 +95,29 @@ def test_seed_block_loads(seed_yaml: str) -> None:
     ]
 
 
-def test_shipped_default_is_the_seed_block(seed_yaml: str) -> None:
-    """policies/alerting.yaml holds the same data as the seed's block (comments aside)."""
-    shipped = yaml.safe_load((DEFAULTS_DIR / DEFAULT_FILE).read_text())
-    assert shipped == yaml.safe_load(seed_yaml)
+def test_shipped_default_is_the_seed_block_under_a_root_receiver(seed_yaml: str) -> None:
+    """policies/alerting.yaml holds the seed's routes and receivers as they are (comments aside),
+    under a root whose receiver ``default`` is the only addition (log + MQTT)."""
+    shipped = yaml.safe_load((DEFAULTS_DIR / DEFAULT_FILE).read_text())["alerting"]
+    seed = yaml.safe_load(seed_yaml)["alerting"]
+    assert set(shipped) == {"route", "receivers"}
+    assert shipped["route"] == {"receiver": "default", "routes": seed["routes"]}
+    assert shipped["receivers"] == [
+        {"name": "default", "log": {}, "mqtt": {"topic": "system/{cluster}/alerts"}},
+        *seed["receivers"],
+    ]
 
 
 SEVERITY_CASES = [
     ({"severity": "info"}, ["monitoring-channel"], 30.0, 14400.0),
     ({"severity": "warning"}, ["dev-team-slack"], 30.0, 14400.0),
     ({"severity": "error", "component": "service"}, ["on-call-engineer"], 30.0, 600.0),
-    ({"severity": "error", "component": "redis"}, [], None, None),  # seed's tree: unrouted
+    # The seed's tree has no route for these: the root receiver takes them (Alertmanager's defaults).
+    ({"severity": "error", "component": "redis"}, ["default"], 30.0, 14400.0),
+    ({"severity": "error", "component": "security"}, ["default"], 30.0, 14400.0),
     ({"severity": "critical"}, ["critical-alerts"], 0.0, 300.0),
     ({"severity": "emergency"}, ["emergency-response"], 0.0, 120.0),
-    ({"alertname": "NoSeverity"}, [], None, None),
+    ({"alertname": "NoSeverity"}, ["default"], 30.0, 14400.0),
 ]
 
 
@@ -116,7 +125,8 @@ SEVERITY_CASES = [
 def test_default_policy_routes_by_severity(
     labels: dict[str, str], receivers: list[str], group_wait: float | None, repeat: float | None
 ) -> None:
-    """The shipped tree sends each severity to the seed's receiver with the seed's timings."""
+    """The shipped tree sends each severity to the seed's receiver with the seed's timings, and
+    every alert no seed route takes to the root receiver."""
     policy = load_alerting_policy()
     routes = [r for r in policy.root.match(labels) if r.opts.receiver]
     assert [r.opts.receiver for r in routes] == receivers
@@ -145,3 +155,26 @@ def test_override_file_merges_over_default(tmp_path: Path) -> None:
     policy = load_alerting_policy(tmp_path)
     assert list(policy.receivers) == ["monitoring-channel"]
     assert policy.receivers["monitoring-channel"].integrations[0].type == "log"
+
+
+@pytest.mark.parametrize("severity", [None, "info", "warning", "error", "critical", "emergency"])
+@pytest.mark.parametrize(
+    "component", [None, "service", "security", "store", "mqtt_broker", "postgresql_cluster", "redis"]
+)
+def test_default_policy_routes_every_alert_somewhere(severity: str | None, component: str | None) -> None:
+    """Under the shipped tree no alert is unrouted: each reaches a receiver, and the ones no seed
+    route takes reach ``default``, which logs and publishes on the alerts topic."""
+    labels = {"alertname": "Any"}
+    labels |= {"severity": severity} if severity else {}
+    labels |= {"component": component} if component else {}
+    d = Dispatcher(policy=load_alerting_policy())
+    result = d.ingest([Alert(labels=labels, starts_at=0)], 0)
+    assert (result.accepted, result.unrouted) == (1, 0)
+    (n,) = d.due(60)
+    seed_takes = severity in ("info", "warning", "critical", "emergency") or (
+        severity == "error" and component == "service"
+    )
+    assert (n.receiver != "default") == seed_takes
+    if not seed_takes:
+        kinds = [i.type for i in d.policy.receivers[n.receiver].integrations]
+        assert kinds == ["log", "mqtt"]
