@@ -54,6 +54,7 @@ class MqttConfig:
     connect_timeout_s: float = 10.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
+    reconnect_stable_s: float = 10.0  # the backoff resets only after a connection stayed up this long
     # MQTT 5 subscription identifiers let the bus route each delivered copy to exactly the
     # subscription it was sent for; turn off for brokers that do not support them.
     use_subscription_ids: bool = True
@@ -82,6 +83,8 @@ class MqttConfig:
                 f"MQTT reconnect backoff needs 0 < reconnect_min_s <= reconnect_max_s, "
                 f"got {self.reconnect_min_s} and {self.reconnect_max_s}"
             )
+        if self.reconnect_stable_s < 0:
+            raise MqttConfigError(f"MQTT reconnect_stable_s {self.reconnect_stable_s} must be >= 0")
 
     @classmethod
     def from_url(cls, url: str, *, env: Mapping[str, str] | None = None, **overrides: Any) -> MqttConfig:
