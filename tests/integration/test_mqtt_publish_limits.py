@@ -5,6 +5,7 @@ connection stayed up, and a :class:`Delivery` is acked only when the broker ackn
 
 from __future__ import annotations
 
+import logging
 import re
 import tempfile
 import time
@@ -14,7 +15,9 @@ from pathlib import Path
 import pytest
 
 from adapters.mqtt import MqttBus, MqttConfig
+from adapters.outbox import UnackedOutbox
 from adapters.processes import ChildService, Mosquitto, free_port
+from adapters.store import open_store
 from tests.support.mqtt import Collector, running_bus, unique_prefix, wait_until
 
 pytestmark = pytest.mark.integration
@@ -167,3 +170,26 @@ async def test_own_cap_dead_letters_before_queueing(broker_url: str) -> None:
         assert await marker.wait(5)
     assert [m.topic for m in got.messages] == [f"{pre}/marker"]
     assert bus.stats()["publish_oversized"] == 1
+
+
+async def test_outbox_rows_are_marked_published_only_when_the_broker_acked(broker_url: str, tmp_path: Path) -> None:
+    """The outbox bookkeeping the supervisor and the security actors use: of four rows, only the
+    one the broker acknowledged is marked; the oversized one, the one dropped from a full queue and
+    the one still queued for a down broker stay unpublished (the next start republishes them)."""
+    pre = unique_prefix("outbox")
+    async with open_store(f"sqlite:///{tmp_path}/ops.db") as store:
+        marks = UnackedOutbox(store=store, logger=logging.getLogger("test.outbox"))
+        ids = [await store.outbox_add(f"{pre}/{n}", {"n": n}, qos=1, kind="test") for n in range(4)]
+        async with running_bus(broker_url, max_publish_bytes=200) as bus:
+            marks.add(ids[0], bus.publish_nowait(f"{pre}/0", {"n": 0}, qos=1))
+            marks.add(ids[1], bus.publish_nowait(f"{pre}/1", {"n": 1, "pad": "x" * 300}, qos=1))
+            assert await marks.mark(bus, 5) == 1
+        down = MqttBus(config=MqttConfig.from_url(f"mqtt://127.0.0.1:{free_port()}", env={}), outgoing_queue_size=1)
+        async with down:
+            marks.add(ids[2], down.publish_nowait(f"{pre}/2", {"n": 2}, qos=1))
+            marks.add(ids[3], down.publish_nowait(f"{pre}/3", {"n": 3}, qos=1))
+            assert await marks.mark(down, 0.2) == 0
+            assert len(marks) == 1  # the queued one is still waiting for the broker
+        pending = await store.outbox_pending(10)
+    assert [r.id for r in pending] == ids[1:]
+    assert marks.lost == {"oversized": 1, "dropped:queue_full": 1}
