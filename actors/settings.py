@@ -7,17 +7,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, kw_only=True)
 class OperateSettings:
-    broker_url: str
+    # URLs/DSNs may carry passwords (and webhook URLs tokens): kept out of repr (logs).
+    broker_url: str = field(repr=False)
     cluster_id: str = "local"
-    store_url: str = "sqlite:///var/sfa-ops.db"
+    store_url: str = field(default="sqlite:///var/sfa-ops.db", repr=False)
     policies_dir: str | None = None
     observers: int = 1
     namespace: str = "sfa-ops"
     services: tuple[str, ...] = ()
     """Services to monitor from the start (others are picked up on first sight)."""
-    alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+    alert_webhooks: tuple[str, ...] = field(default_factory=tuple, repr=False)
     # Infrastructure checks (the broker probe always runs, against broker_url).
-    # DSNs/URLs may carry passwords: kept out of repr (logs).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)
     check_redis: tuple[str, ...] = field(default=(), repr=False)
     emqx_api: str | None = None

@@ -23,8 +23,10 @@ from drivers.options import Option, OptionError, fail, positive_int, resolve, se
 PROG = "python -m drivers.operate"
 
 OPTIONS = [
-    Option("broker", "MQTT broker URL, mqtt://[user:pass@]host:port or mqtts:// for TLS; "
+    Option("broker", "MQTT broker URL, mqtt://[user@]host:port or mqtts:// for TLS; "
            "none: start an embedded mosquitto on a free loopback port", metavar="URL"),
+    Option("broker-password-file", "file holding the broker password (keeps it off the command line; "
+           "or SFA_OPS_MQTT_PASSWORD in the environment)", metavar="FILE"),
     Option("cluster-id", "cluster id used in system/{cluster}/... topics", default="local"),
     Option("store", "sqlite:///path or postgresql://user@host/db", default="sqlite:///var/sfa-ops.db", metavar="URL"),
     Option("policies", "directory of policy YAML files overriding the defaults in policies/", metavar="DIR"),
@@ -66,9 +68,11 @@ def validate(opts: dict[str, Any]) -> None:
     from policies.config import PolicyConfigError
     from protocol.names import check_segment, check_service_name
 
+    if opts.get("broker_password_file") and not opts["broker"]:
+        raise OptionError("--broker-password-file needs --broker (the embedded broker has no password)")
     if opts["broker"]:
         try:
-            MqttConfig.from_url(opts["broker"])
+            MqttConfig.from_url(broker_url(opts))
         except MqttConfigError as exc:
             raise OptionError(f"--broker: {exc}") from exc
     try:
@@ -88,10 +92,21 @@ def validate(opts: dict[str, Any]) -> None:
         raise OptionError(f"--policies: {exc}") from exc
 
 
+def broker_url(opts: dict[str, Any]) -> str:
+    """``--broker`` with the password of ``--broker-password-file`` in it (MqttConfigError if unusable)."""
+    from adapters.mqtt_config import read_secret_file, url_with_password
+
+    url = str(opts["broker"])
+    path = opts.get("broker_password_file")
+    return url_with_password(url, read_secret_file(path, what="--broker-password-file")) if path else url
+
+
 def _validate_infra(opts: dict[str, Any]) -> None:
     """The infrastructure check options: URL schemes, EMQX credentials, namespace."""
     import re
     from urllib.parse import urlsplit
+
+    from adapters.urls import postgres_tls_problem, redact_url
 
     def url(option: str, value: str, schemes: tuple[str, ...], example: str) -> None:
         try:
@@ -104,6 +119,9 @@ def _validate_infra(opts: dict[str, Any]) -> None:
 
     for dsn in opts.get("check_postgres") or []:
         url("check-postgres", dsn, ("postgresql", "postgres"), "postgresql://sfa@db.internal:5432/postgres")
+        problem = postgres_tls_problem(dsn, os.environ)
+        if problem:
+            raise OptionError(f"--check-postgres {redact_url(dsn)}: {problem}")
     for u in opts.get("check_redis") or []:
         url("check-redis", u, ("redis", "rediss"), "redis://cache.internal:6379/0")
     if opts.get("emqx_api"):
@@ -156,13 +174,14 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     from actors.settings import OperateSettings
     from actors.supervisor import Supervisor, named
     from adapters.processes import ChildService, start_mosquitto
+    from adapters.urls import redact_url
 
     embedded: ChildService | None = None
-    broker = opts["broker"]
+    broker = broker_url(opts) if opts["broker"] else None
     if not broker:
         embedded = start_mosquitto()
         broker = embedded.url
-        print(f"sfa-ops: embedded mosquitto at {broker}", flush=True)
+        print(f"sfa-ops: embedded mosquitto at {redact_url(broker)}", flush=True)
     _sqlite_dir(opts["store"])
     settings = OperateSettings(
         broker_url=broker,
@@ -200,8 +219,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     supervisor = named(Supervisor, settings.actor_name("supervisor"), settings.namespace).remote(settings)
     try:
         info = await supervisor.start.remote()
-        print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {broker} with {info['observers']} "
-              f"observer(s); store {settings.store_url}", flush=True)
+        print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {redact_url(broker)} with "
+              f"{info['observers']} observer(s); store {redact_url(settings.store_url)}", flush=True)
         if ready is not None:
             ready.set()
         deadline = None if opts["duration"] is None else time.monotonic() + opts["duration"]
