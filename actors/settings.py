@@ -32,6 +32,8 @@ class OperateSettings:
     audit_calls: bool = True
     """Every observed call becomes an audit event (sanitized by the audit writer)."""
     enforcement_redis: str | None = field(default=None, repr=False)
+    audit_key: str | None = field(default=None, repr=False)
+    """The audit chain's HMAC key (adapters.store.audit_key); None: plain sha256 chain."""
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

@@ -29,8 +29,7 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
     """``url`` safe to print; see the module docstring."""
     try:
         parts = urlsplit(str(url))
-        _ = parts.port  # raises on a malformed port
-    except ValueError:
+    except ValueError:  # e.g. a broken [IPv6] host: show nothing we cannot take apart
         return "<unparseable URL>"
     netloc = parts.netloc
     if "@" in netloc:

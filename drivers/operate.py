@@ -39,6 +39,8 @@ OPTIONS = [
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
            "(sfa:block:ip:{ip}, sfa:suspend:user:{id}, sfa:ratelimit:user:{id}) for gateways", metavar="URL"),
     Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
+    Option("audit-key-file", "the audit chain's HMAC key (default var/audit.key, generated on first run; "
+           "or SFA_OPS_AUDIT_KEY); keep it out of the database and its backups", metavar="FILE"),
     Option("no-audit-calls", "do not write an audit event per observed call (data-access events still are)",
            flag=True),
     Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
@@ -65,6 +67,7 @@ def validate(opts: dict[str, Any]) -> None:
     """Check everything that can be checked before Ray starts; raises OptionError."""
     from adapters.mqtt import MqttConfig, MqttConfigError
     from adapters.store import StoreConfigError, open_store
+    from adapters.store.audit_key import load_audit_key
     from policies.config import PolicyConfigError
     from protocol.names import check_segment, check_service_name
 
@@ -85,6 +88,10 @@ def validate(opts: dict[str, Any]) -> None:
         open_store(opts["store"])
     except StoreConfigError as exc:
         raise OptionError(f"--store: {exc}") from exc
+    try:
+        load_audit_key(opts.get("audit_key_file"))
+    except StoreConfigError as exc:
+        raise OptionError(f"--audit-key-file: {exc}") from exc
     _validate_infra(opts)
     try:
         load_all_policies(opts["policies"])
@@ -174,6 +181,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     from actors.settings import OperateSettings
     from actors.supervisor import Supervisor, named
     from adapters.processes import ChildService, start_mosquitto
+    from adapters.store.audit_key import load_audit_key
     from adapters.urls import redact_url
 
     embedded: ChildService | None = None
@@ -183,6 +191,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         broker = embedded.url
         print(f"sfa-ops: embedded mosquitto at {redact_url(broker)}", flush=True)
     _sqlite_dir(opts["store"])
+    audit_key, key_source = load_audit_key(opts.get("audit_key_file"), create=True)
+    print(f"sfa-ops: audit chain keyed by {key_source}", flush=True)
     settings = OperateSettings(
         broker_url=broker,
         cluster_id=opts["cluster_id"],
@@ -201,6 +211,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         security=not opts.get("no_security"),
         audit_calls=not opts.get("no_audit_calls"),
         enforcement_redis=opts.get("enforcement_redis"),
+        audit_key=audit_key.decode() if audit_key else None,
     )
     started_ray = False
     if not ray.is_initialized():

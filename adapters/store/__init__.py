@@ -94,13 +94,15 @@ def open_store(
     url: str, *, clock: Callable[[], float] = time.time,
     pool_min_size: int = 1, pool_max_size: int = 10,
     connect_timeout: float = 5.0, command_timeout: float = 30.0, env: Mapping[str, str] | None = None,
+    audit_key: bytes | None = None,
 ) -> Store:
     """The store for ``url``, not yet opened: ``await store.open()`` or ``async with``.
 
     Raises StoreConfigError naming the wrong part of the URL and how to fix it; connecting (and
     so StoreUnavailable) happens at ``open()``. Pool options apply to PostgreSQL only. A
     PostgreSQL URL to another machine must name its ``sslmode`` (or ``PGSSLMODE`` in ``env``,
-    default ``os.environ``): see :func:`adapters.urls.postgres_tls_problem`.
+    default ``os.environ``): see :func:`adapters.urls.postgres_tls_problem`. ``audit_key`` (from
+    :mod:`adapters.store.audit_key`) makes the audit chain an HMAC chain; see :mod:`adapters.store.audit`.
     """
     if not isinstance(url, str) or not url.strip():
         raise StoreConfigError(f"store URL is empty; use {_EXAMPLES}")
@@ -116,7 +118,7 @@ def open_store(
 
         if parts.query:
             raise StoreConfigError(f"store URL {url!r}: SQLite takes no query options ({parts.query!r}); remove them")
-        return SqliteStore(path=_sqlite_path(url, parts.netloc, parts.path), clock=clock)
+        return SqliteStore(path=_sqlite_path(url, parts.netloc, parts.path), clock=clock, audit_key=audit_key)
     if scheme in ("postgresql", "postgres"):
         from adapters.store.postgres import PostgresStore
 
@@ -139,6 +141,7 @@ def open_store(
         return PostgresStore(
             dsn=url.strip(), redacted=redacted, clock=clock, pool_min_size=pool_min_size,
             pool_max_size=pool_max_size, connect_timeout=connect_timeout, command_timeout=command_timeout,
+            audit_key=audit_key,
         )
     raise StoreConfigError(
         f"store URL {redact_url(url)!r}: scheme {parts.scheme!r} is not supported; use sqlite:// or "
