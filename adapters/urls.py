@@ -16,7 +16,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping
-from urllib.parse import parse_qs, urlsplit, urlunsplit
+from urllib.parse import parse_qs, urlsplit
 
 __all__ = ["is_loopback_host", "postgres_tls_problem", "redact_url"]
 
@@ -37,7 +37,13 @@ def redact_url(url: str, *, drop_query: bool = False) -> str:
         user, colon, _password = userinfo.partition(":")
         netloc = f"{user}:{MASK}@{hostport}" if colon else f"{userinfo}@{hostport}"
     query = "" if drop_query else _redact_query(parts.query)
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+    if netloc == parts.netloc and query == parts.query and not parts.fragment:
+        return str(url)  # nothing to hide: as given
+    # Built by hand: urlunsplit would turn sqlite:////abs/path into sqlite://abs/path.
+    out = f"{parts.scheme}:" if parts.scheme else ""
+    if parts.netloc or str(url)[len(out):].startswith("//"):
+        out += "//" + netloc
+    return out + parts.path + (f"?{query}" if query else "")
 
 
 def _redact_query(query: str) -> str:

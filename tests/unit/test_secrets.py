@@ -32,6 +32,8 @@ SECRET = "Pa55-w0rd_xyz"
          "postgresql://app@db/ops?password=***&sslmode=require&sslpassword=***"),
         (f"https://hooks.example/x?token={SECRET}&team=a#{SECRET}", "https://hooks.example/x?token=***&team=a"),
         ("mqtt://broker:1883", "mqtt://broker:1883"),
+        ("sqlite:////var/lib/sfa/ops.db", "sqlite:////var/lib/sfa/ops.db"),
+        ("sqlite:///var/ops.db", "sqlite:///var/ops.db"),
         (f"postgresql://u:{SECRET}@h:99999/db", "postgresql://u:***@h:99999/db"),
         (f"mqtt://u:{SECRET}@[::1/x", "<unparseable URL>"),
     ],
