@@ -164,7 +164,8 @@ class AuditWriterBody:
         self.options = options or SecurityOptions()
         self.cluster = settings.cluster_id
         self.clock: Clock = clock or SystemClock()
-        self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued,
+        key = settings.audit_key.encode() if settings.audit_key else None
+        self.store = BufferedStore(inner=open_store(settings.store_url, audit_key=key), max_queued=self.options.store_max_queued,
                                    on_drop=self._dropped)
         self.trail = AuditTrail(store=self.store, policy=load_compliance_policy(settings.policies_dir),
                                 cluster=self.cluster, max_pending=self.options.audit_max_pending, clock=self.clock)

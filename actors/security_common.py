@@ -16,8 +16,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from adapters.enforcement import EnforcementConfig
-from adapters.mqtt import MqttBus, MqttBusError
-from adapters.store import Store, StoreError
+from adapters.mqtt import MqttBus
+from adapters.outbox import UnackedOutbox
+from adapters.store import Store
 from policies.security_events import SecurityAlert
 from protocol import topics
 from protocol.base import epoch_from_rfc3339
@@ -108,7 +109,7 @@ class Outlet:
         self.store = store
         self.bus = bus
         self.supervisor = supervisor
-        self._unmarked: list[int] = []
+        self._unmarked = UnackedOutbox(store=store, logger=logger)
         self.published = 0
 
     async def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
@@ -118,8 +119,7 @@ class Outlet:
             return
         assert self.bus is not None, "an Outlet without a supervisor needs a bus"
         msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
-        self.bus.publish_nowait(topic, payload, qos=1, retain=retain)
-        self._unmarked.append(msg_id)
+        self._unmarked.add(msg_id, self.bus.publish_nowait(topic, payload, qos=1, retain=retain))
 
     async def alert(self, alerts: list[dict[str, Any]]) -> None:
         if not alerts:
@@ -135,18 +135,9 @@ class Outlet:
             self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     async def flush(self, timeout: float = 1.0) -> None:
-        """Wait for the bus, then mark what it sent as published in the outbox."""
-        if self.bus is None or not self._unmarked:
-            return
-        try:
-            await self.bus.flush(timeout)
-        except MqttBusError:
-            return  # still queued in the bus; marked after a later flush
-        ids, self._unmarked = self._unmarked, []
-        try:
-            await self.store.outbox_mark_published(ids)
-        except StoreError:
-            logger.exception("could not mark %d outbox messages published", len(ids))
+        """Wait for the bus, then mark what the broker acknowledged as published in the outbox."""
+        if self.bus is not None:
+            await self._unmarked.mark(self.bus, timeout)
 
 
 def schedule_self_start() -> None:

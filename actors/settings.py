@@ -7,9 +7,10 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, kw_only=True)
 class OperateSettings:
-    broker_url: str
+    # URLs/DSNs may carry passwords (and webhook URLs tokens): kept out of repr (logs).
+    broker_url: str = field(repr=False)
     cluster_id: str = "local"
-    store_url: str = "sqlite:///var/sfa-ops.db"
+    store_url: str = field(default="sqlite:///var/sfa-ops.db", repr=False)
     policies_dir: str | None = None
     observers: int = 1
     namespace: str = "sfa-ops"
@@ -18,12 +19,11 @@ class OperateSettings:
     max_discovered_services: int = 64
     """Services seen only in traffic (not configured, no presence) that get a monitor; calls to
     further names are counted as ``observed.unknownServices``."""
-    alert_webhooks: tuple[str, ...] = field(default_factory=tuple)
+    alert_webhooks: tuple[str, ...] = field(default_factory=tuple, repr=False)
     alertmanager_urls: tuple[str, ...] = field(default=(), repr=False)
     """Alertmanagers that get every alert through API v2, re-sent every ``alertmanager_resend_s``."""
     alertmanager_resend_s: float = 60.0
     # Infrastructure checks (the broker probe always runs, against broker_url).
-    # DSNs/URLs may carry passwords: kept out of repr (logs).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)
     check_redis: tuple[str, ...] = field(default=(), repr=False)
     emqx_api: str | None = None
@@ -38,6 +38,8 @@ class OperateSettings:
     audit_calls: bool = True
     """Every observed call becomes an audit event (sanitized by the audit writer)."""
     enforcement_redis: str | None = field(default=None, repr=False)
+    audit_key: str | None = field(default=None, repr=False)
+    """The audit chain's HMAC key (adapters.store.audit_key); None: plain sha256 chain."""
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

@@ -5,7 +5,7 @@ Flow per observer tick: ``report(index, results, counters, edges)`` — breaker 
 ``system/{cluster}/circuit-breaker`` and the retained ``…/circuit-breaker/{Service}``; health
 changes to ``system/{cluster}/errors``; a service going down triggers ``policies.cascade`` and the
 preemptive opens it plans; alerts go to the AlertManager actor. Every message is written to the
-store's outbox first and marked published once the bus has flushed it.
+store's outbox first and marked published once the broker acknowledged it.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from actors.monitor import ServiceMonitor
 from actors.observer import Observer
 from actors.settings import OperateSettings
 from adapters.mqtt import MqttBus, MqttConfig
+from adapters.outbox import UnackedOutbox
 from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
@@ -69,7 +70,7 @@ class Supervisor:
         self.infrastructure: dict[str, Any] = {}
         self.counters: dict[int, dict[str, int]] = {}
         self.breakers: dict[str, str] = {}
-        self.unpublished: list[int] = []
+        self.unpublished = UnackedOutbox(store=self.store, logger=logger)
         self.published: dict[str, int] = {}
         self._last_health: dict[str, Any] | None = None
         self._last_health_at = 0.0
@@ -139,8 +140,7 @@ class Supervisor:
             logger.exception("could not restore from the store; continuing without")
             return
         for rec in pending:
-            self.bus.publish_nowait(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain)
-            self.unpublished.append(rec.id)
+            self.unpublished.add(rec.id, self.bus.publish_nowait(rec.topic, rec.payload, qos=rec.qos, retain=rec.retain))
         if pending:
             logger.info("republished %d messages a previous run had not published", len(pending))
 
@@ -312,24 +312,13 @@ class Supervisor:
             await self._publish(topics.system_errors(self.cluster), msg.to_wire(), kind="cascade")
 
     async def _publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
-        """Outbox first, then the bus (QoS 1); marked published after the bus flushed it."""
+        """Outbox first, then the bus (QoS 1); marked published once the broker acknowledged it."""
         msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
-        self.bus.publish_nowait(topic, payload, qos=1, retain=retain)
-        self.unpublished.append(msg_id)
+        self.unpublished.add(msg_id, self.bus.publish_nowait(topic, payload, qos=1, retain=retain))
         self.published[kind] = self.published.get(kind, 0) + 1
 
     async def _flush_and_mark(self, timeout: float) -> None:
-        if not self.unpublished:
-            return
-        try:
-            await self.bus.flush(timeout)
-        except Exception:
-            return  # still queued in the bus; marked after a later flush
-        ids, self.unpublished = self.unpublished, []
-        try:
-            await self.store.outbox_mark_published(ids)
-        except StoreError:
-            logger.exception("could not mark %d outbox messages published", len(ids))
+        await self.unpublished.mark(self.bus, timeout)  # what is still in flight: at a later call
 
     async def _send_alerts(self) -> None:
         if not self._pending_alerts:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import ipaddress
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
 
@@ -71,11 +71,11 @@ class EnforcementConfig:
     """Which backends to use. Credentials come from config/env (``SFA_OPS_EMQX_API_KEY`` …),
     never from code; ``redis_url`` may carry a password (``redis://:pw@host:6379/0``)."""
 
-    redis_url: str | None = None
+    redis_url: str | None = field(default=None, repr=False)
     redis_prefix: str = "sfa"
     emqx_url: str | None = None
     emqx_api_key: str | None = None
-    emqx_api_secret: str | None = None
+    emqx_api_secret: str | None = field(default=None, repr=False)
     timeout_s: float = 3.0
 
     @classmethod

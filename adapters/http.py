@@ -23,6 +23,8 @@ from typing import Any
 import aiohttp
 import orjson
 
+from adapters.urls import redact_url
+
 
 class HttpError(Exception):
     """Base of every error this module raises."""
@@ -85,9 +87,11 @@ class HttpClient:
                 body = await resp.read()
                 return HttpResponse(resp.status, dict(resp.headers), body)
         except TimeoutError as exc:
-            raise HttpTimeout(f"{method} {url}: no response within {self.timeout_s:g}s") from exc
+            raise HttpTimeout(f"{method} {redact_url(url)}: no response within {self.timeout_s:g}s") from exc
         except aiohttp.ClientError as exc:
-            raise HttpUnavailable(f"{method} {url}: {type(exc).__name__}: {exc}".rstrip(": ")) from exc
+            # aiohttp's message may quote the URL: redact it too
+            detail = str(exc).replace(url, redact_url(url))
+            raise HttpUnavailable(f"{method} {redact_url(url)}: {type(exc).__name__}: {detail}".rstrip(": ")) from exc
 
     async def get(self, path: str, *, params: Mapping[str, str] | None = None) -> HttpResponse:
         return await self.request("GET", path, params=params)

@@ -30,6 +30,8 @@ from urllib.parse import urljoin, urlsplit
 import aiohttp
 import orjson
 
+from adapters.urls import redact_url as _redact_url
+
 __all__ = ["HttpBadUrl", "HttpClientError", "HttpResult", "HttpUnreachable", "JsonPoster", "redact_url"]
 
 _FOLLOW = frozenset({307, 308})
@@ -63,14 +65,8 @@ class HttpResult:
 
 
 def redact_url(url: str) -> str:
-    """``url`` without credentials, query or fragment (webhook URLs often carry tokens there)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return f"{parts.scheme}://{host}{port}{parts.path}"
+    """``url`` without password, query or fragment (webhook URLs often carry tokens there)."""
+    return _redact_url(url, drop_query=True)
 
 
 def _origin(url: str) -> tuple[str, str, int | None]:

@@ -4,11 +4,21 @@ connection (MQTT 5) with a reconnect loop, handler dispatch and a bounded outgoi
 How it behaves:
 
 - ``start()`` returns at once; a reconnect loop (jittered exponential backoff, ``reconnect_min_s``
-  doubling to ``reconnect_max_s``) keeps one connection up. On every (re)connect it re-subscribes
-  everything registered, *then* counts as connected and flushes the outgoing queue.
+  doubling to ``reconnect_max_s``, reset only after a connection stayed up ``reconnect_stable_s``)
+  keeps one connection up. On every (re)connect it re-subscribes everything registered, *then*
+  counts as connected and flushes the outgoing queue.
 - ``publish`` never blocks on a down broker: QoS ≥ 1 messages wait in a bounded queue and are sent
   after reconnect (at least once: a message in flight when the connection died is sent again);
   QoS 0 messages published while disconnected are counted as dropped. Overflow is counted and logged.
+  ``publish``/``publish_nowait`` return a :class:`Delivery` that becomes ``acked`` only when the
+  broker acknowledged the message (QoS 1: PUBACK with a success code) — record a message as
+  published only then.
+- No message can stall publishing. One larger than ``max_publish_bytes`` or than the Maximum Packet
+  Size the broker announced in CONNACK, one the broker refuses in its PUBACK (e.g. not authorized),
+  and one that was in flight at ``max_send_attempts`` connection losses is *dead-lettered*: counted,
+  logged and kept (topic, size, reason; never the payload) in :meth:`MqttBus.dead_letters`, never
+  sent again. Messages in flight when a connection died are re-sent one at a time on the next
+  connection, so a message that makes the broker drop us is the only one charged for it.
 - Incoming messages pass a size check (``oversized``) and a bounded queue (``incoming_dropped``)
   before **one dispatcher task runs handlers sequentially, in arrival order** — a slow handler
   delays the others; hand long work to your own task or queue. Handlers may be sync or async; a
@@ -52,11 +62,12 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from adapters.mqtt_client import ACKED, BusClient, DeadLetter, Delivery, publish_packet_size
 from adapters.mqtt_config import MqttBusError, MqttConfig, MqttConfigError
 from adapters.mqtt_topics import MqttTopicError, TopicMatcher, topic_matches, validate_filter, validate_topic
 
 __all__ = [
-    "Handler", "LastWill", "Message", "MqttBus", "MqttBusClosed", "MqttBusError", "MqttConfig",
+    "DeadLetter", "Delivery", "Handler", "LastWill", "Message", "MqttBus", "MqttBusClosed", "MqttBusError", "MqttConfig",
     "MqttConfigError", "MqttSubscribeError", "MqttTimeout", "MqttTopicError", "Payload", "topic_matches",
 ]
 
@@ -66,6 +77,7 @@ Payload = bytes | str | dict[str, Any] | list[Any]
 _SENDERS = 8  # concurrent publish awaits per connection: pipelines QoS 1 PUBACK round trips
 _HIGH_WATER = 1024  # while connected, `await publish()` waits when this many are queued
 _YIELD_EVERY = 256  # the dispatcher yields to the loop this often so I/O keeps flowing
+_DEAD_LETTERS_KEPT = 100
 
 
 class MqttSubscribeError(MqttBusError):
@@ -122,6 +134,10 @@ class _Outgoing:
     qos: int
     retain: bool
     properties: Properties | None
+    size: int  # PUBLISH packet bytes
+    seq: int  # publish order, to re-send interrupted messages in order
+    delivery: Delivery
+    attempts: int = 0  # connections lost while this message was in flight
 
 
 def encode_payload(payload: Payload) -> bytes:
@@ -135,23 +151,6 @@ def encode_payload(payload: Payload) -> bytes:
     raise TypeError(f"MQTT payload must be bytes, str, dict or list, not {type(payload).__name__}")
 
 
-class _BusClient(aiomqtt.Client):
-    """aiomqtt.Client that hands each received paho message straight to the bus.
-
-    Why: aiomqtt's ``messages`` iterator creates a task and an ``asyncio.wait`` per message, which
-    is most of its per-message cost. paho calls ``_on_message`` on the event loop thread; aiomqtt
-    2.x (pinned in uv.lock) has kept this hook stable. ``messages`` is still used, only to learn
-    of a disconnect. test_mqtt_bus.py fails loudly if an upgrade breaks this.
-    """
-
-    def __init__(self, *, sink: Callable[[paho.MQTTMessage], None], **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        self._bus_sink = sink
-
-    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
-        self._bus_sink(message)
-
-
 class MqttBus:
     """One MQTT 5 connection shared by everything in a process; see the module docstring."""
 
@@ -162,17 +161,25 @@ class MqttBus:
         client_id: str | None = None,
         will: LastWill | None = None,
         max_payload_bytes: int = 256 * 1024,
+        max_publish_bytes: int = 256 * 1024,
+        max_send_attempts: int = 3,
         incoming_queue_size: int = 10_000,
         outgoing_queue_size: int = 100_000,
         logger: logging.Logger = logger,
     ) -> None:
-        if incoming_queue_size < 1 or outgoing_queue_size < 1 or max_payload_bytes < 1:
-            raise MqttConfigError("queue sizes and max_payload_bytes must be >= 1")
+        if min(incoming_queue_size, outgoing_queue_size, max_payload_bytes, max_publish_bytes,
+               max_send_attempts) < 1:
+            raise MqttConfigError("queue sizes, byte caps and max_send_attempts must be >= 1")
         self.config = config
         suffix = client_id or uuid.uuid4().hex[:12]
         self.client_id = f"{config.client_id_prefix}-{suffix}" if config.client_id_prefix else suffix
         self._will = will
         self._max_payload = max_payload_bytes
+        self._max_publish = max_publish_bytes
+        self._max_attempts = max_send_attempts
+        self._seq = 0
+        self._resend: list[_Outgoing] = []  # in flight at a connection loss: re-sent one by one
+        self._dead: deque[DeadLetter] = deque(maxlen=_DEAD_LETTERS_KEPT)
         self._in_max = incoming_queue_size
         self._out_max = outgoing_queue_size
         self._high_water = min(_HIGH_WATER, outgoing_queue_size)
@@ -193,7 +200,7 @@ class MqttBus:
         self._room = asyncio.Event()
         self._room.set()
 
-        self._client: _BusClient | None = None  # set while a connection is up (even mid-resubscribe)
+        self._client: BusClient | None = None  # set while a connection is up (even mid-resubscribe)
         self._connected = False
         self._connected_event = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
@@ -201,7 +208,8 @@ class MqttBus:
         self._last_drop_log: dict[str, float] = {}
         self._c = dict.fromkeys(
             ("received", "dispatched", "unmatched", "oversized", "incoming_dropped", "handler_errors",
-             "published", "publish_queued", "publish_dropped", "reconnects"), 0)
+             "published", "publish_queued", "publish_dropped", "publish_oversized", "publish_refused",
+             "publish_abandoned", "dead_lettered", "connects", "reconnects"), 0)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -228,11 +236,15 @@ class MqttBus:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._runner
             self._runner = None
-        if self._outgoing:
-            lost = len(self._outgoing)
-            self._c["publish_dropped"] += lost
-            self._log.warning("mqtt %s stopped with %d unsent message(s); counted as dropped", self.client_id, lost)
+        unsent = [*self._resend, *self._outgoing]
+        if unsent:
+            self._c["publish_dropped"] += len(unsent)
+            self._log.warning("mqtt %s stopped with %d unsent message(s); counted as dropped", self.client_id,
+                              len(unsent))
+            for item in unsent:
+                item.delivery.settle("dropped:stopped")
             self._outgoing.clear()
+            self._resend.clear()
         self._drained.set()
         self._room.set()
 
@@ -261,7 +273,7 @@ class MqttBus:
             await asyncio.wait_for(self._drained.wait(), timeout)
         except TimeoutError as exc:
             raise MqttTimeout(
-                f"{len(self._outgoing) + self._inflight} message(s) still unsent after {timeout}s") from exc
+                f"{self._pending()} message(s) still unsent after {timeout}s") from exc
 
     def stats(self) -> dict[str, int | bool]:
         """Counters since start, plus ``outgoing_pending`` (queued + in flight) and ``connected``.
@@ -271,11 +283,21 @@ class MqttBus:
         handler any more). ``published`` counts completed sends (PUBACK for QoS 1);
         ``publish_queued`` publishes accepted while disconnected; ``publish_dropped`` messages lost
         (QoS 0 while disconnected, queue overflow, unsent at stop, rejected by the client library).
+        ``dead_lettered`` counts messages given up on (see :meth:`dead_letters`), split into
+        ``publish_oversized``, ``publish_refused`` (by the broker's PUBACK) and ``publish_abandoned``
+        (in flight at ``max_send_attempts`` connection losses). ``connects`` counts CONNACKs.
         """
         out: dict[str, int | bool] = dict(self._c)
-        out["outgoing_pending"] = len(self._outgoing) + self._inflight
+        out["outgoing_pending"] = self._pending()
         out["connected"] = self._connected
         return out
+
+    def dead_letters(self) -> list[DeadLetter]:
+        """The last messages the bus gave up on, oldest first (no payloads)."""
+        return list(self._dead)
+
+    def _pending(self) -> int:
+        return len(self._outgoing) + len(self._resend) + self._inflight
 
     # -- subscribe ---------------------------------------------------------------------------
 
@@ -340,7 +362,7 @@ class MqttBus:
     def _rebuild_matcher(self) -> None:
         self._matcher = TopicMatcher([(s.topic_filter, s.handlers) for s in self._subs.values()])
 
-    async def _subscribe_at_broker(self, client: _BusClient, sub: _Subscription) -> None:
+    async def _subscribe_at_broker(self, client: BusClient, sub: _Subscription) -> None:
         props = None
         if self.config.use_subscription_ids:
             props = Properties(PacketTypes.SUBSCRIBE)
@@ -370,17 +392,19 @@ class MqttBus:
         response_topic: str | None = None,
         correlation_data: bytes | str | None = None,
         user_properties: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-    ) -> None:
-        """Queue a message and return; never waits for a down broker (see :meth:`publish_nowait`).
+    ) -> Delivery:
+        """Queue a message and return its :class:`Delivery`; never waits for a down broker (see
+        :meth:`publish_nowait`). ``await (await bus.publish(…)).wait(t)`` waits for the broker's ack.
 
         While connected and more than ~1000 messages are queued it waits for the senders to catch
         up, so a tight publishing loop cannot outrun the connection.
         """
-        self.publish_nowait(topic, payload, qos=qos, retain=retain, response_topic=response_topic,
-                            correlation_data=correlation_data, user_properties=user_properties)
+        delivery = self.publish_nowait(topic, payload, qos=qos, retain=retain, response_topic=response_topic,
+                                       correlation_data=correlation_data, user_properties=user_properties)
         while self._connected and len(self._outgoing) >= self._high_water:
             self._room.clear()
             await self._room.wait()
+        return delivery
 
     def publish_nowait(
         self,
@@ -392,11 +416,12 @@ class MqttBus:
         response_topic: str | None = None,
         correlation_data: bytes | str | None = None,
         user_properties: Mapping[str, str] | Sequence[tuple[str, str]] | None = None,
-    ) -> None:
+    ) -> Delivery:
         """Queue a message for the senders, for sync code (dict/list payloads become JSON).
 
         Disconnected: QoS ≥ 1 waits in the queue (``publish_queued``), QoS 0 is dropped. A full
-        queue drops the new message. Every drop is counted in ``publish_dropped`` and logged.
+        queue drops the new message; one over ``max_publish_bytes`` is dead-lettered at once. Every
+        loss is counted and logged, and the returned :class:`Delivery` says which it was.
         """
         self._check_open()
         validate_topic(topic)
@@ -405,10 +430,10 @@ class MqttBus:
         connected = self._connected
         if not connected and qos == 0:
             self._drop("publish_dropped", "QoS 0 publish while disconnected")
-            return
+            return Delivery("dropped:disconnected")
         if len(self._outgoing) >= self._out_max:
             self._drop("publish_dropped", f"outgoing queue full ({self._out_max})")
-            return
+            return Delivery("dropped:queue_full")
         props = None
         if response_topic is not None or correlation_data is not None or user_properties:
             props = Properties(PacketTypes.PUBLISH)
@@ -420,40 +445,81 @@ class MqttBus:
             if user_properties:
                 pairs = user_properties.items() if isinstance(user_properties, Mapping) else user_properties
                 props.UserProperty = [(str(k), str(v)) for k, v in pairs]
-        self._outgoing.append(_Outgoing(topic, encode_payload(payload), qos, retain, props))
+        data = encode_payload(payload)
+        self._seq += 1
+        item = _Outgoing(topic, data, qos, retain, props, publish_packet_size(topic, data, qos, props), self._seq,
+                         Delivery())
+        if item.size > self._max_publish:
+            self._dead_letter(item, "oversized", f"{item.size} bytes > max_publish_bytes {self._max_publish}")
+            return item.delivery
+        self._outgoing.append(item)
         self._out_items.release()
         self._drained.clear()
         if not connected:
             self._c["publish_queued"] += 1
+        return item.delivery
 
-    async def _send_loop(self, client: _BusClient) -> None:
+    async def _senders(self, client: BusClient) -> None:
+        # Messages in flight at the last connection loss go first, one at a time and in publish
+        # order: if one of them makes the broker drop us, it alone is charged an attempt.
+        while self._resend:
+            self._resend.sort(key=lambda i: i.seq)
+            await self._send(client, self._resend.pop(0))
+        async with asyncio.TaskGroup() as tg:
+            for i in range(_SENDERS):
+                tg.create_task(self._send_loop(client), name=f"mqtt-send-{i}:{self.client_id}")
+
+    async def _send_loop(self, client: BusClient) -> None:
         out = self._outgoing
         while True:
             await self._out_items.acquire()
-            item = out.popleft()
-            self._inflight += 1
-            try:
-                await client.publish(item.topic, item.payload, item.qos, item.retain, item.properties)
-            except (ValueError, TypeError) as exc:  # paho refused this message; resending won't help
-                self._log.error("mqtt publish to %s rejected: %s", item.topic, exc)
-                self._drop("publish_dropped", "message rejected by the client library")
-            except BaseException:
-                # Connection lost or loop cancelled: QoS >= 1 goes back to the front for the next
-                # connection (at least once); QoS 0 is gone.
-                if item.qos:
-                    out.appendleft(item)
-                    self._out_items.release()
-                else:
-                    self._drop("publish_dropped", "QoS 0 message in flight at disconnect")
-                raise
-            else:
-                self._c["published"] += 1
-            finally:
-                self._inflight -= 1
-                if not out and not self._inflight:
-                    self._drained.set()
+            await self._send(client, out.popleft())
             if len(out) < self._high_water // 2:
                 self._room.set()
+
+    async def _send(self, client: BusClient, item: _Outgoing) -> None:
+        self._inflight += 1
+        try:
+            limit = client.max_packet_size
+            if limit is not None and item.size > limit:
+                self._dead_letter(item, "oversized", f"{item.size} bytes > the broker's maximum packet size {limit}")
+                return
+            code, name = await client.publish_acked(item.topic, item.payload, item.qos, item.retain, item.properties)
+        except (ValueError, TypeError) as exc:  # paho refused this message; resending won't help
+            self._log.error("mqtt publish to %s rejected: %s", item.topic, exc)
+            item.delivery.settle("dropped:rejected")
+            self._drop("publish_dropped", "message rejected by the client library")
+        except BaseException:
+            # Connection lost or loop cancelled: QoS >= 1 is re-sent on the next connection (at
+            # least once) unless it has been in flight at too many losses; QoS 0 is gone.
+            if not item.qos:
+                item.delivery.settle("dropped:disconnected")
+                self._drop("publish_dropped", "QoS 0 message in flight at disconnect")
+            elif self._closed:
+                self._resend.append(item)  # stop() counts it as dropped
+            else:
+                item.attempts += 1
+                if item.attempts >= self._max_attempts:
+                    self._dead_letter(item, "abandoned", f"in flight at {item.attempts} connection losses")
+                else:
+                    self._resend.append(item)
+            raise
+        else:
+            if code >= 0x80:
+                self._dead_letter(item, "refused", f"the broker answered {name}")
+            else:
+                self._c["published"] += 1
+                item.delivery.settle(ACKED)
+        finally:
+            self._inflight -= 1
+            if not self._outgoing and not self._inflight and not self._resend:
+                self._drained.set()
+
+    def _dead_letter(self, item: _Outgoing, reason: str, detail: str) -> None:
+        self._c["dead_lettered"] += 1
+        self._dead.append(DeadLetter(item.topic, item.size, item.qos, item.retain, reason, detail, time.time()))
+        item.delivery.settle(reason)
+        self._drop(f"publish_{reason}", f"dead-lettered ({detail}) a message to {item.topic}")
 
     # -- incoming ----------------------------------------------------------------------------
 
@@ -524,13 +590,13 @@ class MqttBus:
             tg.create_task(self._connection_loop(), name=f"mqtt-connection:{self.client_id}")
             tg.create_task(self._dispatch_loop(), name=f"mqtt-dispatch:{self.client_id}")
 
-    def _new_client(self) -> _BusClient:
+    def _new_client(self) -> BusClient:
         cfg = self.config
         will = None
         if self._will is not None:
             w = self._will
             will = aiomqtt.Will(w.topic, encode_payload(w.payload), w.qos, w.retain)
-        return _BusClient(
+        return BusClient(
             sink=self._on_paho_message,
             hostname=cfg.host,
             port=cfg.port,
@@ -549,13 +615,16 @@ class MqttBus:
         )
 
     async def _connection_loop(self) -> None:
-        delay = self.config.reconnect_min_s
+        cfg = self.config
+        delay = cfg.reconnect_min_s
         ever_connected = False
         while True:
+            up_since: float | None = None
             try:
                 client = self._new_client()
                 async with client:
-                    delay = self.config.reconnect_min_s
+                    up_since = time.monotonic()
+                    self._c["connects"] += 1
                     if ever_connected:
                         self._c["reconnects"] += 1
                     ever_connected = True
@@ -567,22 +636,25 @@ class MqttBus:
                 self._log.exception("mqtt %s: unexpected error in the connection loop", self.client_id)
             finally:
                 self._set_disconnected()
+            # Only a connection that stayed up resets the backoff: a broker that accepts us and
+            # drops us at once (a message it refuses, a kick) is not hammered.
+            if up_since is not None and time.monotonic() - up_since >= cfg.reconnect_stable_s:
+                delay = cfg.reconnect_min_s
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
-            delay = min(delay * 2, self.config.reconnect_max_s)
+            delay = min(delay * 2, cfg.reconnect_max_s)
 
-    async def _run_connection(self, client: _BusClient) -> None:
+    async def _run_connection(self, client: BusClient) -> None:
         self._client = client
         subs = list(self._subs.values())
         if subs:
             await asyncio.gather(*(self._subscribe_at_broker(client, s) for s in subs))
         self._connected = True
         self._connected_event.set()
-        self._log.info("mqtt %s connected to %s (%d subscription(s), %d queued)", self.client_id,
-                       self.config.redacted_url, len(subs), len(self._outgoing))
+        self._log.info("mqtt %s connected to %s (%d subscription(s), %d queued, broker max packet %s)",
+                       self.client_id, self.config.redacted_url, len(subs), self._pending(), client.max_packet_size)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_watch_disconnect(client), name=f"mqtt-watch:{self.client_id}")
-            for i in range(_SENDERS):
-                tg.create_task(self._send_loop(client), name=f"mqtt-send-{i}:{self.client_id}")
+            tg.create_task(self._senders(client), name=f"mqtt-senders:{self.client_id}")
 
     def _set_disconnected(self) -> None:
         self._client = None

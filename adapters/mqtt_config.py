@@ -3,7 +3,7 @@
 Credentials and TLS files come from the URL, keyword overrides or the environment — never from
 code. Precedence, highest first: ``overrides`` > URL > environment::
 
-    SFA_OPS_MQTT_USERNAME, SFA_OPS_MQTT_PASSWORD
+    SFA_OPS_MQTT_USERNAME, SFA_OPS_MQTT_PASSWORD, SFA_OPS_MQTT_PASSWORD_FILE (a file holding it)
     SFA_OPS_MQTT_CA_FILE, SFA_OPS_MQTT_CERT_FILE, SFA_OPS_MQTT_KEY_FILE
     SFA_OPS_MQTT_TLS_INSECURE   (1/true/yes or 0/false/no)
 
@@ -19,7 +19,9 @@ import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import quote, unquote, urlsplit, urlunsplit
+
+from adapters.urls import redact_url
 
 ENV_PREFIX = "SFA_OPS_MQTT_"
 _DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
@@ -54,6 +56,7 @@ class MqttConfig:
     connect_timeout_s: float = 10.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
+    reconnect_stable_s: float = 10.0  # the backoff resets only after a connection stayed up this long
     # MQTT 5 subscription identifiers let the bus route each delivered copy to exactly the
     # subscription it was sent for; turn off for brokers that do not support them.
     use_subscription_ids: bool = True
@@ -82,6 +85,8 @@ class MqttConfig:
                 f"MQTT reconnect backoff needs 0 < reconnect_min_s <= reconnect_max_s, "
                 f"got {self.reconnect_min_s} and {self.reconnect_max_s}"
             )
+        if self.reconnect_stable_s < 0:
+            raise MqttConfigError(f"MQTT reconnect_stable_s {self.reconnect_stable_s} must be >= 0")
 
     @classmethod
     def from_url(cls, url: str, *, env: Mapping[str, str] | None = None, **overrides: Any) -> MqttConfig:
@@ -102,9 +107,9 @@ class MqttConfig:
         try:
             port = parts.port
         except ValueError as exc:
-            raise MqttConfigError(f"MQTT URL port is invalid in {_redact(url)!r}: {exc}") from exc
+            raise MqttConfigError(f"MQTT URL port is invalid in {redact_url(url)!r}: {exc}") from exc
         if not parts.hostname:
-            raise MqttConfigError(f"MQTT URL has no host: {_redact(url)!r}")
+            raise MqttConfigError(f"MQTT URL has no host: {redact_url(url)!r}")
         if parts.path not in ("", "/"):
             raise MqttConfigError(f"MQTT URL path {parts.path!r} not supported (no path allowed)")
         if parts.query or parts.fragment:
@@ -116,6 +121,8 @@ class MqttConfig:
             "username": unquote(parts.username) if parts.username else env.get(ENV_PREFIX + "USERNAME"),
             "password": unquote(parts.password) if parts.password else env.get(ENV_PREFIX + "PASSWORD"),
         }
+        if values["password"] is None and env.get(ENV_PREFIX + "PASSWORD_FILE"):
+            values["password"] = read_secret_file(env[ENV_PREFIX + "PASSWORD_FILE"], what=ENV_PREFIX + "PASSWORD_FILE")
         for name in ("ca_file", "cert_file", "key_file"):
             if env.get(ENV_PREFIX + name.upper()):
                 values[name] = env[ENV_PREFIX + name.upper()]
@@ -154,6 +161,33 @@ class MqttConfig:
         return ctx
 
 
+def read_secret_file(path: str, *, what: str = "password file") -> str:
+    """The secret in ``path`` (one trailing newline stripped); MqttConfigError if unreadable or empty."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise MqttConfigError(f"{what} {path!r} cannot be read: {type(exc).__name__}") from exc
+    secret = text[:-1] if text.endswith("\n") else text
+    secret = secret[:-1] if secret.endswith("\r") else secret
+    if not secret:
+        raise MqttConfigError(f"{what} {path!r} is empty")
+    return secret
+
+
+def url_with_password(url: str, password: str, *, env: Mapping[str, str] | None = None) -> str:
+    """``url`` with ``password`` as its password (percent-encoded); the user name comes from the
+    URL or ``SFA_OPS_MQTT_USERNAME``. Raises MqttConfigError when there is no user name."""
+    env = os.environ if env is None else env
+    parts = urlsplit(url)
+    user = parts.username or (quote(env[ENV_PREFIX + "USERNAME"], safe="") if env.get(ENV_PREFIX + "USERNAME") else None)
+    if not user:
+        raise MqttConfigError(f"a broker password needs a user name: write {parts.scheme}://USER@host:port "
+                              f"or set {ENV_PREFIX}USERNAME")
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{user}:{quote(password, safe='')}@{host}"))
+
+
 def _parse_bool(name: str, raw: str) -> bool:
     low = raw.strip().lower()
     if low in _TRUE:
@@ -162,9 +196,3 @@ def _parse_bool(name: str, raw: str) -> bool:
         return False
     raise MqttConfigError(f"{name}={raw!r} is not a boolean (use 1/true/yes or 0/false/no)")
 
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    return url.replace(f":{parts.password}@", ":***@", 1)

@@ -21,6 +21,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,11 +122,17 @@ def _spawn(argv: list[str], log_path: Path, **kw: object) -> subprocess.Popen[by
 
 
 class Mosquitto:
-    """A mosquitto broker as a child process (the embedded default and the tests' broker)."""
+    """A mosquitto broker as a child process (the embedded default and the tests' broker).
 
-    def __init__(self, *, port: int | None = None, workdir: Path | None = None) -> None:
+    ``extra_config`` lines are appended to the generated mosquitto.conf (a later line wins), e.g.
+    ``["max_packet_size 4096"]`` for a broker with a small packet limit.
+    """
+
+    def __init__(self, *, port: int | None = None, workdir: Path | None = None,
+                 extra_config: Sequence[str] = ()) -> None:
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sfa-mosquitto-"))
+        self.extra_config = tuple(extra_config)
         self.service: ChildService | None = None
 
     @property
@@ -149,6 +156,7 @@ class Mosquitto:
                     "log_dest stdout",
                     "log_type error",
                     "log_type warning",
+                    *self.extra_config,
                     "",
                 ]
             )
@@ -164,8 +172,8 @@ class Mosquitto:
         return self.start(timeout)
 
 
-def start_mosquitto(timeout: float = 10) -> ChildService:
-    return Mosquitto().start(timeout)
+def start_mosquitto(timeout: float = 10, *, extra_config: Sequence[str] = ()) -> ChildService:
+    return Mosquitto(extra_config=extra_config).start(timeout)
 
 
 def start_redis(*, port: int | None = None, timeout: float = 10, extra: list[str] | None = None) -> ChildService:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Sequence
 
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from adapters.store.audit_key import ENV_KEY, ENV_KEY_FILE, load_audit_key
 from policies.audit_events import purge_event, purge_plan, retention_chains
 from policies.compliance import load_compliance_policy
 from policies.config import PolicyConfigError
@@ -30,6 +31,9 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--store", default=os.environ.get("SFA_OPS_STORE", DEFAULT_URL), metavar="URL",
                    help="sqlite:///path or postgresql://user@host/db (env SFA_OPS_STORE)")
+    p.add_argument("--audit-key-file", default=None, metavar="FILE",
+                   help="the audit chain's HMAC key operate used (it prints where: var/audit.key by "
+                        "default); or SFA_OPS_AUDIT_KEY / SFA_OPS_AUDIT_KEY_FILE")
     sub = p.add_subparsers(dest="command", required=True)
     sub.add_parser("verify", help="check every hash chain")
     pg = sub.add_parser("purge", help="delete events past their retention (audited)")
@@ -63,7 +67,10 @@ async def _purge(store: Store, policies: str | None, now: float) -> int:
 async def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        async with open_store(args.store) as store:
+        key = None
+        if args.audit_key_file or os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE):
+            key, _ = load_audit_key(args.audit_key_file)
+        async with open_store(args.store, audit_key=key) as store:
             if args.command == "verify":
                 return await _verify(store)
             return await _purge(store, args.policies, args.now if args.now is not None else time.time())

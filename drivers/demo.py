@@ -23,6 +23,7 @@ from pydantic import Field
 
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
+from adapters.urls import redact_url
 from benchmarks.common import print_table
 from protocol import topics
 from protocol.system import ServiceUnavailable
@@ -206,7 +207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     broker = None if args.broker else start_mosquitto()
     url = args.broker or (broker.url if broker else "")
     try:
-        print(f"broker: {url}")
+        print(f"broker: {redact_url(url)}")
         rows = asyncio.run(demo(url))
     finally:
         if broker is not None:

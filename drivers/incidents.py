@@ -96,9 +96,13 @@ async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: s
 
         async with MqttBus(config=MqttConfig.from_url(broker)) as bus:
             await bus.wait_connected(10)
-            await bus.publish(topic, msg, qos=1)
-            await bus.flush(10)
-        await store.outbox_mark_published([msg_id])
+            delivery = await bus.publish(topic, msg, qos=1)
+            acked = await delivery.wait(10)
+        if acked:
+            await store.outbox_mark_published([msg_id])
+        else:
+            print(f"warning: the broker did not acknowledge the message ({delivery.outcome}); "
+                  "it stays in the outbox for the next start", file=sys.stderr)
     print(f"{inc_id} resolved")
     return 0
 

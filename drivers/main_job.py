@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.processes import ChildService, ProcessError, start_mosquitto
+from adapters.urls import redact_url
 from drivers.options import Option, OptionError, fail, resolve, seconds
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
@@ -262,7 +263,7 @@ async def run(opts: dict[str, Any]) -> int:
     viewer: asyncio.Task[None] | None = None
     try:
         broker = await asyncio.to_thread(start_mosquitto)
-        print(f"main_job: mosquitto at {broker.url}; starting sfa-ops (Ray) and the sample platform", flush=True)
+        print(f"main_job: mosquitto at {redact_url(broker.url)}; starting sfa-ops (Ray) and the sample platform", flush=True)
         operate = OperateProcess(argv=[
             sys.executable, "-m", "drivers.operate", "--broker", broker.url, "--cluster-id", opts["cluster_id"],
             "--store", f"sqlite:///{db}", "--policies", opts["policies"], "--status-every", "5s",

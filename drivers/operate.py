@@ -23,8 +23,10 @@ from drivers.options import Option, OptionError, fail, positive_int, resolve, se
 PROG = "python -m drivers.operate"
 
 OPTIONS = [
-    Option("broker", "MQTT broker URL, mqtt://[user:pass@]host:port or mqtts:// for TLS; "
+    Option("broker", "MQTT broker URL, mqtt://[user@]host:port or mqtts:// for TLS; "
            "none: start an embedded mosquitto on a free loopback port", metavar="URL"),
+    Option("broker-password-file", "file holding the broker password (keeps it off the command line; "
+           "or SFA_OPS_MQTT_PASSWORD in the environment)", metavar="FILE"),
     Option("cluster-id", "cluster id used in system/{cluster}/... topics", default="local"),
     Option("store", "sqlite:///path or postgresql://user@host/db", default="sqlite:///var/sfa-ops.db", metavar="URL"),
     Option("policies", "directory of policy YAML files overriding the defaults in policies/", metavar="DIR"),
@@ -40,6 +42,8 @@ OPTIONS = [
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
            "(sfa:block:ip:{ip}, sfa:suspend:user:{id}, sfa:ratelimit:user:{id}) for gateways", metavar="URL"),
     Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
+    Option("audit-key-file", "the audit chain's HMAC key (default var/audit.key, generated on first run; "
+           "or SFA_OPS_AUDIT_KEY); keep it out of the database and its backups", metavar="FILE"),
     Option("no-audit-calls", "do not write an audit event per observed call (data-access events still are)",
            flag=True),
     Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
@@ -70,12 +74,15 @@ def validate(opts: dict[str, Any]) -> None:
     """Check everything that can be checked before Ray starts; raises OptionError."""
     from adapters.mqtt import MqttConfig, MqttConfigError
     from adapters.store import StoreConfigError, open_store
+    from adapters.store.audit_key import load_audit_key
     from policies.config import PolicyConfigError
     from protocol.names import check_segment, check_service_name
 
+    if opts.get("broker_password_file") and not opts["broker"]:
+        raise OptionError("--broker-password-file needs --broker (the embedded broker has no password)")
     if opts["broker"]:
         try:
-            MqttConfig.from_url(opts["broker"])
+            MqttConfig.from_url(broker_url(opts))
         except MqttConfigError as exc:
             raise OptionError(f"--broker: {exc}") from exc
     try:
@@ -88,6 +95,10 @@ def validate(opts: dict[str, Any]) -> None:
         open_store(opts["store"])
     except StoreConfigError as exc:
         raise OptionError(f"--store: {exc}") from exc
+    try:
+        load_audit_key(opts.get("audit_key_file"))
+    except StoreConfigError as exc:
+        raise OptionError(f"--audit-key-file: {exc}") from exc
     _validate_infra(opts)
     try:
         load_all_policies(opts["policies"])
@@ -95,10 +106,21 @@ def validate(opts: dict[str, Any]) -> None:
         raise OptionError(f"--policies: {exc}") from exc
 
 
+def broker_url(opts: dict[str, Any]) -> str:
+    """``--broker`` with the password of ``--broker-password-file`` in it (MqttConfigError if unusable)."""
+    from adapters.mqtt_config import read_secret_file, url_with_password
+
+    url = str(opts["broker"])
+    path = opts.get("broker_password_file")
+    return url_with_password(url, read_secret_file(path, what="--broker-password-file")) if path else url
+
+
 def _validate_infra(opts: dict[str, Any]) -> None:
     """The infrastructure check options: URL schemes, EMQX credentials, namespace."""
     import re
     from urllib.parse import urlsplit
+
+    from adapters.urls import postgres_tls_problem, redact_url
 
     def url(option: str, value: str, schemes: tuple[str, ...], example: str) -> None:
         try:
@@ -111,6 +133,9 @@ def _validate_infra(opts: dict[str, Any]) -> None:
 
     for dsn in opts.get("check_postgres") or []:
         url("check-postgres", dsn, ("postgresql", "postgres"), "postgresql://sfa@db.internal:5432/postgres")
+        problem = postgres_tls_problem(dsn, os.environ)
+        if problem:
+            raise OptionError(f"--check-postgres {redact_url(dsn)}: {problem}")
     for u in opts.get("check_redis") or []:
         url("check-redis", u, ("redis", "rediss"), "redis://cache.internal:6379/0")
     if opts.get("emqx_api"):
@@ -168,14 +193,18 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     from actors.settings import OperateSettings
     from actors.supervisor import Supervisor, named
     from adapters.processes import ChildService, start_mosquitto
+    from adapters.store.audit_key import load_audit_key
+    from adapters.urls import redact_url
 
     embedded: ChildService | None = None
-    broker = opts["broker"]
+    broker = broker_url(opts) if opts["broker"] else None
     if not broker:
         embedded = start_mosquitto()
         broker = embedded.url
-        print(f"sfa-ops: embedded mosquitto at {broker}", flush=True)
+        print(f"sfa-ops: embedded mosquitto at {redact_url(broker)}", flush=True)
     _sqlite_dir(opts["store"])
+    audit_key, key_source = load_audit_key(opts.get("audit_key_file"), create=True)
+    print(f"sfa-ops: audit chain keyed by {key_source}", flush=True)
     settings = OperateSettings(
         broker_url=broker,
         cluster_id=opts["cluster_id"],
@@ -197,6 +226,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         enforcement_redis=opts.get("enforcement_redis"),
         alertmanager_urls=tuple(opts.get("alertmanager") or ()),
         alertmanager_resend_s=float(opts.get("alertmanager_resend_interval") or 60.0),
+        audit_key=audit_key.decode() if audit_key else None,
     )
     started_ray = False
     if not ray.is_initialized():
@@ -215,8 +245,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     supervisor = named(Supervisor, settings.actor_name("supervisor"), settings.namespace).remote(settings)
     try:
         info = await supervisor.start.remote()
-        print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {broker} with {info['observers']} "
-              f"observer(s); store {settings.store_url}", flush=True)
+        print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {redact_url(broker)} with "
+              f"{info['observers']} observer(s); store {redact_url(settings.store_url)}", flush=True)
         if ready is not None:
             ready.set()
         deadline = None if opts["duration"] is None else time.monotonic() + opts["duration"]

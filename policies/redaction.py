@@ -7,9 +7,10 @@
   ``API-Key`` and ``apiKey`` are one key) have their whole value replaced by ``[REDACTED]``;
 - keys naming personal data (``email``, ``phone``, …) have every scalar under them masked
   (``j***@example.com``, ``***4567``);
-- text anywhere (values and keys) is scrubbed of JWTs, Luhn-valid card numbers, credentials in
-  URLs (``scheme://user:pass@host``) and ``password=…`` pairs, bearer/basic tokens, PEM private
-  keys and AWS access key ids;
+- text anywhere (values and keys) is scrubbed of secrets recognisable by their shape (JWTs, card
+  numbers, IBANs, credentials in URLs, ``password=…``/``password is: …`` pairs, ``Cookie:`` values,
+  bearer/basic and vendor tokens, PEM private keys, AWS keys; see :mod:`policies.secret_shapes`),
+  and a list of digits or digit groups that spells a card number becomes ``[REDACTED-CARD]``;
 - control characters (CR, LF, tab, NUL, C1, U+2028/2029) become visible escapes (``\\n``), so a
   log line cannot be forged by a value;
 - size caps hold: string length, items per list/dict, depth and total serialized bytes; what is
@@ -32,11 +33,17 @@ import orjson
 from pydantic import Field, PrivateAttr, field_validator
 
 from policies.config import PolicyModel
+from policies.secret_shapes import (
+    REDACTED,
+    REDACTED_CARD,
+    REDACTED_JWT,
+    REDACTED_KEY,
+    digits_form_card,
+    is_card,
+    luhn_ok,
+    scrub_text,
+)
 
-REDACTED = "[REDACTED]"
-REDACTED_CARD = "[REDACTED-CARD]"
-REDACTED_JWT = "[REDACTED-JWT]"
-REDACTED_KEY = "[REDACTED-PRIVATE-KEY]"
 MAX_DEPTH_MARKER = "[max depth reached]"
 SIZE_MARKER_KEY = "_truncated"
 _MORE_KEY = "_moreKeys"
@@ -56,12 +63,14 @@ def normalise_key(key: str) -> str:
 
 
 _DEFAULT_SECRET_KEYS = """
-    password passwd pwd pass secret token accesstoken refreshtoken idtoken clientsecret authorization
-    proxyauthorization apikey xapikey cookie setcookie privatekey cardnumber creditcard creditcardnumber
-    ccnumber cvv cvc cvv2 pan ssn socialsecuritynumber pin
+    password passwd pwd pass passphrase secret token accesstoken refreshtoken idtoken clientsecret authorization
+    proxyauthorization auth apikey xapikey key privkey cookie setcookie privatekey sessionkey sessionid
+    cardnumber creditcard creditcardnumber ccnumber cvv cvc cvv2 cvc2 securitycode pan ssn
+    socialsecuritynumber pin pincode userpin cardpin otp totp otpcode mfacode iban
 """
 _DEFAULT_SECRET_FRAGMENTS = (
-    "password passwd secret token apikey privatekey authorization credential cookie cardnumber creditcard"
+    "password passwd passphrase secret token apikey privatekey authorization credential cookie cardnumber "
+    "creditcard sessionkey securitycode iban"
 )
 _DEFAULT_PERSONAL_KEYS = """
     email emailaddress phone phonenumber mobile dateofbirth dob birthdate address streetaddress postcode zipcode
@@ -132,110 +141,11 @@ class RedactionPolicy(PolicyModel):
         return self.key_verdict(key)[1]
 
 
-# --- text scrubbing -------------------------------------------------------------------------------
+# --- text -----------------------------------------------------------------------------------------
 
-_PEM = re.compile(
-    r"-----BEGIN (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----.*?(?:-----END (?:[A-Z0-9]+ )*PRIVATE KEY(?: BLOCK)?-----|\Z)",
-    re.DOTALL,
-)
-# The signature and payload parts are optional so a JWT cut by a length cap is still caught.
-_JWT = re.compile(r"eyJ[A-Za-z0-9_\-]{5,}(?:\.[A-Za-z0-9_\-=]*){0,2}")
-_BEARER = re.compile(r"(?i)\b(bearer|basic)(\s+)[A-Za-z0-9._~+/=\-]{6,}")
-# Greedy up to the last '@' of a whitespace-free run: passwords with '@' or '/' are common.
-_URL_USERINFO = re.compile(r"\b([A-Za-z][A-Za-z0-9+.\-]{0,30}://)(\S{0,512})@")
-_KV_SECRET = re.compile(
-    r"(?i)(password|passwd|pwd|secret|token|api[_\-]?key|access[_\-]?key|client[_\-]?secret)"
-    r"([\"']?\s*[=:]\s*[\"']?)([^\"'\s;,&]+)"
-)
-_AWS_KEY_ID = re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b")
-# A run of digit groups separated by single spaces or dashes, not preceded by a letter. Possessive
-# quantifiers and no trailing lookahead keep the scan linear on long digit soups.
-_DIGIT_RUN = re.compile(r"(?<![A-Za-z0-9])\d++(?:[ \-]\d++)*+")
 # Lone surrogates are escaped too: they are not valid UTF-8 and orjson refuses them.
-_THIRTEEN_DIGITS = re.compile(r"(?:\d[ \-]?){12}\d")
 _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff]")
 _ESCAPES = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def luhn_ok(digits: str) -> bool:
-    """The Luhn check every payment card number satisfies."""
-    total = 0
-    for i, ch in enumerate(reversed(digits)):
-        d = ord(ch) - 48
-        if i % 2:
-            d *= 2
-            if d > 9:
-                d -= 9
-        total += d
-    return total % 10 == 0
-
-
-def _is_card(digits: str) -> bool:
-    return 13 <= len(digits) <= 19 and luhn_ok(digits)
-
-
-def _scrub_digit_run(m: re.Match[str]) -> str:
-    run = m.group(0)
-    glued = m.end() < len(m.string) and m.string[m.end()].isalnum()
-    digits = re.sub(r"\D", "", run)
-    if len(digits) < 13:
-        return run
-    if not glued and _is_card(digits):
-        return REDACTED_CARD
-    # A longer run may hold a card among other numbers ("ref 12 4111 1111 1111 1111"): look for
-    # consecutive groups that together form a valid card. A group glued to a letter is not one.
-    parts = re.split(r"([ \-])", run)
-    values, seps = parts[0::2], parts[1::2]
-    usable = len(values) - 1 if glued else len(values)
-    redact = [False] * len(values)
-    for i in range(usable):
-        n = 0
-        for j in range(i, usable):
-            n += len(values[j])
-            if n > 19:
-                break
-            if n >= 13 and _is_card("".join(values[i : j + 1])):
-                redact[i : j + 1] = [True] * (j + 1 - i)
-    if not any(redact):
-        return run
-    out: list[str] = []
-    for i, v in enumerate(values):
-        if i > 0 and not (redact[i] and redact[i - 1]):
-            out.append(seps[i - 1])
-        if not redact[i]:
-            out.append(v)
-        elif i == 0 or not redact[i - 1]:
-            out.append(REDACTED_CARD)
-    return "".join(out)
-
-
-def _scrub_userinfo(m: re.Match[str]) -> str:
-    userinfo = m.group(2)
-    # Only userinfo carrying a password is a secret; a bare "user@" is left (and already-redacted
-    # text is left as it is, which keeps sanitize idempotent).
-    if ":" not in userinfo or userinfo == REDACTED:
-        return m.group(0)
-    return f"{m.group(1)}{REDACTED}@"
-
-
-def scrub_text(text: str) -> str:
-    """Remove secrets that can be recognised by their shape, wherever they sit in ``text``."""
-    # Cheap substring tests first: most strings hold none of these and skip the regex passes.
-    if "PRIVATE KEY" in text:
-        text = _PEM.sub(REDACTED_KEY, text)
-    if "eyJ" in text:
-        text = _JWT.sub(REDACTED_JWT, text)
-    if "://" in text:
-        text = _URL_USERINFO.sub(_scrub_userinfo, text)
-    if " " in text or "\t" in text or "\n" in text:
-        text = _BEARER.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    if "=" in text or ":" in text:
-        text = _KV_SECRET.sub(lambda m: f"{m.group(1)}{m.group(2)}{REDACTED}", text)
-    if "AKIA" in text or "ASIA" in text:
-        text = _AWS_KEY_ID.sub(REDACTED, text)
-    if _THIRTEEN_DIGITS.search(text):
-        text = _DIGIT_RUN.sub(_scrub_digit_run, text)
-    return text
 
 
 def neutralise_controls(text: str) -> str:
@@ -315,7 +225,7 @@ class _Walk:
                 return mask_personal(str(v))
             if v.bit_length() > 63:
                 return self.text(str(v), personal)
-            if 10**12 <= abs(v) < 10**19 and _is_card(str(abs(v))):
+            if 10**12 <= abs(v) < 10**19 and is_card(str(abs(v))):
                 return REDACTED_CARD
             return v
         if isinstance(v, float):
@@ -345,6 +255,8 @@ class _Walk:
         if isinstance(v, Mapping):
             return self.mapping(v, depth, personal)
         if isinstance(v, list | tuple | set | frozenset):
+            if isinstance(v, list | tuple) and 2 <= len(v) <= 19 and digits_form_card(v):
+                return REDACTED_CARD if self.charge(len(REDACTED_CARD) + 3) else None
             return self.sequence(v, depth, personal)
         out = self.scalar(v, personal)
         return out if self.charge(len(orjson.dumps(out)) + 1) else None

@@ -21,6 +21,7 @@ from typing import Any
 
 from adapters.http import HttpClient, HttpError
 from adapters.infra import ProbeConfigError, ProbeError, ProbeResult, Problem, run_check
+from adapters.urls import redact_url
 from policies.infrastructure import EmqxThresholds
 
 COMPONENT = "emqx_cluster"
@@ -63,7 +64,7 @@ class EmqxClient:
         resp = await self._http.get(f"/api/v5/{path.lstrip('/')}", params=params)
         if resp.status in (401, 403):
             code = _error_code(resp.body)
-            raise EmqxAuthError(f"EMQX API at {self.base_url} rejected the credentials (HTTP {resp.status}"
+            raise EmqxAuthError(f"EMQX API at {redact_url(self.base_url)} rejected the credentials (HTTP {resp.status}"
                                 f"{' ' + code if code else ''}): check the setting {API_KEY_SETTING}")
         if not 200 <= resp.status < 300:
             raise EmqxApiError(f"EMQX GET /api/v5/{path} answered HTTP {resp.status}: {resp.body[:200]!r}")

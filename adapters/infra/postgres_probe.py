@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -43,7 +43,7 @@ SELECT (SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backe
 class PostgresTarget:
     """One server to check; ``expected_replicas`` streaming replicas are expected on a primary."""
 
-    dsn: str
+    dsn: str = field(repr=False)  # may carry a password
     name: str | None = None
     expected_replicas: int = 0
 

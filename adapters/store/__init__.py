@@ -17,9 +17,10 @@ Errors are in ``adapters.store.base`` (``StoreError`` and its tree).
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
-from urllib.parse import urlsplit, urlunsplit
+from collections.abc import Callable, Mapping
+from urllib.parse import urlsplit
 
 from adapters.store.base import (
     CLOSED_INCIDENT_STATUSES,
@@ -40,6 +41,7 @@ from adapters.store.base import (
     StoreUnavailable,
     VerifyResult,
 )
+from adapters.urls import postgres_tls_problem, redact_url
 
 DEFAULT_URL = "sqlite:///var/sfa-ops.db"
 
@@ -69,16 +71,6 @@ __all__ = [
 _EXAMPLES = "sqlite:///var/sfa-ops.db or postgresql://user@host:5432/dbname"
 
 
-def redact_url(url: str) -> str:
-    """The URL with any password replaced by ``***`` (safe for logs and error messages)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparseable URL>"
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _sqlite_path(url: str, netloc: str, path: str) -> str:
@@ -101,12 +93,16 @@ def _sqlite_path(url: str, netloc: str, path: str) -> str:
 def open_store(
     url: str, *, clock: Callable[[], float] = time.time,
     pool_min_size: int = 1, pool_max_size: int = 10,
-    connect_timeout: float = 5.0, command_timeout: float = 30.0,
+    connect_timeout: float = 5.0, command_timeout: float = 30.0, env: Mapping[str, str] | None = None,
+    audit_key: bytes | None = None,
 ) -> Store:
     """The store for ``url``, not yet opened: ``await store.open()`` or ``async with``.
 
     Raises StoreConfigError naming the wrong part of the URL and how to fix it; connecting (and
-    so StoreUnavailable) happens at ``open()``. Pool options apply to PostgreSQL only.
+    so StoreUnavailable) happens at ``open()``. Pool options apply to PostgreSQL only. A
+    PostgreSQL URL to another machine must name its ``sslmode`` (or ``PGSSLMODE`` in ``env``,
+    default ``os.environ``): see :func:`adapters.urls.postgres_tls_problem`. ``audit_key`` (from
+    :mod:`adapters.store.audit_key`) makes the audit chain an HMAC chain; see :mod:`adapters.store.audit`.
     """
     if not isinstance(url, str) or not url.strip():
         raise StoreConfigError(f"store URL is empty; use {_EXAMPLES}")
@@ -122,7 +118,7 @@ def open_store(
 
         if parts.query:
             raise StoreConfigError(f"store URL {url!r}: SQLite takes no query options ({parts.query!r}); remove them")
-        return SqliteStore(path=_sqlite_path(url, parts.netloc, parts.path), clock=clock)
+        return SqliteStore(path=_sqlite_path(url, parts.netloc, parts.path), clock=clock, audit_key=audit_key)
     if scheme in ("postgresql", "postgres"):
         from adapters.store.postgres import PostgresStore
 
@@ -135,6 +131,9 @@ def open_store(
             ) from exc
         if not parts.hostname and "host=" not in parts.query:
             raise StoreConfigError(f"store URL {redacted!r} names no host; write postgresql://user@host:{port or 5432}/db")
+        tls_problem = postgres_tls_problem(url.strip(), os.environ if env is None else env)
+        if tls_problem:
+            raise StoreConfigError(f"store URL {redacted!r}: {tls_problem}")
         if pool_min_size < 0 or pool_max_size < max(1, pool_min_size):
             raise StoreConfigError(
                 f"pool sizes min={pool_min_size} max={pool_max_size}: need 0 <= min <= max and max >= 1"
@@ -142,6 +141,7 @@ def open_store(
         return PostgresStore(
             dsn=url.strip(), redacted=redacted, clock=clock, pool_min_size=pool_min_size,
             pool_max_size=pool_max_size, connect_timeout=connect_timeout, command_timeout=command_timeout,
+            audit_key=audit_key,
         )
     raise StoreConfigError(
         f"store URL {redact_url(url)!r}: scheme {parts.scheme!r} is not supported; use sqlite:// or "

@@ -2,15 +2,20 @@
 
 Each retention class (``retention`` field of an event, default "default") is its own chain, so one
 class can be purged without breaking another. A chain is the rows of ``audit_events`` with its name
-in id order; each row stores ``prev_hash`` and ``hash = sha256(prev_hash + canonical JSON of
-{chain, id, kind, payload, ts})``. The ``audit_chain`` row of a chain holds its head (last id and
+in id order; each row stores ``prev_hash`` and ``hash = HMAC-SHA256(key, prev_hash + canonical JSON
+of {chain, id, kind, payload, ts})`` (stored as ``hmac-sha256:<hex>``), with a key that is not in the
+database (:mod:`adapters.store.audit_key`); a store opened without a key writes and verifies plain
+sha256 hex instead. Verified with the key, a chain must end in keyed rows and may start with plain
+ones (written before the key existed: the first keyed row's HMAC covers their last hash, so they
+are pinned too); a keyed chain refuses appends from a store without the key. The ``audit_chain`` row of a chain holds its head (last id and
 hash: appenders lock it and continue from it, so truncating the tail is caught too) and its anchor
 (the last purged row's id and hash: verification starts there).
 
 What verification catches: an edited row (its hash no longer matches), a deleted row (the next row
 does not link), rows swapped or moved to other ids (the id is hashed, and links break), rows cut from
-the end (the head no longer matches). What it cannot catch alone: someone rewriting the whole chain
-and its head consistently — publish or copy the head hash elsewhere for that.
+the end (the head no longer matches). Without the key nobody can rehash an edited row, so
+rewriting the chain and its head consistently needs the key; deleting whole chains or the tail with
+the head moved back still needs the head published elsewhere.
 
 While one appender holds a chain's head, another appending to it waits (``FOR UPDATE`` on
 PostgreSQL, the single writer on SQLite); ids within a chain therefore grow in append order.
@@ -27,8 +32,10 @@ import orjson
 
 from adapters.store.base import (
     GENESIS_HASH,
+    KEYED_PREFIX,
     AuditInput,
     AuditRecord,
+    StoreError,
     VerifyResult,
     audit_input,
     chain_hash,
@@ -53,6 +60,7 @@ class AuditMixin(abc.ABC):
     """``audit_*`` methods over the dialect hooks declared here."""
 
     _clock: Callable[[], float]
+    _audit_key: bytes | None = None
     # Row-lock suffix for reading a chain head: " FOR UPDATE" on PostgreSQL, "" on SQLite (whose
     # write transactions are already exclusive).
     _for_update: str = ""
@@ -90,11 +98,14 @@ class AuditMixin(abc.ABC):
             heads: dict[str, str] = {}
             for chain in sorted({i.chain for i in inputs}):  # one lock order: no deadlocks
                 heads[chain] = (await self._lock_chain(conn, chain, now))["head_hash"]
+                if self._audit_key is None and heads[chain].startswith(KEYED_PREFIX):
+                    raise StoreError(f"audit chain {chain!r} is keyed (HMAC): open the store with the audit key"
+                                     " to append to it")
             ids = await self._allocate_audit_ids(conn, len(inputs))
             rows: list[tuple[Any, ...]] = []
             last_id: dict[str, int] = {}
             for new_id, item in zip(ids, inputs, strict=True):
-                rows.append(_row(new_id, item, heads[item.chain]))
+                rows.append(_row(new_id, item, heads[item.chain], self._audit_key))
                 heads[item.chain] = rows[-1][-1]
                 last_id[item.chain] = new_id
             await self._insert_audit_rows(conn, rows)
@@ -138,6 +149,7 @@ class AuditMixin(abc.ABC):
         for c in chains:
             chain, head_id = c["chain"], int(c["head_id"])
             prev, last = c["anchor_hash"], int(c["anchor_id"])
+            seen_keyed = str(prev).startswith(KEYED_PREFIX)
             while True:
                 async with self._tx(write=False) as conn:
                     rows = await conn.fetch(
@@ -147,6 +159,12 @@ class AuditMixin(abc.ABC):
                 for r in rows:
                     checked += 1
                     row_id = int(r["id"])
+                    keyed = str(r["hash"]).startswith(KEYED_PREFIX)
+                    problem = _key_problem(keyed, seen_keyed, self._audit_key is not None)
+                    if problem:
+                        return VerifyResult(ok=False, checked=checked, first_broken_id=row_id,
+                                            reason=f"chain {chain!r}: row {row_id} {problem}")
+                    seen_keyed = seen_keyed or keyed
                     if r["prev_hash"] != prev:
                         return VerifyResult(
                             ok=False, checked=checked, first_broken_id=row_id,
@@ -155,7 +173,7 @@ class AuditMixin(abc.ABC):
                         )
                     expected = chain_hash(
                         r["prev_hash"], id=row_id, chain=r["chain"], ts=float(r["ts"]), kind=r["kind"],
-                        payload_json=r["payload"],
+                        payload_json=r["payload"], key=self._audit_key if keyed else None,
                     )
                     if expected != r["hash"]:
                         return VerifyResult(
@@ -171,6 +189,12 @@ class AuditMixin(abc.ABC):
                     ok=False, checked=checked, first_broken_id=head_id,
                     reason=f"chain {chain!r} ends at row {last} but its head is row {head_id}"
                     " (rows removed from the end, or the head was altered)",
+                )
+            if self._audit_key is not None and head_id and not seen_keyed:
+                return VerifyResult(
+                    ok=False, checked=checked, first_broken_id=head_id,
+                    reason=f"chain {chain!r} holds no keyed row: written without the audit key, or rewritten"
+                    " by someone without it",
                 )
         return VerifyResult(ok=True, checked=checked)
 
@@ -211,8 +235,20 @@ class AuditMixin(abc.ABC):
         return purged
 
 
-def _row(new_id: int, item: AuditInput, prev_hash: str) -> tuple[Any, ...]:
+def _key_problem(keyed: bool, seen_keyed: bool, have_key: bool) -> str | None:
+    """Why a row's hash kind is wrong here, or None. With the key, rows after the first keyed row
+    must be keyed (plain rows before it are pinned by its HMAC, which covers their last hash);
+    without it, a keyed row cannot be checked."""
+    if keyed and not have_key:
+        return "is keyed (HMAC): verify with the audit key (--audit-key-file)"
+    if have_key and seen_keyed and not keyed:
+        return "is not keyed but follows keyed rows: rewritten by someone without the audit key"
+    return None
+
+
+def _row(new_id: int, item: AuditInput, prev_hash: str, key: bytes | None) -> tuple[Any, ...]:
     digest = chain_hash(
-        prev_hash, id=new_id, chain=item.chain, ts=item.ts, kind=item.kind, payload_json=item.payload_json
+        prev_hash, id=new_id, chain=item.chain, ts=item.ts, kind=item.kind, payload_json=item.payload_json,
+        key=key,
     )
     return (new_id, item.chain, item.ts, item.kind, item.payload_json, prev_hash, digest)

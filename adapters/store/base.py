@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import abc
 import hashlib
+import hmac
 import math
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -198,13 +199,21 @@ def canonical_json(data: Mapping[str, Any]) -> str:
         raise StoreError(f"audit payload is not JSON-serialisable: {exc}") from exc
 
 
-def chain_hash(prev_hash: str, *, id: int, chain: str, ts: float, kind: str, payload_json: str) -> str:
-    """sha256 of ``prev_hash`` + the canonical JSON of the row's content (its id included, so a
-    row moved to another id no longer verifies)."""
+KEYED_PREFIX = "hmac-sha256:"
+
+
+def chain_hash(prev_hash: str, *, id: int, chain: str, ts: float, kind: str, payload_json: str,
+               key: bytes | None = None) -> str:
+    """The digest of ``prev_hash`` + the canonical JSON of the row's content (its id included, so a
+    row moved to another id no longer verifies): ``hmac-sha256:<hex>`` under the audit ``key`` (a
+    secret kept out of the database, so whoever can write the database cannot rehash an edit), or
+    the plain sha256 hex of stores run without a key."""
     content = orjson.dumps(
         {"chain": chain, "id": id, "kind": kind, "payload": orjson.Fragment(payload_json), "ts": ts},
         option=orjson.OPT_SORT_KEYS,
     )
+    if key is not None:
+        return KEYED_PREFIX + hmac.new(key, prev_hash.encode() + content, hashlib.sha256).hexdigest()
     return hashlib.sha256(prev_hash.encode() + content).hexdigest()
 
 

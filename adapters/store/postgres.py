@@ -90,9 +90,9 @@ class PostgresStore(SqlStore):
     def __init__(
         self, *, dsn: str, redacted: str, clock: Callable[[], float] = time.time,
         pool_min_size: int = 1, pool_max_size: int = 10,
-        connect_timeout: float = 5.0, command_timeout: float = 30.0,
+        connect_timeout: float = 5.0, command_timeout: float = 30.0, audit_key: bytes | None = None,
     ) -> None:
-        super().__init__(clock=clock)
+        super().__init__(clock=clock, audit_key=audit_key)
         self._dsn = dsn
         self._where = redacted
         self._pool_min = pool_min_size

@@ -126,8 +126,9 @@ def _opt_float(value: Any) -> float | None:
 class SqlStore(AuditMixin, Store):
     """Everything but connections, locks and bulk copy, shared by SQLite and PostgreSQL."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, clock: Callable[[], float] = time.time, audit_key: bytes | None = None) -> None:
         self._clock = clock
+        self._audit_key = audit_key
 
     @abc.abstractmethod
     def _tx(self, *, write: bool = True) -> AbstractAsyncContextManager[Conn]:

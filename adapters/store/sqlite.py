@@ -80,8 +80,9 @@ def _fetchall(db: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> list[A
 class SqliteStore(SqlStore):
     """SQLite store on ``path`` (a file, created with its directory, or ``:memory:``)."""
 
-    def __init__(self, *, path: str, clock: Callable[[], float] = time.time, busy_timeout: float = 5.0) -> None:
-        super().__init__(clock=clock)
+    def __init__(self, *, path: str, clock: Callable[[], float] = time.time, busy_timeout: float = 5.0,
+                 audit_key: bytes | None = None) -> None:
+        super().__init__(clock=clock, audit_key=audit_key)
         self._path = path
         self._busy_timeout = busy_timeout
         self._executor: ThreadPoolExecutor | None = None

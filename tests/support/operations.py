@@ -92,7 +92,8 @@ async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ..
             "policies": str(write_policies(tmp_path / "policies", policies)), "ray_address": None,
             "observers": observers, "duration": None, "services": list(services), "status_every": 0, **(extra or {})}
     watcher = Watcher()
-    bus = MqttBus(config=MqttConfig.from_url(broker_url))
+    # Tests also play hostile clients that send oversized payloads: lift the bus's own publish cap.
+    bus = MqttBus(config=MqttConfig.from_url(broker_url), max_publish_bytes=4 << 20)
     await bus.start()
     await bus.wait_connected(10)
     await bus.subscribe(f"system/{cluster}/#", watcher, qos=1)

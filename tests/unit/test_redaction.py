@@ -138,6 +138,16 @@ def test_secret_key_spellings_are_redacted(key: str) -> None:
         ("order 12 4111111111111111 99", "4111111111111111", "order 12 [REDACTED-CARD] 99"),
         ("amex 378282246310005", "378282246310005", REDACTED_CARD),
         ("key AKIAIOSFODNN7EXAMPLE here", "AKIAIOSFODNN7EXAMPLE", "here"),
+        ("AKIAIOSFODNN7EXAMPLE,wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY,x", "bPxRfiCY", ",x"),
+        ("stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc ok", "4eC39HqLy", "stripe [REDACTED] ok"),
+        ("gh ghp_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789 ok", "aBcDeFgH", "gh [REDACTED] ok"),
+        ("slack xoxb-123456789012-abcdefABCDEF ok", "abcdefABCDEF", "slack [REDACTED] ok"),
+        ("maps AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe ok", "SyDaGmWKa4", "maps [REDACTED] ok"),
+        ("Cookie: sid=s3ss10n; theme=dark\nnext", "s3ss10n", "Cookie: [REDACTED]"),
+        ("the password is: hunter2 ok", "hunter2", "password is: [REDACTED] ok"),
+        ("pin: 9876 and otp=123456", "9876", "otp=[REDACTED]"),
+        ("pay to DE89 3704 0044 0532 0130 00 now", "0532", "pay to [REDACTED] now"),
+        ("card 4111.1111.1111.1111 and 4111/1111/1111/1111", "1111", "card [REDACTED-CARD] and [REDACTED-CARD]"),
         (
             "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA\n-----END RSA PRIVATE KEY----- tail",
             "MIIEowIBAAKCAQEA",
@@ -168,11 +178,24 @@ def test_shaped_secrets_in_text(text: str, gone: str, kept: str) -> None:
         "mailto user@example.com",
         "a secretary called",
         "the token expired",
+        "ts=1732963200.123456 and 17329632001234.5",
+        "sha1 2fd4e1c67a2d28fced849ee1bb76e7391b93eb12",
+        "on 2024/12/15 at 10.30.00",
+        "spin: 3, monkey: yes",
+        "DE12 not an iban",
     ],
 )
 def test_lookalikes_are_left_alone(text: str) -> None:
     """Non-Luhn numbers, UUIDs, timestamps and URLs without passwords are not redacted."""
     assert sanitize(text, POLICY) == text
+
+
+def test_card_number_as_digit_array() -> None:
+    """A card number sent as an array of digits or digit groups is redacted; other small lists stay."""
+    out = sanitize({"a": [4, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], "b": [4111, 1111, 1111, 1111],
+                    "c": ["4111", "1111", "1111", "1111"], "d": [1, 2, 3], "e": [4111, 1111, 1111, 1112]}, POLICY)
+    assert out == {"a": REDACTED_CARD, "b": REDACTED_CARD, "c": REDACTED_CARD, "d": [1, 2, 3],
+                   "e": [4111, 1111, 1111, 1112]}
 
 
 def test_card_number_as_integer() -> None:
@@ -295,8 +318,30 @@ SECRET_KEYS = st.sampled_from(
         "cardNumber",
         "ssn",
         "cvv",
+        "auth",
+        "passphrase",
+        "pin",
+        "PIN",
+        "userPin",
+        "otp",
+        "cvc2",
+        "securityCode",
+        "sessionKey",
+        "key",
+        "iban",
     ]
 )
+VENDOR_PREFIXES = ["sk_live_", "sk_test_", "rk_live_", "whsec_", "ghp_", "gho_", "ghs_", "github_pat_", "xoxb-",
+                   "xoxp-", "AIza", "glpat-"]
+KV_NAMES = ["password", "Password", "pwd", "token", "api_key", "secret", "passphrase", "auth", "pin", "otp",
+            "cvc2", "securityCode", "sessionKey", "key", "iban"]
+KV_SEPARATORS = ["=", ": ", " is: ", " is ", '": "']
+
+
+def iban(country: str, bban: str) -> str:
+    """A valid IBAN (ISO 13616 check digits) for ``bban``."""
+    numeric = "".join(str(int(c, 36)) for c in bban + country + "00")
+    return f"{country}{98 - int(numeric) % 97:02d}{bban}"
 scalars = st.one_of(
     st.none(),
     st.booleans(),
@@ -316,7 +361,8 @@ def token(min_size: int, alphabet: str = ALNUM) -> st.SearchStrategy[str]:
 @st.composite
 def planted(draw: st.DrawFn) -> tuple[Any, list[str]]:
     """A value carrying one secret, and the substrings that must not survive sanitizing."""
-    kind = draw(st.sampled_from(["key", "jwt", "card", "url", "bearer", "pem", "kv"]))
+    kind = draw(st.sampled_from(["key", "jwt", "card", "card_array", "url", "bearer", "pem", "kv", "vendor",
+                                 "aws", "cookie", "iban"]))
     if kind == "key":
         secret = "Sx9" + draw(token(12))
         value: Any = draw(st.sampled_from([secret, [secret], {"inner": secret}]))
@@ -330,9 +376,33 @@ def planted(draw: st.DrawFn) -> tuple[Any, list[str]]:
             draw(st.sampled_from(["4", "5", "37", "6011"]))
             + draw(st.text(string.digits, min_size=12, max_size=14))
         )
-        sep = draw(st.sampled_from(["", " ", "-"]))
+        sep = draw(st.sampled_from(["", " ", "-", ".", "/"]))
         shown = sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
         return shown, [digits, shown, digits[4:12]]
+    if kind == "card_array":
+        digits = with_luhn("4" + draw(st.text(string.digits, min_size=14, max_size=14)))
+        groups = [digits[i : i + 4] for i in range(0, 16, 4)]
+        arr: list[Any] = draw(st.sampled_from([
+            [int(d) for d in digits], groups, [int(g) if g[0] != "0" else g for g in groups]]))
+        return arr, [orjson.dumps(arr).decode()]
+    if kind == "vendor":
+        secret = draw(st.sampled_from(VENDOR_PREFIXES)) + "Vx9" + draw(token(36, ALNUM))
+        return secret, [secret[-30:]]
+    if kind == "aws":
+        secret = "wJ9" + draw(st.text(ALNUM + "/+", min_size=37, max_size=37))
+        return secret, [secret]
+    if kind == "cookie":
+        secret = "Ck9" + draw(token(12))
+        header = draw(st.sampled_from(["Cookie", "cookie", "Set-Cookie", "COOKIE"]))
+        return f"{header}: sid={secret}; theme=dark", [secret]
+    if kind == "iban":
+        country, length = draw(st.sampled_from([("DE", 18), ("GB", 18), ("FR", 23), ("NL", 14)]))
+        bban = (("NWBK" if country == "GB" else "ABNA") if country in ("GB", "NL") else "") + draw(
+            st.text(string.digits, min_size=length - (4 if country in ("GB", "NL") else 0),
+                    max_size=length - (4 if country in ("GB", "NL") else 0)))
+        compact = iban(country, bban)
+        shown = draw(st.sampled_from([compact, " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))]))
+        return shown, [compact[4:], shown[4:]]
     if kind == "url":
         pw = "Pw9" + draw(token(10, ALNUM + "!@#%^*/:"))
         scheme = draw(st.sampled_from(["postgres", "postgresql", "mongodb+srv", "redis", "amqps", "https"]))
@@ -350,10 +420,7 @@ def planted(draw: st.DrawFn) -> tuple[Any, list[str]]:
         )
         return pem, [b for b in body if len(b) >= 12]
     secret = "Kv9" + draw(token(10))
-    return (
-        f"{draw(st.sampled_from(['password', 'Password', 'pwd', 'token', 'api_key', 'secret']))}={secret}",
-        [secret],
-    )
+    return f"{draw(st.sampled_from(KV_NAMES))}{draw(st.sampled_from(KV_SEPARATORS))}{secret}", [secret]
 
 
 @st.composite
@@ -378,7 +445,8 @@ FAST = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCh
 @FAST
 @given(payloads())
 def test_planted_secrets_never_survive(case: tuple[Any, list[str]]) -> None:
-    """No planted secret (keys, JWTs, cards, URL passwords, bearer tokens, PEM keys) reaches the output."""
+    """No planted secret (secret keys, JWTs, cards as text or digit arrays, URL passwords, bearer, vendor
+    and AWS tokens, cookies, IBANs, PEM keys, ``name=``/``name is:`` pairs) reaches the output."""
     value, forbidden = case
     dumped = orjson.dumps(sanitize(value, POLICY)).decode()
     for bad in forbidden:

@@ -1,0 +1,184 @@
+"""The pieces under :class:`adapters.mqtt.MqttBus`'s publish path: the aiomqtt client subclass that
+learns the broker's limits and PUBACK reason codes, the :class:`Delivery` a publish returns, the
+size of a PUBLISH packet, and the :class:`DeadLetter` kept for a message the bus gave up on.
+
+A :class:`Delivery` is how a caller learns whether the broker took a message: it stays pending
+while the message is queued or in flight, then becomes ``acked`` (QoS 1/2: the broker's PUBACK
+/PUBCOMP with a success code; QoS 0: written to the connection) or one of the loss outcomes
+(``dropped:…``, ``oversized``, ``refused:…``, ``abandoned``). Only an acked delivery may be
+recorded as published (an outbox row, for instance).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+
+__all__ = ["BusClient", "DeadLetter", "Delivery", "publish_packet_size"]
+
+PENDING = "pending"
+ACKED = "acked"
+
+
+class Delivery:
+    """What became of one publish; see the module docstring. Cheap: no future unless awaited."""
+
+    __slots__ = ("_event", "outcome")
+
+    def __init__(self, outcome: str = PENDING) -> None:
+        self.outcome = outcome
+        self._event: asyncio.Event | None = None
+
+    @property
+    def done(self) -> bool:
+        return self.outcome != PENDING
+
+    @property
+    def acked(self) -> bool:
+        """True once the broker acknowledged the message."""
+        return self.outcome == ACKED
+
+    def settle(self, outcome: str) -> None:
+        """Set the final outcome (the first one wins)."""
+        if self.outcome != PENDING:
+            return
+        self.outcome = outcome
+        if self._event is not None:
+            self._event.set()
+
+    async def wait(self, timeout: float | None = None) -> bool:
+        """Wait until settled (or ``timeout`` s passed); returns :attr:`acked`."""
+        if self.outcome == PENDING:
+            if self._event is None:
+                self._event = asyncio.Event()
+            try:
+                await asyncio.wait_for(self._event.wait(), timeout)
+            except TimeoutError:
+                return False
+        return self.acked
+
+    def __repr__(self) -> str:
+        return f"Delivery({self.outcome})"
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """A message the bus gave up on. Kept without its payload (it may hold anything)."""
+
+    topic: str
+    size: int  # bytes of the PUBLISH packet
+    qos: int
+    retain: bool
+    reason: str  # oversized | refused:<reason code> | abandoned
+    detail: str
+    at: float  # time.time()
+
+
+def _varint_len(n: int) -> int:
+    size = 1
+    while n >= 128:
+        n >>= 7
+        size += 1
+    return size
+
+
+def publish_packet_size(topic: str, payload: bytes, qos: int, properties: Properties | None) -> int:
+    """Bytes of the MQTT 5 PUBLISH packet for this message (what Maximum Packet Size limits)."""
+    props_len = len(properties.pack()) if properties is not None else 1
+    remaining = 2 + len(topic.encode()) + (2 if qos else 0) + props_len + len(payload)
+    return 1 + _varint_len(remaining) + remaining
+
+
+class BusClient(aiomqtt.Client):
+    """aiomqtt.Client that hands each received paho message straight to the bus, remembers the
+    broker's Maximum Packet Size from CONNACK and reports PUBACK reason codes.
+
+    Why: aiomqtt's ``messages`` iterator creates a task and an ``asyncio.wait`` per message, which
+    is most of its per-message cost, and its ``publish`` drops the PUBACK reason code (a broker
+    refusing a message looks like success). paho calls these hooks on the event loop thread;
+    aiomqtt 2.x (pinned in uv.lock) has kept them stable. test_mqtt_bus.py fails loudly if an
+    upgrade breaks this.
+
+    It also closes a hole in aiomqtt's ``__aenter__``: a disconnect that arrives together with the
+    CONNACK (a broker kicking us at once, e.g. another client taking over our client id) is
+    forgotten there, leaving a connection that looks up but is dead; here it fails the connect.
+    """
+
+    def __init__(self, *, sink: Callable[[paho.MQTTMessage], None], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._bus_sink = sink
+        self._bus_acks: dict[int, asyncio.Future[int]] = {}
+        self.max_packet_size: int | None = None  # from CONNACK; None: the broker named no limit
+        self._bus_lost = False
+
+    async def __aenter__(self) -> BusClient:
+        self._bus_lost = False
+        await super().__aenter__()
+        if self._bus_lost:
+            with contextlib.suppress(Exception):
+                await self.__aexit__(None, None, None)
+            raise aiomqtt.MqttError("the broker closed the connection right after its CONNACK")
+        return self
+
+    def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+                       properties: Properties | None = None) -> None:
+        self._bus_lost = True
+        super()._on_disconnect(client, userdata, flags, reason_code, properties)
+
+    def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        self._bus_sink(message)
+
+    def _on_connect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
+                    properties: Properties | None = None) -> None:
+        limit = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
+        self.max_packet_size = int(limit) if isinstance(limit, int) and limit > 0 else None
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,
+                    properties: Properties) -> None:
+        fut = self._bus_acks.pop(mid, None)
+        if fut is None:
+            super()._on_publish(client, userdata, mid, reason_code, properties)
+        elif not fut.done():
+            fut.set_result(reason_code.value if isinstance(reason_code, ReasonCode) else int(reason_code))
+
+    async def publish_acked(self, topic: str, payload: bytes, qos: int, retain: bool,
+                            properties: Properties | None) -> tuple[int, str]:
+        """Publish and wait for the broker's acknowledgement (QoS ≥ 1) within the client's timeout.
+
+        Returns the PUBACK reason code and its name (0 for QoS 0 and for success). Connection
+        problems raise ``aiomqtt.MqttError``; a message paho refuses raises ValueError/TypeError.
+        """
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        if qos == 0 or info.is_published():
+            return 0, "Success"
+        fut: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._bus_acks[info.mid] = fut
+        try:
+            code = await asyncio.wait_for(fut, self.timeout)
+        except TimeoutError:
+            raise aiomqtt.MqttError("PUBACK timed out") from None
+        finally:
+            self._bus_acks.pop(info.mid, None)
+        return code, _reason_name(code)
+
+
+def _reason_name(code: int) -> str:
+    if code == 0:
+        return "Success"
+    try:
+        from paho.mqtt.packettypes import PacketTypes
+
+        return str(ReasonCode(PacketTypes.PUBACK, identifier=code))
+    except Exception:
+        return f"reason code {code}"

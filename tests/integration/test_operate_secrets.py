@@ -1,0 +1,77 @@
+"""operate against a real mosquitto that requires a password: given with --broker-password-file,
+the password reaches the broker (operate starts, so it authenticated) and appears nowhere in what
+operate prints or in the logs of its Ray session (actors included)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+
+from adapters.processes import Mosquitto, find_binary
+
+pytestmark = pytest.mark.integration
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_operate_never_prints_or_logs_the_broker_password(tmp_path: Path) -> None:
+    password = f"pw@{uuid.uuid4().hex[:12]}:/x"
+    workdir = Path(tempfile.mkdtemp(prefix="sfa-mosquitto-"))
+    passwd = workdir / "passwd"
+    subprocess.run([find_binary("mosquitto_passwd"), "-b", "-c", str(passwd), "sfa", password], check=True,
+                   capture_output=True)
+    passwd.chmod(0o644)
+    workdir.chmod(0o755)  # mosquitto started as root reads it as the mosquitto user
+    broker = Mosquitto(workdir=workdir, extra_config=("allow_anonymous false", f"password_file {passwd}"))
+    svc = broker.start()
+    pw_file = tmp_path / "broker-password"
+    pw_file.write_text(password + "\n")
+    ray_tmp = Path(tempfile.mkdtemp(prefix="r"))  # short: Ray's socket paths must fit in 107 bytes
+    out = tmp_path / "operate.log"
+    env = {**os.environ, "RAY_TMPDIR": str(ray_tmp)}
+    with open(out, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "drivers.operate", "--broker", f"mqtt://sfa@127.0.0.1:{svc.port}",
+             "--broker-password-file", str(pw_file), "--store", f"sqlite:///{tmp_path}/ops.db",
+             "--no-security", "--status-every", "1s", "--duration", "120s"],
+            cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "sfa-ops: operating" not in out.read_text(errors="replace"):
+            assert proc.poll() is None, out.read_text(errors="replace")[-3000:]
+            assert time.monotonic() < deadline, out.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        while out.read_text(errors="replace").count("sfa-ops: ") < 3:  # a status line or two as well
+            assert time.monotonic() < deadline and proc.poll() is None, out.read_text(errors="replace")[-3000:]
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+        printed = out.read_text(errors="replace")
+        assert f"on mqtt://sfa:***@127.0.0.1:{svc.port}" in printed
+        ray_logs = [p for p in ray_tmp.rglob("*") if p.is_file() and "logs" in p.parts]
+        assert any(p.name.startswith("worker") for p in ray_logs), "no Ray worker logs to search"
+        leaks = [str(p) for p in [out, *ray_tmp.rglob("*")] if p.is_file() and _holds(p, password)]
+        assert not leaks, leaks
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        svc.stop()
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+def _holds(path: Path, password: str) -> bool:
+    try:
+        data = path.read_bytes()
+    except OSError:
+        return False
+    return any(s.encode() in data for s in (password, quote(password, safe=""), password.split("@", 1)[1]))
