@@ -101,7 +101,13 @@ class IncidentEffects:
         return error
 
     async def _close_approval(self, step: ApprovalStep, now: float) -> None:
-        await self.store.state_delete(APPROVALS, step.action_id)
+        """Take the request off the store first (straight, not buffered): only the one who removed
+        it acts on it, so an approval is carried out at most once."""
+        try:
+            if not await self.store.inner.state_delete(APPROVALS, step.action_id):
+                return
+        except StoreError:
+            return  # still stored: the next poll tries again
         self.pending_approvals.discard(step.action_id)
         a = step.action
         if step.decision == "malformed" or a is None or step.incident_id is None:

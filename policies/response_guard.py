@@ -166,7 +166,7 @@ def decide(doc: Mapping[str, Any], verdict: Literal["approved", "rejected"], *, 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ApprovalStep:
     """Close the request ``action_id``: ``approved`` (carry out ``action``), ``rejected``,
-    ``expired`` or ``malformed`` (dropped)."""
+    ``expired`` or ``malformed`` (dropped; ``action`` None)."""
 
     action_id: str
     decision: Decision | Literal["malformed"]
@@ -187,13 +187,12 @@ def approval_steps(docs: Mapping[str, Mapping[str, Any]], now: float,
             decision = doc.get("decision") or {}
             verdict = decision.get("verdict")
             by, note = str(decision.get("by", "")), str(decision.get("note", ""))
-            if verdict == "approved":
-                steps.append(ApprovalStep(action_id=aid, decision="approved", action=approved_action(doc, now),
-                                          incident_id=inc, by=by, note=note))
-            elif verdict == "rejected":
-                steps.append(ApprovalStep(action_id=aid, decision="rejected", incident_id=inc, by=by, note=note))
+            action = approved_action(doc, now)
+            if verdict in ("approved", "rejected"):
+                steps.append(ApprovalStep(action_id=aid, decision=verdict, action=action, incident_id=inc,
+                                          by=by, note=note))
             elif now - float(doc["requestedAt"]) >= config.approval.expire_after:
-                steps.append(ApprovalStep(action_id=aid, decision="expired", incident_id=inc))
+                steps.append(ApprovalStep(action_id=aid, decision="expired", action=action, incident_id=inc))
         except (KeyError, TypeError, ValueError, AttributeError):
             steps.append(ApprovalStep(action_id=aid, decision="malformed"))
     return steps
