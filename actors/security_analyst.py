@@ -7,9 +7,10 @@ Inputs:
   ``service/+/security`` (what services report; ``eventType: role_change`` with
   ``details.oldRoles/newRoles/changedBy`` feeds the privilege-escalation rule, any other event
   becomes a ``ServiceSecurityEvent`` alert, its severity capped at ``security.yaml``
-  ``service_report_max_severity`` unless ``trusted_reporters`` lets the service report more), ``audit/+/data-access`` (records touched) — each
-  parsed once, event-driven. Windows are measured on the analyst's clock at arrival (a
-  publisher's skewed clock cannot stretch or shrink them). Malformed events are counted and dropped.
+  ``service_report_max_severity`` unless ``trusted_reporters`` lets the service report more),
+  ``audit/+/data-access`` (records touched) — each parsed once, event-driven. Windows are
+  measured on the analyst's clock at arrival (a publisher's skewed clock cannot stretch or shrink
+  them). Malformed events are counted and dropped.
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
 - Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped

@@ -296,7 +296,8 @@ class Supervisor:
     async def _send_alerts(self) -> None:
         if not self._pending_alerts:
             return
-        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts), []
+        now = self.clock.now()
+        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts, now), []
         if not alerts:
             return
         if self.alertmanager is not None:
@@ -305,7 +306,8 @@ class Supervisor:
             for a in alerts:
                 self.bus.publish_nowait(topics.system_alerts(self.cluster),
                                         {"type": "alert", "clusterId": self.cluster,
-                                         "status": "resolved" if a["endsAt"] else "firing",
+                                         "status": "resolved" if a["endsAt"] is not None and a["endsAt"] <= now
+                                         else "firing",
                                          "labels": a["labels"], "annotations": a["annotations"],
                                          "startsAt": rfc3339(a["startsAt"])}, qos=1)
 

@@ -64,11 +64,13 @@ class FiringSet:
     def __init__(self) -> None:
         self.firing: set[tuple[tuple[str, str], ...]] = set()
 
-    def filter(self, alerts: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    def filter(self, alerts: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+        """Firing alerts pass; a resolution passes only for a key that fired. With ``now``, an
+        alert whose ``endsAt`` is still ahead (a resolve timeout) is firing, not a resolution."""
         out = []
         for a in alerts:
             key = tuple(sorted(a["labels"].items()))
-            if a["endsAt"] is None:
+            if a["endsAt"] is None or (now is not None and a["endsAt"] > now):
                 self.firing.add(key)
                 out.append(a)
             elif key in self.firing:

@@ -362,6 +362,23 @@ async def test_escalating_bans_for_a_repeat_offender(sec: Security) -> None:
     assert await sec.redis.exists(f"sfa:block:ip:{addr}") == 1
 
 
+async def test_alerts_beyond_the_per_source_limit_fold_into_the_latest_incident(sec: Security) -> None:
+    """The sixth alert from one source within the hour opens no incident and takes no action: it is
+    counted and logged on the source's fifth incident."""
+    addr = ip()
+    before = (await sec.responder.status.remote())["counts"]["folded"]
+    summaries = [await sec.responder.handle.remote({**_alert("credential_stuffing", addr),
+                                                    "timestamp": time.time() + n * 1e-3}) for n in range(6)]
+    assert [x["status"] == "folded" for x in summaries] == [False] * 5 + [True]
+    assert summaries[5]["incidentId"] == summaries[4]["incidentId"] and summaries[5]["actions"] == []
+    assert (await sec.responder.status.remote())["counts"]["folded"] == before + 1
+    assert len(sec.incidents("credential_stuffing", addr)) <= 5
+    async with open_store(sec.settings.store_url) as store:
+        fifth = await store.incident_get(summaries[4]["incidentId"])
+    assert fifth is not None and fifth.data["folded"] == 1
+    assert fifth.data["log"][-1]["result"] == "folded"
+
+
 async def test_malformed_events_are_counted_and_dropped(sec: Security) -> None:
     """Malformed security events are counted per kind and do not stop the analyst."""
     before = (await sec.analyst.stats.remote())["counts"]["malformed"]

@@ -239,3 +239,31 @@ def test_exfiltration_says_whether_one_event_raised_it(reads: tuple[int, ...], s
                                                 record_count=n, timestamp=T0), T0)
     (alert,) = got
     assert alert.metadata["single_event"] is single
+
+
+# --- resolve timeouts -------------------------------------------------------------------------------
+
+
+def test_security_alerts_end_after_the_resolve_timeout() -> None:
+    """Detections and service reports, which nothing resolves, end ``resolve_after`` after they
+    start; an explicitly resolved alert ends at once."""
+    from actors.security_common import plain_alert, security_alert_dict
+
+    wire = brute_force("203.0.113.7").to_wire()
+    assert security_alert_dict(wire, "c", T0, resolve_after=H)["endsAt"] == T0 + H
+    assert plain_alert("ServiceSecurityEvent", "warning", "c", T0, "x", resolve_after=H)["endsAt"] == T0 + H
+    assert plain_alert("X", "warning", "c", T0, "x", resolved=True, resolve_after=H)["endsAt"] == T0
+    assert load_security_policy().alert_resolve_after == 4 * H
+
+
+def test_an_alert_with_a_resolve_timeout_is_firing_for_the_supervisor() -> None:
+    """The supervisor's FiringSet passes an alert whose ``endsAt`` lies ahead as firing (it is
+    not a resolution of something that never fired); one whose ``endsAt`` has passed is one."""
+    from actors.security_common import plain_alert
+    from policies.alert_rules import FiringSet
+
+    fs = FiringSet()
+    timed = plain_alert("ServiceSecurityEvent", "warning", "c", T0, "x", {"service": "S"}, resolve_after=H)
+    assert fs.filter([timed], T0) == [timed]
+    late = plain_alert("Other", "warning", "c", T0, "x", resolve_after=H)
+    assert fs.filter([late], T0 + 2 * H) == []  # a resolution of an alert that never fired
