@@ -14,6 +14,13 @@ Undo: every timed action has ``undo_at`` in the store. An in-memory schedule run
 (``python -m drivers.incidents lift ID`` sets ``undo_at = now``). An undo whose (action, target) is
 still held by another, longer action (a repeat offender's newer ban) leaves the backends alone.
 
+Guards (``policies.response_guard``): an enforcement action on a protected target (loopback,
+sfa-ops' own hosts, ``security.yaml`` ``protected:``) is refused and recorded; one without expiry
+(or resting on a single forgeable event) is stored as an approval request and carried out only
+once an operator approves it (``drivers.incidents approve ID``; polled every ``store_poll_s``;
+undecided requests lapse). A source with more incidents than ``per_source`` allows has further
+alerts folded into its latest incident (counted, logged, no new actions).
+
 Restart: Ray re-runs the constructor, which schedules ``start()``; it restores offender history,
 active actions (re-applied to Redis/EMQX: idempotent) and pending undos from the store, runs undos
 whose time passed while it was down, and republishes the retained set.
@@ -23,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import os
 from collections import OrderedDict
 from dataclasses import replace
@@ -32,45 +38,50 @@ from typing import Any
 import ray
 
 from actors.clock import Clock, SystemClock
+from actors.incident_effects import IncidentEffects
+from actors.incident_records import action_wire as _wire
+from actors.incident_records import append_log, escalation_wire, stored
+from actors.incident_records import incident_message as incident_message
 from actors.loops import run_every
 from actors.security_common import (
     Outlet,
     SecurityOptions,
-    active_actions_topic,
     alert_from_wire,
     plain_alert,
     schedule_self_start,
 )
 from actors.settings import OperateSettings
-from adapters.enforcement import ENFORCED, Enforcement
+from adapters.enforcement import ENFORCED, Enforcement, own_addresses
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.store import ActionRecord, IncidentRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.detection_rules import load_security_policy
 from policies.response import (
-    EscalationDecision,
     OffenderHistory,
-    PlannedAction,
     ResponsePolicy,
     incident_id,
     load_response_policy,
     on_action_failed,
     plan_response,
 )
-from policies.security_events import SEVERITY_RANK
-from protocol import topics
-from protocol.base import rfc3339_from_epoch
-from protocol.security import ActiveActions, EnforcementAction, IncidentMessage
+from policies.response_guard import (
+    APPROVALS,
+    ProtectedTargets,
+    approval_steps,
+    capped_escalation,
+    gate_actions,
+    source_over_limit,
+)
 
 logger = logging.getLogger("sfa_ops.responder")
 
 OFFENDERS = "security_offenders"
 _FAR = 10 * 365 * 86400.0
 _SEEN_CAP = 10_000
-_LOG_CAP = 200  # entries kept in an incident's log
 _LEVEL_SEVERITY = {1: "error", 2: "critical"}
 
 
-class Responder:
+class Responder(IncidentEffects):
     """The actor's body (also usable in-process); ``IncidentResponder`` is the Ray actor."""
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
@@ -89,12 +100,17 @@ class Responder:
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.enforcement = Enforcement(self.options.enforcement)
         self.policy: ResponsePolicy = load_response_policy(settings.policies_dir)
+        self.security_policy = load_security_policy(settings.policies_dir)
+        self.protected = ProtectedTargets.from_policy(self.security_policy.protected)
         self.history = OffenderHistory()
+        self.last_incident: OrderedDict[str, str] = OrderedDict()  # source -> its latest incident
+        self.pending_approvals: set[str] = set()
         self.active: dict[str, ActionRecord] = {}
         self.undo_at: dict[str, float] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
-                                     "undos", "escalations", "restored"), 0)
+                                     "undos", "escalations", "restored", "refused", "awaiting_approval",
+                                     "approved", "rejected", "approvals_expired", "folded"), 0)
         self._lock = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -120,6 +136,9 @@ class Responder:
         await asyncio.shield(self._started)
 
     async def _start(self) -> None:
+        if self.security_policy.protected.own_hosts:
+            hosts = await own_addresses([MqttConfig.from_url(self.settings.broker_url).host])
+            self.protected = ProtectedTargets.from_policy(self.security_policy.protected, sorted(hosts))
         await self.store.open()
         if self.bus is not None:
             await self.bus.start()
@@ -152,6 +171,8 @@ class Responder:
         self.history = OffenderHistory(incidents={
             e: tuple(float(t) for t in d.get("incidents", [])) for e, d in docs.items()
         }).pruned(now - self.policy.repeat.lookback)
+        self.last_incident = OrderedDict((e, str(d["lastIncident"])) for e, d in docs.items()
+                                         if e in self.history.incidents and d.get("lastIncident"))
         for rec in [*active, *pending]:
             if rec.undone_at is not None:
                 continue
@@ -165,6 +186,7 @@ class Responder:
         logger.info("restored %d active actions (%d undos pending), %d offenders",
                     len(self.active), len(self.undo_at), len(self.history.incidents))
         await self._undo_step()  # undos whose time passed while we were down
+        await self._approval_step()  # decisions taken while we were down
         await self._publish_active(now)
         await self.outlet.flush()
 
@@ -183,28 +205,42 @@ class Responder:
             return None
         inc_id = incident_id(alert)
         async with self._lock:
-            if inc_id in self.seen or await _stored(self.store, inc_id):
+            if inc_id in self.seen or await stored(self.store, inc_id):
                 self.counts["duplicates"] += 1
                 return None
             self.seen[inc_id] = None
             while len(self.seen) > _SEEN_CAP:
                 self.seen.popitem(last=False)
             now = self.clock.now()
+            if source_over_limit(self.history, alert.source, now, self.policy.per_source):
+                return await self._fold(alert, now)
             plan = plan_response(alert, self.history, now, self.policy)
+            gated = gate_actions(plan, alert, self.protected, self.policy, pending=len(self.pending_approvals))
             self.history = self.history.recorded(plan.offenders(), now)
             for entity in plan.offenders():
-                await self.store.state_put(OFFENDERS, entity, {"incidents": list(self.history.incidents[entity])})
+                self.last_incident[entity] = plan.incident.id
+                self.last_incident.move_to_end(entity)
+                await self.store.state_put(OFFENDERS, entity, {"incidents": list(self.history.incidents[entity]),
+                                                               "lastIncident": plan.incident.id})
+            while len(self.last_incident) > _SEEN_CAP:
+                self.last_incident.popitem(last=False)
             inc = plan.incident
+            carried = [g.action for g in gated if g.verdict == "carry_out"]
             data: dict[str, Any] = {"alertType": inc.alert_type, "target": inc.target, "offence": plan.offence,
-                                    "automatedResponse": list(inc.automated_response), "alert": alert_wire,
+                                    "automatedResponse": [a.action for a in carried], "alert": alert_wire,
                                     "skipped": [{"action": s.action, "reason": s.reason} for s in plan.skipped],
+                                    "awaitingApproval": [g.action.action_id for g in gated if g.verdict == "approval"],
+                                    "refused": [g.action.action_id for g in gated if g.verdict == "refused"],
                                     "log": []}
             record = IncidentRecord(id=inc.id, type=inc.type, severity=inc.severity, title=inc.title,
                                     description=inc.description, source=inc.source, status="open",
-                                    automated_response=bool(plan.actions), created_at=now, data=data)
+                                    automated_response=bool(carried), created_at=now, data=data)
             await self.store.incident_upsert(record)  # before its actions: they reference it
-            escalation, failed, enforced = plan.escalation, 0, 0
-            for action in plan.actions:
+            for g in gated:
+                if g.verdict != "carry_out":
+                    await self._hold(g, now, data["log"])
+            escalation, failed, enforced = capped_escalation(plan.escalation, alert, self.policy), 0, 0
+            for action in carried:
                 error = await self._carry_out(action, alert.description, now, data["log"])
                 enforced += action.action in ENFORCED and error is None
                 if error is not None:
@@ -214,7 +250,7 @@ class Responder:
                         escalation = later
             status = "escalated" if escalation is not None else "contained" if enforced else "open"
             if escalation is not None:
-                data["escalation"] = _escalation_wire(escalation)
+                data["escalation"] = escalation_wire(escalation)
             record = replace(record, status=status, data=data)
             await self.store.incident_upsert(record)
             self.counts["incidents"] += 1
@@ -225,38 +261,13 @@ class Responder:
                 await self.outlet.alert([plain_alert(
                     "SecurityIncidentEscalated", _LEVEL_SEVERITY.get(escalation.level, "emergency"), self.cluster,
                     now, f"{inc.title} ({inc.target}) escalated to level {escalation.level}: {escalation.reason}",
-                    {"incident": inc.id, "level": str(escalation.level), "notify": ",".join(escalation.notify)})])
+                    {"incident": inc.id, "level": str(escalation.level), "notify": ",".join(escalation.notify)},
+                    resolve_after=self.security_policy.alert_resolve_after)])
             await self._publish_active(now)
             await self.outlet.flush()
         return {"incidentId": inc.id, "status": status, "offence": plan.offence,
-                "actions": [a.to_wire() for a in plan.actions],
-                "escalation": _escalation_wire(escalation) if escalation else None}
-
-    async def _carry_out(self, action: PlannedAction, reason: str, now: float, log: list[dict[str, Any]]) -> str | None:
-        """Persist, enforce, publish one action; the error text if a backend failed."""
-        one_shot = action.undo_action is None and action.action not in ENFORCED
-        rec = ActionRecord(id=action.action_id, incident_id=action.incident_id, action=action.action,
-                           target=action.target, params=dict(action.params), created_at=now, until=action.until,
-                           status="done" if one_shot else "applied",
-                           undo_at=action.until if action.undo_action is not None else None)
-        await self.store.action_upsert(rec)
-        wire = action.to_wire(now)
-        failures = await self.enforcement.apply(wire, until=action.until, now=now, reason=reason)
-        error = "; ".join(f"{f.backend}: {f.error}" for f in failures) or None
-        if error is not None:
-            rec = replace(rec, error=error)
-            await self.store.action_upsert(rec)
-            self.counts["failures"] += 1
-            logger.warning("action %s on %s failed: %s", action.action, action.target, error)
-        if not one_shot:
-            self.active[rec.id] = rec
-            if rec.undo_at is not None:
-                self.undo_at[rec.id] = rec.undo_at
-        self.counts["actions"] += 1
-        await self.outlet.publish(topics.security_actions(self.cluster), wire, kind="security_action")
-        _log(log, {"ts": now, "action": action.action, "target": action.target, "actionId": action.action_id,
-                   "result": "failed" if error else "applied", "error": error, "until": action.until})
-        return error
+                "actions": [a.to_wire() for a in carried], "awaitingApproval": data["awaitingApproval"],
+                "refused": data["refused"], "escalation": escalation_wire(escalation) if escalation else None}
 
     # -- undo -----------------------------------------------------------------------------------
 
@@ -275,7 +286,7 @@ class Responder:
             await self.outlet.flush()
 
     async def _store_poll(self) -> None:
-        """Pick up undos requested through the store (an operator's ``lift``)."""
+        """Pick up what operators asked through the store: undos (``lift``), approvals."""
         now = self.clock.now()
         try:
             recs = await self.store.inner.actions_pending_undo(now)
@@ -286,42 +297,24 @@ class Responder:
                 self.active[rec.id] = rec
                 self.undo_at[rec.id] = rec.undo_at if rec.undo_at is not None else now
         await self._undo_step()
+        await self._approval_step()
 
-    async def _undo(self, rec: ActionRecord, now: float, why: str) -> None:
-        self.active.pop(rec.id, None)
-        spec = self.policy.actions.get(rec.action)
-        undo_name = spec.undo if spec is not None and spec.undo else f"undo_{rec.action}"
-        holder = next((o for o in self.active.values() if o.action == rec.action and o.target == rec.target
-                       and (o.until is None or o.until > now)), None)
-        params: dict[str, Any] = {"undoes": rec.action, "reason": why}
-        error = None
-        if holder is not None:
-            params["heldBy"] = holder.id  # a newer, longer action still holds this target
-        else:
-            failures = await self.enforcement.undo(rec.action, rec.target)
-            error = "; ".join(f"{f.backend}: {f.error}" for f in failures) or None
-        await self.store.action_upsert(replace(rec, status="undone", undone_at=now, undo_at=rec.undo_at or now,
-                                               error=error or rec.error))
-        self.counts["undos"] += 1
-        wire = EnforcementAction(action=undo_name, target=rec.target, incident_id=rec.incident_id,
-                                 action_id=f"{rec.id}:undo", undo=True, params=params, timestamp=now).to_wire()
-        await self.outlet.publish(topics.security_actions(self.cluster), wire, kind="security_action")
-        if rec.incident_id is not None:
-            await self._log_on_incident(rec.incident_id, {"ts": now, "action": undo_name, "target": rec.target,
-                                                          "actionId": wire["actionId"], "result": "failed" if error
-                                                          else "applied", "error": error, "reason": why})
-
-    async def _log_on_incident(self, inc_id: str, entry: dict[str, Any]) -> None:
+    async def _approval_step(self) -> None:
+        """Close approval requests an operator decided (or that lapsed)."""
         try:
-            inc = await self.store.inner.incident_get(inc_id)
+            docs = await self.store.inner.state_list(APPROVALS)
         except StoreError:
-            return  # the action record holds the truth; the log line is a convenience
-        if inc is not None:
-            data = dict(inc.data)
-            log = list(data.get("log", []))
-            _log(log, entry)
-            data["log"] = log
-            await self.store.incident_upsert(replace(inc, data=data))
+            return
+        now = self.clock.now()
+        self.pending_approvals = set(docs)
+        steps = approval_steps(docs, now, self.policy)
+        if not steps:
+            return
+        async with self._lock:
+            for step in steps:
+                await self._close_approval(step, now)
+            await self._publish_active(now)
+            await self.outlet.flush()
 
     # -- operators --------------------------------------------------------------------------------
 
@@ -348,7 +341,7 @@ class Responder:
         now = self.clock.now()
         data = dict(inc.data)
         log = list(data.get("log", []))
-        _log(log, {"ts": now, "action": "resolve", "result": "applied", "note": note})
+        append_log(log, {"ts": now, "action": "resolve", "result": "applied", "note": note})
         data["log"] = log
         inc = replace(inc, status="resolved", data=data)
         await self.store.incident_upsert(inc)
@@ -356,63 +349,13 @@ class Responder:
         await self.outlet.flush()
         return True
 
-    # -- publishing -------------------------------------------------------------------------------
-
-    async def _publish_incident(self, inc: IncidentRecord, event: str, now: float) -> None:
-        msg = incident_message(inc, event, self.cluster, now)
-        await self.outlet.publish(topics.system_incidents(self.cluster), msg, kind="incident")
-        if SEVERITY_RANK.get(inc.severity, 0) >= SEVERITY_RANK["critical"] and event in ("created", "escalated"):
-            await self.outlet.publish(topics.system_emergency(self.cluster), msg, kind="incident")
-
-    def active_wire(self, now: float) -> list[dict[str, Any]]:
-        return [_wire(r) for r in sorted(self.active.values(), key=lambda r: (r.created_at, r.id))
-                if r.until is None or r.until > now]
-
-    async def _publish_active(self, now: float) -> None:
-        doc = ActiveActions.model_validate({"actions": self.active_wire(now), "timestamp": now}).to_wire()
-        await self.outlet.publish(active_actions_topic(self.cluster), doc, retain=True, kind="security_active")
-
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()
         return {"pid": os.getpid(), "counts": dict(self.counts), "active": self.active_wire(now),
                 "pendingUndos": {k: v for k, v in sorted(self.undo_at.items(), key=lambda kv: kv[1])},
+                "pendingApprovals": sorted(self.pending_approvals),
                 "offenders": len(self.history.incidents), "store": self.store.stats().__dict__
                 if hasattr(self.store.stats(), "__dict__") else {}}
-
-
-def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float) -> dict[str, Any]:
-    """The ``system/{cluster}/incidents`` payload (protocol ``IncidentMessage``)."""
-    severity = inc.severity if inc.severity in SEVERITY_RANK else "warning"
-    status = inc.status if inc.status in ("open", "investigating", "contained", "escalated", "resolved") else "open"
-    return IncidentMessage.model_validate(
-        {"event": event, "clusterId": cluster, "incidentId": inc.id,
-         "incidentType": inc.type, "alertType": inc.data.get("alertType"), "severity": severity,
-         "title": inc.title, "description": inc.description, "source": inc.source,
-         "target": inc.data.get("target", ""), "status": status,
-         "automatedResponse": list(inc.data.get("automatedResponse", [])),
-         "escalation": inc.data.get("escalation"), "timestamp": now}).to_wire()
-
-
-def _wire(rec: ActionRecord) -> dict[str, Any]:
-    return EnforcementAction(action=rec.action, target=rec.target, incident_id=rec.incident_id, action_id=rec.id,
-                             params=dict(rec.params), until=rec.until).to_wire()
-
-
-def _escalation_wire(e: EscalationDecision) -> dict[str, Any]:
-    return {"level": e.level, "reason": e.reason, "rule": e.rule, "notify": list(e.notify), "at": rfc3339_from_epoch(e.at)}
-
-
-def _log(log: list[dict[str, Any]], entry: dict[str, Any]) -> None:
-    log.append({k: v for k, v in entry.items() if v is not None and not (isinstance(v, float) and math.isinf(v))})
-    del log[:-_LOG_CAP]
-
-
-async def _stored(store: BufferedStore, inc_id: str) -> bool:
-    """True when the incident is already in the store (an alert replayed after a restart)."""
-    try:
-        return await store.inner.incident_get(inc_id) is not None
-    except StoreError:
-        return False
 
 
 IncidentResponder: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Responder)

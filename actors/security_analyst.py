@@ -6,9 +6,11 @@ Inputs:
 - ``security/auth/+`` (login attempts), ``security/authz/+`` (authorization decisions),
   ``service/+/security`` (what services report; ``eventType: role_change`` with
   ``details.oldRoles/newRoles/changedBy`` feeds the privilege-escalation rule, any other event
-  becomes a ``ServiceSecurityEvent`` alert), ``audit/+/data-access`` (records touched) — each
-  parsed once, event-driven. Windows are measured on the analyst's clock at arrival (a
-  publisher's skewed clock cannot stretch or shrink them). Malformed events are counted and dropped.
+  becomes a ``ServiceSecurityEvent`` alert, its severity capped at ``security.yaml``
+  ``service_report_max_severity`` unless ``trusted_reporters`` lets the service report more),
+  ``audit/+/data-access`` (records touched) — each parsed once, event-driven. Windows are
+  measured on the analyst's clock at arrival (a publisher's skewed clock cannot stretch or shrink
+  them). Malformed events are counted and dropped.
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
 - Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped
@@ -18,7 +20,8 @@ Inputs:
 Outputs, batched every ``alert_flush_s``: each SecurityAlert goes to the Supervisor as an alert
 dict (labels ``alertname`` = CamelCase type, ``severity``, ``component: security``, ``type``,
 ``source``, ``target``, ``user``/``ip``; routed by the AlertManager) and, as its wire dict, to
-``IncidentResponder.handle``.
+``IncidentResponder.handle``. Every alert ends ``alert_resolve_after`` after it starts (nothing
+else would resolve it).
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from adapters.mqtt import Message, MqttBus, MqttConfig
 from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.baselines import user_baselines
+from policies.detection_rules import report_severity
 from policies.security import (
     AuthEvent,
     AuthzEvent,
@@ -134,7 +138,8 @@ class Analyst:
         self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"analyst-{self.cluster}",
                            incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
-        self.counts = dict.fromkeys(("malformed", "service_events", "alerts", "activity_batches"), 0)
+        self.counts = dict.fromkeys(("malformed", "service_events", "severity_capped", "alerts",
+                                     "activity_batches"), 0)
         self.malformed_by_topic: dict[str, int] = {}
         self._pending_alerts: list[SecurityAlert] = []
         self._other_alerts: list[dict[str, Any]] = []
@@ -259,8 +264,14 @@ class Analyst:
             labels["user"] = m.user_id
         if m.ip_address:
             labels["ip"] = m.ip_address
-        self._other_alerts.append(plain_alert("ServiceSecurityEvent", m.severity, self.cluster, now,
-                                              (m.description or m.event_type)[:500], labels))
+        config = self.analyzer.config
+        severity = report_severity(config, service, m.severity)
+        if severity != m.severity:
+            self.counts["severity_capped"] += 1
+            labels["reportedSeverity"] = m.severity
+        self._other_alerts.append(plain_alert("ServiceSecurityEvent", severity, self.cluster, now,
+                                              (m.description or m.event_type)[:500], labels,
+                                              resolve_after=config.alert_resolve_after))
 
     # -- per-tick activity and periodic patterns ---------------------------------------------------
 
@@ -305,7 +316,9 @@ class Analyst:
         now = time.time()
         wires = [a.to_wire() for a in alerts]
         self.counts["alerts"] += len(wires)
-        await self.outlet.alert([security_alert_dict(w, self.cluster, now) for w in wires] + other)
+        after = self.analyzer.config.alert_resolve_after
+        await self.outlet.alert([security_alert_dict(w, self.cluster, now, resolve_after=after) for w in wires]
+                                + other)
         if self.responder is not None:
             for w in wires:
                 self.responder.handle.remote(w)

@@ -73,20 +73,26 @@ def alert_labels(alert: Mapping[str, Any], cluster: str) -> dict[str, str]:
     return labels
 
 
-def security_alert_dict(alert: Mapping[str, Any], cluster: str, now: float) -> dict[str, Any]:
-    """A SecurityAlert wire dict → the alert dict the AlertManager ingests."""
+def security_alert_dict(alert: Mapping[str, Any], cluster: str, now: float, *,
+                        resolve_after: float | None = None) -> dict[str, Any]:
+    """A SecurityAlert wire dict → the alert dict the AlertManager ingests. Nothing ever resolves
+    a detection, so it ends ``resolve_after`` seconds after it starts (when given)."""
     ann = {"summary": str(alert.get("description", "")), "description": str(alert.get("description", ""))}
     if alert.get("recommendedActions"):
         ann["recommendedActions"] = "; ".join(str(a) for a in alert["recommendedActions"])
-    return {"labels": alert_labels(alert, cluster), "annotations": ann, "startsAt": now, "endsAt": None}
+    return {"labels": alert_labels(alert, cluster), "annotations": ann, "startsAt": now,
+            "endsAt": None if resolve_after is None else now + resolve_after}
 
 
 def plain_alert(name: str, severity: str, cluster: str, now: float, summary: str,
-                labels: Mapping[str, str] | None = None, *, resolved: bool = False) -> dict[str, Any]:
-    """Any other security-component alert (escalations, violations, audit loss)."""
+                labels: Mapping[str, str] | None = None, *, resolved: bool = False,
+                resolve_after: float | None = None) -> dict[str, Any]:
+    """Any other security-component alert (escalations, violations, audit loss). One that no
+    later message resolves should say when it ends (``resolve_after`` seconds from ``now``)."""
+    ends = now if resolved else None if resolve_after is None else now + resolve_after
     return {"labels": {"alertname": name, "severity": severity, "component": "security", "cluster": cluster,
                        **(labels or {})},
-            "annotations": {"summary": summary}, "startsAt": now, "endsAt": now if resolved else None}
+            "annotations": {"summary": summary}, "startsAt": now, "endsAt": ends}
 
 
 def alert_from_wire(doc: Mapping[str, Any]) -> SecurityAlert:
@@ -129,9 +135,11 @@ class Outlet:
             return
         assert self.bus is not None
         for a in alerts:
-            msg = AlertMessage(cluster_id=self.cluster, status="resolved" if a.get("endsAt") else "firing",
+            ends = a.get("endsAt")
+            msg = AlertMessage(cluster_id=self.cluster,
+                               status="resolved" if ends is not None and ends <= a["startsAt"] else "firing",
                                labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
-                               ends_at=a.get("endsAt"))
+                               ends_at=ends)
             self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     async def flush(self, timeout: float = 1.0) -> None:

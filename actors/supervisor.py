@@ -323,16 +323,19 @@ class Supervisor:
     async def _send_alerts(self) -> None:
         if not self._pending_alerts:
             return
-        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts, self.clock.now()), []
+        now = self.clock.now()
+        alerts, self._pending_alerts = self._firing.filter(self._pending_alerts, now), []
         if not alerts:
             return
         if self.alertmanager is not None:
             self.alertmanager.ingest.remote(alerts)
         else:
             for a in alerts:
-                msg = AlertMessage(cluster_id=self.cluster, status="resolved" if a["endsAt"] else "firing",
+                ends = a["endsAt"]
+                msg = AlertMessage(cluster_id=self.cluster,
+                                   status="resolved" if ends is not None and ends <= now else "firing",
                                    labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
-                                   ends_at=a["endsAt"])
+                                   ends_at=ends)
                 self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     # -- health summary ----------------------------------------------------------------------------

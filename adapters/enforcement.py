@@ -25,9 +25,11 @@ Errors::
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import math
-from collections.abc import Mapping
+import socket
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote
@@ -246,6 +248,22 @@ class Enforcement:
             await self.redis.close()
         if self.emqx is not None:
             await self.emqx.close()
+
+
+async def own_addresses(hosts: Sequence[str], *, timeout_s: float = 2.0) -> set[str]:
+    """sfa-ops' own hosts as protected targets: each of ``hosts`` (the broker's host …) and this
+    machine's name, with the addresses they resolve to. A name that does not resolve in time
+    contributes only itself (never fails: protection must not stop the responder starting)."""
+    names = [h for h in dict.fromkeys([*hosts, socket.gethostname()]) if h]
+    out: set[str] = set(names)
+    loop = asyncio.get_running_loop()
+    for name in names:
+        try:
+            infos = await asyncio.wait_for(loop.getaddrinfo(name, None), timeout_s)
+        except (OSError, TimeoutError, UnicodeError):
+            continue
+        out.update(str(info[4][0]) for info in infos)
+    return out
 
 
 async def _attempt(failures: list[BackendFailure], backend: str, op: Any) -> None:

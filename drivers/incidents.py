@@ -1,5 +1,6 @@
-"""``python -m drivers.incidents list|show ID|resolve ID|lift ACTION_ID --store URL`` — operators'
-hands on security incidents, straight against the store (operate need not be running).
+"""``python -m drivers.incidents list|show ID|resolve ID|lift ACTION_ID|list-pending|approve ID|reject ID
+--store URL`` — operators' hands on security incidents, straight against the store (operate need
+not be running).
 
 - ``list [--all]``: open incidents (``--all``: every incident), oldest first.
 - ``show ID``: the incident, its log and its actions, as JSON.
@@ -9,6 +10,11 @@ hands on security incidents, straight against the store (operate need not be run
 - ``lift ACTION_ID``: sets the action's ``undo_at`` to now. The IncidentResponder polls the store
   and carries out the undo (Redis key deleted, EMQX ban removed, undo published) within
   ``store_poll_s``; if operate is down, at its next start.
+- ``list-pending``: actions waiting for approval (no expiry, or raised by a single event).
+- ``approve ID [--note TEXT]`` / ``reject ID [--note TEXT]``: decide a waiting action (ID is its
+  action id, or an incident id for all of that incident's). The IncidentResponder carries an
+  approved action out (a timed one runs its full duration from then) or records the rejection,
+  within ``store_poll_s``; if operate is down, at its next start.
 
 Exit status: 0 done, 1 not found / nothing to do, 2 bad arguments or store unreachable.
 """
@@ -22,11 +28,12 @@ import sys
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
-from typing import Any
+from typing import Any, Literal
 
 import orjson
 
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from policies.response_guard import APPROVALS, decide
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 
@@ -47,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
     rs.add_argument("id")
     rs.add_argument("--note", default="", help="why (kept in the incident's log)")
     sub.add_parser("lift", help="undo an active action now").add_argument("action_id")
+    sub.add_parser("list-pending", help="actions waiting for approval")
+    for verb in ("approve", "reject"):
+        d = sub.add_parser(verb, help=f"{verb} a waiting action (action id, or incident id for all of its)")
+        d.add_argument("id")
+        d.add_argument("--note", default="", help="why (kept in the incident's log)")
+        d.add_argument("--by", default=os.environ.get("USER", "operator"), help="who decides (default $USER)")
     return p
 
 
@@ -122,6 +135,45 @@ async def _lift(store: Store, action_id: str) -> int:
     return 0
 
 
+def _requested(doc: dict[str, Any]) -> float:
+    try:
+        return float(doc.get("requestedAt") or 0)
+    except (TypeError, ValueError):
+        return 0.0
+
+
+async def _list_pending(store: Store) -> int:
+    docs = await store.state_list(APPROVALS)
+    print(f"{'ACTION ID':<40} {'ACTION':<18} {'TARGET':<24} {'REQUESTED':<24} {'DECISION':<9} REASON")
+    for aid, doc in sorted(docs.items(), key=lambda kv: _requested(kv[1])):
+        a = doc.get("action") or {}
+        decision = (doc.get("decision") or {}).get("verdict", "-")
+        print(f"{aid:<40} {a.get('action', '?'):<18} {a.get('target', '?')!s:<24} "
+              f"{rfc3339_from_epoch(_requested(doc)):<24} {decision:<9} {doc.get('reason', '')}")
+    return 0
+
+
+async def _decide(store: Store, ident: str, verdict: Literal["approved", "rejected"], by: str, note: str) -> int:
+    docs = await store.state_list(APPROVALS)
+    chosen = [ident] if ident in docs else [aid for aid, d in docs.items()
+                                            if (d.get("action") or {}).get("incidentId") == ident]
+    if not chosen:
+        print(f"no action waiting for approval under {ident!r} (see list-pending)", file=sys.stderr)
+        return 1
+    done = 0
+    for aid in chosen:
+        try:
+            await store.state_put(APPROVALS, aid, decide(docs[aid], verdict, by=by, now=time.time(), note=note))
+        except ValueError as exc:
+            print(f"{aid}: {exc}", file=sys.stderr)
+            continue
+        done += 1
+        a = docs[aid].get("action") or {}
+        print(f"{aid} ({a.get('action')} {a.get('target')}) {verdict}; the incident responder will "
+              f"{'carry it out' if verdict == 'approved' else 'record it'}")
+    return 0 if done else 1
+
+
 async def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
@@ -133,6 +185,11 @@ async def run(argv: Sequence[str]) -> int:
                 return await _show(store, args.id)
             if args.command == "resolve":
                 return await _resolve(store, args.id, args.note, args.cluster_id, args.broker)
+            if args.command == "list-pending":
+                return await _list_pending(store)
+            if args.command in ("approve", "reject"):
+                verdict: Literal["approved", "rejected"] = "approved" if args.command == "approve" else "rejected"
+                return await _decide(store, args.id, verdict, args.by, args.note)
             return await _lift(store, args.action_id)
     except StoreError as exc:
         print(f"{PROG}: store {redact_url(args.store)}: {exc}", file=sys.stderr)

@@ -14,7 +14,7 @@ from pathlib import Path
 from pydantic import Field, field_validator
 
 from policies.config import Duration, PolicyModel, load_policy
-from policies.security_events import Severity, UserBaseline
+from policies.security_events import SEVERITY_RANK, Severity, UserBaseline
 
 # --- configuration (policies/security.yaml) ---------------------------------------------------
 
@@ -105,6 +105,16 @@ class DefaultBaseline(PolicyModel):
         )
 
 
+def check_networks(items: tuple[str, ...]) -> tuple[str, ...]:
+    """Each item parses as an IP address or CIDR network (else ValueError naming it)."""
+    for item in items:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
+    return items
+
+
 class Allowlist(PolicyModel):
     ips: tuple[str, ...] = ()
     users: frozenset[str] = frozenset()
@@ -112,12 +122,23 @@ class Allowlist(PolicyModel):
     @field_validator("ips")
     @classmethod
     def _valid_networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        for item in v:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not an IP address or CIDR network") from exc
-        return v
+        return check_networks(v)
+
+
+class Protected(PolicyModel):
+    """Targets no automatic enforcement action may hit (a refused action is recorded and
+    counted; the incident still records the finding). ``loopback`` adds 127.0.0.0/8 and ::1,
+    ``own_hosts`` the broker's host and this machine's addresses (resolved by the responder)."""
+
+    loopback: bool = True
+    own_hosts: bool = True
+    ips: tuple[str, ...] = ()
+    users: frozenset[str] = frozenset()
+
+    @field_validator("ips")
+    @classmethod
+    def _valid_networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        return check_networks(v)
 
 
 class StateLimits(PolicyModel):
@@ -139,6 +160,19 @@ class SecurityPolicy(PolicyModel):
     data_exfiltration: ExfiltrationRule = ExfiltrationRule()
     privilege_escalation: PrivilegeEscalationRule = PrivilegeEscalationRule()
     excessive_data_access: ExcessiveAccessRule = ExcessiveAccessRule()
+    protected: Protected = Protected()
+    service_report_max_severity: Severity = "warning"
+    trusted_reporters: dict[str, Severity] = Field(
+        default_factory=dict, description="service -> highest severity its own security reports may carry")
+    alert_resolve_after: Duration = Field(
+        default=4 * 3600.0, gt=0, description="security alerts nobody resolves end this long after they start")
+
+
+def report_severity(policy: SecurityPolicy, service: str, claimed: Severity) -> Severity:
+    """The severity a service-reported security event gets: what it claims, capped at what the
+    policy lets that service report (``trusted_reporters``, else ``service_report_max_severity``)."""
+    cap = policy.trusted_reporters.get(service, policy.service_report_max_severity)
+    return claimed if SEVERITY_RANK[claimed] <= SEVERITY_RANK[cap] else cap
 
 
 def load_security_policy(overrides_dir: Path | str | None = None) -> SecurityPolicy:

@@ -47,6 +47,28 @@ class RepeatPolicy(PolicyModel):
     max_duration: Duration = 7 * 86400.0
 
 
+class ApprovalPolicy(PolicyModel):
+    """Which planned actions wait for an operator (``drivers.incidents approve|reject ID``)
+    instead of being carried out: enforcement actions without expiry (``untimed``), and the
+    ``single_event`` actions when the alert rests on one unverified event (any publisher can
+    forge one; such an alert also escalates no higher than ``single_event_max_level``). A request not decided within ``expire_after`` lapses; at most ``max_pending``
+    wait at once (the rest are refused and counted)."""
+
+    untimed: bool = True
+    single_event: frozenset[str] = frozenset({"suspend_user", "block_data_access"})
+    expire_after: Duration = 7 * 86400.0
+    max_pending: int = Field(default=1000, ge=1)
+    single_event_max_level: int = Field(default=1, ge=1, le=5, description="escalation cap for one-event alerts")
+
+
+class SourceLimit(PolicyModel):
+    """At most ``max_incidents`` incidents per source (IP or user) within ``window``; later alerts
+    from it are counted and folded into its latest incident (no new actions, no escalation)."""
+
+    max_incidents: int = Field(default=5, ge=1, le=32)
+    window: Duration = 3600.0
+
+
 class EscalationRule(PolicyModel):
     """Matches when every condition it sets holds; the highest matching level wins."""
 
@@ -81,6 +103,8 @@ class ResponsePolicy(PolicyModel):
     playbooks: dict[AlertType, list[PlaybookStep]]
     repeat: RepeatPolicy = RepeatPolicy()
     escalation: list[EscalationRule] = Field(default_factory=list)
+    approval: ApprovalPolicy = ApprovalPolicy()
+    per_source: SourceLimit = SourceLimit()
 
     @model_validator(mode="after")
     def _steps_are_known_and_undoable(self) -> ResponsePolicy:

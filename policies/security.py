@@ -236,7 +236,8 @@ class SecurityAnalyzer:
                 st.records = BucketedSum(window_s=ex.window, buckets=ex.buckets)
             total = st.records.add(now, n)
             if total > ex.max_records and self._admit("excessive_data_access", f"user:{user}", now):
-                alerts.append(build.excessive_access(ex, event=event, total=total, now=now))
+                alerts.append(build.excessive_access(ex, event=event, total=total, now=now,
+                                                     single_event=n > ex.max_records))
         de = self.config.data_exfiltration
         if de.enabled and event.operation.lower() in de.read_operations:
             if st.reads is None:
@@ -247,9 +248,10 @@ class SecurityAnalyzer:
                 if reads > de.baseline_multiplier * expected and self._admit(
                     "data_exfiltration_suspected", f"user:{user}", now
                 ):
-                    alerts.append(
-                        build.exfiltration(de, event=event, total=reads, expected=expected, now=now)
-                    )
+                    # One event over both thresholds on its own: nothing but its word behind it.
+                    single = n > de.min_records and n > de.baseline_multiplier * expected
+                    alerts.append(build.exfiltration(de, event=event, total=reads, expected=expected, now=now,
+                                                     single_event=single))
         return alerts
 
     # --- periodic activity ---------------------------------------------------------------------

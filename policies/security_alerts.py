@@ -140,8 +140,9 @@ def role_granted(
 
 
 def excessive_access(
-    rule: ExcessiveAccessRule, *, event: DataAccessEvent, total: int, now: float
+    rule: ExcessiveAccessRule, *, event: DataAccessEvent, total: int, now: float, single_event: bool = False
 ) -> SecurityAlert:
+    """``single_event``: this one event crossed the limit on its own."""
     user = event.user_id
     return SecurityAlert(
         type="excessive_data_access",
@@ -158,14 +159,22 @@ def excessive_access(
             "time_window": format_duration(rule.window),
             "regulation": rule.regulation,
             "last_collection": f"{event.service}/{event.collection}",
+            "single_event": single_event,
         },
         recommended_actions=("Review the user's need for this data",),
     )
 
 
 def exfiltration(
-    rule: ExfiltrationRule, *, event: DataAccessEvent, total: int, expected: float, now: float
+    rule: ExfiltrationRule,
+    *,
+    event: DataAccessEvent,
+    total: int,
+    expected: float,
+    now: float,
+    single_event: bool = False,
 ) -> SecurityAlert:
+    """``single_event``: this one event crossed both thresholds on its own."""
     user = event.user_id
     return SecurityAlert(
         type="data_exfiltration_suspected",
@@ -184,6 +193,7 @@ def exfiltration(
             "multiplier": rule.baseline_multiplier,
             "time_window": format_duration(rule.window),
             "last_collection": f"{event.service}/{event.collection}",
+            "single_event": single_event,
         },
         recommended_actions=("Suspend the user", "Block data access", "Preserve evidence"),
     )

@@ -97,6 +97,11 @@ class IncidentMessage(WireModel):
     source: str = ""
     status: Literal["open", "investigating", "contained", "escalated", "resolved"]
     automated_response: list[str] = Field(default_factory=list)
+    """Actions carried out automatically."""
+    awaiting_approval: list[str] = Field(default_factory=list)
+    """Action ids held for an operator (``drivers.incidents approve|reject ID``)."""
+    refused: list[str] = Field(default_factory=list)
+    """Action ids refused (protected target, approval queue full)."""
     timestamp: Timestamp
 
 

@@ -18,6 +18,13 @@ the user is suspended                   -32003 AuthorizationError (``reason: use
 the user is rate limited, over rate     -32006 RateLimitError with ``retryAfterSeconds``
 =====================================  =========================================
 
+Whom this trusts: the ``userContext`` is written by whoever published the call on
+``service/{Service}``, and is taken as given. Deploy so that only gateway principals (which
+authenticate the user and take ``ipAddress`` from the connection) may publish calls carrying a
+``userContext`` (broker ACLs on ``service/+``); otherwise the check is advisory — a caller can
+claim another address or user id to slip past a ban (it cannot cause one: bans come only from the
+IncidentResponder, over ``system/{cluster}/security/actions/active`` or the Redis keys).
+
 Every action is honoured only until its ``until``: an expired ban stops refusing calls even if
 its undo message is late. A rate limit allows ``ratePerMinute`` (from the action's params, else
 ``default_rate_per_minute``) per user per instance, as a token bucket with a burst of the same

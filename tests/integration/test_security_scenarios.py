@@ -304,19 +304,21 @@ async def test_privilege_escalation_denied_then_allowed(sec: Security) -> None:
     assert inc["severity"] == "critical"
 
 
-async def test_exfiltration_suspends_user_and_escalates(sec: Security) -> None:
-    """20 000 records read at once: data_exfiltration_suspected, an untimed suspend_user in Redis
-    (no TTL), escalation level 2, and the incident on the emergency topic."""
+async def test_exfiltration_from_one_event_waits_for_approval(sec: Security) -> None:
+    """20 000 records read in one (forgeable) event: data_exfiltration_suspected escalated to
+    level 1 only, and the untimed suspend_user waits for approval — no Redis key yet."""
     user = uniq("exfil")
     await sec.bus.publish("audit/Reports/data-access", {"userId": user, "collection": "customers",
                                                         "operation": "export", "recordCount": 20_000,
                                                         "timestamp": "2026-01-01T00:00:00Z"}, qos=1)
     inc = await sec.incident("data_exfiltration_suspected", user)
-    assert inc["status"] == "escalated" and inc["escalation"]["level"] == 2
+    assert inc["status"] == "escalated" and inc["escalation"]["level"] == 1
+    assert any(a.endswith(":suspend_user") for a in inc["awaitingApproval"])
     escalated = await sec.watcher.wait(lambda w: sec.incidents("data_exfiltration_suspected", user, "escalated"),
                                        5, "escalated event")
     assert escalated[0]["incidentId"] == inc["incidentId"]
-    assert await sec.redis.ttl(f"sfa:suspend:user:{user}") == -1
+    assert await sec.redis.exists(f"sfa:suspend:user:{user}") == 0
+    assert not [a for a in sec.actions(user) if a["action"] in ("suspend_user", "block_data_access")]
 
 
 async def test_unusual_volume_against_stored_baseline_and_new_services(sec: Security) -> None:
@@ -358,6 +360,23 @@ async def test_escalating_bans_for_a_repeat_offender(sec: Security) -> None:
     undo = await sec.watcher.wait(lambda w: sec.actions(addr, undo=True), 6, "first undo")
     assert "heldBy" in undo[0]["params"]
     assert await sec.redis.exists(f"sfa:block:ip:{addr}") == 1
+
+
+async def test_alerts_beyond_the_per_source_limit_fold_into_the_latest_incident(sec: Security) -> None:
+    """The sixth alert from one source within the hour opens no incident and takes no action: it is
+    counted and logged on the source's fifth incident."""
+    addr = ip()
+    before = (await sec.responder.status.remote())["counts"]["folded"]
+    summaries = [await sec.responder.handle.remote({**_alert("credential_stuffing", addr),
+                                                    "timestamp": time.time() + n * 1e-3}) for n in range(6)]
+    assert [x["status"] == "folded" for x in summaries] == [False] * 5 + [True]
+    assert summaries[5]["incidentId"] == summaries[4]["incidentId"] and summaries[5]["actions"] == []
+    assert (await sec.responder.status.remote())["counts"]["folded"] == before + 1
+    assert len(sec.incidents("credential_stuffing", addr)) <= 5
+    async with open_store(sec.settings.store_url) as store:
+        fifth = await store.incident_get(summaries[4]["incidentId"])
+    assert fifth is not None and fifth.data["folded"] == 1
+    assert fifth.data["log"][-1]["result"] == "folded"
 
 
 async def test_malformed_events_are_counted_and_dropped(sec: Security) -> None:
@@ -461,6 +480,44 @@ async def test_ray_restart_restores_active_bans_and_undo_passed_while_down_runs_
         assert [a["target"] for a in (await fresh.status.remote())["active"]] == [long_ip]
         async with open_store(settings.store_url) as store:
             assert await store.actions_pending_undo(time.time()) == []
+    finally:
+        await stop_security(s)
+
+
+async def test_approval_waits_in_the_store_across_a_restart(
+        broker_url: str, redis_server: ChildService, pg_database: str, banned_api: BannedApi,
+        tmp_path: Path) -> None:
+    """An untimed suspension waits for approval in PostgreSQL; approved with ``drivers.incidents``
+    while the responder is down, a new responder on the same store carries it out at start."""
+    from drivers import incidents as incidents_cli
+
+    settings = OperateSettings(broker_url=broker_url, cluster_id=f"p{uuid.uuid4().hex[:8]}",
+                               store_url=await fresh_schema(pg_database),
+                               policies_dir=write_policies(tmp_path / "p", {"response.yaml": RESPONSE_YAML}))
+    opts = options_for(redis_server, banned_api)
+    s = await start_security(settings, opts, broker_url, redis_server.url, banned_api)
+    user = uniq("held")
+    try:
+        summary = await s.responder.handle.remote({
+            "type": "data_exfiltration_suspected", "severity": "critical", "source": user, "target": user,
+            "userId": user, "description": "bulk read", "timestamp": time.time(), "metadata": {"single_event": True}})
+        [suspend_id] = [a for a in summary["awaitingApproval"] if a.endswith(":suspend_user")]
+        assert (await s.responder.status.remote())["pendingApprovals"] == sorted(summary["awaitingApproval"])
+        ray.kill(s.responder, no_restart=True)
+        s.actors.remove(s.responder)
+        assert await incidents_cli.run(["--store", settings.store_url, "approve", suspend_id, "--by", "t"]) == 0
+        assert await s.redis.exists(f"sfa:suspend:user:{user}") == 0  # nobody carried it out meanwhile
+        fresh = IncidentResponder.remote(settings, opts)
+        s.actors.append(fresh)
+        await fresh.start.remote()
+        done = await s.watcher.wait(lambda w: [a for a in s.actions(user) if a["action"] == "suspend_user"], 10,
+                                    "approved suspension carried out")
+        assert done[0]["actionId"] == suspend_id and await s.redis.ttl(f"sfa:suspend:user:{user}") == -1
+        status = await fresh.status.remote()
+        assert suspend_id not in status["pendingApprovals"] and status["counts"]["approved"] == 1
+        async with open_store(settings.store_url) as store:
+            [rec] = [a for a in await store.actions_for_incident(summary["incidentId"]) if a.id == suspend_id]
+            assert rec.status == "applied"
     finally:
         await stop_security(s)
 

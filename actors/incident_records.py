@@ -1,0 +1,55 @@
+"""How the IncidentResponder writes incidents and actions: wire shapes of stored records and the
+bounded incident log. No I/O beyond the store lookups named as such."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from adapters.store import ActionRecord, IncidentRecord, StoreError
+from adapters.store.buffer import BufferedStore
+from policies.response import EscalationDecision
+from policies.security_events import SEVERITY_RANK
+from protocol.base import rfc3339_from_epoch
+from protocol.security import EnforcementAction, IncidentMessage
+
+LOG_CAP = 200  # entries kept in an incident's log
+
+
+def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float) -> dict[str, Any]:
+    """The ``system/{cluster}/incidents`` payload (protocol ``IncidentMessage``)."""
+    severity = inc.severity if inc.severity in SEVERITY_RANK else "warning"
+    status = inc.status if inc.status in ("open", "investigating", "contained", "escalated", "resolved") else "open"
+    return IncidentMessage.model_validate(
+        {"event": event, "clusterId": cluster, "incidentId": inc.id,
+         "incidentType": inc.type, "alertType": inc.data.get("alertType"), "severity": severity,
+         "title": inc.title, "description": inc.description, "source": inc.source,
+         "target": inc.data.get("target", ""), "status": status,
+         "automatedResponse": list(inc.data.get("automatedResponse", [])),
+         "awaitingApproval": list(inc.data.get("awaitingApproval", [])),
+         "refused": list(inc.data.get("refused", [])),
+         "escalation": inc.data.get("escalation"), "timestamp": now}).to_wire()
+
+
+def action_wire(rec: ActionRecord) -> dict[str, Any]:
+    """A stored action as its ``EnforcementAction`` wire dict."""
+    return EnforcementAction(action=rec.action, target=rec.target, incident_id=rec.incident_id, action_id=rec.id,
+                             params=dict(rec.params), until=rec.until).to_wire()
+
+
+def escalation_wire(e: EscalationDecision) -> dict[str, Any]:
+    return {"level": e.level, "reason": e.reason, "rule": e.rule, "notify": list(e.notify), "at": rfc3339_from_epoch(e.at)}
+
+
+def append_log(log: list[dict[str, Any]], entry: dict[str, Any]) -> None:
+    """Append ``entry`` (None and infinite values dropped), keeping the last ``LOG_CAP``."""
+    log.append({k: v for k, v in entry.items() if v is not None and not (isinstance(v, float) and math.isinf(v))})
+    del log[:-LOG_CAP]
+
+
+async def stored(store: BufferedStore, inc_id: str) -> bool:
+    """True when the incident is already in the store (an alert replayed after a restart)."""
+    try:
+        return await store.inner.incident_get(inc_id) is not None
+    except StoreError:
+        return False
