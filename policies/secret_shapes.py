@@ -174,7 +174,8 @@ def scrub_text(text: str) -> str:
         low = text.lower()
         if any(h in low for h in _KV_HINTS):
             text = _KV_SECRET.sub(_kv, text)
-    if ("_live_" in text or "_test_" in text or "whsec_" in text or "gh" in text or "xox" in text
+    if ("_live_" in text or "_test_" in text or "whsec_" in text or "gh" in text or "github_pat_" in text
+            or "xox" in text
             or "AIza" in text or "glpat-" in text):
         text = _VENDOR_TOKEN.sub(REDACTED, text)
     if "AKIA" in text or "ASIA" in text:

@@ -483,3 +483,10 @@ def test_total_and_idempotent(value: Any) -> None:
     orjson.dumps(out)
     assert not any(ch in CONTROL for s in walk_strings(out) for ch in s)
     assert sanitize(out, POLICY) == out
+
+
+def test_github_fine_grained_token_alone_is_scrubbed() -> None:
+    """``github_pat_…`` holds no ``gh`` pair of letters: the cheap pre-check must still let it through
+    to the vendor-token pass (a case hypothesis found)."""
+    token = "github_pat_Vx9" + "0" * 34
+    assert token not in orjson.dumps(sanitize({"items": [token]}, POLICY)).decode()
