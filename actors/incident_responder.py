@@ -43,7 +43,7 @@ from actors.security_common import (
 )
 from actors.settings import OperateSettings
 from adapters.enforcement import ENFORCED, Enforcement
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt import MqttBus
 from adapters.store import ActionRecord, IncidentRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.response import (
@@ -82,7 +82,7 @@ class Responder:
         self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
         self.bus: MqttBus | None = None
         if supervisor is None:
-            self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url),
+            self.bus = MqttBus(config=settings.mqtt_config(),
                                client_id=f"responder-{self.cluster}")
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.enforcement = Enforcement(self.options.enforcement)

@@ -54,6 +54,9 @@ OPTIONS = [
            metavar="NS"),
     Option("kube-api", "explicit Kubernetes API URL instead of in-cluster/kubeconfig (tests, replays)",
            metavar="URL"),
+    Option("signing-key", "Ed25519 private key (PEM) to sign everything published under system/{cluster}/; "
+           "give SDK clients the public key (PlatformAwareClient(trust=SystemTrust.from_files(...)))",
+           metavar="FILE"),
 ]
 
 logger = logging.getLogger("sfa_ops.operate")
@@ -82,6 +85,13 @@ def validate(opts: dict[str, Any]) -> None:
     except StoreConfigError as exc:
         raise OptionError(f"--store: {exc}") from exc
     _validate_infra(opts)
+    if opts.get("signing_key"):
+        from adapters.signing import Signer, SigningKeyError
+
+        try:
+            Signer.from_file(opts["signing_key"])
+        except SigningKeyError as exc:
+            raise OptionError(f"--signing-key: {exc}") from exc
     try:
         load_all_policies(opts["policies"])
     except PolicyConfigError as exc:
@@ -182,6 +192,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         security=not opts.get("no_security"),
         audit_calls=not opts.get("no_audit_calls"),
         enforcement_redis=opts.get("enforcement_redis"),
+        signing_key_file=str(Path(opts["signing_key"]).resolve()) if opts.get("signing_key") else None,
     )
     started_ray = False
     if not ray.is_initialized():
