@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from adapters.processes import ChildService, ProcessError, start_mosquitto
+from adapters.signing import SigningKeyError, ensure_key_pair, public_key_path
 from drivers.options import Option, OptionError, fail, resolve, seconds
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
@@ -261,11 +262,17 @@ async def run(opts: dict[str, Any]) -> int:
     steps: list[str] = []
     viewer: asyncio.Task[None] | None = None
     try:
+        # sfa-ops signs its system messages; SDK clients verify with the .pub beside the key.
+        key = var / "keys" / "system-signing.key"
+        signer = ensure_key_pair(key)
+        print(f"main_job: system messages signed with key {signer.key_id}; public key {public_key_path(key)}",
+              flush=True)
         broker = await asyncio.to_thread(start_mosquitto)
         print(f"main_job: mosquitto at {broker.url}; starting sfa-ops (Ray) and the sample platform", flush=True)
         operate = OperateProcess(argv=[
             sys.executable, "-m", "drivers.operate", "--broker", broker.url, "--cluster-id", opts["cluster_id"],
             "--store", f"sqlite:///{db}", "--policies", opts["policies"], "--status-every", "5s",
+            "--signing-key", str(key),
             # Monitors for the sample services start with sfa-ops, not on first sight mid-run.
             *(a for s in SERVICES for a in ("--services", s)),
             # A safety net: it stops by itself should we die without stopping it.
@@ -279,7 +286,7 @@ async def run(opts: dict[str, Any]) -> int:
         if opts["live_every"] > 0:
             viewer = asyncio.create_task(live_view(sim, opts["live_every"], steps), name="live-view")
         summary = await sim.run(warmup=opts["warmup"])
-    except (RuntimeError, ProcessError, OSError) as exc:
+    except (RuntimeError, ProcessError, OSError, SigningKeyError) as exc:
         print(f"main_job: could not run: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:
