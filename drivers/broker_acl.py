@@ -18,8 +18,10 @@ import json
 import os
 import secrets
 import sys
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from policies.broker_acl import DEFAULT_AUTH_PRINCIPAL, BrokerPolicy, build_policy
 from policies.broker_acl_render import (
@@ -56,6 +58,21 @@ def credentials(policy: BrokerPolicy, out: Path, *, rotate: bool = False) -> dic
             found[p.name] = secrets.token_urlsafe(32)
             _write(path, found[p.name] + "\n", secret=True)
     return found
+
+
+@dataclass(frozen=True)
+class BrokerLogins:
+    """The principals' passwords, handed to processes through their environment (never argv)."""
+
+    passwords: Mapping[str, str] = field(repr=False)
+
+    def env(self, principal: str) -> dict[str, str]:
+        """``SFA_OPS_MQTT_USERNAME``/``…_PASSWORD``, which ``MqttConfig.from_url`` reads."""
+        return {"SFA_OPS_MQTT_USERNAME": principal, "SFA_OPS_MQTT_PASSWORD": self.passwords[principal]}
+
+    def config(self, principal: str) -> dict[str, Any]:
+        """``MqttConfig`` overrides for a bus in this process."""
+        return {"username": principal, "password": self.passwords[principal]}
 
 
 def write_mosquitto(policy: BrokerPolicy, out: Path, *, rotate: bool = False) -> list[Path]:

@@ -60,7 +60,7 @@ class Grant:
 @dataclass(frozen=True, slots=True)
 class Principal:
     name: str
-    role: Literal["sfa-ops", "service", "caller", "auth"]
+    role: Literal["sfa-ops", "service", "caller", "auth", "tool"]
     grants: tuple[Grant, ...]
     service: str | None = None
 
@@ -88,8 +88,10 @@ def _sub(*filters: str) -> tuple[Grant, ...]:
 
 
 def build_policy(cluster: str, services: tuple[str, ...] | list[str],
-                 auth_principal: str = DEFAULT_AUTH_PRINCIPAL) -> BrokerPolicy:
-    """The platform's principals and rights for ``cluster`` and ``services`` (validated names)."""
+                 auth_principal: str = DEFAULT_AUTH_PRINCIPAL, *,
+                 tools: tuple[Principal, ...] = (), everyone: tuple[Grant, ...] = ()) -> BrokerPolicy:
+    """The platform's principals and rights for ``cluster`` and ``services`` (validated names);
+    ``tools`` and ``everyone`` add principals and common grants (the demo's simulator)."""
     c = check_segment(cluster, field="cluster", max_len=63)
     names = sorted({check_service_name(s, field="services") for s in services})
     if len(names) > MAX_SERVICES:
@@ -117,11 +119,14 @@ def build_policy(cluster: str, services: tuple[str, ...] | list[str],
     )
     caller = Principal(CALLER, "caller", _pub(topics.CALLS_FILTER) + _sub(f"{system}/#"))
     auth = Principal(auth_principal, "auth", _pub(topics.AUTH_FILTER))
-    principals = (sfa, *svcs, caller, auth)
+    principals = (sfa, *svcs, caller, auth, *tools)
+    for p in tools:
+        if not _PRINCIPAL_RE.fullmatch(p.name):
+            raise ValueError(f"principal {p.name!r}: letters, digits, '-', '_', '.', at most 64")
     seen = [p.name for p in principals]
     if len(set(seen)) != len(seen):
         raise ValueError(f"principal names collide: {sorted({n for n in seen if seen.count(n) > 1})}")
-    return BrokerPolicy(c, principals, _sub(f"session/{CLIENTID}/response"))
+    return BrokerPolicy(c, principals, (*_sub(f"session/{CLIENTID}/response"), *everyone))
 
 
 # -- deciding -------------------------------------------------------------------------------------

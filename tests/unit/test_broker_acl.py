@@ -120,3 +120,16 @@ def test_mosquitto_password_line_is_pbkdf2_sha512() -> None:
     assert "s3cret" not in line
     with pytest.raises(ValueError):
         mosquitto_password_line("a:b", "x", b"\x00" * 12)
+
+
+def test_simulator_policy_adds_only_the_demo_rights() -> None:
+    """make run's simulator drives fault modes and traffic but cannot write system state."""
+    from drivers.simulate import SIMULATOR, simulator_policy
+
+    sim = simulator_policy("local")
+    assert decide(sim, SIMULATOR, "c", "publish", "sim/local/control/Payments")
+    assert decide(sim, SIMULATOR, "c", "publish", "service/Payments")
+    assert not decide(sim, SIMULATOR, "c", "publish", "system/local/circuit-breaker/Payments")
+    assert decide(sim, "service-Payments", "i", "subscribe", "sim/local/control/Payments")
+    assert not decide(sim, "service-Payments", "i", "publish", "sim/local/control/Payments")
+    assert decide(sim, "sfa-ops", "x", "publish", "system/local/health")
