@@ -133,3 +133,21 @@ def test_simulator_policy_adds_only_the_demo_rights() -> None:
     assert decide(sim, "service-Payments", "i", "subscribe", "sim/local/control/Payments")
     assert not decide(sim, "service-Payments", "i", "publish", "sim/local/control/Payments")
     assert decide(sim, "sfa-ops", "x", "publish", "system/local/health")
+
+
+def test_emqx_rule_bodies_match_the_api_examples() -> None:
+    """Our bodies have the shape of EMQX's own API examples (tests/fixtures/emqx, from its source)."""
+    import json
+    from pathlib import Path
+
+    fixtures = Path(__file__).resolve().parents[1] / "fixtures" / "emqx"
+    users_example = json.loads((fixtures / "emqx_authz_builtin_rules_users.json").read_text())
+    all_example = json.loads((fixtures / "emqx_authz_builtin_rules_all.json").read_text())
+    rule_keys = {k for u in users_example for r in u["rules"] for k in r}
+    body = emqx_builtin_rules(P)
+    assert type(body["users"]) is type(users_example) and set(body["all"]) == set(all_example)
+    for user in body["users"]:
+        assert set(user) == set(users_example[0])
+        for rule in [*user["rules"], *body["all"]["rules"]]:
+            assert set(rule) <= rule_keys
+            assert rule["permission"] in ("allow", "deny") and rule["action"] in ("publish", "subscribe", "all")
