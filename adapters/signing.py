@@ -42,6 +42,9 @@ class Signer:
     def __repr__(self) -> str:
         return f"Signer(key_id={self.key_id!r})"
 
+    def public_key(self) -> Ed25519PublicKey:
+        return self._key.public_key()
+
     @classmethod
     def from_file(cls, path: str | Path) -> Signer:
         try:
@@ -84,7 +87,7 @@ def ensure_key_pair(private_path: str | Path) -> Signer:
     signer = Signer.from_file(path)
     pub = public_key_path(path)
     if not pub.exists():
-        pub.write_bytes(signer._key.public_key().public_bytes(
+        pub.write_bytes(signer.public_key().public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
     return signer
 

@@ -35,7 +35,7 @@ def signer() -> Signer:
 
 @pytest.fixture
 def trust(signer: Signer) -> SystemTrust:
-    return SystemTrust([signer._key.public_key()], clock=NOW.timestamp)
+    return SystemTrust([signer.public_key()], clock=NOW.timestamp)
 
 
 def test_signed_message_is_trusted(signer: Signer, trust: SystemTrust) -> None:
