@@ -119,3 +119,18 @@ def test_bad_key_files_are_refused(tmp_path: Path) -> None:
         load_public_key(junk)
     with pytest.raises(ValueError):
         SystemTrust([])
+
+
+def test_operate_checks_its_signing_key_before_starting(tmp_path: Path) -> None:
+    """operate --signing-key: a missing key stops startup naming the option; a good one passes."""
+    from drivers.operate import OPTIONS, validate
+    from drivers.options import OptionError, resolve
+
+    def opts(key: Path) -> dict:
+        return resolve(OPTIONS, ["--signing-key", str(key), "--store", f"sqlite:///{tmp_path / 'x.db'}"],
+                       prog="t", description="d", env={})
+
+    with pytest.raises(OptionError, match=r"--signing-key: signing key .* cannot read"):
+        validate(opts(tmp_path / "missing.key"))
+    ensure_key_pair(tmp_path / "good.key")
+    validate(opts(tmp_path / "good.key"))
