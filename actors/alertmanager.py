@@ -52,7 +52,7 @@ from adapters.alert_delivery import (
     publish_alerts,
 )
 from adapters.http_client import JsonPoster, redact_url
-from adapters.mqtt import MqttBus, MqttBusError, MqttConfig
+from adapters.mqtt import MqttBus, MqttBusError
 from adapters.store import AlertRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_enrichment import RecentEvents, event_of, runbook_steps
@@ -126,7 +126,7 @@ class AlertManager:
         self.store = BufferedStore(inner=open_store(s.store_url))
         await self.store.open()
         self.dispatcher = await self._restore()
-        self.bus = MqttBus(config=MqttConfig.from_url(s.broker_url),
+        self.bus = MqttBus(config=s.mqtt_config(),
                            client_id=f"alertmanager-{s.cluster_id}-{uuid.uuid4().hex[:6]}")
         await self.bus.start()
         self.poster = JsonPoster(timeout_s=self.retry.timeout_s)

@@ -31,7 +31,7 @@ from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.security_common import Outlet, SecurityOptions, plain_alert, schedule_self_start
 from actors.settings import OperateSettings
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt import Message, MqttBus
 from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.audit_events import (
@@ -169,7 +169,7 @@ class AuditWriterBody:
                                    on_drop=self._dropped)
         self.trail = AuditTrail(store=self.store, policy=load_compliance_policy(settings.policies_dir),
                                 cluster=self.cluster, max_pending=self.options.audit_max_pending, clock=self.clock)
-        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"audit-{self.cluster}",
+        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"audit-{self.cluster}",
                            incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self._started: asyncio.Future[None] | None = None

@@ -52,7 +52,7 @@ from actors.security_common import (
 )
 from actors.settings import OperateSettings
 from adapters.enforcement import ENFORCED, Enforcement, own_addresses
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt import MqttBus
 from adapters.store import ActionRecord, IncidentRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.detection_rules import load_security_policy
@@ -95,7 +95,7 @@ class Responder(IncidentEffects):
         self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
         self.bus: MqttBus | None = None
         if supervisor is None:
-            self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url),
+            self.bus = MqttBus(config=settings.mqtt_config(),
                                client_id=f"responder-{self.cluster}")
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.enforcement = Enforcement(self.options.enforcement)
@@ -137,7 +137,7 @@ class Responder(IncidentEffects):
 
     async def _start(self) -> None:
         if self.security_policy.protected.own_hosts:
-            hosts = await own_addresses([MqttConfig.from_url(self.settings.broker_url).host])
+            hosts = await own_addresses([self.settings.mqtt_config().host])
             self.protected = ProtectedTargets.from_policy(self.security_policy.protected, sorted(hosts))
         await self.store.open()
         if self.bus is not None:

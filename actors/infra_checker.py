@@ -168,9 +168,9 @@ class InfraChecker:
         s, t, timeout = self.settings, self.policy.thresholds, self.config.timeout
         if self.component in ("mqtt_broker", "emqx_cluster"):
             from adapters.infra.mqtt_probe import BrokerProbe
-            from adapters.mqtt import MqttBus, MqttConfig
+            from adapters.mqtt import MqttBus
 
-            bus = MqttBus(config=MqttConfig.from_url(s.broker_url),
+            bus = MqttBus(config=s.mqtt_config(),
                           client_id=f"infra-{self.cluster}-{self.component}-{uuid.uuid4().hex[:6]}")
             self._buses.append(bus)
             await bus.start()

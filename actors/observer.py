@@ -27,7 +27,7 @@ import ray
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.settings import OperateSettings
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt import Message, MqttBus
 from policies.correlation import Answer, Correlator, Pending, ServiceDelta
 from policies.discovery import ServiceAdmission
 from policies.intake import IntakeCall, Refused, read_call
@@ -78,7 +78,7 @@ class ObserverCore:
                                      per_service_timeout_s=self.policy.per_service_timeouts(),
                                      pending_cap=self.policy.pending_cap,
                                      audit=settings.security and settings.audit_calls)
-        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url),
+        self.bus = MqttBus(config=settings.mqtt_config(),
                            client_id=f"observer-{settings.cluster_id}-{index}",
                            max_payload_bytes=self.policy.max_payload_bytes, incoming_queue_size=200_000)
         # Each observer admits its share of traffic-only names: together they never pass the cap.

@@ -46,7 +46,7 @@ from actors.security_common import (
     security_alert_dict,
 )
 from actors.settings import OperateSettings
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt import Message, MqttBus
 from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.baselines import user_baselines
@@ -135,7 +135,7 @@ class Analyst:
         self.responder = responder
         self.analyzer = SecurityAnalyzer(config=load_security_policy(settings.policies_dir))
         self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
-        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"analyst-{self.cluster}",
+        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"analyst-{self.cluster}",
                            incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.counts = dict.fromkeys(("malformed", "service_events", "severity_capped", "alerts",

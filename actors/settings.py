@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from adapters.mqtt_config import MqttConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -40,6 +44,15 @@ class OperateSettings:
     enforcement_redis: str | None = field(default=None, repr=False)
     audit_key: str | None = field(default=None, repr=False)
     """The audit chain's HMAC key (adapters.store.audit_key); None: plain sha256 chain."""
+
+    signing_key_file: str | None = None
+    """Ed25519 private key (PEM, absolute path readable on every node): system messages are signed."""
+
+    def mqtt_config(self) -> MqttConfig:
+        """How every actor's bus connects (and signs what it publishes under ``system/``)."""
+        from adapters.mqtt_config import MqttConfig
+
+        return MqttConfig.from_url(self.broker_url, signing_key_file=self.signing_key_file)
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

@@ -23,7 +23,7 @@ from actors.monitor import STATE_NAMESPACE as MONITOR_STATE
 from actors.monitor import ServiceMonitor
 from actors.observer import Observer
 from actors.settings import OperateSettings
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt import MqttBus
 from adapters.outbox import UnackedOutbox
 from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
@@ -54,7 +54,7 @@ class Supervisor:
         self.settings = settings
         self.cluster = settings.cluster_id
         self.clock: Clock = SystemClock()
-        self.bus = MqttBus(config=MqttConfig.from_url(settings.broker_url), client_id=f"supervisor-{self.cluster}")
+        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"supervisor-{self.cluster}")
         self.store = BufferedStore(inner=open_store(settings.store_url),
                                    on_unavailable=self._store_down, on_recovered=self._store_up,
                                    on_drop=self._store_drop)

@@ -28,6 +28,8 @@ How it behaves:
   when ``a/+`` is also subscribed. Without them the bus matches the topic against every filter
   (cached); then overlapping filters mean the broker sends one copy per subscription and each copy
   reaches every matching handler — avoid overlapping filters on such brokers.
+- Signing: with ``MqttConfig.signing_key_file`` every message published under ``system/`` carries
+  an Ed25519 key id and signature as MQTT 5 user properties (``adapters.signing``).
 
 Errors::
 
@@ -65,6 +67,8 @@ from paho.mqtt.properties import Properties
 from adapters.mqtt_client import ACKED, BusClient, DeadLetter, Delivery, publish_packet_size
 from adapters.mqtt_config import MqttBusError, MqttConfig, MqttConfigError
 from adapters.mqtt_topics import MqttTopicError, TopicMatcher, topic_matches, validate_filter, validate_topic
+from adapters.signing import Signer, SigningKeyError
+from protocol.signing import is_signed_topic
 
 __all__ = [
     "DeadLetter", "Delivery", "Handler", "LastWill", "Message", "MqttBus", "MqttBusClosed", "MqttBusError", "MqttConfig",
@@ -184,6 +188,7 @@ class MqttBus:
         self._out_max = outgoing_queue_size
         self._high_water = min(_HIGH_WATER, outgoing_queue_size)
         self._log = logger
+        self._signer = _signer_for(config)
 
         self._subs: dict[str, _Subscription] = {}  # by broker filter
         self._subs_by_id: dict[int, _Subscription] = {}
@@ -425,6 +430,8 @@ class MqttBus:
         """
         self._check_open()
         validate_topic(topic)
+        if self._signer is not None and is_signed_topic(topic):
+            payload, user_properties = self._signer.sign(topic, encode_payload(payload), user_properties)
         if qos not in (0, 1, 2):
             raise MqttTopicError(f"qos must be 0, 1 or 2, not {qos!r}")
         connected = self._connected
@@ -676,6 +683,16 @@ class MqttBus:
             self._last_drop_log[counter] = now
             self._log.warning("mqtt %s dropped a message: %s (%s=%d so far)", self.client_id, why,
                               counter, self._c[counter])
+
+
+def _signer_for(config: MqttConfig) -> Signer | None:
+    """The signer of system messages, when the config names a key (see ``adapters.signing``)."""
+    if not config.signing_key_file:
+        return None
+    try:
+        return Signer.from_file(config.signing_key_file)
+    except SigningKeyError as exc:
+        raise MqttConfigError(str(exc)) from exc
 
 
 async def _watch_disconnect(client: aiomqtt.Client) -> None:

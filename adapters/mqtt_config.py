@@ -60,6 +60,8 @@ class MqttConfig:
     # MQTT 5 subscription identifiers let the bus route each delivered copy to exactly the
     # subscription it was sent for; turn off for brokers that do not support them.
     use_subscription_ids: bool = True
+    # Ed25519 private key (PEM): MqttBus signs every message it publishes under system/ with it.
+    signing_key_file: str | None = None
 
     def __post_init__(self) -> None:
         if not self.host:

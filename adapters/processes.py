@@ -24,6 +24,7 @@ import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 
 class ProcessError(RuntimeError):
@@ -122,18 +123,37 @@ def _spawn(argv: list[str], log_path: Path, **kw: object) -> subprocess.Popen[by
 
 
 class Mosquitto:
-    """A mosquitto broker as a child process (the embedded default and the tests' broker).
-
-    ``extra_config`` lines are appended to the generated mosquitto.conf (a later line wins), e.g.
-    ``["max_packet_size 4096"]`` for a broker with a small packet limit.
-    """
+    """A mosquitto broker as a child process (the embedded default and the tests' broker)."""
 
     def __init__(self, *, port: int | None = None, workdir: Path | None = None,
+                 password_file: Path | str | None = None, acl_file: Path | str | None = None,
                  extra_config: Sequence[str] = ()) -> None:
+        """``password_file``/``acl_file`` (``drivers.broker_acl`` writes them): clients must log in
+        and are held to the ACLs; ``extra_config``: lines appended to the generated mosquitto.conf (a
+        later line wins), e.g. ``["max_packet_size 4096"]`` for a broker with a small packet limit."""
         self.port = port or free_port()
         self.workdir = Path(workdir or tempfile.mkdtemp(prefix="sfa-mosquitto-"))
         self.extra_config = tuple(extra_config)
         self.service: ChildService | None = None
+        self._auth_files = {k: Path(v) for k, v in (("password_file", password_file), ("acl_file", acl_file)) if v}
+
+    def _auth_lines(self) -> list[str]:
+        """Copy the auth files into the work dir, readable by the broker: started as root, mosquitto
+        drops to its ``mosquitto`` user before it reads them, and the password file is 0600."""
+        if not self._auth_files:
+            return ["allow_anonymous true"]
+        drop = _mosquitto_account()
+        if drop is not None:
+            os.chown(self.workdir, *drop)
+        lines = ["allow_anonymous false" if "password_file" in self._auth_files else "allow_anonymous true"]
+        for key, src in self._auth_files.items():
+            dst = self.workdir / key
+            dst.write_bytes(src.read_bytes())
+            os.chmod(dst, 0o600)
+            if drop is not None:
+                os.chown(dst, *drop)
+            lines.append(f"{key} {dst}")
+        return lines
 
     @property
     def url(self) -> str:
@@ -146,7 +166,7 @@ class Mosquitto:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
-                    "allow_anonymous true",
+                    *self._auth_lines(),
                     "persistence false",
                     "max_queued_messages 100000",
                     "max_inflight_messages 0",
@@ -172,8 +192,20 @@ class Mosquitto:
         return self.start(timeout)
 
 
-def start_mosquitto(timeout: float = 10, *, extra_config: Sequence[str] = ()) -> ChildService:
-    return Mosquitto(extra_config=extra_config).start(timeout)
+def _mosquitto_account() -> tuple[int, int] | None:
+    """(uid, gid) mosquitto drops to when started as root; None when not root."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        pw = pwd.getpwnam("mosquitto")
+    except KeyError:
+        return None
+    return pw.pw_uid, pw.pw_gid
+
+
+def start_mosquitto(timeout: float = 10, **options: Any) -> ChildService:
+    """A started :class:`Mosquitto`; ``options`` as its constructor (auth files, extra config)."""
+    return Mosquitto(**options).start(timeout)
 
 
 def start_redis(*, port: int | None = None, timeout: float = 10, extra: list[str] | None = None) -> ChildService:

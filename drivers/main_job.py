@@ -30,11 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from adapters.processes import ChildService, ProcessError, start_mosquitto
+from adapters.signing import SigningKeyError, ensure_key_pair, public_key_path
 from adapters.urls import redact_url
+from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
 from drivers.options import Option, OptionError, fail, resolve, seconds
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
-from drivers.simulate import REPO, Recorder, Simulation, format_summary
+from drivers.simulate import REPO, Recorder, Simulation, format_summary, simulator_policy
+from policies.broker_acl import SFA_OPS
 from protocol.names import check_segment
 
 PROG = "python -m drivers.main_job"
@@ -52,6 +55,8 @@ OPTIONS = [
     Option("warmup", "with traffic running, wait up to this long for sfa-ops to list every service "
            "before the first fault (its actors start on first sight)", default=60.0, convert=seconds),
     Option("live-every", "refresh the live view this often (0: no live view)", default=2.0, convert=seconds),
+    Option("no-broker-auth", "run the embedded broker open to anyone (default: passwords and the ACLs of "
+           "policies/broker_acl.py; sfa-ops and the sample platform log in as their principals)", flag=True),
 ]
 
 
@@ -67,12 +72,13 @@ class OperateProcess:
         self.ready_after: float | None = None
         self._reader: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
+    async def start(self, env: dict[str, str] | None = None) -> None:
+        """``env``: added to ours (the broker login, which must not go on a command line)."""
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         # Own session: a terminal Ctrl-C reaches only us, and we stop it in order (Ray included).
         self.proc = await asyncio.create_subprocess_exec(
             *self.argv, cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
-            stdin=asyncio.subprocess.DEVNULL, start_new_session=True)
+            stdin=asyncio.subprocess.DEVNULL, start_new_session=True, env={**os.environ, **(env or {})})
         self._reader = asyncio.create_task(self._read(time.monotonic()), name="operate-output")
 
     async def _read(self, started: float) -> None:
@@ -262,25 +268,40 @@ async def run(opts: dict[str, Any]) -> int:
     steps: list[str] = []
     viewer: asyncio.Task[None] | None = None
     try:
-        broker = await asyncio.to_thread(start_mosquitto)
+        # sfa-ops signs its system messages; SDK clients verify with the .pub beside the key.
+        key = var / "keys" / "system-signing.key"
+        signer = ensure_key_pair(key)
+        print(f"main_job: system messages signed with key {signer.key_id}; public key {public_key_path(key)}",
+              flush=True)
+        logins: BrokerLogins | None = None
+        auth_files: dict[str, Path] = {}
+        if not opts["no_broker_auth"]:
+            # Credentials and ACLs from the one policy, in var/broker-auth (passwords 0600, never printed).
+            policy = simulator_policy(opts["cluster_id"])
+            files = write_mosquitto(policy, var / "broker-auth")
+            logins = BrokerLogins(credentials(policy, var / "broker-auth"))
+            auth_files = {"password_file": files[0], "acl_file": files[1]}
+        broker = await asyncio.to_thread(lambda: start_mosquitto(password_file=auth_files.get("password_file"),
+                                                                 acl_file=auth_files.get("acl_file")))
         print(f"main_job: mosquitto at {redact_url(broker.url)}; starting sfa-ops (Ray) and the sample platform", flush=True)
         operate = OperateProcess(argv=[
             sys.executable, "-m", "drivers.operate", "--broker", broker.url, "--cluster-id", opts["cluster_id"],
             "--store", f"sqlite:///{db}", "--policies", opts["policies"], "--status-every", "5s",
+            "--signing-key", str(key),
             # Monitors for the sample services start with sfa-ops, not on first sight mid-run.
             *(a for s in SERVICES for a in ("--services", s)),
             # A safety net: it stops by itself should we die without stopping it.
             "--duration", f"{opts['startup_timeout'] + duration + 120:.0f}s"], log_path=rundir / "operate.log")
-        await operate.start()
+        await operate.start(env=logins.env(SFA_OPS) if logins else None)
         sim = Simulation(broker=broker.url, cluster=opts["cluster_id"], rate=opts["rate"], scenario=scenario,
-                         duration=duration, log_dir=rundir / "instances", on_step=steps.append)
+                         duration=duration, log_dir=rundir / "instances", on_step=steps.append, logins=logins)
         await asyncio.gather(sim.start(timeout=120), operate.wait_ready(opts["startup_timeout"]))
         print(f"main_job: sfa-ops operating after {operate.ready_after}s; scenario {scenario.name} for "
               f"{duration:g}s at {opts['rate']:g} calls/s", flush=True)
         if opts["live_every"] > 0:
             viewer = asyncio.create_task(live_view(sim, opts["live_every"], steps), name="live-view")
         summary = await sim.run(warmup=opts["warmup"])
-    except (RuntimeError, ProcessError, OSError) as exc:
+    except (RuntimeError, ProcessError, OSError, SigningKeyError) as exc:
         print(f"main_job: could not run: {exc}", file=sys.stderr, flush=True)
         return 1
     finally:

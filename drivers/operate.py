@@ -65,6 +65,9 @@ OPTIONS = [
            "while active", default=[], repeatable=True, metavar="URL"),
     Option("alertmanager-resend-interval", "how often active alerts are re-sent to --alertmanager "
            "(endsAt is set 4 intervals ahead)", default=60.0, convert=seconds, metavar="DURATION"),
+    Option("signing-key", "Ed25519 private key (PEM) to sign everything published under system/{cluster}/; "
+           "give SDK clients the public key (PlatformAwareClient(trust=SystemTrust.from_files(...)))",
+           metavar="FILE"),
 ]
 
 logger = logging.getLogger("sfa_ops.operate")
@@ -100,6 +103,13 @@ def validate(opts: dict[str, Any]) -> None:
     except StoreConfigError as exc:
         raise OptionError(f"--audit-key-file: {exc}") from exc
     _validate_infra(opts)
+    if opts.get("signing_key"):
+        from adapters.signing import Signer, SigningKeyError
+
+        try:
+            Signer.from_file(opts["signing_key"])
+        except SigningKeyError as exc:
+            raise OptionError(f"--signing-key: {exc}") from exc
     try:
         load_all_policies(opts["policies"])
     except PolicyConfigError as exc:
@@ -227,6 +237,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         alertmanager_urls=tuple(opts.get("alertmanager") or ()),
         alertmanager_resend_s=float(opts.get("alertmanager_resend_interval") or 60.0),
         audit_key=audit_key.decode() if audit_key else None,
+        signing_key_file=str(Path(opts["signing_key"]).resolve()) if opts.get("signing_key") else None,
     )
     started_ray = False
     if not ray.is_initialized():

@@ -269,7 +269,8 @@ async def serve(*, service: str, instance: str, broker: str, cluster: str, contr
     # shares it, and the client must exist before the service is built.
     bus = MqttBus(config=MqttConfig.from_url(broker), client_id=f"{service}-{instance}"[:64],
                   will=presence_will(cluster, service, instance))
-    client = ServiceClient(bus) if service == "OrderManagement" else None
+    # Session id = client id: with broker ACLs a client reads its own session's answers only.
+    client = ServiceClient(bus, session_id=bus.client_id) if service == "OrderManagement" else None
     runtime = ServiceRuntime(build_service(service, behaviour, client=client), bus=bus, cluster=cluster,
                              instance=instance, owns_bus=True)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import random
 import signal
 import subprocess
@@ -30,9 +31,11 @@ from typing import Any
 import orjson
 
 from adapters.mqtt import Message, MqttBus, MqttConfig, MqttConfigError
+from drivers.broker_acl import BrokerLogins
 from drivers.options import Option, OptionError, fail, resolve, seconds
 from drivers.sample_platform import POOL_ORDERS, POOL_USERS, SERVICES, SKUS, FaultMode, control_topic
 from drivers.scenarios import SCENARIOS, Observed, Scenario, StepReport, evaluate, run_scenario
+from policies.broker_acl import BrokerPolicy, Grant, Principal, build_policy, service_principal
 from protocol.names import check_segment
 from sdk.client import ServiceClient
 from sdk.errors import ServiceTimeoutException
@@ -40,6 +43,7 @@ from sdk.errors import ServiceTimeoutException
 PROG = "python -m drivers.simulate"
 REPO = Path(__file__).resolve().parents[1]
 INSTANCES = ("i1", "i2")
+SIMULATOR = "simulator"  # its broker principal
 CALL_TIMEOUT = 8.0  # above the slow fault's 6 s, so a slow answer is seen as slow, not lost
 MAX_IN_FLIGHT = 2000
 
@@ -51,8 +55,10 @@ class PlatformProcesses:
     """Every instance of every sample service as a child process; crash = SIGKILL."""
 
     def __init__(self, *, broker: str, cluster: str, log_dir: Path, bus: MqttBus,
-                 services: Sequence[str] = SERVICES, instances: Sequence[str] = INSTANCES) -> None:
+                 services: Sequence[str] = SERVICES, instances: Sequence[str] = INSTANCES,
+                 logins: BrokerLogins | None = None) -> None:
         self.broker = broker
+        self.logins = logins
         self.cluster = cluster
         self.log_dir = log_dir
         self.bus = bus
@@ -65,9 +71,11 @@ class PlatformProcesses:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         argv = [sys.executable, "-m", "drivers.sample_platform", "--service", service, "--instance", instance,
                 "--broker", self.broker, "--cluster-id", self.cluster]
+        # With broker auth each instance logs in as its service's principal (password via env).
+        env = {**os.environ, **self.logins.env(service_principal(service))} if self.logins else None
         with open(self.log_dir / f"{service}-{instance}.log", "ab") as log:
             proc = subprocess.Popen(argv, cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
-                                    stdin=subprocess.DEVNULL, start_new_session=True)
+                                    stdin=subprocess.DEVNULL, start_new_session=True, env=env)
         self.procs[(service, instance)] = proc
         return proc
 
@@ -129,6 +137,16 @@ class PlatformProcesses:
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait(timeout=5)
+
+
+def simulator_policy(cluster: str) -> BrokerPolicy:
+    """The platform's broker policy plus the simulator: it calls services, injects malformed calls,
+    switches fault modes on ``sim/{cluster}/control/+`` (which every instance reads) and watches
+    ``system/{cluster}/#``."""
+    control = control_topic(cluster, SERVICES[0]).rsplit("/", 1)[0] + "/+"
+    sim = Principal(SIMULATOR, "tool", (Grant("publish", "service/+"), Grant("publish", control),
+                                        Grant("subscribe", control), Grant("subscribe", f"system/{cluster}/#")))
+    return build_policy(cluster, SERVICES, tools=(sim,), everyone=(Grant("subscribe", control),))
 
 
 # ------------------------------------------------------------------ recording sfa-ops
@@ -281,14 +299,18 @@ class Simulation:
 
     def __init__(self, *, broker: str, cluster: str, rate: float, scenario: Scenario,
                  duration: float | None = None, log_dir: Path = REPO / "var" / "sim", seed: int | None = None,
-                 on_step: Callable[[str], None] | None = None) -> None:
+                 on_step: Callable[[str], None] | None = None, logins: BrokerLogins | None = None) -> None:
+        """``logins``: the broker checks passwords and ACLs (``simulator_policy``); everyone logs in."""
         self.cluster = cluster
         self.scenario = scenario
         self.duration = scenario.length if duration is None else duration
-        self.bus = MqttBus(config=MqttConfig.from_url(broker), client_id=f"simulator-{cluster}")
-        self.platform = PlatformProcesses(broker=broker, cluster=cluster, log_dir=log_dir, bus=self.bus)
+        login = logins.config(SIMULATOR) if logins else {}
+        self.bus = MqttBus(config=MqttConfig.from_url(broker, **login), client_id=f"simulator-{cluster}")
+        self.platform = PlatformProcesses(broker=broker, cluster=cluster, log_dir=log_dir, bus=self.bus,
+                                          logins=logins)
         self.recorder = Recorder(cluster=cluster)
-        self.client = ServiceClient(self.bus)
+        # Session id = client id: the broker ACL lets a client read its own session's answers only.
+        self.client = ServiceClient(self.bus, session_id=self.bus.client_id)
         self.traffic = Traffic(client=self.client, rate=rate, seed=seed)
         self.on_step = on_step
         self.started_at: float | None = None

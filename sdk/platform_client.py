@@ -53,6 +53,7 @@ from sdk.errors import (
     retry_seconds,
 )
 from sdk.strategy import AdaptiveStrategy, CallPlan
+from sdk.trust import SystemTrust
 
 logger = logging.getLogger(__name__)
 
@@ -148,8 +149,12 @@ class PlatformAwareClient:
         cache: ResultCache | None = None,
         cacheable: Mapping[str, Mapping[str, float]] | None = None,
         clock: Callable[[], float] = time.time,
+        trust: SystemTrust | None = None,
     ) -> None:
-        """``cacheable`` maps service → method → how long (s) a result may be served stale."""
+        """``cacheable`` maps service → method → how long (s) a result may be served stale;
+        ``trust``: believe only system messages signed by sfa-ops (``sdk.trust``; refusals counted
+        in ``trust.counts``)."""
+        self.trust = trust
         self.client = client
         self.cluster = cluster
         self.strategy = strategy or AdaptiveStrategy()
@@ -165,10 +170,23 @@ class PlatformAwareClient:
         """Subscribe to the response topic and the system topics."""
         await self.client.start()
         bus = self.client.bus
-        await bus.subscribe(topics.system_errors(self.cluster), self._on_system, qos=1)
-        await bus.subscribe(topics.system_emergency(self.cluster), self._on_system, qos=1)
-        await bus.subscribe(topics.circuit_breaker_events(self.cluster), self._on_breaker, qos=1)
-        await bus.subscribe(topics.breaker_state_filter(self.cluster), self._on_breaker, qos=1)
+        on_system, on_breaker = self._verified(self._on_system), self._verified(self._on_breaker)
+        await bus.subscribe(topics.system_errors(self.cluster), on_system, qos=1)
+        await bus.subscribe(topics.system_emergency(self.cluster), on_system, qos=1)
+        await bus.subscribe(topics.circuit_breaker_events(self.cluster), on_breaker, qos=1)
+        await bus.subscribe(topics.breaker_state_filter(self.cluster), on_breaker, qos=1)
+
+    def _verified(self, handler: Callable[[Message], None]) -> Callable[[Message], None]:
+        """``handler`` behind the signature and age check, when ``trust`` is set."""
+        trust = self.trust
+        if trust is None:
+            return handler
+
+        def admitted(msg: Message) -> None:
+            if trust.admit(msg):
+                handler(msg)
+
+        return admitted
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -243,3 +243,8 @@ def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
     assert verdicts["service_unavailable for Inventory"]["met"], proc.stdout[-3000:]
     assert verdicts["breaker open for Payments"]["met"], proc.stdout[-3000:]
     assert summary["published"].get("system_health", 0) > 0
+    # It ran with broker logins and ACLs (the default), and no password reached its output.
+    passwords = [p.read_text().strip() for p in (tmp_path / "broker-auth" / "credentials").iterdir()]
+    assert len(passwords) >= 6 and (tmp_path / "keys" / "system-signing.key.pub").exists()
+    output = proc.stdout + proc.stderr + (tmp_path / "run" / "operate.log").read_text()
+    assert not any(pw in output for pw in passwords)
