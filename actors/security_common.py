@@ -11,6 +11,7 @@ first, then QoS 1 on its own bus, marked published once flushed; alerts go strai
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,7 +140,7 @@ class Outlet:
             msg = AlertMessage(cluster_id=self.cluster,
                                status="resolved" if ends is not None and ends <= a["startsAt"] else "firing",
                                labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
-                               ends_at=ends)
+                               ends_at=ends, timestamp=time.time())
             self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     async def flush(self, timeout: float = 1.0) -> None:

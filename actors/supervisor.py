@@ -335,7 +335,7 @@ class Supervisor:
                 msg = AlertMessage(cluster_id=self.cluster,
                                    status="resolved" if ends is not None and ends <= now else "firing",
                                    labels=a["labels"], annotations=a["annotations"], starts_at=a["startsAt"],
-                                   ends_at=ends)
+                                   ends_at=ends, timestamp=now)
                 self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
     # -- health summary ----------------------------------------------------------------------------

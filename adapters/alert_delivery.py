@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -213,6 +214,7 @@ def _text(n: Notification, alerts: tuple[Alert, ...]) -> str:
 
 def alert_messages(
     alerts: Iterable[tuple[Alert, str]], *, cluster_id: str, receiver: str | None, group_key: str | None,
+    now: float | None = None,
 ) -> list[dict[str, Any]]:
     """``AlertMessage`` wire dicts, one per ``(alert, status)``; a ``runbook`` annotation holding
     JSON steps moves to the message's ``runbook`` field."""
@@ -235,6 +237,7 @@ def alert_messages(
             # A firing alert's endsAt is only its resolve timeout: shown as none, as webhooks do.
             ends_at=datetime.fromtimestamp(alert.ends_at, UTC) if status == "resolved" and alert.ends_at is not None else None,
             fingerprint=alert.fingerprint, runbook=runbook,
+            timestamp=None if now is None else datetime.fromtimestamp(now, UTC),
         )
         out.append(msg.to_wire())
     return out
@@ -247,7 +250,8 @@ def publish_alerts(
     """Queue one message per alert on the bus (QoS 1 survives a reconnect); returns the count."""
     if ctx.bus is None:
         raise MqttBusClosed("no MQTT bus in this delivery context")
-    messages = alert_messages(alerts, cluster_id=ctx.cluster_id, receiver=receiver, group_key=group_key)
+    messages = alert_messages(alerts, cluster_id=ctx.cluster_id, receiver=receiver, group_key=group_key,
+                              now=time.time())
     for msg in messages:
         ctx.bus.publish_nowait(topic, msg, qos=qos)
     return len(messages)

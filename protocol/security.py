@@ -81,6 +81,8 @@ class AlertMessage(WireModel):
     ends_at: Timestamp | None = None
     fingerprint: str | None = None
     runbook: list[dict[str, Any]] | None = None
+    timestamp: Timestamp | None = None
+    """When sfa-ops published the message (what a signature's freshness is judged by)."""
 
 
 class IncidentMessage(WireModel):
