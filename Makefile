@@ -7,7 +7,7 @@ PACKAGES := protocol policies adapters sdk actors drivers benchmarks
 
 setup: .venv/.installed
 
-.venv/.installed: pyproject.toml uv.lock scripts/install-system.sh scripts/install-python.sh
+.venv/.installed: pyproject.toml uv.lock scripts/apt.sh scripts/install-system.sh scripts/install-python.sh
 	bash scripts/install-system.sh
 	bash scripts/install-python.sh
 	touch $@

@@ -125,20 +125,14 @@ class Allowlist(PolicyModel):
         return check_networks(v)
 
 
-class Protected(PolicyModel):
+class Protected(Allowlist):
     """Targets no automatic enforcement action may hit (a refused action is recorded and
-    counted; the incident still records the finding). ``loopback`` adds 127.0.0.0/8 and ::1,
-    ``own_hosts`` the broker's host and this machine's addresses (resolved by the responder)."""
+    counted; the incident still records the finding): the listed ``ips`` (addresses or networks)
+    and ``users``; ``loopback`` adds 127.0.0.0/8 and ::1, ``own_hosts`` the broker's host and this
+    machine's addresses (resolved by the responder)."""
 
     loopback: bool = True
     own_hosts: bool = True
-    ips: tuple[str, ...] = ()
-    users: frozenset[str] = frozenset()
-
-    @field_validator("ips")
-    @classmethod
-    def _valid_networks(cls, v: tuple[str, ...]) -> tuple[str, ...]:
-        return check_networks(v)
 
 
 class StateLimits(PolicyModel):

@@ -6,6 +6,7 @@
 # Where the venv module is missing (Debian without python3-venv) it is installed with apt-get.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/apt.sh
 UV_VERSION=0.13.8
 TOOLS=.tools/uv
 UV="$TOOLS/bin/uv"
@@ -16,14 +17,7 @@ if ! have_uv; then
   rm -rf "$TOOLS"
   if ! python3 -m venv "$TOOLS" >/dev/null 2>&1; then
     rm -rf "$TOOLS"
-    if [ "$(id -u)" -ne 0 ]; then
-      echo "install-python: python3 cannot create a virtual environment; install python3-venv (apt-get install python3-venv)" >&2
-      exit 1
-    fi
-    echo "install-python: installing python3-venv"
-    export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
-    apt-get install -y -qq --no-install-recommends python3-venv >/dev/null
+    apt_install install-python python3-venv
     python3 -m venv "$TOOLS"
   fi
   "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +15,6 @@ import pytest
 import ray
 
 from actors.monitor import STATE_NAMESPACE
-from adapters.mqtt import MqttBus, MqttConfig
 from adapters.store import open_store
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
@@ -26,26 +24,6 @@ from tests.support.mqtt import Collector, unique_prefix
 from tests.support.operations import ServiceProcess, operations
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture
-async def client(broker_url: str) -> AsyncIterator[ServiceClient]:
-    bus = MqttBus(config=MqttConfig.from_url(broker_url))
-    await bus.start()
-    await bus.wait_connected(10)
-    c = ServiceClient(bus)
-    await c.start()
-    yield c
-    await c.close()
-    await bus.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def supervisor(cluster: str) -> Any:

@@ -4,12 +4,10 @@ broker, as the platform's clients see it (issue 4 §4)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
 from protocol.security import IncidentMessage
@@ -20,26 +18,6 @@ from tests.support.mqtt import Collector
 from tests.support.operations import ServiceProcess, operations
 
 pytestmark = pytest.mark.usefixtures("ray_session")
-
-
-@pytest.fixture
-async def client(broker_url: str) -> AsyncIterator[ServiceClient]:
-    bus = MqttBus(config=MqttConfig.from_url(broker_url))
-    await bus.start()
-    await bus.wait_connected(10)
-    c = ServiceClient(bus)
-    await c.start()
-    yield c
-    await c.close()
-    await bus.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ServiceProcess]]:
-    started: list[ServiceProcess] = []
-    yield started
-    for p in started:
-        p.stop()
 
 
 def breaker_states(ops, service: str) -> list[str]:  # type: ignore[no-untyped-def]
