@@ -55,6 +55,7 @@ from policies.audit_events import (
 from policies.compliance import CompliancePolicy, DataAccess, load_compliance_policy
 from protocol import parse_model, topics
 from protocol import security as wire
+from protocol.system import AuditChainAnchor
 
 logger = logging.getLogger("sfa_ops.audit")
 
@@ -179,6 +180,7 @@ class AuditWriterBody:
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._last_anchored: list[AuditChainAnchor] | None = None
         if self.options.self_start:
             schedule_self_start()
 
@@ -217,8 +219,10 @@ class AuditWriterBody:
         for t in self._loops:
             t.cancel()
         await self.flush()
-        await self.store.drain(2.0)
-        await self.anchor(wait=2.0)
+        started = self._started
+        if started is not None and started.done() and not started.cancelled() and started.exception() is None:
+            await self.store.drain(2.0)
+            await self.anchor(wait=2.0)
         await self.outlet.flush(2.0)
         await self.bus.stop()
         await self.store.close()
@@ -289,9 +293,10 @@ class AuditWriterBody:
             self.trail.counts["anchor_failed"] += 1
             logger.warning("audit anchor skipped: %s", exc)
             return None
-        if self.settings.audit_anchor_file:
+        if self.settings.audit_anchor_file and msg.chains != self._last_anchored:  # unchanged: not again
             try:
                 await asyncio.to_thread(append_anchor, self.settings.audit_anchor_file, msg)
+                self._last_anchored = msg.chains
             except OSError as exc:
                 self.trail.counts["anchor_failed"] += 1
                 logger.error("audit anchor not written to %s: %s", self.settings.audit_anchor_file, exc.strerror)
