@@ -15,7 +15,8 @@ What verification catches: an edited row (its hash no longer matches), a deleted
 does not link), rows swapped or moved to other ids (the id is hashed, and links break), rows cut from
 the end (the head no longer matches). Without the key nobody can rehash an edited row, so
 rewriting the chain and its head consistently needs the key; deleting whole chains or the tail with
-the head moved back still needs the head published elsewhere.
+the head moved back shows only against the heads published elsewhere: ``audit_heads`` feeds the
+anchors of ``policies.audit_anchors`` (``drivers.audit verify --anchors``).
 
 While one appender holds a chain's head, another appending to it waits (``FOR UPDATE`` on
 PostgreSQL, the single writer on SQLite); ids within a chain therefore grow in append order.
