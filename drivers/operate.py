@@ -44,6 +44,12 @@ OPTIONS = [
     Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
     Option("audit-key-file", "the audit chain's HMAC key (default var/audit.key, generated on first run; "
            "or SFA_OPS_AUDIT_KEY); keep it out of the database and its backups", metavar="FILE"),
+    Option("audit-anchor-file", "JSON-lines file every audit anchor (chain heads and row counts, also "
+           "published signed on system/{cluster}/audit/anchor) is appended to; "
+           "drivers.audit verify --anchors checks the chains against it", default="var/audit-anchors.jsonl",
+           metavar="FILE"),
+    Option("audit-anchor-interval", "publish an audit anchor this often (and at shutdown; 0: at shutdown only)",
+           default=60.0, convert=seconds, metavar="DURATION"),
     Option("no-audit-calls", "do not write an audit event per observed call (data-access events still are)",
            flag=True),
     Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
@@ -237,6 +243,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         alertmanager_urls=tuple(opts.get("alertmanager") or ()),
         alertmanager_resend_s=float(opts.get("alertmanager_resend_interval") or 60.0),
         audit_key=audit_key.decode() if audit_key else None,
+        audit_anchor_file=str(Path(opts["audit_anchor_file"]).resolve()) if opts.get("audit_anchor_file") else None,
+        audit_anchor_s=float(opts.get("audit_anchor_interval", 60.0) or 0.0),
         signing_key_file=str(Path(opts["signing_key"]).resolve()) if opts.get("signing_key") else None,
     )
     started_ray = False

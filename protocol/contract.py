@@ -26,6 +26,7 @@ from protocol.security import (
     ServiceSecurityEvent,
 )
 from protocol.system import (
+    AuditAnchor,
     BreakerState,
     BreakerStateChange,
     CascadingFailurePrevented,
@@ -74,6 +75,10 @@ CHANNELS: tuple[Channel, ...] = (
             "Enforcement actions and their undo.", (EnforcementAction,)),
     Channel("security_actions_active", "system/{cluster}/security/actions/active", "sfa-ops",
             "The set of active enforcement actions.", (ActiveActions,), retained=True),
+    Channel("audit_anchor", "system/{cluster}/audit/anchor", "sfa-ops",
+            "The audit chains' heads and row counts, every minute and at shutdown (also appended to the "
+            "anchor file): what `drivers.audit verify --anchors` checks the chains against.",
+            (AuditAnchor,), retained=True),
     Channel("presence", "system/{cluster}/presence/{service}/{instance}", "service instances",
             "Online on connect; offline as the MQTT Last Will.", (Presence,), retained=True),
     Channel("session_response", "session/{sessionId}/response", "services, and sfa-ops on their behalf",

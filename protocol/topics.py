@@ -65,6 +65,10 @@ def security_actions(cluster: str) -> str:
     return f"system/{_cluster(cluster)}/security/actions"
 
 
+def audit_anchor(cluster: str) -> str:
+    return f"system/{_cluster(cluster)}/audit/anchor"
+
+
 def security_auth(event: str) -> str:
     return f"security/auth/{check_segment(event, field='event')}"
 
@@ -118,6 +122,7 @@ _SYSTEM_FIXED = {
     ("alerts",): "system_alerts",
     ("incidents",): "system_incidents",
     ("security", "actions"): "security_actions",
+    ("audit", "anchor"): "audit_anchor",
 }
 
 
