@@ -29,6 +29,7 @@ _NO_REPLICATION = {76}  # NoReplicationEnabled: a standalone server
 _NOT_INITIALIZED = {94}  # NotYetInitialized: replSetInitiate has not run
 _AUTH_ERRORS = {13, 18}  # Unauthorized, AuthenticationFailed
 MAX_NAME = 255
+TARGET_SHARE = 0.8  # of the check's timeout each target gets: one dead member must not time out the check
 
 
 def target_label(uri: str) -> str:
@@ -131,7 +132,8 @@ class MongoProbe:
         self.timeout_s = timeout_s
         self.thresholds = thresholds
         self.expected_replicas = expected_replicas
-        ms = max(1, int(timeout_s * 1000))
+        self.target_timeout_s = timeout_s * TARGET_SHARE
+        ms = max(1, int(self.target_timeout_s * 1000))
         self._clients: tuple[AsyncMongoClient[dict[str, Any]], ...] = tuple(
             AsyncMongoClient(u, serverSelectionTimeoutMS=ms, connectTimeoutMS=ms, socketTimeoutMS=ms,
                              retryReads=False, retryWrites=False, appname="sfa-ops-check", maxPoolSize=2)
@@ -168,6 +170,15 @@ class MongoProbe:
                 "expectedReplicas": self.expected_replicas, "targets": targets}, problems
 
     async def _check_target(
+        self, label: str, client: AsyncMongoClient[dict[str, Any]],
+    ) -> tuple[dict[str, Any], list[Problem]]:
+        try:
+            async with asyncio.timeout(self.target_timeout_s):
+                return await self._query_target(label, client)
+        except TimeoutError:
+            raise TimeoutError(f"no answer within {self.target_timeout_s:g}s") from None
+
+    async def _query_target(
         self, label: str, client: AsyncMongoClient[dict[str, Any]],
     ) -> tuple[dict[str, Any], list[Problem]]:
         admin = client.get_database("admin", read_preference=ReadPreference.PRIMARY_PREFERRED)
