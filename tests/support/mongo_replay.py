@@ -4,7 +4,8 @@ provenance in its SOURCES.md). MongoDB itself cannot run on these machines.
 
 Each member answers the driver's handshake (``ismaster``/``hello``), ``hello``, ``replSetGetStatus``
 and ``serverStatus`` from its current documents, which a test swaps to script a failure (a lagging
-secondary, a lost primary); ``stop()`` makes it unreachable (connections refused)."""
+secondary, a lost primary); ``stop()`` makes it unreachable (connections refused) and ``start()``
+brings it back on the same port."""
 
 from __future__ import annotations
 
@@ -29,12 +30,16 @@ class ReplayedMember:
     def __init__(self, *, hello: str, status: str, server_status: str = "serverStatus.json") -> None:
         self.docs: dict[str, dict[str, Any]] = {}
         self.set(hello=hello, status=status, server_status=server_status)
-        self.server = MockupDB(auto_ismaster=False)
+        self.port: int | None = None
+        self.server = self._server()
+
+    def _server(self) -> MockupDB:
+        server = MockupDB(port=self.port, auto_ismaster=False)
         for command in ("ismaster", "isMaster", "hello"):
-            self.server.autoresponds(command, lambda r: r.replies(self.docs["hello"]))
-        self.server.autoresponds("replSetGetStatus", lambda r: r.replies(self.docs["replSetGetStatus"]))
-        self.server.autoresponds("serverStatus", lambda r: r.replies(self.docs["serverStatus"]))
-        self.commands: list[str] = []
+            server.autoresponds(command, lambda r: r.replies(self.docs["hello"]))
+        server.autoresponds("replSetGetStatus", lambda r: r.replies(self.docs["replSetGetStatus"]))
+        server.autoresponds("serverStatus", lambda r: r.replies(self.docs["serverStatus"]))
+        return server
 
     def set(self, *, hello: str | None = None, status: str | None = None, server_status: str | None = None) -> None:
         if hello:
@@ -45,9 +50,12 @@ class ReplayedMember:
             self.docs["serverStatus"] = fixture(server_status)
 
     def start(self) -> str:
-        """Listen on a free loopback port; the URI checks this one member directly."""
-        self.server.run()
-        return f"mongodb://{self.server.address_string}/?directConnection=true"
+        """Listen on a free loopback port (the same one again after a stop); the URI checks this one
+        member directly."""
+        if self.port is not None:  # a restart: a stopped MockupDB cannot run again
+            self.server = self._server()
+        self.port = self.server.run()
+        return f"mongodb://127.0.0.1:{self.port}/?directConnection=true"
 
     def stop(self) -> None:
         self.server.stop()
