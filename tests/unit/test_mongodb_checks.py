@@ -122,3 +122,15 @@ def test_check_mongodb_and_expect_replicas_options() -> None:
     assert non_negative_int("0") == 0
     with pytest.raises(ValueError):
         non_negative_int("-1")
+
+
+def test_sdk_defers_writes_while_mongodb_has_no_primary() -> None:
+    """A MongoDB without a primary refuses writes: the SDK defers them and lets reads go, as for PostgreSQL."""
+    from sdk.strategy import AdaptiveStrategy
+
+    s = AdaptiveStrategy()
+    assert s.infrastructure_error("mongodb_cluster", severity="critical", message="no primary", now=0.0)
+    assert s.plan("Orders", "createOrder", base_timeout=30, now=0.0).action == "defer_write"
+    assert s.plan("Orders", "getOrder", base_timeout=30, now=0.0).action == "call"
+    assert s.infrastructure_recovered("mongodb_cluster", now=1.0)
+    assert s.plan("Orders", "createOrder", base_timeout=30, now=1.0).action == "call"
