@@ -134,3 +134,22 @@ def test_sdk_defers_writes_while_mongodb_has_no_primary() -> None:
     assert s.plan("Orders", "getOrder", base_timeout=30, now=0.0).action == "call"
     assert s.infrastructure_recovered("mongodb_cluster", now=1.0)
     assert s.plan("Orders", "createOrder", base_timeout=30, now=1.0).action == "call"
+
+
+def test_recommend_reads_mongodb_lag_and_connections_from_the_checks_own_details() -> None:
+    """drivers.recommend's database summaries take the worst lag and connection use from the
+    mongodb_cluster details the probe produces (built here by its own judging functions)."""
+    from policies.recommendations import database_rules, load_recommendation_policy
+    from policies.rollup_summary import database_summaries
+
+    rs, _ = judge_replica_set("m1", fixture("replSetGetStatus_lagging.json"), expected_replicas=0, thresholds=T)
+    conns, _ = judge_connections("m1", fixture("serverStatus_busy.json"), thresholds=T)
+    finding = {"type": "infrastructure_error", "component": "mongodb_cluster",
+               "details": {"targets": {"m1:27017": {"reachable": True, "replicaSet": rs, **conns},
+                                       "m2:27017": {"reachable": False, "error": "refused"}}}}
+    summaries = {s.name: s for s in database_summaries([finding], 3600.0)}
+    summary = summaries["mongodb_cluster/m1:27017"]
+    assert summary.kind == "mongodb" and summaries["mongodb_cluster/m2:27017"].replication_lag_s is None
+    assert (summary.replication_lag_s, summary.connections, summary.max_connections) == (45.0, 870, 1000)
+    rules = {r.rule for r in database_rules(summary, load_recommendation_policy())}
+    assert {"replication_lag", "connections_near_max"} <= rules
