@@ -167,8 +167,10 @@ def database_summaries(findings: Iterable[Mapping[str, Any]], window_s: float) -
                 lags.append(float(rs["maxLagSeconds"]))
             if isinstance(conn, Mapping):
                 current, available = conn.get("current"), conn.get("available")
-                ok = isinstance(current, int) and isinstance(available, int)
-                conn, cap = (current, current + available) if ok else (None, None)
+                if isinstance(current, int) and isinstance(available, int):
+                    conn, cap = current, current + available
+                else:
+                    conn, cap = None, None
             if lags:
                 w["lag"] = max(lags + ([w["lag"]] if w["lag"] is not None else []))
             if conn is not None and cap and (w["conn"] is None or conn / cap > w["conn"] / w["max"]):
