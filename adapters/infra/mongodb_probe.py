@@ -218,5 +218,4 @@ class MongoProbe:
         return details, problems
 
     async def close(self) -> None:
-        for client in self._clients:
-            await client.close()
+        await asyncio.gather(*(client.close() for client in self._clients), return_exceptions=True)
