@@ -30,6 +30,9 @@ class OperateSettings:
     # Infrastructure checks (the broker probe always runs, against broker_url).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)
     check_redis: tuple[str, ...] = field(default=(), repr=False)
+    check_mongodb: tuple[str, ...] = field(default=(), repr=False)
+    expect_replicas: int = 0
+    """Replicas each checked PostgreSQL primary, Redis master and MongoDB replica set must have."""
     emqx_api: str | None = None
     emqx_api_key: str | None = None
     emqx_api_secret: str | None = field(default=None, repr=False)

@@ -24,7 +24,9 @@ Severity = Literal["info", "warning", "error", "critical", "emergency"]
 ServiceStatus = Literal["healthy", "degraded", "down", "unknown"]
 BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled", "metrics_only"]
 Impact = Literal["low", "medium", "high", "critical"]
-InfraComponent = Literal["mqtt_broker", "emqx_cluster", "postgresql_cluster", "redis", "kubernetes_cluster"]
+InfraComponent = Literal[
+    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
+]
 
 
 class UnavailableDetails(WireModel):
