@@ -10,9 +10,10 @@ an audit event and a ``compliance_violations`` state entry.
 
 Events wait in a bounded in-memory batch and are appended every ``audit_flush_s`` through a
 ``BufferedStore``: while the store is down they queue there (bounded too); whatever does not fit
-is counted, alerted (``AuditEventsLost``) and, once the store is back, recorded as an
-``audit_loss`` event. Nothing else stops. Every ``audit_purge_s`` events past their chain's
-retention are purged, and each purge is itself audited (``audit_purge`` in the meta chain).
+is counted, alerted (one ``AuditEventsLost`` per flush, with the running total) and, once the
+store is back, recorded as an ``audit_loss`` event. At most ``MAX_PENDING_VIOLATIONS`` violation
+alerts wait for a flush (more are audited but counted as ``violations_unalerted``). Nothing else
+stops. Every ``audit_purge_s`` events past their chain's retention are purged, and each purge is itself audited (``audit_purge`` in the meta chain).
 Every ``audit_anchor_s`` and at shutdown an anchor (each chain's head and row count,
 ``policies.audit_anchors``) is published retained on ``system/{cluster}/audit/anchor`` and appended
 to ``audit_anchor_file``; an anchor that cannot be taken or written is counted and logged.
@@ -60,6 +61,9 @@ from protocol.system import AuditChainAnchor
 logger = logging.getLogger("sfa_ops.audit")
 
 VIOLATIONS = "compliance_violations"
+MAX_PENDING_VIOLATIONS = 1_000
+"""Violation alerts and state entries waiting for the next flush; beyond that a violation is
+still audited (in the batch) but counted as ``violations_unalerted`` instead."""
 
 
 class AuditTrail:
@@ -75,8 +79,10 @@ class AuditTrail:
         self.max_pending = max_pending
         self.pending: list[dict[str, Any]] = []
         self.counts = dict.fromkeys(("calls", "data_access", "auth", "authz", "violations", "appended", "lost",
-                                     "purged", "malformed", "anchors", "anchor_failed"), 0)
+                                     "purged", "malformed", "anchors", "anchor_failed", "violations_unalerted"),
+                                    0)
         self._lost_unrecorded = 0
+        self._loss_alert: dict[str, Any] | None = None
         self.alerts: list[dict[str, Any]] = []
         self.violation_entries: list[dict[str, Any]] = []
 
@@ -87,12 +93,18 @@ class AuditTrail:
         self.pending.append(event)
 
     def lose(self, n: int, reason: str) -> None:
-        """Count ``n`` events lost, alert, and remember to record the loss once the store is back."""
+        """Count ``n`` events lost, alert, and remember to record the loss once the store is back.
+        One AuditEventsLost alert (and log line) per flush interval, carrying the running total."""
         self.counts["lost"] += n
         self._lost_unrecorded += n
-        self.alerts.append(plain_alert("AuditEventsLost", "critical", self.cluster, self.clock.now(),
-                                       f"{self.counts['lost']} audit events lost so far ({reason})"))
-        logger.error("audit: %d event(s) lost (%s); %d in total", n, reason, self.counts["lost"])
+        alert = plain_alert("AuditEventsLost", "critical", self.cluster, self.clock.now(),
+                            f"{self.counts['lost']} audit events lost so far ({reason})")
+        if self._loss_alert is not None and self._loss_alert in self.alerts:
+            self.alerts[self.alerts.index(self._loss_alert)] = alert
+        else:
+            logger.error("audit: %d event(s) lost (%s); %d in total", n, reason, self.counts["lost"])
+            self.alerts.append(alert)
+        self._loss_alert = alert
 
     def calls(self, records: Sequence[Mapping[str, Any]]) -> None:
         now = self.clock.now()
@@ -125,6 +137,9 @@ class AuditTrail:
             self.counts["violations"] += 1
             record = violation_record(v, now)
             self._enqueue(record)
+            if len(self.violation_entries) >= MAX_PENDING_VIOLATIONS:
+                self.counts["violations_unalerted"] += 1
+                continue
             self.alerts.append(violation_alert(v, self.cluster, now))
             self.violation_entries.append(record)
 

@@ -64,7 +64,8 @@ class ObserverCore:
     call to an unknown service beyond the discovery cap (``unknownServices``), ``malformed`` or
     ``rejected`` (a reply topic sfa-ops never publishes on). Refused payloads are counted by
     observer 0 (every observer sees every call); accepted ones by the observer that owns the reply
-    topic.
+    topic. Every presence message is counted once, by observer 0: ``presence``, ``malformed``, or
+    ``presenceRefused`` (a new service name beyond ``policies.discovery.MAX_PRESENT``).
     """
 
     def __init__(self, *, settings: OperateSettings, index: int = 0, clock: Clock | None = None,
@@ -89,6 +90,7 @@ class ObserverCore:
         self.rejected = 0
         self.answer_failed = 0
         self.ui_changes = 0
+        self.presence = 0
         self.presence_prefix = f"system/{settings.cluster_id}/presence/"
         self.new_real: list[str] = []
         """Services whose first instance announced itself since the last tick."""
@@ -187,6 +189,10 @@ class ObserverCore:
                 self.malformed += 1
             return
         service = rest[0]
+        if not self.admission.may_announce(service):
+            return  # counted in presenceRefused (reported by observer 0, as malformed is)
+        if self.index == 0:
+            self.presence += 1
         if self.admission.announce(service):
             self.new_real.append(service)
         if self.index == 0:
@@ -262,7 +268,9 @@ class ObserverCore:
                 "answerFailed": self.answer_failed, "capped": c.capped,
                 "dropped": dropped, "fastFailed": c.fast_failed, "uiChanges": self.ui_changes,
                 "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending),
-                "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped}
+                "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped,
+                "presence": self.presence,
+                "presenceRefused": self.admission.presence_refused if self.index == 0 else 0}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)

@@ -5,12 +5,16 @@ Inputs:
 
 - ``security/auth/+`` (login attempts), ``security/authz/+`` (authorization decisions),
   ``service/+/security`` (what services report; ``eventType: role_change`` with
-  ``details.oldRoles/newRoles/changedBy`` feeds the privilege-escalation rule, any other event
+  ``details.oldRoles/newRoles`` (lists of at most 256 role names) and ``changedBy`` (a string)
+  feeds the privilege-escalation rule (other shapes are malformed), any other event
   becomes a ``ServiceSecurityEvent`` alert, its severity capped at ``security.yaml``
   ``service_report_max_severity`` unless ``trusted_reporters`` lets the service report more),
   ``audit/+/data-access`` (records touched) — each parsed once, event-driven. Windows are
   measured on the analyst's clock at arrival (a publisher's skewed clock cannot stretch or shrink
-  them). Malformed events are counted and dropped.
+  them). Malformed events are counted and dropped: every message counts once, as an analyzer
+  event, a service report (``service_events``) or ``malformed``. Alerts waiting for the next flush
+  are capped (``MAX_PENDING_ALERTS`` each for detections and service reports; the rest counted as
+  ``alerts_dropped``), as are the services kept per user between pattern runs.
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
 - Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped
@@ -71,6 +75,20 @@ BASELINE_KIND = "user_activity"
 _ID_MAX = 256
 _IP_MAX = 64
 _MAX_ACTIVITY_USERS = 100_000
+MAX_ACTIVITY_SERVICES = 256
+"""Distinct services kept per user per pattern interval (more are counted as activity_overflow)."""
+MAX_PENDING_ALERTS = 10_000
+"""Alerts of each kind waiting for the next flush; beyond that they are counted (alerts_dropped)."""
+_MAX_ROLES = 256
+
+
+def _roles(value: Any) -> frozenset[str] | None:
+    """A role list from a service's report: a list of at most ``_MAX_ROLES`` strings, else None."""
+    if value is None:
+        return frozenset()
+    if type(value) is not list or len(value) > _MAX_ROLES or any(type(r) is not str for r in value):
+        return None
+    return frozenset(value)
 
 
 def parse_user_baselines(data: Mapping[str, Any]) -> dict[str, UserBaseline]:
@@ -139,7 +157,7 @@ class Analyst:
                            incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.counts = dict.fromkeys(("malformed", "service_events", "severity_capped", "alerts",
-                                     "activity_batches"), 0)
+                                     "alerts_dropped", "activity_batches"), 0)
         self.malformed_by_topic: dict[str, int] = {}
         self._pending_alerts: list[SecurityAlert] = []
         self._other_alerts: list[dict[str, Any]] = []
@@ -206,6 +224,13 @@ class Analyst:
         self.counts["malformed"] += 1
         self.malformed_by_topic[kind] = self.malformed_by_topic.get(kind, 0) + 1
 
+    def _queue(self, alerts: list[SecurityAlert]) -> None:
+        room = MAX_PENDING_ALERTS - len(self._pending_alerts)
+        if len(alerts) > room:
+            self.counts["alerts_dropped"] += len(alerts) - max(room, 0)
+            alerts = alerts[:max(room, 0)]
+        self._pending_alerts += alerts
+
     def _on_auth(self, msg: Message) -> None:
         ev = parse_auth(msg.payload)
         if ev is None:
@@ -213,7 +238,7 @@ class Analyst:
             return
         alerts = self.analyzer.on_auth(ev, self.clock.now())
         if alerts:
-            self._pending_alerts += alerts
+            self._queue(alerts)
 
     def _on_authz(self, msg: Message) -> None:
         try:
@@ -223,7 +248,7 @@ class Analyst:
             return
         ev = AuthzEvent(user_id=m.user_id, service=m.service, method=m.method, allowed=m.allowed,
                         timestamp=m.timestamp.timestamp(), roles=frozenset(m.roles), ip_address=m.ip_address)
-        self._pending_alerts += self.analyzer.on_authz(ev, self.clock.now())
+        self._queue(self.analyzer.on_authz(ev, self.clock.now()))
 
     def _on_data_access(self, msg: Message) -> None:
         parsed = topics.parse(msg.topic)
@@ -237,7 +262,7 @@ class Analyst:
             return
         ev = DataAccessEvent(user_id=m.user_id, service=parsed["service"], collection=m.collection,
                              operation=m.operation, record_count=m.records, timestamp=m.timestamp.timestamp())
-        self._pending_alerts += self.analyzer.on_data_access(ev, self.clock.now())
+        self._queue(self.analyzer.on_data_access(ev, self.clock.now()))
 
     def _on_service_security(self, msg: Message) -> None:
         parsed = topics.parse(msg.topic)
@@ -249,15 +274,22 @@ class Analyst:
         if parsed is None:
             self._malformed("service_security")
             return
-        self.counts["service_events"] += 1
         now = self.clock.now()
         service = parsed["service"]
         if m.event_type == "role_change" and m.user_id is not None:
             d = m.details
-            ev = RoleChangeEvent(user_id=m.user_id, old_roles=frozenset(map(str, d.get("oldRoles", []))),
-                                 new_roles=frozenset(map(str, d.get("newRoles", []))), timestamp=now,
-                                 changed_by=str(d["changedBy"]) if d.get("changedBy") else None)
-            self._pending_alerts += self.analyzer.on_role_change(ev, now)
+            old, new, by = _roles(d.get("oldRoles")), _roles(d.get("newRoles")), d.get("changedBy")
+            if old is None or new is None or not (by is None or (type(by) is str and len(by) <= _ID_MAX)):
+                self._malformed("service_security")
+                return
+            self.counts["service_events"] += 1
+            ev = RoleChangeEvent(user_id=m.user_id, old_roles=old, new_roles=new, timestamp=now,
+                                 changed_by=by or None)
+            self._queue(self.analyzer.on_role_change(ev, now))
+            return
+        self.counts["service_events"] += 1
+        if len(self._other_alerts) >= MAX_PENDING_ALERTS:
+            self.counts["alerts_dropped"] += 1
             return
         labels = {"service": service, "type": m.event_type[:64]}
         if m.user_id:
@@ -281,7 +313,7 @@ class Analyst:
         self.counts["activity_batches"] += 1
         acc = self._activity
         for user, calls in batch.items():
-            if not isinstance(user, str) or not user or len(user) > _ID_MAX:
+            if not isinstance(user, str) or not user or len(user) > _ID_MAX or not isinstance(calls, Mapping):
                 continue
             per = acc.get(user)
             if per is None:
@@ -290,8 +322,12 @@ class Analyst:
                     continue
                 per = acc[user] = {}
             for service, n in calls.items():
-                if isinstance(n, int) and n > 0:
-                    per[service] = per.get(service, 0) + n
+                if type(n) is not int or n <= 0 or not isinstance(service, str):
+                    continue
+                if service not in per and len(per) >= MAX_ACTIVITY_SERVICES:
+                    self._malformed("activity_overflow")
+                    continue
+                per[service] = per.get(service, 0) + n
 
     async def _patterns(self) -> None:
         now = self.clock.now()
@@ -299,7 +335,7 @@ class Analyst:
         window, self._activity_since = now - self._activity_since, now
         if batch:
             acts = [UserActivity(user_id=u, calls=c, window_s=window) for u, c in batch.items()]
-            self._pending_alerts += self.analyzer.on_activity(acts, None, now)
+            self._queue(self.analyzer.on_activity(acts, None, now))
 
     async def run_patterns(self) -> None:
         """Run the pattern rules now (operators, tests) instead of waiting for the interval."""

@@ -44,6 +44,7 @@ from policies.config import (
     load_policy,
     load_policy_text,
     parse_duration,
+    read_text,
 )
 from policies.time_intervals import parse_named_intervals
 
@@ -297,7 +298,7 @@ def load_alerting_policy(overrides_dir: Path | str | None = None) -> AlertingPol
     be neither), so it is loaded as written."""
     if overrides_dir is not None and (Path(overrides_dir) / DEFAULT_FILE).exists():
         path = Path(overrides_dir) / DEFAULT_FILE
-        return alerting_policy_from_text(path.read_text(), str(path))
+        return alerting_policy_from_text(read_text(path), str(path))
     cfg = load_policy(AlertingConfig, DEFAULT_FILE, overrides_dir)
     return compile_policy(cfg, DEFAULT_FILE)
 

@@ -90,6 +90,18 @@ def _ts(value: Any, now: float) -> float:
     return now
 
 
+def _duration(value: Any) -> float | None:
+    """A finite, non-negative number of milliseconds, else None (never raises: an integer too big
+    for a float is not a duration)."""
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None
+    try:
+        ms = float(value)
+    except OverflowError:
+        return None
+    return ms if 0 <= ms < 1e15 else None
+
+
 def payload_bytes(params: Any) -> int | None:
     """Size of a call's raw ``params`` as JSON (what ``payloadBytes`` records); None if it has none."""
     if params is None:
@@ -128,8 +140,7 @@ def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) 
         "parameters": sanitize(record.get("params"), policy.redaction),
         "success": code is None,
         "resultCode": code,
-        "durationMs": float(duration) if isinstance(duration, int | float) and not isinstance(duration, bool)
-        else None,
+        "durationMs": _duration(duration),
         "payloadBytes": size,
         "compliance": info.to_wire(),
     }

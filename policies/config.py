@@ -90,17 +90,33 @@ def merge(base: Any, override: Any) -> Any:
     return override
 
 
-def read_yaml(path: Path) -> Any:
+def read_text(path: Path) -> str:
+    """A policy file's text; unreadable or not UTF-8 is PolicyConfigError."""
     try:
-        text = path.read_text()
+        return path.read_text(encoding="utf-8")
     except OSError as exc:
         raise PolicyConfigError(f"{path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise PolicyConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+
+def parse_yaml(text: str, source: str) -> Any:
+    """YAML text → data; any failure (syntax, a value that cannot be built such as 2001-02-30,
+    nesting too deep) is PolicyConfigError naming ``source``."""
     try:
         return yaml.safe_load(text) or {}
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise PolicyConfigError(f"{path}:{where} not valid YAML: {getattr(exc, 'problem', exc)}") from exc
+        raise PolicyConfigError(f"{source}:{where} not valid YAML: {getattr(exc, 'problem', None) or exc}") from exc
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise PolicyConfigError(f"{source}: a YAML value cannot be read: {exc}") from exc
+    except RecursionError as exc:
+        raise PolicyConfigError(f"{source}: YAML nested too deep") from exc
+
+
+def read_yaml(path: Path) -> Any:
+    return parse_yaml(read_text(path), str(path))
 
 
 def format_validation_error(source: str, exc: ValidationError) -> str:
@@ -155,11 +171,7 @@ def load_policy(
 
 def load_policy_text(model: type[M], text: str, source: str = "<string>") -> M:
     """Validate a YAML string (tests build policies from strings, as Alertmanager's do)."""
-    try:
-        data = yaml.safe_load(text) or {}
-    except yaml.YAMLError as exc:
-        raise PolicyConfigError(f"{source}: not valid YAML: {exc}") from exc
-    return validate(model, data, source)
+    return validate(model, parse_yaml(text, source), source)
 
 
 __all__ = [
@@ -175,4 +187,6 @@ __all__ = [
     "load_policy_text",
     "merge",
     "parse_duration",
+    "parse_yaml",
+    "read_text",
 ]

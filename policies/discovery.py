@@ -1,7 +1,8 @@
 """Which services get a monitor: bounded by design, as pure code (``now`` passed in).
 
 A service is monitored when it is configured (``--services``), when one of its instances announces
-presence, or — for a name seen only in traffic — while fewer than ``max_discovered`` such names are
+presence (up to ``max_present`` such services; later announcements of new names are refused and
+counted in ``presence_refused``), or — for a name seen only in traffic — while fewer than ``max_discovered`` such names are
 monitored. Beyond that its calls are refused here (the caller counts them as unknown services): no
 monitor, nothing persisted. A traffic-only service without a call for ``idle_retire_s`` retires and
 frees its place; configured and present services never retire.
@@ -11,14 +12,18 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+MAX_PRESENT = 1024
+"""Services that may become real by announcing presence (configured ones do not count)."""
+
 
 class ServiceAdmission:
     """Configured, present and discovered (traffic-only) services, the last bounded."""
 
-    __slots__ = ("_discovered", "configured", "idle_retire_s", "max_discovered", "present", "refused")
+    __slots__ = ("_discovered", "configured", "idle_retire_s", "max_discovered", "max_present", "presence_refused",
+                 "present", "refused")
 
     def __init__(self, *, configured: Iterable[str] = (), max_discovered: int = 64,
-                 idle_retire_s: float = 600.0) -> None:
+                 idle_retire_s: float = 600.0, max_present: int = MAX_PRESENT) -> None:
         self.configured = frozenset(configured)
         self.present: set[str] = set()
         self._discovered: dict[str, float] = {}
@@ -26,6 +31,9 @@ class ServiceAdmission:
         self.idle_retire_s = idle_retire_s
         self.refused = 0
         """Calls to a traffic-only name beyond the cap."""
+        self.max_present = max(0, max_present)
+        self.presence_refused = 0
+        """Presence announcements of a new name beyond ``max_present``."""
 
     @property
     def discovered(self) -> frozenset[str]:
@@ -55,8 +63,17 @@ class ServiceAdmission:
             if s not in self.configured and s not in self.present:
                 self._discovered.setdefault(s, now)
 
+    def may_announce(self, service: str) -> bool:
+        """Whether a presence of ``service`` is taken: known, or room for one more present service.
+        A refusal is counted in ``presence_refused``."""
+        if service in self.present or service in self.configured or len(self.present) < self.max_present:
+            return True
+        self.presence_refused += 1
+        return False
+
     def announce(self, service: str) -> bool:
-        """An instance of ``service`` announced presence; True when the service is newly real."""
+        """An instance of ``service`` announced presence; True when the service is newly real.
+        (Call ``may_announce`` first: this does not check the cap.)"""
         if service in self.present or service in self.configured:
             return False
         self._discovered.pop(service, None)
