@@ -17,12 +17,14 @@ from adapters.enforcement import ENFORCED, Enforcement
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
 from policies.response import PlannedAction, ResponsePolicy
+from policies.response_effects import security_team_alert, user_notice
 from policies.response_guard import APPROVALS, ApprovalStep, GatedAction, ProtectedTargets, approval_request
 from policies.security_events import SEVERITY_RANK, SecurityAlert
 from protocol import topics
 from protocol.security import ActiveActions, EnforcementAction
 
 logger = logging.getLogger("sfa_ops.responder")
+_NOTIFIERS = ("notify_security_team", "notify_user")
 
 
 class IncidentEffects:
@@ -39,6 +41,7 @@ class IncidentEffects:
     last_incident: OrderedDict[str, str]
     pending_approvals: set[str]
     counts: dict[str, int]
+    alert_resolve_after: float | None
 
     async def _fold(self, alert: SecurityAlert, now: float) -> dict[str, Any]:
         """A source over its incident limit: the alert goes into its latest incident's log."""
@@ -74,8 +77,10 @@ class IncidentEffects:
         append_log(log, {"ts": now, "action": a.action, "target": a.target, "actionId": a.action_id,
                          "result": "awaiting_approval" if waiting else "refused", "reason": g.reason})
 
-    async def _carry_out(self, action: PlannedAction, reason: str, now: float, log: list[dict[str, Any]]) -> str | None:
-        """Persist, enforce, publish one action; the error text if a backend failed."""
+    async def _carry_out(self, action: PlannedAction, reason: str, now: float, log: list[dict[str, Any]],
+                         alert: SecurityAlert | None = None) -> str | None:
+        """Persist, enforce (or notify), publish one action; the error text if a backend failed.
+        The notifications need the ``alert`` that raised the incident."""
         one_shot = action.undo_action is None and action.action not in ENFORCED
         rec = ActionRecord(id=action.action_id, incident_id=action.incident_id, action=action.action,
                            target=action.target, params=dict(action.params), created_at=now, until=action.until,
@@ -85,6 +90,8 @@ class IncidentEffects:
         wire = action.to_wire(now)
         failures = await self.enforcement.apply(wire, until=action.until, now=now, reason=reason)
         error = "; ".join(f"{f.backend}: {f.error}" for f in failures) or None
+        if error is None and action.action in _NOTIFIERS:
+            error = await self._notify(action, alert, now)
         if error is not None:
             rec = replace(rec, error=error)
             await self.store.action_upsert(rec)
@@ -100,6 +107,25 @@ class IncidentEffects:
                          "actionId": action.action_id, "result": "failed" if error else "applied", "error": error,
                          "until": action.until})
         return error
+
+    async def _notify(self, action: PlannedAction, alert: SecurityAlert | None, now: float) -> str | None:
+        """Send what a notification action produces (``policies.response_effects``); the error
+        text if it could not be sent."""
+        if alert is None:
+            return "no alert to notify about"
+        try:
+            if action.action == "notify_security_team":
+                await self.outlet.alert([security_team_alert(action, alert, self.cluster, now,
+                                                             resolve_after=self.alert_resolve_after)])
+            else:
+                notice = user_notice(action, alert, self.cluster, now)
+                await self.outlet.publish(topics.security_notices(self.cluster), notice.to_wire(),
+                                          kind="security_notice")
+        except Exception as exc:  # a failed delivery is recorded on the incident, not raised
+            logger.exception("%s on %s could not be sent", action.action, action.target[:80])
+            return f"{action.action}: {type(exc).__name__}: {str(exc)[:200]}"
+        self.counts["notifications"] += 1
+        return None
 
     async def _close_approval(self, step: ApprovalStep, now: float) -> None:
         """Take the request off the store first (straight, not buffered): only the one who removed

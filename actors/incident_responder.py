@@ -102,6 +102,7 @@ class Responder(IncidentEffects):
         self.policy: ResponsePolicy = load_response_policy(settings.policies_dir)
         self.security_policy = load_security_policy(settings.policies_dir)
         self.protected = ProtectedTargets.from_policy(self.security_policy.protected)
+        self.alert_resolve_after = self.security_policy.alert_resolve_after
         self.history = OffenderHistory()
         self.last_incident: OrderedDict[str, str] = OrderedDict()  # source -> its latest incident
         self.pending_approvals: set[str] = set()
@@ -110,7 +111,8 @@ class Responder(IncidentEffects):
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
                                      "undos", "escalations", "restored", "refused", "awaiting_approval",
-                                     "approved", "rejected", "approvals_expired", "folded"), 0)
+                                     "approved", "rejected", "approvals_expired", "folded",
+                                     "notifications"), 0)
         self._lock = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -241,7 +243,7 @@ class Responder(IncidentEffects):
                     await self._hold(g, now, data["log"])
             escalation, failed, enforced = capped_escalation(plan.escalation, alert, self.policy), 0, 0
             for action in carried:
-                error = await self._carry_out(action, alert.description, now, data["log"])
+                error = await self._carry_out(action, alert.description, now, data["log"], alert)
                 enforced += action.action in ENFORCED and error is None
                 if error is not None:
                     failed += 1

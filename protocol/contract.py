@@ -23,6 +23,7 @@ from protocol.security import (
     DataAccessEvent,
     EnforcementAction,
     IncidentMessage,
+    SecurityNotice,
     ServiceSecurityEvent,
 )
 from protocol.system import (
@@ -74,6 +75,9 @@ CHANNELS: tuple[Channel, ...] = (
             "Enforcement actions and their undo.", (EnforcementAction,)),
     Channel("security_actions_active", "system/{cluster}/security/actions/active", "sfa-ops",
             "The set of active enforcement actions.", (ActiveActions,), retained=True),
+    Channel("security_notices", "system/{cluster}/security/notices", "sfa-ops",
+            "Notices for a user about their account (response action notify_user), for the platform to "
+            "deliver.", (SecurityNotice,)),
     Channel("presence", "system/{cluster}/presence/{service}/{instance}", "service instances",
             "Online on connect; offline as the MQTT Last Will.", (Presence,), retained=True),
     Channel("session_response", "session/{sessionId}/response", "services, and sfa-ops on their behalf",

@@ -65,6 +65,10 @@ def security_actions(cluster: str) -> str:
     return f"system/{_cluster(cluster)}/security/actions"
 
 
+def security_notices(cluster: str) -> str:
+    return f"system/{_cluster(cluster)}/security/notices"
+
+
 def security_auth(event: str) -> str:
     return f"security/auth/{check_segment(event, field='event')}"
 
@@ -118,6 +122,7 @@ _SYSTEM_FIXED = {
     ("alerts",): "system_alerts",
     ("incidents",): "system_incidents",
     ("security", "actions"): "security_actions",
+    ("security", "notices"): "security_notices",
 }
 
 
