@@ -6,8 +6,7 @@ from __future__ import annotations
 import pytest
 
 from policies.alert_config import load_alerting_policy
-from policies.response import load_response_policy, plan_response
-from policies.response import OffenderHistory
+from policies.response import OffenderHistory, PlannedAction, load_response_policy, plan_response
 from policies.response_effects import SECURITY_TEAM, security_team_alert, user_notice
 from policies.security import SecurityAlert
 from protocol import topics
@@ -27,7 +26,7 @@ def alert(type_: str, **kw: object) -> SecurityAlert:
     return SecurityAlert(**fields)  # type: ignore[arg-type]
 
 
-def planned(a: SecurityAlert, name: str):  # type: ignore[no-untyped-def]
+def planned(a: SecurityAlert, name: str) -> PlannedAction:
     [action] = [x for x in plan_response(a, OffenderHistory(), T0, CONFIG).actions if x.action == name]
     return action
 
