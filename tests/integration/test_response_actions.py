@@ -1,0 +1,85 @@
+"""Response actions that are not enforcement do something: operate's own security pipeline
+(``drivers.operate`` on the session mosquitto, the shipped alerting tree) turns failed logins into
+incidents whose ``notify_user`` reaches the platform as a ``SecurityNotice`` and whose
+``notify_security_team`` reaches the ``security-team`` receiver — observed on the broker, parsed
+with the contract's models as published."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from protocol import topics
+from protocol.contract import parse_published
+from protocol.security import AlertMessage, AuthEvent, SecurityNotice
+from tests.support.operations import Operations, operations
+
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
+
+NOW = "2026-01-01T00:00:00Z"
+
+
+@pytest.fixture(scope="module")
+async def ops(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Operations]:
+    """operate with its security pipeline and the shipped alerting tree (no alerting override)."""
+    async with operations(broker_url, tmp_path_factory.mktemp("actions")) as o:
+        yield o
+
+
+def random_ip() -> str:
+    n = uuid.uuid4().int
+    return f"203.0.{n % 250 + 1}.{(n >> 8) % 250 + 1}"
+
+
+async def failed_logins(ops: Operations, ip: str, users: list[str]) -> None:
+    for user in users:
+        event = AuthEvent(user_id=user, ip_address=ip, success=False, timestamp=NOW)
+        await ops.bus.publish("security/auth/login", event.to_wire(), qos=1)
+    await ops.bus.flush(5)
+
+
+def incident(ops: Operations, alert_type: str, target: str) -> list[dict[str, Any]]:
+    return [m for m in ops.watcher.on("/incidents")
+            if m.get("alertType") == alert_type and m.get("target") == target and m.get("event") == "created"]
+
+
+async def test_brute_force_notifies_the_user_on_the_notices_topic(ops: Operations) -> None:
+    """Five failed logins for one user: the brute-force incident's notify_user publishes a
+    SecurityNotice for that user (naming the source address) on system/{c}/security/notices."""
+    user, ip = f"alice-{uuid.uuid4().hex[:6]}", random_ip()
+    await failed_logins(ops, ip, [user] * 5)
+    topic = topics.security_notices(ops.cluster)
+    found = await ops.watcher.wait(
+        lambda w: [(t, d) for _, t, d in w.messages if t == topic and isinstance(d, dict) and d.get("userId") == user],
+        30, f"a security notice for {user}")
+    notice = parse_published(*found[0])
+    assert isinstance(notice, SecurityNotice)
+    assert notice.reason == "brute_force_attempt" and notice.ip_address == ip and ip in notice.message
+    [inc] = await ops.watcher.wait(lambda w: incident(ops, "brute_force_attempt", user), 10, "the incident")
+    assert notice.incident_id == inc["incidentId"] and "notify_user" in inc["automatedResponse"]
+    assert notice.notice_id.startswith(inc["incidentId"]) and notice.notice_id.endswith(":notify_user")
+
+
+async def test_credential_stuffing_reaches_the_security_team_receiver(ops: Operations) -> None:
+    """Failed logins for ten distinct users from one address: the credential-stuffing incident's
+    notify_security_team is routed by the shipped tree to the security-team receiver, whose MQTT
+    integration publishes it on system/{c}/alerts."""
+    ip = random_ip()
+    await failed_logins(ops, ip, [f"u-{uuid.uuid4().hex[:6]}" for _ in range(10)])
+    topic = topics.system_alerts(ops.cluster)
+
+    def team_alerts(w: Any) -> list[tuple[str, dict[str, Any]]]:
+        return [(t, d) for _, t, d in w.messages if t == topic and isinstance(d, dict)
+                and d.get("labels", {}).get("notify") == "security-team" and d["labels"].get("target") == ip]
+
+    found = await ops.watcher.wait(team_alerts, 60, f"a security-team alert for {ip}")
+    msg = parse_published(*found[0])
+    assert isinstance(msg, AlertMessage)
+    assert msg.receiver == "security-team" and msg.status == "firing"
+    assert msg.labels["alertname"] == "SecurityTeamNotification"
+    assert msg.labels["type"] == "credential_stuffing" and msg.labels["severity"] == "critical"
+    [inc] = await ops.watcher.wait(lambda w: incident(ops, "credential_stuffing", ip), 10, "the incident")
+    assert msg.labels["incident"] == inc["incidentId"] and "notify_security_team" in inc["automatedResponse"]
