@@ -1,16 +1,20 @@
 """Response actions that are not enforcement do something: operate's own security pipeline
 (``drivers.operate`` on the session mosquitto, the shipped alerting tree) turns failed logins into
-incidents whose ``notify_user`` reaches the platform as a ``SecurityNotice`` and whose
-``notify_security_team`` reaches the ``security-team`` receiver — observed on the broker, parsed
-with the contract's models as published."""
+incidents whose ``notify_user`` reaches the platform as a ``SecurityNotice``, whose
+``notify_security_team`` reaches the ``security-team`` receiver, and whose ``increase_monitoring``
+lowers the analyst's thresholds for its target — observed on the broker, parsed with the
+contract's models as published."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+import ray
 
 from protocol import topics
 from protocol.contract import parse_published
@@ -83,3 +87,28 @@ async def test_credential_stuffing_reaches_the_security_team_receiver(ops: Opera
     assert msg.labels["type"] == "credential_stuffing" and msg.labels["severity"] == "critical"
     [inc] = await ops.watcher.wait(lambda w: incident(ops, "credential_stuffing", ip), 10, "the incident")
     assert msg.labels["incident"] == inc["incidentId"] and "notify_security_team" in inc["automatedResponse"]
+
+
+async def test_increase_monitoring_lowers_the_analysts_threshold_for_the_source(ops: Operations) -> None:
+    """A brute force on one user from address A puts A under heightened monitoring (the analyst
+    reads the responder's retained active set); then three failures from A, for other users,
+    are a brute force from A — five are needed for an address nobody watches."""
+    user, ip = f"bob-{uuid.uuid4().hex[:6]}", random_ip()
+    await failed_logins(ops, ip, [user] * 5)
+    await ops.watcher.wait(lambda w: incident(ops, "brute_force_attempt", user), 30, "the first incident")
+    analyst = ray.get_actor(f"sfa-analyst-{ops.cluster}", namespace="sfa-ops")
+
+    async def watched() -> dict[str, Any] | None:
+        return await analyst.watching.remote(ip)  # type: ignore[no-any-return]
+
+    deadline = asyncio.get_running_loop().time() + 20
+    watch = await watched()
+    while watch is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+        watch = await watched()
+    assert watch is not None and watch["factor"] == 0.5 and watch["until"] > time.time() + 23 * 3600
+    assert not incident(ops, "brute_force_attempt", ip)
+    await failed_logins(ops, ip, [f"u-{uuid.uuid4().hex[:6]}" for _ in range(3)])
+    [inc] = await ops.watcher.wait(lambda w: incident(ops, "brute_force_attempt", ip), 30,
+                                   f"a brute force incident for the watched {ip}")
+    assert inc["source"] == ip

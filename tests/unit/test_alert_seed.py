@@ -102,7 +102,8 @@ def test_shipped_default_is_the_seed_block_under_a_root_receiver(seed_yaml: str)
     shipped = yaml.safe_load((DEFAULTS_DIR / DEFAULT_FILE).read_text())["alerting"]
     seed = yaml.safe_load(seed_yaml)["alerting"]
     assert set(shipped) == {"route", "receivers"}
-    security = {"match": {"notify": "security-team"}, "receiver": "security-team", "group_wait": "0s"}
+    security = {"match": {"notify": "security-team"}, "receiver": "security-team",
+                "group_by": ["alertname", "incident"], "group_wait": "0s"}
     assert shipped["route"] == {"receiver": "default", "routes": [security, *seed["routes"]]}
     assert shipped["receivers"] == [
         {"name": "default", "log": {}, "mqtt": {"topic": "system/{cluster}/alerts"}},
