@@ -4,7 +4,8 @@ entity are multiplied by the action's ``factor`` (``params.factor``, default 0.5
 [0.1, 1]); they return to normal when the action expires or is lifted.
 
 Pure: ``watches`` turns the responder's active set (``ActiveActions``, as published) into the
-watch list at ``now``; ``lowered`` scales one threshold.
+watch list at ``now``; ``lowered`` scales one threshold. ``active_targets`` (who is under an
+action now, until when) also serves the audit writer's ``enhanced_logging``.
 """
 
 from __future__ import annotations
@@ -56,6 +57,21 @@ def watches(actions: Iterable[EnforcementAction], now: float) -> dict[str, Watch
             longest = None if held.until is None or until is None else max(held.until, until)
             w = Watch(factor=min(held.factor, w.factor), until=longest)
         out[a.target] = w
+    return out
+
+
+def active_targets(actions: Iterable[EnforcementAction], action: str, now: float) -> dict[str, float | None]:
+    """Targets of the active (not undone, not expired at ``now``) ``action`` actions, with the
+    latest expiry of each (None: untimed)."""
+    out: dict[str, float | None] = {}
+    for a in actions:
+        if a.action != action or a.undo:
+            continue
+        until = a.until.timestamp() if a.until is not None else None
+        if until is not None and until <= now:
+            continue
+        prev = out.get(a.target, until)
+        out[a.target] = None if until is None or prev is None else max(until, prev)
     return out
 
 
