@@ -112,10 +112,11 @@ class Responder(IncidentEffects):
         self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
                                      "undos", "escalations", "restored", "refused", "awaiting_approval",
                                      "approved", "rejected", "approvals_expired", "folded",
-                                     "notifications"), 0)
+                                     "notifications", "evidence"), 0)
         self._lock = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         if self.options.self_start:
             schedule_self_start()
 
@@ -153,7 +154,7 @@ class Responder(IncidentEffects):
         ]
 
     async def stop(self) -> None:
-        for t in self._loops:
+        for t in [*self._loops, *self._background]:
             t.cancel()
         await self.outlet.flush(2.0)
         await self.enforcement.close()

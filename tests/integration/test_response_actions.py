@@ -2,8 +2,9 @@
 (``drivers.operate`` on the session mosquitto, the shipped alerting tree) turns failed logins into
 incidents whose ``notify_user`` reaches the platform as a ``SecurityNotice``, whose
 ``notify_security_team`` reaches the ``security-team`` receiver, and whose ``increase_monitoring``
-lowers the analyst's thresholds for its target — observed on the broker, parsed with the
-contract's models as published."""
+lowers the analyst's thresholds for its target, and whose ``preserve_evidence`` seals the
+target's audit rows into an evidence record in the store — observed on the broker and in the
+store, parsed with the contract's models as published."""
 
 from __future__ import annotations
 
@@ -16,9 +17,11 @@ from typing import Any
 import pytest
 import ray
 
+from adapters.store import open_store
+from policies.evidence import EVIDENCE, verify
 from protocol import topics
 from protocol.contract import parse_published
-from protocol.security import AlertMessage, AuthEvent, SecurityNotice
+from protocol.security import AlertMessage, AuthEvent, DataAccessEvent, SecurityNotice
 from tests.support.operations import Operations, operations
 
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("ray_session")]
@@ -112,3 +115,38 @@ async def test_increase_monitoring_lowers_the_analysts_threshold_for_the_source(
     [inc] = await ops.watcher.wait(lambda w: incident(ops, "brute_force_attempt", ip), 30,
                                    f"a brute force incident for the watched {ip}")
     assert inc["source"] == ip
+
+
+async def test_preserve_evidence_seals_the_targets_audit_rows_in_the_store(ops: Operations) -> None:
+    """A data-access event of 20 000 records: the exfiltration incident's preserve_evidence stores
+    a sealed evidence record holding the audit writer's row of that very event (with its chain
+    hash) and the alert, and logs it on the incident."""
+    user = f"mallory-{uuid.uuid4().hex[:6]}"
+    event = DataAccessEvent(user_id=user, collection="customers", operation="export", record_count=20_000,
+                            timestamp=time.time())  # audit rows carry the event's time: the lookback is 24 h
+    await ops.bus.publish("audit/Reports/data-access", event.to_wire(), qos=1)
+    [inc] = await ops.watcher.wait(lambda w: incident(ops, "data_exfiltration_suspected", user), 30,
+                                   "the exfiltration incident")
+    [action] = [a for a in ops.watcher.on("/security/actions")
+                if a.get("target") == user and a.get("action") == "preserve_evidence"]
+    store = open_store(ops.store_url)
+    await store.open()
+    try:
+        deadline = time.monotonic() + 30
+        record = await store.state_get(EVIDENCE, action["actionId"])
+        while record is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            record = await store.state_get(EVIDENCE, action["actionId"])
+        assert record is not None, "no evidence record stored"
+        stored_inc = await store.incident_get(inc["incidentId"])
+    finally:
+        await store.close()
+    assert verify(record) and record["incidentId"] == inc["incidentId"] and record["target"] == user
+    assert record["alert"]["type"] == "data_exfiltration_suspected"
+    rows = record["auditRows"]
+    assert all(r["payload"]["userId"] == user for r in rows)
+    [access] = [r for r in rows if r["kind"] == "data_access"]
+    assert access["payload"]["recordCount"] == 20_000 and access["hash"] and access["chain"]
+    assert stored_inc is not None
+    [logged] = [e for e in stored_inc.data["log"] if e.get("result") == "preserved"]
+    assert logged["sha256"] == record["sha256"] and logged["auditRows"] == len(rows)
