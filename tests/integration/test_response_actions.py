@@ -2,7 +2,8 @@
 (``drivers.operate`` on the session mosquitto, the shipped alerting tree) turns failed logins into
 incidents whose ``notify_user`` reaches the platform as a ``SecurityNotice``, whose
 ``notify_security_team`` reaches the ``security-team`` receiver, and whose ``increase_monitoring``
-lowers the analyst's thresholds for its target, and whose ``preserve_evidence`` seals the
+lowers the analyst's thresholds for its target, whose ``enhanced_logging`` makes the audit writer
+keep the target's calls in full, and whose ``preserve_evidence`` seals the
 target's audit rows into an evidence record in the store — observed on the broker and in the
 store, parsed with the contract's models as published."""
 
@@ -21,6 +22,7 @@ from adapters.store import open_store
 from policies.evidence import EVIDENCE, verify
 from protocol import topics
 from protocol.contract import parse_published
+from protocol.rpc import Call, UserContext
 from protocol.security import AlertMessage, AuthEvent, DataAccessEvent, SecurityNotice
 from tests.support.operations import Operations, operations
 
@@ -150,3 +152,40 @@ async def test_preserve_evidence_seals_the_targets_audit_rows_in_the_store(ops: 
     assert stored_inc is not None
     [logged] = [e for e in stored_inc.data["log"] if e.get("result") == "preserved"]
     assert logged["sha256"] == record["sha256"] and logged["auditRows"] == len(rows)
+
+
+async def test_enhanced_logging_keeps_the_targets_call_parameters_in_full(ops: Operations) -> None:
+    """2 000 records read by one user (excessive data access) put the user under enhanced logging;
+    then a call by that user with a 10 000-character parameter is stored in the audit log in full
+    (still redacted), where another user's identical call is cut at the configured 2 048."""
+    user, other = f"erin-{uuid.uuid4().hex[:6]}", f"frank-{uuid.uuid4().hex[:6]}"
+    event = DataAccessEvent(user_id=user, collection="customers", operation="read", record_count=2_000,
+                            timestamp=time.time())
+    await ops.bus.publish("audit/Reports/data-access", event.to_wire(), qos=1)
+    await ops.watcher.wait(lambda w: incident(ops, "excessive_data_access", user), 30, "the incident")
+    await ops.watcher.wait(lambda w: [d for d in w.on("/security/actions/active") for a in d["actions"]
+                                      if a["action"] == "enhanced_logging" and a["target"] == user],
+                           10, "enhanced_logging in the active set")
+    long = "x" * 10_000
+    for who in (user, other):
+        call = Call(id=uuid.uuid4().hex, method="search", params={"query": long, "password": "hunter2-secret"},
+                    reply_to=f"session/{uuid.uuid4().hex}/response", user_context=UserContext(user_id=who))
+        await ops.bus.publish("service/Orders", call.to_wire(), qos=1)  # nobody answers: audited at timeout
+    await ops.bus.flush(5)
+    store = open_store(ops.store_url)
+    await store.open()
+    try:
+        async def calls() -> dict[str, dict[str, Any]]:
+            return {r.payload["userId"]: r.payload async for r in store.audit_iter(since=time.time() - 600)
+                    if r.kind == "service_call" and r.payload.get("userId") in (user, other)}
+        deadline = time.monotonic() + 30
+        found = await calls()
+        while len(found) < 2 and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+            found = await calls()
+    finally:
+        await store.close()
+    assert set(found) == {user, other}, "both calls audited"
+    assert found[user]["enhancedLogging"] is True and found[user]["parameters"]["query"] == long
+    assert found[other]["enhancedLogging"] is False and len(found[other]["parameters"]["query"]) < 2100
+    assert "hunter2" not in str(found[user]["parameters"])
