@@ -15,6 +15,9 @@ Events wait in a bounded in-memory batch and are appended every ``audit_flush_s`
 is counted, alerted (``AuditEventsLost``) and, once the store is back, recorded as an
 ``audit_loss`` event. Nothing else stops. Every ``audit_purge_s`` events past their chain's
 retention are purged, and each purge is itself audited (``audit_purge`` in the meta chain).
+Every ``audit_anchor_s`` and at shutdown an anchor (each chain's head and row count,
+``policies.audit_anchors``) is published retained on ``system/{cluster}/audit/anchor`` and appended
+to ``audit_anchor_file``; an anchor that cannot be taken or written is counted and logged.
 Nothing from a payload is ever logged.
 """
 
@@ -39,9 +42,11 @@ from actors.security_common import (
     schedule_self_start,
 )
 from actors.settings import OperateSettings
+from adapters.audit_anchor_file import append_anchor
 from adapters.mqtt import Message, MqttBus
 from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
+from policies.audit_anchors import build_anchor
 from policies.audit_events import (
     ComplianceTracker,
     auth_event,
@@ -60,6 +65,7 @@ from policies.compliance import CompliancePolicy, DataAccess, load_compliance_po
 from policies.monitoring_watch import active_targets
 from protocol import parse_model, topics
 from protocol import security as wire
+from protocol.system import AuditChainAnchor
 
 logger = logging.getLogger("sfa_ops.audit")
 
@@ -79,7 +85,7 @@ class AuditTrail:
         self.max_pending = max_pending
         self.pending: list[dict[str, Any]] = []
         self.counts = dict.fromkeys(("calls", "data_access", "auth", "authz", "violations", "appended", "lost",
-                                     "purged", "malformed", "enhanced"), 0)
+                                     "purged", "malformed", "enhanced", "anchors", "anchor_failed"), 0)
         self.enhanced: dict[str, float | None] = {}
         """Users and addresses under ``enhanced_logging``, with the action's expiry."""
         self.enhanced_policy = enhanced_redaction(policy.redaction)
@@ -198,6 +204,7 @@ class AuditWriterBody:
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._last_anchored: list[AuditChainAnchor] | None = None
         if self.options.self_start:
             schedule_self_start()
 
@@ -224,6 +231,9 @@ class AuditWriterBody:
                     asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge",
                                                   logger=logger)),
                 ]
+                if self.settings.audit_anchor_s > 0:
+                    self._loops.append(asyncio.create_task(run_every(
+                        self.settings.audit_anchor_s, self._anchor_step, name="audit-anchor", logger=logger)))
                 self._started.set_result(None)
             except BaseException as exc:
                 self._started.set_exception(exc)
@@ -235,6 +245,10 @@ class AuditWriterBody:
         for t in self._loops:
             t.cancel()
         await self.flush()
+        started = self._started
+        if started is not None and started.done() and not started.cancelled() and started.exception() is None:
+            await self.store.drain(2.0)
+            await self.anchor(wait=2.0)
         await self.outlet.flush(2.0)
         await self.bus.stop()
         await self.store.close()
@@ -301,6 +315,31 @@ class AuditWriterBody:
         await self.flush()
         done = await self.trail.purge()
         return done
+
+    async def _anchor_step(self) -> None:
+        await self.anchor()
+
+    async def anchor(self, wait: float = 0.0) -> dict[str, Any] | None:
+        """Take an anchor of the chains, append it to the anchor file and publish it (retained);
+        ``wait``: seconds to wait for the broker's ack. The anchor published, or None."""
+        try:
+            msg = build_anchor(await self.store.audit_heads(), self.cluster, self.clock.now())
+        except (StoreError, ValueError) as exc:  # store down; a head the model refuses
+            self.trail.counts["anchor_failed"] += 1
+            logger.warning("audit anchor skipped: %s", exc)
+            return None
+        if self.settings.audit_anchor_file and msg.chains != self._last_anchored:  # unchanged: not again
+            try:
+                await asyncio.to_thread(append_anchor, self.settings.audit_anchor_file, msg)
+                self._last_anchored = msg.chains
+            except OSError as exc:
+                self.trail.counts["anchor_failed"] += 1
+                logger.error("audit anchor not written to %s: %s", self.settings.audit_anchor_file, exc.strerror)
+        delivery = self.bus.publish_nowait(topics.audit_anchor(self.cluster), msg.to_wire(), qos=1, retain=True)
+        if wait:
+            await delivery.wait(wait)
+        self.trail.counts["anchors"] += 1
+        return msg.to_wire()
 
     async def stats(self) -> dict[str, Any]:
         s = self.store.stats()

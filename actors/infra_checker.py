@@ -11,7 +11,7 @@ check, the latest health replaces an unsent one, and transitions are kept in ord
 
 Components and their probes: ``mqtt_broker`` (round trip over the operated broker), or
 ``emqx_cluster`` when EMQX's API is configured (that round trip plus the API probe, merged);
-``postgresql_cluster`` (all DSNs, one probe); ``redis`` (one probe per URL, merged);
+``postgresql_cluster`` (all DSNs, one probe); ``mongodb_cluster`` (all URIs, one probe); ``redis`` (one probe per URL, merged);
 ``kubernetes_cluster`` (nodes, plus pod status per service, which goes to the supervisor's
 ``pod_status`` and from there to the service monitors).
 
@@ -90,6 +90,8 @@ def components_for(settings: OperateSettings) -> list[str]:
     out = ["emqx_cluster" if settings.emqx_api else "mqtt_broker"]
     if settings.check_postgres:
         out.append("postgresql_cluster")
+    if settings.check_mongodb:
+        out.append("mongodb_cluster")
     if settings.check_redis:
         out.append("redis")
     if settings.kubernetes:
@@ -189,14 +191,23 @@ class InfraChecker:
         elif self.component == "postgresql_cluster":
             from adapters.infra.postgres_probe import PostgresProbe
 
-            probe = PostgresProbe.from_dsns(s.check_postgres, timeout_s=timeout, thresholds=t.postgresql_cluster)
+            probe = PostgresProbe.from_dsns(s.check_postgres, timeout_s=timeout, thresholds=t.postgresql_cluster,
+                                            expected_replicas=s.expect_replicas)
             self.probes["postgresql"] = probe
             self.hosts = [tg.label.split(":")[0] for tg in probe.targets]
+        elif self.component == "mongodb_cluster":
+            from adapters.infra.mongodb_probe import MongoProbe
+
+            mongo = MongoProbe(uris=s.check_mongodb, timeout_s=timeout, thresholds=t.mongodb_cluster,
+                               expected_replicas=s.expect_replicas)
+            self.probes["mongodb"] = mongo
+            self.hosts = mongo.hosts
         elif self.component == "redis":
             from adapters.infra.redis_probe import RedisProbe
 
             for url in s.check_redis:
-                self.probes[_host_label(url)] = RedisProbe(url=url, timeout_s=timeout, thresholds=t.redis)
+                self.probes[_host_label(url)] = RedisProbe(url=url, timeout_s=timeout, thresholds=t.redis,
+                                                           expected_replicas=s.expect_replicas)
                 self.hosts.append(urlsplit(url).hostname or "localhost")
         elif self.component == "kubernetes_cluster":
             from adapters.infra.kubernetes_probe import KubernetesProbe, api_client

@@ -30,6 +30,9 @@ class OperateSettings:
     # Infrastructure checks (the broker probe always runs, against broker_url).
     check_postgres: tuple[str, ...] = field(default=(), repr=False)
     check_redis: tuple[str, ...] = field(default=(), repr=False)
+    check_mongodb: tuple[str, ...] = field(default=(), repr=False)
+    expect_replicas: int = 0
+    """Replicas each checked PostgreSQL primary, Redis master and MongoDB replica set must have."""
     emqx_api: str | None = None
     emqx_api_key: str | None = None
     emqx_api_secret: str | None = field(default=None, repr=False)
@@ -44,6 +47,10 @@ class OperateSettings:
     enforcement_redis: str | None = field(default=None, repr=False)
     audit_key: str | None = field(default=None, repr=False)
     """The audit chain's HMAC key (adapters.store.audit_key); None: plain sha256 chain."""
+    audit_anchor_file: str | None = None
+    """JSON-lines file each audit anchor is appended to (absolute path); None: published only."""
+    audit_anchor_s: float = 60.0
+    """An audit anchor is published (and appended) this often, and at shutdown; 0: at shutdown only."""
 
     signing_key_file: str | None = None
     """Ed25519 private key (PEM, absolute path readable on every node): system messages are signed."""

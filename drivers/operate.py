@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.options import Option, OptionError, fail, positive_int, resolve, seconds
+from drivers.options import Option, OptionError, fail, non_negative_int, positive_int, resolve, seconds
 
 PROG = "python -m drivers.operate"
 
@@ -44,12 +44,23 @@ OPTIONS = [
     Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
     Option("audit-key-file", "the audit chain's HMAC key (default var/audit.key, generated on first run; "
            "or SFA_OPS_AUDIT_KEY); keep it out of the database and its backups", metavar="FILE"),
+    Option("audit-anchor-file", "JSON-lines file every audit anchor (chain heads and row counts, also "
+           "published signed on system/{cluster}/audit/anchor) is appended to; "
+           "drivers.audit verify --anchors checks the chains against it", default="var/audit-anchors.jsonl",
+           metavar="FILE"),
+    Option("audit-anchor-interval", "publish an audit anchor this often (and at shutdown; 0: at shutdown only)",
+           default=60.0, convert=seconds, metavar="DURATION"),
     Option("no-audit-calls", "do not write an audit event per observed call (data-access events still are)",
            flag=True),
     Option("check-postgres", "PostgreSQL server to check (postgresql://user[:pass]@host:port/db)",
            default=[], repeatable=True, metavar="DSN"),
     Option("check-redis", "Redis server to check (redis://[:pass@]host:port/db or rediss://)",
            default=[], repeatable=True, metavar="URL"),
+    Option("check-mongodb", "MongoDB replica set or member to check (mongodb://[user:pass@]host:port"
+           "[,host:port]/?replicaSet=rs0, or one member with ?directConnection=true; mongodb+srv://)",
+           default=[], repeatable=True, metavar="URI"),
+    Option("expect-replicas", "replicas each checked PostgreSQL primary, Redis master and MongoDB replica "
+           "set must have (fewer is an infrastructure error)", default=0, convert=non_negative_int, metavar="N"),
     Option("emqx-api", "EMQX management API base URL (http://host:18083): the broker check becomes "
            "emqx_cluster and reads nodes, stats, metrics and alarms", metavar="URL"),
     Option("emqx-api-key", "EMQX API key (dashboard → API keys)", metavar="KEY"),
@@ -148,6 +159,11 @@ def _validate_infra(opts: dict[str, Any]) -> None:
             raise OptionError(f"--check-postgres {redact_url(dsn)}: {problem}")
     for u in opts.get("check_redis") or []:
         url("check-redis", u, ("redis", "rediss"), "redis://cache.internal:6379/0")
+    for u in opts.get("check_mongodb") or []:
+        mongodb_uri_problem = _mongodb_uri_problem(u)
+        if mongodb_uri_problem:
+            raise OptionError(f"--check-mongodb {redact_url(u)}: {mongodb_uri_problem}; write "
+                              "mongodb://db1.internal:27017,db2.internal:27017/?replicaSet=rs0")
     if opts.get("emqx_api"):
         url("emqx-api", opts["emqx_api"], ("http", "https"), "http://emqx.internal:18083")
         if not opts.get("emqx_api_key") or not opts.get("emqx_api_secret"):
@@ -166,6 +182,24 @@ def _validate_infra(opts: dict[str, Any]) -> None:
     if not re.fullmatch(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?", ns):
         raise OptionError(f"--kube-namespace {ns!r}: a Kubernetes namespace is 1-63 lowercase letters, digits "
                           "and '-', starting and ending with a letter or digit")
+
+
+def _mongodb_uri_problem(uri: str) -> str | None:
+    """Why ``uri`` is not a usable MongoDB connection string (None when it is)."""
+    from pymongo.errors import ConfigurationError, InvalidURI
+    from pymongo.uri_parser import parse_uri
+
+    if not uri.startswith(("mongodb://", "mongodb+srv://")):
+        return "expected a mongodb:// or mongodb+srv:// URI"
+    if uri.startswith("mongodb+srv://"):
+        return None  # resolving its SRV record is the check's job (DNS may not answer at startup)
+    try:
+        parse_uri(uri)
+    except (InvalidURI, ConfigurationError, ValueError) as exc:
+        secret = uri[len("mongodb://"):].partition("/")[0].rpartition("@")[0].partition(":")[2]
+        text = str(exc).replace(uri, "<uri>")
+        return "cannot parse the URI" if secret and secret in text else text
+    return None
 
 
 def load_all_policies(directory: str | None) -> None:
@@ -225,6 +259,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         max_discovered_services=opts.get("max_discovered_services", 64),
         check_postgres=tuple(opts.get("check_postgres") or ()),
         check_redis=tuple(opts.get("check_redis") or ()),
+        check_mongodb=tuple(opts.get("check_mongodb") or ()),
+        expect_replicas=int(opts.get("expect_replicas") or 0),
         emqx_api=opts.get("emqx_api"),
         emqx_api_key=opts.get("emqx_api_key"),
         emqx_api_secret=opts.get("emqx_api_secret"),
@@ -237,6 +273,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         alertmanager_urls=tuple(opts.get("alertmanager") or ()),
         alertmanager_resend_s=float(opts.get("alertmanager_resend_interval") or 60.0),
         audit_key=audit_key.decode() if audit_key else None,
+        audit_anchor_file=str(Path(opts["audit_anchor_file"]).resolve()) if opts.get("audit_anchor_file") else None,
+        audit_anchor_s=float(opts.get("audit_anchor_interval", 60.0) or 0.0),
         signing_key_file=str(Path(opts["signing_key"]).resolve()) if opts.get("signing_key") else None,
     )
     started_ray = False

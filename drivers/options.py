@@ -52,6 +52,13 @@ def positive_int(value: str) -> int:
     return n
 
 
+def non_negative_int(value: str) -> int:
+    n = int(value)
+    if n < 0:
+        raise ValueError("must be 0 or a positive integer")
+    return n
+
+
 def seconds(value: str) -> float:
     return parse_duration(value)
 

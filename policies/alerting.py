@@ -60,7 +60,7 @@ __all__ = [
     "to_webhook_payload",
 ]
 
-_COMPONENTS = ("service", "mqtt_broker", "postgresql_cluster", "redis", "kubernetes_cluster")
+_COMPONENTS = ("service", "mqtt_broker", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster")
 
 
 def routing_throughput(n_alerts: int, *, clock: Callable[[], float] = time.perf_counter) -> float:

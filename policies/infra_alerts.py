@@ -45,6 +45,7 @@ KEY_DETAILS: dict[str, tuple[str, ...]] = {
     "emqx_cluster": ("runningNodes", "totalNodes", "disconnectedNode", "clusterState", "messagesDropped",
                      "roundTripMs", "p95Ms"),
     "postgresql_cluster": ("reachableTargets", "totalTargets"),
+    "mongodb_cluster": ("reachableTargets", "totalTargets", "expectedReplicas"),
     "redis": ("pingMs", "role", "memoryUsagePercent", "connectedSlaves", "blockedClients",
               "reachableTargets", "totalTargets"),
     "kubernetes_cluster": ("readyNodes", "totalNodes", "namespace"),

@@ -35,7 +35,9 @@ from protocol.system import InfrastructureError, InfrastructureRecovered
 
 POLICY_FILE = "infrastructure.yaml"
 Severity = Literal["info", "warning", "error", "critical", "emergency"]
-Component = Literal["mqtt_broker", "emqx_cluster", "postgresql_cluster", "redis", "kubernetes_cluster"]
+Component = Literal[
+    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
+]
 COMPONENTS: tuple[str, ...] = get_args(Component)
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
 BROKER_COMPONENTS = frozenset({"mqtt_broker", "emqx_cluster"})
@@ -121,6 +123,12 @@ class PostgresThresholds(PolicyModel):
     long_transaction: Duration = 300.0
 
 
+class MongoThresholds(PolicyModel):
+    replication_lag: Duration = 30.0
+    connections: Percent = 80.0
+    max_members: int = Field(default=50, ge=1)
+
+
 class RedisThresholds(PolicyModel):
     memory: Percent = 90.0
     blocked_clients: int = Field(default=10, ge=1)
@@ -134,6 +142,7 @@ class Thresholds(PolicyModel):
     mqtt_broker: BrokerThresholds = Field(default_factory=BrokerThresholds)
     emqx_cluster: EmqxThresholds = Field(default_factory=EmqxThresholds)
     postgresql_cluster: PostgresThresholds = Field(default_factory=PostgresThresholds)
+    mongodb_cluster: MongoThresholds = Field(default_factory=MongoThresholds)
     redis: RedisThresholds = Field(default_factory=RedisThresholds)
     kubernetes_cluster: KubernetesThresholds = Field(default_factory=KubernetesThresholds)
 

@@ -44,7 +44,7 @@ class MetricRollup(Protocol):
     def concurrency_avg(self) -> float: ...
 
 
-DB_COMPONENTS = {"postgresql_cluster": "postgresql", "redis": "redis"}
+DB_COMPONENTS = {"postgresql_cluster": "postgresql", "mongodb_cluster": "mongodb", "redis": "redis"}
 
 
 def failures_of(outcomes: Mapping[str, int]) -> int:
@@ -161,9 +161,18 @@ def database_summaries(findings: Iterable[Mapping[str, Any]], window_s: float) -
             w = worst.setdefault(name, {"kind": kind, "lag": None, "conn": None, "max": None})
             lags = [float(r["replayLagSeconds"]) for r in t.get("replicas") or ()
                     if isinstance(r, Mapping) and r.get("replayLagSeconds") is not None]
+            conn, cap = t.get("connections"), t.get("maxConnections")
+            rs = t.get("replicaSet")  # mongodb_cluster: the set's worst lag; connections of serverStatus
+            if isinstance(rs, Mapping) and isinstance(rs.get("maxLagSeconds"), int | float):
+                lags.append(float(rs["maxLagSeconds"]))
+            if isinstance(conn, Mapping):
+                current, available = conn.get("current"), conn.get("available")
+                if isinstance(current, int) and isinstance(available, int):
+                    conn, cap = current, current + available
+                else:
+                    conn, cap = None, None
             if lags:
                 w["lag"] = max(lags + ([w["lag"]] if w["lag"] is not None else []))
-            conn, cap = t.get("connections"), t.get("maxConnections")
             if conn is not None and cap and (w["conn"] is None or conn / cap > w["conn"] / w["max"]):
                 w["conn"], w["max"] = int(conn), int(cap)
     return [DatabaseSummary(name=n, kind=w["kind"], window_s=window_s, replication_lag_s=w["lag"],

@@ -27,6 +27,7 @@ from protocol.security import (
     ServiceSecurityEvent,
 )
 from protocol.system import (
+    AuditAnchor,
     BreakerState,
     BreakerStateChange,
     CascadingFailurePrevented,
@@ -78,6 +79,10 @@ CHANNELS: tuple[Channel, ...] = (
     Channel("security_notices", "system/{cluster}/security/notices", "sfa-ops",
             "Notices for a user about their account (response action notify_user), for the platform to "
             "deliver.", (SecurityNotice,)),
+    Channel("audit_anchor", "system/{cluster}/audit/anchor", "sfa-ops",
+            "The audit chains' heads and row counts, every minute and at shutdown (also appended to the "
+            "anchor file): what `drivers.audit verify --anchors` checks the chains against.",
+            (AuditAnchor,), retained=True),
     Channel("presence", "system/{cluster}/presence/{service}/{instance}", "service instances",
             "Online on connect; offline as the MQTT Last Will.", (Presence,), retained=True),
     Channel("session_response", "session/{sessionId}/response", "services, and sfa-ops on their behalf",

@@ -24,7 +24,9 @@ Severity = Literal["info", "warning", "error", "critical", "emergency"]
 ServiceStatus = Literal["healthy", "degraded", "down", "unknown"]
 BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled", "metrics_only"]
 Impact = Literal["low", "medium", "high", "critical"]
-InfraComponent = Literal["mqtt_broker", "emqx_cluster", "postgresql_cluster", "redis", "kubernetes_cluster"]
+InfraComponent = Literal[
+    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
+]
 
 
 class UnavailableDetails(WireModel):
@@ -209,3 +211,31 @@ class Presence(WireModel):
     status: Literal["online", "offline"]
     timestamp: Timestamp | None = None
     functions: list[str] | None = None
+
+
+MAX_ANCHOR_CHAINS = 256
+"""Chains one audit anchor lists (one per retention class: a handful in practice)."""
+
+
+class AuditChainAnchor(WireModel):
+    """One audit chain as it stood: its head row and how many rows it ever held."""
+
+    chain: str = Field(min_length=1, max_length=128)
+    count: int = Field(ge=0)
+    """Rows ever appended to the chain: those present plus those purged by retention."""
+    head_id: int = Field(ge=0)
+    head_hash: str = Field(max_length=128)
+    """The head row's hash (``hmac-sha256:<hex>``, or sha256 hex on an unkeyed store)."""
+
+
+class AuditAnchor(WireModel):
+    """Retained on ``system/{cluster}/audit/anchor`` (signed with the other system messages) and
+    appended as one JSON line to the anchor file: what ``drivers.audit verify --anchors`` checks
+    the chains against (tail truncation, whole deletion)."""
+
+    type: Literal["audit_anchor"] = "audit_anchor"
+    cluster_id: str
+    timestamp: Timestamp
+    rows: int = Field(ge=0)
+    """Rows ever appended, over every chain."""
+    chains: list[AuditChainAnchor] = Field(default_factory=list, max_length=MAX_ANCHOR_CHAINS)

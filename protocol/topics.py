@@ -69,6 +69,10 @@ def security_notices(cluster: str) -> str:
     return f"system/{_cluster(cluster)}/security/notices"
 
 
+def audit_anchor(cluster: str) -> str:
+    return f"system/{_cluster(cluster)}/audit/anchor"
+
+
 def security_auth(event: str) -> str:
     return f"security/auth/{check_segment(event, field='event')}"
 
@@ -123,6 +127,7 @@ _SYSTEM_FIXED = {
     ("incidents",): "system_incidents",
     ("security", "actions"): "security_actions",
     ("security", "notices"): "security_notices",
+    ("audit", "anchor"): "audit_anchor",
 }
 
 

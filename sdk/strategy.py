@@ -14,7 +14,7 @@ Rules:
   clears it;
 - 3 consecutive calls without an answer mark a service unavailable for 2 minutes (seed);
 - broker trouble (``mqtt_broker``/``emqx_cluster``) doubles call timeouts (30 s → 60 s, seed);
-- database trouble (``postgresql_cluster``) refuses writes while reads still go through;
+- database trouble (``postgresql_cluster``, ``mongodb_cluster``) refuses writes while reads still go through;
 - an infrastructure issue without a recovery notice expires after 10 minutes.
 """
 
@@ -27,7 +27,7 @@ from typing import Literal
 from protocol.base import epoch_from_rfc3339
 
 BROKER_COMPONENTS = frozenset({"mqtt_broker", "emqx_cluster"})
-DATABASE_COMPONENTS = frozenset({"postgresql_cluster"})
+DATABASE_COMPONENTS = frozenset({"postgresql_cluster", "mongodb_cluster"})
 _IGNORED_SEVERITIES = frozenset({"info"})
 _OPEN_STATES = frozenset({"open", "forced_open"})
 _DURATION_RE = re.compile(

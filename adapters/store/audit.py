@@ -15,7 +15,8 @@ What verification catches: an edited row (its hash no longer matches), a deleted
 does not link), rows swapped or moved to other ids (the id is hashed, and links break), rows cut from
 the end (the head no longer matches). Without the key nobody can rehash an edited row, so
 rewriting the chain and its head consistently needs the key; deleting whole chains or the tail with
-the head moved back still needs the head published elsewhere.
+the head moved back shows only against the heads published elsewhere: ``audit_heads`` feeds the
+anchors of ``policies.audit_anchors`` (``drivers.audit verify --anchors``).
 
 While one appender holds a chain's head, another appending to it waits (``FOR UPDATE`` on
 PostgreSQL, the single writer on SQLite); ids within a chain therefore grow in append order.
@@ -40,6 +41,7 @@ from adapters.store.base import (
     audit_input,
     chain_hash,
 )
+from policies.audit_anchors import ChainState
 
 if TYPE_CHECKING:
     from adapters.store.sql import Conn
@@ -197,6 +199,28 @@ class AuditMixin(abc.ABC):
                     " by someone without it",
                 )
         return VerifyResult(ok=True, checked=checked)
+
+    async def audit_heads(self) -> list[ChainState]:
+        """Each chain's head, purge point and count (rows present plus purged): what an anchor records."""
+        async with self._tx(write=False) as conn:
+            rows = await conn.fetch(
+                "SELECT c.chain, c.head_id, c.head_hash, c.anchor_id, c.anchor_hash, c.purged,"
+                " (SELECT COUNT(*) FROM audit_events e WHERE e.chain = c.chain) AS present"
+                " FROM audit_chain c ORDER BY c.chain"
+            )
+        return [ChainState(chain=r["chain"], head_id=int(r["head_id"]), head_hash=r["head_hash"],
+                           purged_id=int(r["anchor_id"]), purged_hash=r["anchor_hash"],
+                           count=int(r["purged"]) + int(r["present"])) for r in rows]
+
+    async def audit_row_hashes(self, rows: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The hash of each (chain, id) row that is present."""
+        found: dict[tuple[str, int], str] = {}
+        async with self._tx(write=False) as conn:
+            for chain, row_id in rows:
+                h = await conn.fetchval("SELECT hash FROM audit_events WHERE chain = $1 AND id = $2", chain, row_id)
+                if h is not None:
+                    found[(chain, row_id)] = h
+        return found
 
     async def audit_purge(self, before_ts: float, retention_key: str | None = None) -> int:
         """Delete each chain's longest prefix older than ``before_ts`` and move its anchor there."""

@@ -34,6 +34,8 @@ from typing import Any, Self
 
 import orjson
 
+from policies.audit_anchors import ChainState
+
 
 class StoreError(Exception):
     """Base of every error the store raises."""
@@ -386,6 +388,14 @@ class Store(abc.ABC):
     @abc.abstractmethod
     async def audit_verify(self) -> VerifyResult:
         """Walk every chain from its anchor; report the first row that does not link."""
+
+    @abc.abstractmethod
+    async def audit_heads(self) -> list[ChainState]:
+        """Each chain's head, purge point and count of rows ever appended (present plus purged)."""
+
+    @abc.abstractmethod
+    async def audit_row_hashes(self, rows: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """The hash of each (chain, row id) that is present."""
 
     @abc.abstractmethod
     async def audit_purge(self, before_ts: float, retention_key: str | None = None) -> int:

@@ -39,6 +39,7 @@ from adapters.store.base import (
     StoreUnavailable,
     VerifyResult,
 )
+from policies.audit_anchors import ChainState
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -388,6 +389,12 @@ class BufferedStore(Store):
 
     async def audit_verify(self) -> VerifyResult:
         return await self._read(self._inner.audit_verify)
+
+    async def audit_heads(self) -> list[ChainState]:
+        return await self._read(self._inner.audit_heads)
+
+    async def audit_row_hashes(self, rows: Sequence[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        return await self._read(self._inner.audit_row_hashes, rows)
 
     async def audit_purge(self, before_ts: float, retention_key: str | None = None) -> int:
         return await self._read(self._inner.audit_purge, before_ts, retention_key)
