@@ -4,7 +4,9 @@ Inputs: ``calls(events)`` — compact observed-call records from the observers (
 ``method``, ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code``,
 ``ipAddress``, ``userAgent``, raw ``params``); and, subscribed here, ``audit/+/data-access``,
 ``security/auth/+`` and ``security/authz/+`` (what the security analyst sees, recorded so the
-reports can read it). Each becomes a sanitized audit event in the shared schema
+reports can read it); and ``system/{cluster}/security/actions/active`` (the responder's active set:
+a call by a user or from an address under ``enhanced_logging`` keeps its full, still redacted,
+parameters until the action ends). Each becomes a sanitized audit event in the shared schema
 (``policies.audit_events``, ``policies.audit_schema``); each data access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
 an audit event and a ``compliance_violations`` state entry.
 
@@ -33,7 +35,13 @@ from pydantic import ValidationError
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
-from actors.security_common import Outlet, SecurityOptions, plain_alert, schedule_self_start
+from actors.security_common import (
+    Outlet,
+    SecurityOptions,
+    active_actions_topic,
+    plain_alert,
+    schedule_self_start,
+)
 from actors.settings import OperateSettings
 from adapters.audit_anchor_file import append_anchor
 from adapters.mqtt import Message, MqttBus
@@ -46,6 +54,7 @@ from policies.audit_events import (
     authz_event,
     call_event,
     data_access_event,
+    enhanced_redaction,
     loss_event,
     purge_event,
     purge_plan,
@@ -54,6 +63,7 @@ from policies.audit_events import (
     violation_record,
 )
 from policies.compliance import CompliancePolicy, DataAccess, load_compliance_policy
+from policies.monitoring_watch import active_targets
 from protocol import parse_model, topics
 from protocol import security as wire
 from protocol.system import AuditChainAnchor
@@ -79,8 +89,11 @@ class AuditTrail:
         self.max_pending = max_pending
         self.pending: list[dict[str, Any]] = []
         self.counts = dict.fromkeys(("calls", "data_access", "auth", "authz", "violations", "appended", "lost",
-                                     "purged", "malformed", "anchors", "anchor_failed", "violations_unalerted"),
-                                    0)
+                                     "purged", "malformed", "enhanced", "anchors", "anchor_failed",
+                                     "violations_unalerted"), 0)
+        self.enhanced: dict[str, float | None] = {}
+        """Users and addresses under ``enhanced_logging``, with the action's expiry."""
+        self.enhanced_policy = enhanced_redaction(policy.redaction)
         self._lost_unrecorded = 0
         self._loss_alert: dict[str, Any] | None = None
         self.alerts: list[dict[str, Any]] = []
@@ -106,12 +119,23 @@ class AuditTrail:
             self.alerts.append(alert)
         self._loss_alert = alert
 
+    def _is_enhanced(self, record: Mapping[str, Any], now: float) -> bool:
+        for key in ("userId", "ipAddress"):
+            v = record.get(key)
+            if isinstance(v, str) and v in self.enhanced:
+                until = self.enhanced[v]
+                if until is None or until > now:
+                    return True
+        return False
+
     def calls(self, records: Sequence[Mapping[str, Any]]) -> None:
         now = self.clock.now()
         for r in records:
             try:
-                self._enqueue(call_event(r, self.policy, now))
+                enhanced = bool(self.enhanced) and self._is_enhanced(r, now)
+                self._enqueue(call_event(r, self.policy, now, enhanced=self.enhanced_policy if enhanced else None))
                 self.counts["calls"] += 1
+                self.counts["enhanced"] += enhanced
             except (TypeError, ValueError, AttributeError):
                 self.counts["malformed"] += 1
 
@@ -212,6 +236,8 @@ class AuditWriterBody:
                                          qos=self.options.subscribe_qos)
                 await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=self.options.subscribe_qos)
                 await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=self.options.subscribe_qos)
+                await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions,
+                                         qos=self.options.subscribe_qos)
                 await self.bus.start()
                 await self.bus.wait_connected(30)
                 o = self.options
@@ -253,6 +279,15 @@ class AuditWriterBody:
             self.trail.counts["malformed"] += 1
             return
         self.trail.data_access(parsed["service"], m)
+
+    def _on_active_actions(self, msg: Message) -> None:
+        """The responder's active set: whose calls to record in full (``enhanced_logging``)."""
+        try:
+            m = parse_model(wire.ActiveActions, msg.payload)
+        except (ValidationError, ValueError):
+            self.trail.counts["malformed"] += 1
+            return
+        self.trail.enhanced = active_targets(m.actions, "enhanced_logging", self.clock.now())
 
     def _on_auth(self, msg: Message) -> None:
         try:

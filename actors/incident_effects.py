@@ -1,28 +1,34 @@
 """The effects the IncidentResponder carries out, each persisted before it happens: an action
-carried out (store, Redis/EMQX, ``system/{cluster}/security/actions``), held (refused, or
+carried out (store, Redis/EMQX, ``system/{cluster}/security/actions``; a notification sent, an
+evidence record preserved: ``policies.response_effects``, ``policies.evidence``), held (refused, or
 waiting for approval), undone, or settled by an operator; a line in an incident's log; incident
 and active-set messages. ``IncidentEffects`` is the base of ``actors.incident_responder.Responder``,
 which owns the state these methods use; no decision is taken here (``policies.response*``)."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import OrderedDict
 from dataclasses import replace
 from typing import Any
 
+from actors.clock import Clock
 from actors.incident_records import action_wire, append_log, incident_message
-from actors.security_common import Outlet, active_actions_topic
+from actors.security_common import Outlet, SecurityOptions, active_actions_topic
 from adapters.enforcement import ENFORCED, Enforcement
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
+from policies.evidence import EVIDENCE, EvidenceLimits, concerns, evidence_record
 from policies.response import PlannedAction, ResponsePolicy
+from policies.response_effects import security_team_alert, user_notice
 from policies.response_guard import APPROVALS, ApprovalStep, GatedAction, ProtectedTargets, approval_request
 from policies.security_events import SEVERITY_RANK, SecurityAlert
 from protocol import topics
 from protocol.security import ActiveActions, EnforcementAction
 
 logger = logging.getLogger("sfa_ops.responder")
+_NOTIFIERS = ("notify_security_team", "notify_user")
 
 
 class IncidentEffects:
@@ -39,6 +45,11 @@ class IncidentEffects:
     last_incident: OrderedDict[str, str]
     pending_approvals: set[str]
     counts: dict[str, int]
+    alert_resolve_after: float | None
+    options: SecurityOptions
+    clock: Clock
+    _lock: asyncio.Lock
+    _background: set[asyncio.Task[None]]
 
     async def _fold(self, alert: SecurityAlert, now: float) -> dict[str, Any]:
         """A source over its incident limit: the alert goes into its latest incident's log."""
@@ -74,8 +85,10 @@ class IncidentEffects:
         append_log(log, {"ts": now, "action": a.action, "target": a.target, "actionId": a.action_id,
                          "result": "awaiting_approval" if waiting else "refused", "reason": g.reason})
 
-    async def _carry_out(self, action: PlannedAction, reason: str, now: float, log: list[dict[str, Any]]) -> str | None:
-        """Persist, enforce, publish one action; the error text if a backend failed."""
+    async def _carry_out(self, action: PlannedAction, reason: str, now: float, log: list[dict[str, Any]],
+                         alert: SecurityAlert | None = None) -> str | None:
+        """Persist, enforce (or notify), publish one action; the error text if a backend failed.
+        The notifications need the ``alert`` that raised the incident."""
         one_shot = action.undo_action is None and action.action not in ENFORCED
         rec = ActionRecord(id=action.action_id, incident_id=action.incident_id, action=action.action,
                            target=action.target, params=dict(action.params), created_at=now, until=action.until,
@@ -85,6 +98,15 @@ class IncidentEffects:
         wire = action.to_wire(now)
         failures = await self.enforcement.apply(wire, until=action.until, now=now, reason=reason)
         error = "; ".join(f"{f.backend}: {f.error}" for f in failures) or None
+        if error is None and action.action in _NOTIFIERS:
+            error = await self._notify(action, alert, now)
+        if error is None and action.action == "preserve_evidence":
+            if alert is None:
+                error = "no alert to preserve evidence for"
+            else:
+                task = asyncio.create_task(self._preserve(action, alert, now), name=f"evidence {action.action_id}")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
         if error is not None:
             rec = replace(rec, error=error)
             await self.store.action_upsert(rec)
@@ -100,6 +122,52 @@ class IncidentEffects:
                          "actionId": action.action_id, "result": "failed" if error else "applied", "error": error,
                          "until": action.until})
         return error
+
+    async def _notify(self, action: PlannedAction, alert: SecurityAlert | None, now: float) -> str | None:
+        """Send what a notification action produces (``policies.response_effects``); the error
+        text if it could not be sent."""
+        if alert is None:
+            return "no alert to notify about"
+        try:
+            if action.action == "notify_security_team":
+                await self.outlet.alert([security_team_alert(action, alert, self.cluster, now,
+                                                             resolve_after=self.alert_resolve_after)])
+            else:
+                notice = user_notice(action, alert, self.cluster, now)
+                await self.outlet.publish(topics.security_notices(self.cluster), notice.to_wire(),
+                                          kind="security_notice")
+        except Exception as exc:  # a failed delivery is recorded on the incident, not raised
+            logger.exception("%s on %s could not be sent", action.action, action.target[:80])
+            return f"{action.action}: {type(exc).__name__}: {str(exc)[:200]}"
+        self.counts["notifications"] += 1
+        return None
+
+    async def _preserve(self, action: PlannedAction, alert: SecurityAlert, now: float) -> None:
+        """Copy the target's audit rows and the alert into a sealed evidence record in the store,
+        then log it on the incident. Runs in the background, ``evidence_delay_s`` after the
+        incident, so the audit writer's batch holding the triggering events is stored too."""
+        limits = EvidenceLimits()
+        await asyncio.sleep(self.options.evidence_delay_s)
+        since = now - limits.lookback_s
+        entry: dict[str, Any] = {"ts": self.clock.now(), "action": action.action, "target": action.target,
+                                 "actionId": action.action_id}
+        try:
+            rows = [{"id": r.id, "chain": r.chain, "ts": r.ts, "kind": r.kind, "hash": r.hash, "payload": r.payload}
+                    async for r in self.store.inner.audit_iter(since=since) if concerns(r.payload, action.target)]
+            record = evidence_record(evidence_id=action.action_id, incident_id=action.incident_id,
+                                     target=action.target, alert=alert.to_wire(), rows=rows, since=since,
+                                     now=entry["ts"], limits=limits)
+            await self.store.inner.state_put(EVIDENCE, action.action_id, record)
+        except StoreError as exc:
+            self.counts["failures"] += 1
+            logger.warning("evidence for %s not preserved: %s", action.target[:80], exc)
+            entry.update(result="failed", error=f"store: {str(exc)[:200]}")
+        else:
+            self.counts["evidence"] += 1
+            entry.update(result="preserved", evidenceId=action.action_id, sha256=record["sha256"],
+                         auditRows=len(record["auditRows"]), omittedRows=record["omittedRows"])
+        async with self._lock:
+            await self._update_incident(action.incident_id, [entry])
 
     async def _close_approval(self, step: ApprovalStep, now: float) -> None:
         """Take the request off the store first (straight, not buffered): only the one who removed

@@ -102,6 +102,7 @@ class Responder(IncidentEffects):
         self.policy: ResponsePolicy = load_response_policy(settings.policies_dir)
         self.security_policy = load_security_policy(settings.policies_dir)
         self.protected = ProtectedTargets.from_policy(self.security_policy.protected)
+        self.alert_resolve_after = self.security_policy.alert_resolve_after
         self.history = OffenderHistory()
         self.last_incident: OrderedDict[str, str] = OrderedDict()  # source -> its latest incident
         self.pending_approvals: set[str] = set()
@@ -110,10 +111,12 @@ class Responder(IncidentEffects):
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
                                      "undos", "escalations", "restored", "refused", "awaiting_approval",
-                                     "approved", "rejected", "approvals_expired", "folded"), 0)
+                                     "approved", "rejected", "approvals_expired", "folded",
+                                     "notifications", "evidence"), 0)
         self._lock = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         if self.options.self_start:
             schedule_self_start()
 
@@ -151,7 +154,7 @@ class Responder(IncidentEffects):
         ]
 
     async def stop(self) -> None:
-        for t in self._loops:
+        for t in [*self._loops, *self._background]:
             t.cancel()
         await self.outlet.flush(2.0)
         await self.enforcement.close()
@@ -241,7 +244,7 @@ class Responder(IncidentEffects):
                     await self._hold(g, now, data["log"])
             escalation, failed, enforced = capped_escalation(plan.escalation, alert, self.policy), 0, 0
             for action in carried:
-                error = await self._carry_out(action, alert.description, now, data["log"])
+                error = await self._carry_out(action, alert.description, now, data["log"], alert)
                 enforced += action.action in ENFORCED and error is None
                 if error is not None:
                     failed += 1

@@ -17,6 +17,9 @@ Inputs:
   ``alerts_dropped``), as are the services kept per user between pattern runs.
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
+- ``system/{cluster}/security/actions/active`` (the responder's retained ``ActiveActions``):
+  targets of active ``increase_monitoring`` actions get lowered thresholds until the action
+  expires or is lifted (``policies.monitoring_watch``).
 - Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped
   ``{"users": {"<userId>": {"requestsPerHour": 12.0, "services": ["Orders"], "recordsPerDay": 300}}}``
   (``policies.security.UserBaseline``); a user without one gets ``security.yaml``'s default.
@@ -45,6 +48,7 @@ from actors.loops import run_every
 from actors.security_common import (
     Outlet,
     SecurityOptions,
+    active_actions_topic,
     plain_alert,
     schedule_self_start,
     security_alert_dict,
@@ -55,6 +59,7 @@ from adapters.store import StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.baselines import user_baselines
 from policies.detection_rules import report_severity
+from policies.monitoring_watch import watches
 from policies.security import (
     AuthEvent,
     AuthzEvent,
@@ -191,6 +196,7 @@ class Analyst:
         await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=q)
         await self.bus.subscribe(topics.SERVICE_SECURITY_FILTER, self._on_service_security, qos=q)
         await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access, qos=q)
+        await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions, qos=q)
         await self.bus.start()
         await self.bus.wait_connected(30)
         o = self.options
@@ -304,6 +310,20 @@ class Analyst:
         self._other_alerts.append(plain_alert("ServiceSecurityEvent", severity, self.cluster, now,
                                               (m.description or m.event_type)[:500], labels,
                                               resolve_after=config.alert_resolve_after))
+
+    def _on_active_actions(self, msg: Message) -> None:
+        """The responder's active set: who is under heightened monitoring, and until when."""
+        try:
+            m = parse_model(wire.ActiveActions, msg.payload)
+        except (ValidationError, ValueError):
+            self._malformed("active_actions")
+            return
+        self.analyzer.set_watched(watches(m.actions, self.clock.now()))
+
+    async def watching(self, entity: str) -> dict[str, Any] | None:
+        """Whether ``entity`` (an IP or user id) is under heightened monitoring now (operators, tests)."""
+        w = self.analyzer.watched(entity, self.clock.now())
+        return None if w is None else {"factor": w.factor, "until": w.until}
 
     # -- per-tick activity and periodic patterns ---------------------------------------------------
 

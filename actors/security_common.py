@@ -40,6 +40,9 @@ class SecurityOptions:
     undo_poll_s: float = 0.2
     """In-memory undo schedule check."""
     store_poll_s: float = 2.0
+    evidence_delay_s: float = 2.0
+    """``preserve_evidence`` collects this long after the incident (the audit writer's batch
+    holding the triggering events is stored by then: it flushes every ``audit_flush_s``)."""
     """Undos requested through the store (``drivers.incidents lift``) are picked up this often."""
     audit_flush_s: float = 0.25
     audit_purge_s: float = 3600.0

@@ -10,7 +10,9 @@ period never breaks another chain. The rest is camelCase, as the seed's AuditEve
 Sanitizing (``compliance.yaml`` → ``redaction``): parameters and results go through
 ``policies.redaction.sanitize`` (secret keys redacted, personal data masked, secrets in text
 scrubbed, control characters neutralised, sizes capped); every other string (ids, user agent,
-method) through ``clean_text``. Nothing raw survives into an event.
+method) through ``clean_text``. Nothing raw survives into an event. A call by a user or from an
+address under the ``enhanced_logging`` response action keeps its full parameters: the same
+redaction with the larger caps of ``enhanced_redaction`` (marked ``enhancedLogging``).
 
 ``ComplianceTracker`` keeps each user's records touched over 24 h (bucketed, bounded) and runs
 ``policies.compliance.check_access`` on each data access; a violation repeats at most once per
@@ -36,7 +38,7 @@ from policies.compliance import (
 )
 from policies.config import format_duration, parse_duration
 from policies.entity_state import BoundedLRU, BucketedSum, Suppressions
-from policies.redaction import clean_text, sanitize
+from policies.redaction import RedactionPolicy, clean_text, sanitize
 
 CHAIN_PREFIX = "retention-"
 META_CHAIN = f"{CHAIN_PREFIX}meta"
@@ -46,6 +48,15 @@ _TEXT_LEN = 512
 _RECORD_IDS_MAX = 100
 _ROLES_MAX = 32
 _VIOLATION_SEVERITY = {"low": "info", "medium": "warning", "high": "error", "critical": "critical"}
+ENHANCED_CAPS: Mapping[str, int] = {"max_string_length": 65_536, "max_items": 10_000, "max_depth": 64,
+                                    "max_total_bytes": 1 << 20}
+"""Size caps for calls under enhanced logging (never below the configured ones)."""
+
+
+def enhanced_redaction(base: RedactionPolicy) -> RedactionPolicy:
+    """``base``'s redaction rules with the ``ENHANCED_CAPS`` size caps: full parameters, still
+    redacted (secrets removed, personal data masked), still bounded."""
+    return base.model_copy(update={k: max(int(getattr(base, k)), v) for k, v in ENHANCED_CAPS.items()})
 
 
 def chain_for(info: ComplianceInfo) -> str:
@@ -112,11 +123,14 @@ def payload_bytes(params: Any) -> int | None:
         return None
 
 
-def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) -> dict[str, Any]:
+def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float, *,
+               enhanced: RedactionPolicy | None = None) -> dict[str, Any]:
     """An observed call → its audit event. ``record``: ``ts``, ``service``, ``method``,
     ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code`` (None or 0 = success),
     ``ipAddress``, ``userAgent``, ``params`` (raw), optionally ``payloadBytes`` (else measured from
-    ``params``) and ``result`` (raw)."""
+    ``params``) and ``result`` (raw). ``enhanced`` (``enhanced_redaction``) replaces the
+    configured redaction for a call under enhanced logging."""
+    redaction = enhanced if enhanced is not None else policy.redaction
     service = _text(record.get("service")) or "unknown"
     info = classify(service, None, policy)
     code = record.get("code")
@@ -137,7 +151,7 @@ def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) 
         "correlationId": _text(record.get("correlationId")),
         "ipAddress": _text(record.get("ipAddress"), 64),
         "userAgent": _text(record.get("userAgent"), _TEXT_LEN),
-        "parameters": sanitize(record.get("params"), policy.redaction),
+        "parameters": sanitize(record.get("params"), redaction),
         "success": code is None,
         "resultCode": code,
         "durationMs": _duration(duration),
@@ -145,7 +159,8 @@ def call_event(record: Mapping[str, Any], policy: CompliancePolicy, now: float) 
         "compliance": info.to_wire(),
     }
     if "result" in record:
-        event["result"] = sanitize(record["result"], policy.redaction)
+        event["result"] = sanitize(record["result"], redaction)
+    event[schema.ENHANCED_LOGGING] = enhanced is not None
     return event
 
 

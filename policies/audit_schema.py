@@ -62,12 +62,14 @@ REASON: Final = "reason"
 REQUEST_TYPE: Final = "requestType"
 STATUS: Final = "status"
 DAYS_TO_COMPLETE: Final = "daysToComplete"
+ENHANCED_LOGGING: Final = "enhancedLogging"
+"""Whether a call was recorded under the ``enhanced_logging`` response action (larger size caps)."""
 
 _COMMON = frozenset({TS, KIND, RETENTION, EVENT_TYPE})
 
 FIELDS: Final[dict[str, frozenset[str]]] = {
     CALL: _COMMON | {SERVICE, METHOD, USER_ID, SESSION_ID, CORRELATION_ID, IP_ADDRESS, USER_AGENT, PARAMETERS,
-                     RESULT, SUCCESS, RESULT_CODE, DURATION_MS, PAYLOAD_BYTES, COMPLIANCE},
+                     RESULT, SUCCESS, RESULT_CODE, DURATION_MS, PAYLOAD_BYTES, COMPLIANCE, ENHANCED_LOGGING},
     DATA_ACCESS: _COMMON | {SERVICE, USER_ID, ROLES, COLLECTION, OPERATION, RECORD_COUNT, RECORD_IDS, COMPLIANCE},
     AUTH: _COMMON | {USER_ID, IP_ADDRESS, SUCCESS, METHOD, USER_AGENT, REASON},
     AUTHZ: _COMMON | {USER_ID, SERVICE, METHOD, ALLOWED, ROLES, IP_ADDRESS},

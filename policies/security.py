@@ -22,6 +22,7 @@ from typing import Any
 from policies import security_alerts as build
 from policies.detection_rules import SecurityPolicy, compile_patterns, load_security_policy
 from policies.entity_state import BoundedLRU, BucketedSum, Suppressions
+from policies.monitoring_watch import Watch, factor_for, lowered
 from policies.security_events import (
     SEVERITY_RANK,
     AlertType,
@@ -116,10 +117,23 @@ class SecurityAnalyzer:
         self._privileged_re = compile_patterns(pe.privileged_methods)
         self._privileged_role_re = compile_patterns(pe.privileged_roles)
         self._method_cache: dict[str, bool] = {}
+        self._watched: Mapping[str, Watch] = {}
 
     def set_baselines(self, baselines: Mapping[str, UserBaseline]) -> None:
         """Replace the baselines used when a method is not given its own."""
         self._baselines = baselines
+
+    def set_watched(self, watched: Mapping[str, Watch]) -> None:
+        """Entities under heightened monitoring (``policies.monitoring_watch``): their thresholds
+        are scaled by the watch's factor while it is active."""
+        self._watched = watched
+
+    def watched(self, entity: str, now: float) -> Watch | None:
+        w = self._watched.get(entity)
+        return w if w is not None and w.active(now) else None
+
+    def _factor(self, now: float, *entities: str | None) -> float:
+        return factor_for(self._watched, entities, now) if self._watched else 1.0
 
     # --- authentication ------------------------------------------------------------------------
 
@@ -135,13 +149,14 @@ class SecurityAnalyzer:
         alerts: list[SecurityAlert] = []
         bf = self.config.brute_force
         ip_state = self._ips.get_or_create(ip, _IpState) if ip is not None else None
+        ip_factor = self._factor(now, ip)
         if bf.enabled:
             user_burst = False
             if user is not None and bf.per_user:
                 st = self._users.get_or_create(user, _UserState)
                 if st.failures is None:
                     st.failures = deque(maxlen=bf.failures)
-                user_burst = _burst(st.failures, now, bf.window)
+                user_burst = _burst(st.failures, now, bf.window, lowered(bf.failures, self._factor(now, user)))
                 if user_burst and self._admit("brute_force_attempt", f"user:{user}", now):
                     alerts.append(build.brute_force(bf, user=user, ip=ip, keyed_by="user", now=now))
             if ip_state is not None and bf.per_ip:
@@ -149,12 +164,12 @@ class SecurityAnalyzer:
                     ip_state.failures = deque(maxlen=bf.failures)
                 # The IP's window is always fed; a burst already reported for the user is the same
                 # burst, so it is folded into that alert rather than reported twice.
-                ip_burst = _burst(ip_state.failures, now, bf.window)
+                ip_burst = _burst(ip_state.failures, now, bf.window, lowered(bf.failures, ip_factor))
                 if ip_burst and not user_burst and self._admit("brute_force_attempt", f"ip:{ip}", now):
                     alerts.append(build.brute_force(bf, user=user, ip=ip, keyed_by="ip", now=now))
         cs = self.config.credential_stuffing
         if cs.enabled and ip_state is not None and user is not None:
-            names = _distinct_burst(ip_state, user, now, cs.window, cs.distinct_users)
+            names = _distinct_burst(ip_state, user, now, cs.window, max(2, lowered(cs.distinct_users, ip_factor)))
             if names and self._admit("credential_stuffing", f"ip:{ip}", now):
                 alerts.append(build.credential_stuffing(cs, ip=str(ip), users=names, now=now))
         return alerts
@@ -230,12 +245,13 @@ class SecurityAnalyzer:
             return []
         st = self._users.get_or_create(user, _UserState)
         alerts: list[SecurityAlert] = []
+        factor = self._factor(now, user)
         ex = self.config.excessive_data_access
         if ex.enabled:
             if st.records is None:
                 st.records = BucketedSum(window_s=ex.window, buckets=ex.buckets)
             total = st.records.add(now, n)
-            if total > ex.max_records and self._admit("excessive_data_access", f"user:{user}", now):
+            if total > ex.max_records * factor and self._admit("excessive_data_access", f"user:{user}", now):
                 alerts.append(build.excessive_access(ex, event=event, total=total, now=now,
                                                      single_event=n > ex.max_records))
         de = self.config.data_exfiltration
@@ -243,7 +259,7 @@ class SecurityAnalyzer:
             if st.reads is None:
                 st.reads = BucketedSum(window_s=de.window, buckets=de.buckets)
             reads = st.reads.add(now, n)
-            if reads > de.min_records:
+            if reads > de.min_records * factor:
                 expected = self._baseline(user, baselines)[0].records_per_day * de.window / 86400.0
                 if reads > de.baseline_multiplier * expected and self._admit(
                     "data_exfiltration_suspected", f"user:{user}", now
@@ -277,7 +293,8 @@ class SecurityAnalyzer:
                 if st.volume is None:
                     st.volume = BucketedSum(window_s=vol.window, buckets=vol.buckets)
                 count = st.volume.add(now, sum(act.calls.values()))
-                per_hour = max(vol.multiplier * base.requests_per_hour, vol.min_requests_per_hour)
+                per_hour = max(vol.multiplier * base.requests_per_hour, vol.min_requests_per_hour) * self._factor(
+                    now, user)
                 if count > per_hour * vol.window / 3600.0 and self._admit(
                     "unusual_api_volume", f"user:{user}", now
                 ):
@@ -360,14 +377,15 @@ class SecurityAnalyzer:
         return hit
 
 
-def _burst(dq: deque[float], now: float, window: float) -> bool:
-    """Record an event at ``now`` in a deque capped at the threshold (its maxlen); True — and
-    reset, so a burst raises one alert — when a threshold's worth lies within ``window``."""
+def _burst(dq: deque[float], now: float, window: float, threshold: int) -> bool:
+    """Record an event at ``now`` in a deque capped at the configured threshold (its maxlen);
+    True — and reset, so a burst raises one alert — when ``threshold`` (at most the maxlen: a
+    watched entity's is lower) events lie within ``window``."""
     dq.append(now)
     cutoff = now - window
     while dq and dq[0] <= cutoff:
         dq.popleft()
-    if len(dq) == dq.maxlen:
+    if len(dq) >= threshold:
         dq.clear()
         return True
     return False

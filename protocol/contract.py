@@ -23,6 +23,7 @@ from protocol.security import (
     DataAccessEvent,
     EnforcementAction,
     IncidentMessage,
+    SecurityNotice,
     ServiceSecurityEvent,
 )
 from protocol.system import (
@@ -75,6 +76,9 @@ CHANNELS: tuple[Channel, ...] = (
             "Enforcement actions and their undo.", (EnforcementAction,)),
     Channel("security_actions_active", "system/{cluster}/security/actions/active", "sfa-ops",
             "The set of active enforcement actions.", (ActiveActions,), retained=True),
+    Channel("security_notices", "system/{cluster}/security/notices", "sfa-ops",
+            "Notices for a user about their account (response action notify_user), for the platform to "
+            "deliver.", (SecurityNotice,)),
     Channel("audit_anchor", "system/{cluster}/audit/anchor", "sfa-ops",
             "The audit chains' heads and row counts, every minute and at shutdown (also appended to the "
             "anchor file): what `drivers.audit verify --anchors` checks the chains against.",

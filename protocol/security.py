@@ -126,3 +126,25 @@ class ActiveActions(WireModel):
     type: Literal["active_actions"] = "active_actions"
     actions: list[EnforcementAction] = Field(max_length=MAX_ACTIVE_ACTIONS)
     timestamp: Timestamp
+
+
+class SecurityNotice(WireModel):
+    """``system/{cluster}/security/notices``: a notice for one user about their account (the
+    ``notify_user`` response action), for the platform to deliver (e-mail, in-app, push)."""
+
+    type: Literal["security_notice"] = "security_notice"
+    cluster_id: str = Field(max_length=63)
+    notice_id: str = Field(max_length=512)
+    """The action id that produced it: the same notice retried keeps its id (deduplicate on it)."""
+    user_id: str = Field(max_length=_ID)
+    incident_id: str = Field(max_length=_ID)
+    reason: str = Field(max_length=64)
+    """The alert type (``brute_force_attempt`` …)."""
+    severity: Severity
+    message: str = Field(max_length=1024)
+    """Plain text for the user; never carries a secret or another user's data."""
+    ip_address: str | None = Field(default=None, max_length=64)
+    occurred_at: Timestamp
+    """When the activity was detected."""
+    recommended_actions: list[str] = Field(default_factory=list, max_length=8)
+    timestamp: Timestamp

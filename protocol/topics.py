@@ -65,6 +65,10 @@ def security_actions(cluster: str) -> str:
     return f"system/{_cluster(cluster)}/security/actions"
 
 
+def security_notices(cluster: str) -> str:
+    return f"system/{_cluster(cluster)}/security/notices"
+
+
 def audit_anchor(cluster: str) -> str:
     return f"system/{_cluster(cluster)}/audit/anchor"
 
@@ -122,6 +126,7 @@ _SYSTEM_FIXED = {
     ("alerts",): "system_alerts",
     ("incidents",): "system_incidents",
     ("security", "actions"): "security_actions",
+    ("security", "notices"): "security_notices",
     ("audit", "anchor"): "audit_anchor",
 }
 

@@ -97,13 +97,17 @@ def test_seed_block_loads(seed_yaml: str) -> None:
 
 def test_shipped_default_is_the_seed_block_under_a_root_receiver(seed_yaml: str) -> None:
     """policies/alerting.yaml holds the seed's routes and receivers as they are (comments aside),
-    under a root whose receiver ``default`` is the only addition (log + MQTT)."""
+    under a root whose receiver ``default`` (log + MQTT) and a first route for the responder's
+    ``notify: security-team`` alerts (receiver ``security-team``) are the only additions."""
     shipped = yaml.safe_load((DEFAULTS_DIR / DEFAULT_FILE).read_text())["alerting"]
     seed = yaml.safe_load(seed_yaml)["alerting"]
     assert set(shipped) == {"route", "receivers"}
-    assert shipped["route"] == {"receiver": "default", "routes": seed["routes"]}
+    security = {"match": {"notify": "security-team"}, "receiver": "security-team",
+                "group_by": ["alertname", "incident"], "group_wait": "0s"}
+    assert shipped["route"] == {"receiver": "default", "routes": [security, *seed["routes"]]}
     assert shipped["receivers"] == [
         {"name": "default", "log": {}, "mqtt": {"topic": "system/{cluster}/alerts"}},
+        {"name": "security-team", "log": {}, "mqtt": {"topic": "system/{cluster}/alerts"}},
         *seed["receivers"],
     ]
 
@@ -118,6 +122,9 @@ SEVERITY_CASES = [
     ({"severity": "critical"}, ["critical-alerts"], 0.0, 300.0),
     ({"severity": "emergency"}, ["emergency-response"], 0.0, 120.0),
     ({"alertname": "NoSeverity"}, ["default"], 30.0, 14400.0),
+    # The responder's notify_security_team, whatever its severity.
+    ({"severity": "critical", "notify": "security-team"}, ["security-team"], 0.0, 14400.0),
+    ({"severity": "warning", "notify": "security-team"}, ["security-team"], 0.0, 14400.0),
 ]
 
 
