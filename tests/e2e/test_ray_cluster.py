@@ -103,15 +103,20 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
         await bus.wait_connected(10)
         await bus.subscribe(f"system/{cluster}/health", watcher, qos=1)
         address = f"http://127.0.0.1:{dash_port}"
-        submit = [RAY, "job", "submit", "--address", address, "--working-dir", str(REPO), "--",
+        job_id = f"sfa-ops-{cluster}"
+        submit = [RAY, "job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
+                  "--working-dir", str(REPO), "--",
                   sys.executable, "-m", "drivers.operate", "--broker", broker_url, "--cluster-id", cluster,
                   "--store", f"sqlite:///{tmp_path / 'job.db'}", "--duration", "20s", "--status-every", "0",
                   "--no-security"]
-        deadline = time.monotonic() + 120
+
+        def ray_cli(*argv: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+
+        deadline = time.monotonic() + 180
         result = None
         while time.monotonic() < deadline:  # the dashboard's job API comes up a little after the head
-            result = await asyncio.to_thread(subprocess.run, submit, cwd=REPO, env=env, capture_output=True,
-                                             text=True, timeout=300)
+            result = await asyncio.to_thread(ray_cli, *submit)
             if result.returncode == 0 or "Connection refused" not in (result.stdout + result.stderr):
                 break
             await asyncio.sleep(2)
@@ -119,7 +124,18 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
         if result.returncode != 0:
             head_log = stop_head(head, temp_dir)
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:] + head_log
-        assert "succeeded" in (result.stdout + result.stderr).lower()
+        # Wait for the job to end (operate runs --duration 20s), then judge it by its status.
+        status = ""
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            out = await asyncio.to_thread(ray_cli, RAY, "job", "status", "--address", address, job_id)
+            status = (out.stdout + out.stderr).lower()  # "Job 'ID' succeeded" (the CLI logs to stderr)
+            if any(f"' {word}" in status for word in ("succeeded", "failed", "stopped")):
+                break
+            await asyncio.sleep(2)
+        if "' succeeded" not in status:
+            logs = await asyncio.to_thread(ray_cli, RAY, "job", "logs", "--address", address, job_id)
+            pytest.fail(f"job did not succeed: {status[-1000:]}\n{logs.stdout[-3000:]}{logs.stderr[-1000:]}")
         health = watcher.on("/health")
         assert health and health[-1]["clusterId"] == cluster and health[-1]["type"] == "system_health"
         assert not (tmp_path / "home" / ".ray").exists(), "Ray wrote a token into HOME"
