@@ -238,8 +238,10 @@ class MqttBus:
         self._closed = True
         if self._runner is not None:
             self._runner.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._runner
+            # Bounded: a connection attempt stuck in the client library must not hang stop().
+            done, _ = await asyncio.wait({self._runner}, timeout=10)
+            if not done:
+                self._log.warning("mqtt %s: connection loop did not stop within 10 s; left behind", self.client_id)
             self._runner = None
         unsent = [*self._resend, *self._outgoing]
         if unsent:

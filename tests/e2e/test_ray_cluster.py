@@ -92,7 +92,12 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
     env = ray_token_env(tmp_path)
     head = subprocess.Popen(
         [RAY, "start", "--head", f"--port={gcs_port}", f"--dashboard-port={dash_port}", "--dashboard-host=127.0.0.1",
-         "--num-cpus=2", "--include-dashboard=true", "--block", f"--temp-dir={temp_dir}"],
+         "--num-cpus=2", "--include-dashboard=true", "--block", f"--temp-dir={temp_dir}",
+         # Ports of their own: the test session's Ray, already running, holds the default agent
+         # ports (52365 and others), and a head whose job agent cannot bind accepts no jobs.
+         f"--dashboard-agent-listen-port={free_port()}", f"--dashboard-agent-grpc-port={free_port()}",
+         f"--runtime-env-agent-port={free_port()}", f"--metrics-export-port={free_port()}",
+         f"--ray-client-server-port={free_port()}"],
         cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
     cluster = f"job{uuid.uuid4().hex[:6]}"
     watcher = Watcher()
@@ -140,7 +145,8 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
         assert health and health[-1]["clusterId"] == cluster and health[-1]["type"] == "system_health"
         assert not (tmp_path / "home" / ".ray").exists(), "Ray wrote a token into HOME"
     finally:
-        await bus.stop()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(bus.stop(), 30)  # cleanup must not hide the failure that got us here
         stop_head(head, temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
