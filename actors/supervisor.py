@@ -89,9 +89,11 @@ class Supervisor:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
-        """Idempotent: open store and bus, republish what a crash left unpublished, start actors."""
+        """Idempotent: open store and bus, republish what a crash left unpublished, start actors.
+        The driver calls it again every few seconds, so a supervisor Ray restarted (its node was
+        lost, or it crashed) starts its work again; ``started`` says whether this call did."""
         if self._started:
-            return {"observers": len(self.observers)}
+            return {"observers": len(self.observers), "started": False}
         self._started = True
         await self.store.open()
         await self.bus.start()
@@ -121,7 +123,7 @@ class Supervisor:
             run_every(0.25, self._health_step, name="health-summary", logger=logger), name="health-summary"))
         self._loops.append(asyncio.create_task(
             run_every(5.0, self._housekeeping, name="housekeeping", logger=logger), name="housekeeping"))
-        return {"observers": len(self.observers)}
+        return {"observers": len(self.observers), "started": True}
 
     async def _restore(self) -> None:
         """After a crash: learned dependencies, services monitored before (so their breakers

@@ -229,6 +229,22 @@ def _absolute_store(store_url: str) -> str:
     return store_url
 
 
+SUPERVISOR_WATCH_S = 2.0
+"""How often the driver makes sure the supervisor is started (one actor call)."""
+
+
+async def _keep_started(supervisor: Any) -> None:
+    """Starts the supervisor again if Ray restarted it (its node was lost or it crashed): a restarted
+    actor runs ``__init__`` only, and its observers, monitors and checkers, which it owns, died with it."""
+    try:
+        info = await asyncio.wait_for(supervisor.start.remote(), 120)
+    except Exception as exc:  # the next watch tries again; the job keeps running
+        print(f"sfa-ops: supervisor not answering ({type(exc).__name__}); retrying", flush=True)
+        return
+    if info.get("started"):
+        print("sfa-ops: the supervisor was restarted by Ray; its actors are started again", flush=True)
+
+
 async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
               stop: asyncio.Event | None = None) -> int:
     """Run the operations job until ``stop`` is set (default: SIGINT/SIGTERM) or ``--duration``."""
@@ -301,6 +317,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         deadline = None if opts["duration"] is None else time.monotonic() + opts["duration"]
         every = opts["status_every"]
         next_status = time.monotonic() + every if every else None
+        next_watch = time.monotonic() + SUPERVISOR_WATCH_S
         while not stop.is_set():
             now = time.monotonic()
             if deadline is not None and now >= deadline:
@@ -308,6 +325,9 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
             wake = min(x for x in (deadline, next_status, now + 1.0) if x is not None)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), max(0.0, wake - now))
+            if not stop.is_set() and time.monotonic() >= next_watch:
+                next_watch = time.monotonic() + SUPERVISOR_WATCH_S
+                await _keep_started(supervisor)
             if next_status is not None and time.monotonic() >= next_status:
                 next_status += every
                 st = await supervisor.status.remote()

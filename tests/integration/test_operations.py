@@ -201,3 +201,31 @@ async def test_security_loop_through_operate(broker_url: str, tmp_path: Path, cl
             assert any(r.payload.get("service") == "Users" and r.payload.get("userId") == "alice" for r in rows)
         finally:
             await store.close()
+
+
+async def test_supervisor_crash_restarts_its_actors(broker_url: str, tmp_path: Path, client: ServiceClient,
+                                                    procs: list[ServiceProcess]) -> None:
+    """The supervisor dies (as when its node is lost): Ray restarts it, the driver starts it again,
+    the monitors it owned come back with their open breakers restored, and health carries on."""
+    import time
+
+    import ray
+
+    async with operations(broker_url, tmp_path, policies={"circuit_breaker.yaml": (
+            "defaults:\n  minimum_calls: 5\n  window: 30s\n  open_timeout: 120s\n")}) as ops:
+        procs.append(ServiceProcess(broker_url, ops.cluster, "Payments").start())
+        for _ in range(6):
+            with pytest.raises(ServiceException):
+                await client.call("Payments", "fail", {}, timeout=5)
+        await ops.watcher.wait(lambda w: "open" in breaker_states(ops, "Payments"), 5, "breaker open")
+        monitor = ray.get_actor(f"sfa-monitor-{ops.cluster}-Payments", namespace="sfa-ops")
+        ray.kill(ray.get_actor(f"sfa-supervisor-{ops.cluster}", namespace="sfa-ops"), no_restart=False)
+        killed = time.time()
+        after = await ops.watcher.wait(
+            lambda w: [d for t, topic, d in w.messages if t > killed + 1 and topic.endswith("/health")
+                       and "Payments" in d.get("services", {})], 60, "health from the restarted supervisor")
+        assert after[-1]["services"]["Payments"]["breaker"] == "open"
+        with pytest.raises(ray.exceptions.RayActorError):  # the old monitor died with its owner
+            await monitor.state.remote()
+        restored = ray.get_actor(f"sfa-monitor-{ops.cluster}-Payments", namespace="sfa-ops")
+        assert (await restored.state.remote())["breaker"]["state"] == "open"

@@ -26,8 +26,12 @@ from ray.util.state import list_actors
 from tests.support.operations import ServiceProcess, operations
 
 
-def actor_nodes() -> dict[str, str]:
-    return {a.name: a.node_id for a in list_actors(filters=[("state", "=", "ALIVE")], limit=1000) if a.name}
+def actor_nodes(address: str) -> dict[str, str]:
+    """The live named actors of the cluster at ``address`` and their nodes. The address is explicit:
+    without it the state API picks "the latest" of the Ray instances on this machine, which in the
+    test suite may be the session's own Ray rather than this cluster."""
+    alive = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
+    return {a.name: a.node_id for a in alive if a.name}
 
 
 async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
@@ -52,7 +56,7 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
             await ops.watcher.wait(
                 lambda w: {e.get("service") for e in w.on("/circuit-breaker") if e.get("to") == "open"} >= set(names),
                 20, "three breakers open")
-            nodes = actor_nodes()
+            nodes = actor_nodes(cluster.address)
             ours = {k: n for k, n in nodes.items() if k.startswith("sfa-")}
             out["actor_nodes"] = len(set(ours.values()))
             on_workers = [k for k in ours if k.startswith(f"sfa-monitor-{ops.cluster}-")
@@ -64,9 +68,9 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
                 node = next(n for n in cluster.worker_nodes if n.node_id == victim)
                 cluster.remove_node(node)
                 deadline = time.monotonic() + 90
-                while time.monotonic() < deadline and actor_nodes().get(monitor) in (None, victim):
+                while time.monotonic() < deadline and actor_nodes(cluster.address).get(monitor) in (None, victim):
                     await asyncio.sleep(0.5)
-                out["monitor_moved"] = actor_nodes().get(monitor) not in (None, victim)
+                out["monitor_moved"] = actor_nodes(cluster.address).get(monitor) not in (None, victim)
                 handle = ray.get_actor(monitor, namespace="sfa-ops")
                 state = await handle.state.remote()
                 out["restored_breaker"] = state["breaker"]["state"]
