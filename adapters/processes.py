@@ -267,11 +267,18 @@ def start_alertmanager(
         "--cluster.listen-address=",  # empty: no HA gossip (no port 9094, no peers)
         "--log.level=warn",
     ]
+    return _ready_http_service("alertmanager", argv, port, workdir, log_path, timeout)
+
+
+def _ready_http_service(name: str, argv: list[str], port: int, workdir: Path, log_path: Path,
+                        timeout: float) -> ChildService:
+    """Starts ``argv`` and waits for ``/-/ready`` to answer 200 (the Prometheus projects' readiness
+    endpoint: listening is not ready, the configuration must be loaded)."""
     proc = _spawn(argv, log_path)
     wait_for_port(port, timeout, proc)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + timeout
-    while True:  # listening is not ready: /-/ready answers 200 once the configuration is loaded
+    while True:
         try:
             with urllib.request.urlopen(f"{url}/-/ready", timeout=1) as res:
                 if res.status == 200:
@@ -279,12 +286,35 @@ def start_alertmanager(
         except (urllib.error.URLError, OSError):
             pass
         if proc.poll() is not None or time.monotonic() > deadline:
-            svc = ChildService("alertmanager", port, url, proc, workdir, log_path)
+            svc = ChildService(name, port, url, proc, workdir, log_path)
             tail = svc.log_tail()
             svc.stop()
-            raise ProcessError(f"alertmanager did not become ready: {tail}")
+            raise ProcessError(f"{name} did not become ready: {tail}")
         time.sleep(0.05)
-    return ChildService("alertmanager", port, url, proc, workdir, log_path)
+    return ChildService(name, port, url, proc, workdir, log_path)
+
+
+def start_prometheus(*, targets: list[str], scrape_interval: str = "1s", port: int | None = None,
+                     timeout: float = 30) -> ChildService:
+    """Prometheus (Debian's ``prometheus``) on a loopback port scraping ``targets`` (host:port,
+    path /metrics) every ``scrape_interval``, with a throwaway TSDB."""
+    binary = find_binary("prometheus")
+    port = port or free_port()
+    workdir = Path(tempfile.mkdtemp(prefix="sfa-prometheus-"))
+    conf = workdir / "prometheus.yml"
+    listed = ", ".join(f"'{t}'" for t in targets)
+    conf.write_text(
+        "global:\n"
+        f"  scrape_interval: {scrape_interval}\n"
+        f"  evaluation_interval: {scrape_interval}\n"
+        "scrape_configs:\n"
+        "  - job_name: sfa-ops\n"
+        f"    static_configs: [{{targets: [{listed}]}}]\n"
+    )
+    log_path = workdir / "prometheus.log"
+    argv = [binary, f"--config.file={conf}", f"--storage.tsdb.path={workdir / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}", "--log.level=warn"]
+    return _ready_http_service("prometheus", argv, port, workdir, log_path, timeout)
 
 
 def _as_postgres_user() -> dict[str, object]:

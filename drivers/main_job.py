@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections import deque
@@ -33,7 +34,7 @@ from adapters.processes import ChildService, ProcessError, start_mosquitto
 from adapters.signing import SigningKeyError, ensure_key_pair, public_key_path
 from adapters.urls import redact_url
 from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
-from drivers.options import Option, OptionError, fail, resolve, seconds
+from drivers.options import Option, OptionError, fail, listen_address, resolve, seconds
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
 from drivers.simulate import REPO, Recorder, Simulation, format_summary, simulator_policy
@@ -55,6 +56,8 @@ OPTIONS = [
     Option("warmup", "with traffic running, wait up to this long for sfa-ops to list every service "
            "before the first fault (its actors start on first sight)", default=60.0, convert=seconds),
     Option("live-every", "refresh the live view this often (0: no live view)", default=2.0, convert=seconds),
+    Option("http", "serve sfa-ops' live status page and /metrics here (0: off)", default="127.0.0.1:8765",
+           metavar="HOST:PORT"),
     Option("no-broker-auth", "run the embedded broker open to anyone (default: passwords and the ACLs of "
            "policies/broker_acl.py; sfa-ops and the sample platform log in as their principals)", flag=True),
 ]
@@ -288,6 +291,7 @@ async def run(opts: dict[str, Any]) -> int:
             sys.executable, "-m", "drivers.operate", "--broker", broker.url, "--cluster-id", opts["cluster_id"],
             "--store", f"sqlite:///{db}", "--policies", opts["policies"], "--status-every", "5s",
             "--signing-key", str(key),
+            *(("--http", opts["http"]) if opts["http"] not in ("0", "") else ()),
             # Monitors for the sample services start with sfa-ops, not on first sight mid-run.
             *(a for s in SERVICES for a in ("--services", s)),
             # A safety net: it stops by itself should we die without stopping it.
@@ -298,6 +302,8 @@ async def run(opts: dict[str, Any]) -> int:
         await asyncio.gather(sim.start(timeout=120), operate.wait_ready(opts["startup_timeout"]))
         print(f"main_job: sfa-ops operating after {operate.ready_after}s; scenario {scenario.name} for "
               f"{duration:g}s at {opts['rate']:g} calls/s", flush=True)
+        if opts["http"] not in ("0", ""):
+            print(f"main_job: live status page http://{opts['http']}/ (also /metrics, /status.json)", flush=True)
         if opts["live_every"] > 0:
             viewer = asyncio.create_task(live_view(sim, opts["live_every"], steps), name="live-view")
         summary = await sim.run(warmup=opts["warmup"])
@@ -324,6 +330,21 @@ async def run(opts: dict[str, Any]) -> int:
     return 0
 
 
+def check_listen_free(value: str) -> None:
+    """``--http``: a valid HOST:PORT that nothing else listens on (operate would fail to start)."""
+    try:
+        host, port = listen_address(value)
+    except ValueError as exc:
+        raise OptionError(f"--http {value!r}: {exc}; give HOST:PORT, or 0 to turn the page off") from exc
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise OptionError(f"--http {value}: cannot listen there ({exc.strerror}); "
+                              "give another HOST:PORT, or 0 to turn the page off") from exc
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=__doc__ or "")
@@ -334,6 +355,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if not Path(opts["policies"]).is_dir():
             raise OptionError(f"--policies {opts['policies']}: not a directory")
         check_segment(opts["cluster_id"], field="--cluster-id", max_len=63)
+        if opts["http"] not in ("0", ""):
+            check_listen_free(opts["http"])
     except (OptionError, ValueError) as exc:
         fail(PROG, str(exc))
 

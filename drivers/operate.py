@@ -18,7 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from drivers.options import Option, OptionError, fail, non_negative_int, positive_int, resolve, seconds
+from drivers.options import (
+    Option,
+    OptionError,
+    fail,
+    listen_address,
+    non_negative_int,
+    positive_int,
+    resolve,
+    seconds,
+)
 
 PROG = "python -m drivers.operate"
 
@@ -39,6 +48,8 @@ OPTIONS = [
            "presence) that get a monitor; calls to further names are counted as observed.unknownServices",
            default=64, convert=positive_int, metavar="N"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
+    Option("http", "serve the live status page (/), /status.json, Prometheus /metrics, /healthz and /readyz "
+           "on HOST:PORT (PORT alone: loopback; default: off)", convert=listen_address, metavar="HOST:PORT"),
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
            "(sfa:block:ip:{ip}, sfa:suspend:user:{id}, sfa:ratelimit:user:{id}) for gateways", metavar="URL"),
     Option("no-security", "do not run the security analyst, incident responder and audit writer", flag=True),
@@ -253,6 +264,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     from actors.settings import OperateSettings
     from actors.supervisor import Supervisor, named
     from adapters.processes import ChildService, start_mosquitto
+    from adapters.status_http import StatusServer
     from adapters.store.audit_key import load_audit_key
     from adapters.urls import redact_url
 
@@ -308,10 +320,15 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, stop.set)
     supervisor = named(Supervisor, settings.actor_name("supervisor"), settings.namespace).remote(settings)
+    http: StatusServer | None = None
     try:
         info = await supervisor.start.remote()
         print(f"sfa-ops: operating cluster {settings.cluster_id!r} on {redact_url(broker)} with "
               f"{info['observers']} observer(s); store {redact_url(settings.store_url)}", flush=True)
+        if opts.get("http"):
+            http = StatusServer(*opts["http"])
+            print(f"sfa-ops: status page at {await http.start()} (also /metrics, /status.json, /healthz, /readyz)",
+                  flush=True)
         if ready is not None:
             ready.set()
         deadline = None if opts["duration"] is None else time.monotonic() + opts["duration"]
@@ -328,6 +345,9 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
             if not stop.is_set() and time.monotonic() >= next_watch:
                 next_watch = time.monotonic() + SUPERVISOR_WATCH_S
                 await _keep_started(supervisor)
+            if http is not None and not stop.is_set():
+                with contextlib.suppress(Exception):  # a stale snapshot makes /readyz say so
+                    http.update(await asyncio.wait_for(supervisor.status.remote(), 5))
             if next_status is not None and time.monotonic() >= next_status:
                 next_status += every
                 st = await supervisor.status.remote()
@@ -339,6 +359,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         await supervisor.stop.remote()
         return 0
     finally:
+        if http is not None:
+            await http.stop()
         with contextlib.suppress(Exception):
             ray.kill(supervisor)
         if started_ray:

@@ -52,6 +52,18 @@ def positive_int(value: str) -> int:
     return n
 
 
+def listen_address(value: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``[v6]:PORT`` or ``PORT`` (loopback) as (host, port); port 0 picks a free one."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "127.0.0.1", value
+    host = host.strip("[]") or "127.0.0.1"
+    number = int(port)
+    if not 0 <= number <= 65535:
+        raise ValueError("port must be 0..65535")
+    return host, number
+
+
 def non_negative_int(value: str) -> int:
     n = int(value)
     if n < 0:

@@ -9,6 +9,8 @@ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 # Prometheus Alertmanager: the tests forward alerts to a real one (API v2, silences, webhooks).
 command -v prometheus-alertmanager >/dev/null 2>&1 || command -v alertmanager >/dev/null 2>&1 \
   || need+=(prometheus-alertmanager)
+# Prometheus: a test scrapes operate's /metrics with the real server and queries it back.
+command -v prometheus >/dev/null 2>&1 || need+=(prometheus)
 # Headless Chromium opens the analysis reports' HTML in the tests (no console errors allowed).
 [ -x /usr/bin/chromium ] || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then
@@ -16,6 +18,6 @@ if [ ${#need[@]} -eq 0 ]; then
 fi
 apt_install install-system "${need[@]}"
 # The packages start system services; sfa-ops starts its own throwaway instances instead.
-for svc in mosquitto redis-server postgresql prometheus-alertmanager; do
+for svc in mosquitto redis-server postgresql prometheus-alertmanager prometheus prometheus-node-exporter; do
   (service "$svc" stop >/dev/null 2>&1 || true)
 done

@@ -21,6 +21,7 @@ import orjson
 import pytest
 
 from adapters.mqtt import MqttBus, MqttConfig
+from adapters.processes import free_port
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import SCENARIOS, Expect, Observed, judge
 from drivers.simulate import PlatformProcesses, Recorder, Traffic
@@ -234,9 +235,12 @@ def test_default_scenario_fits_the_run() -> None:
 def test_main_job_runs_end_to_end(tmp_path: Path) -> None:
     """``python -m drivers.main_job`` (what make run calls) runs operate + the default scenario, exits 0,
     saves its summary, and sfa-ops detected the Inventory crash and opened the Payments breaker."""
-    proc = subprocess.run([sys.executable, "-m", "drivers.main_job", "--var", str(tmp_path)], cwd=REPO,
-                          capture_output=True, text=True, timeout=400)
+    http = f"127.0.0.1:{free_port()}"
+    proc = subprocess.run([sys.executable, "-m", "drivers.main_job", "--var", str(tmp_path), "--http", http],
+                          cwd=REPO, capture_output=True, text=True, timeout=400)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert f"live status page http://{http}/" in proc.stdout
+    assert f"status page at http://{http}/" in (tmp_path / "run" / "operate.log").read_text()
     summary = json.loads((tmp_path / "run-summary.json").read_text())
     assert (tmp_path / "run-summary.md").exists()
     verdicts = {v["label"]: v for f in summary["faults"] for v in f["verdicts"]}

@@ -75,7 +75,8 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
                 state = await handle.state.remote()
                 out["restored_breaker"] = state["breaker"]["state"]
                 seen = len(ops.watcher.on("/health"))
-                await ops.watcher.wait(lambda w: len(w.on("/health")) > seen, 15, "health after node loss")
+                # A supervisor lost with the node restarts all its actors first (seconds each on 2 cores).
+                await ops.watcher.wait(lambda w: len(w.on("/health")) > seen, 90, "health after node loss")
                 out["health_after_node_loss"] = True
         finally:
             for p in procs:

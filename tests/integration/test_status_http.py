@@ -1,0 +1,104 @@
+"""operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers a
+query for the breaker that opened; headless Chromium shows the status page change live (no reload,
+no console errors) while the breaker opens and closes; ``/healthz``, ``/readyz`` and
+``/status.json`` answer as Kubernetes probes and scripts expect. The screenshot of the page with
+the open breaker is kept in ``var/test-artifacts/``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from adapters.processes import free_port, start_prometheus
+from sdk import ServiceClient
+from sdk.errors import ServiceCallError, ServiceException
+from tests.support.chromium import open_page
+from tests.support.operations import ServiceProcess, operations
+
+pytestmark = pytest.mark.usefixtures("ray_session")
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+ROW = 'document.querySelector(\'#services tr[data-service="Payments"] td:nth-child(3)\')?.textContent ?? null'
+
+
+async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = await check()
+        if last:
+            return last
+        await asyncio.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}; last: {last!r}")
+
+
+async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, client: ServiceClient,
+                                              procs: list[ServiceProcess]) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    policies = {"circuit_breaker.yaml": "defaults:\n  minimum_calls: 5\n  window: 30s\n  open_timeout: 4s\n"
+                                        "  half_open_max_calls: 2\n  half_open_success_threshold: 2\n"}
+    async with operations(broker_url, tmp_path, policies=policies, extra={"http": ("127.0.0.1", port)}) as ops, \
+            aiohttp.ClientSession() as http:
+        prometheus = start_prometheus(targets=[f"127.0.0.1:{port}"], scrape_interval="1s")
+        try:
+            async def get(path: str) -> tuple[int, str]:
+                async with http.get(base + path) as res:
+                    return res.status, await res.text()
+
+            async def breaker_in_prometheus() -> Any:
+                query = f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}}'
+                async with http.get(f"{prometheus.url}/api/v1/query", params={"query": query}) as res:
+                    found = (await res.json())["data"]["result"]
+                return found and float(found[0]["value"][1]) == 2.0
+
+            assert await get("/healthz") == (200, "ok\n")
+            await until(lambda: _ok(get("/readyz")), 30, "/readyz 200")
+            procs.append(ServiceProcess(broker_url, ops.cluster, "Payments").start())
+            assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
+            async with open_page(base + "/") as page:
+                await until(lambda: page.evaluate(ROW), 30, "Payments on the page")
+                assert await page.evaluate(ROW) == "closed"
+                await page.evaluate("window.sfaFirstLoad = true")  # gone if the page reloads
+                for _ in range(6):
+                    with contextlib.suppress(ServiceException):
+                        await client.call("Payments", "fail", {}, timeout=5)
+                await until(lambda: _equals(page.evaluate(ROW), "open"), 15, "the page showing the open breaker")
+                ARTIFACTS.mkdir(parents=True, exist_ok=True)
+                await page.screenshot(ARTIFACTS / "status-page-breaker-open.png")
+
+                await until(breaker_in_prometheus, 30, "Prometheus scraping breaker state 2 for Payments")
+                status, metrics = await get("/metrics")
+                assert status == 200 and "sfa_ops_observed_total" in metrics
+                assert f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}} 2.0' in metrics
+                async with http.get(base + "/status.json") as res:
+                    view = await res.json()
+                assert view["ready"] is True and view["cluster"] == ops.cluster
+                assert [s["breaker"] for s in view["services"] if s["service"] == "Payments"] == ["open"]
+
+                async def closed_after_ok_call() -> bool:
+                    # sfa-ops observes, it is not in the path: calls go on after open_timeout, and the
+                    # half-open breaker closes on the successes it sees.
+                    with contextlib.suppress(ServiceCallError):
+                        await client.call("Payments", "ok", {}, timeout=5)
+                    return await page.evaluate(ROW) == "closed"
+                await until(closed_after_ok_call, 30, "the page showing the breaker closed again")
+                assert await page.evaluate("window.sfaFirstLoad") is True, "the page reloaded"
+                assert page.errors == []
+        finally:
+            prometheus.stop()
+
+
+async def _ok(request: Awaitable[tuple[int, str]]) -> bool:
+    return (await request)[0] == 200
+
+
+async def _equals(value: Awaitable[Any], expected: Any) -> bool:
+    return await value == expected

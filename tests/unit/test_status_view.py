@@ -1,0 +1,68 @@
+"""The status view and metric families derived from a health summary as the supervisor builds it
+(through ``SystemHealth``), and the ``--http`` address option."""
+
+from __future__ import annotations
+
+import pytest
+
+from drivers.options import listen_address
+from policies.status_view import STALE_AFTER_S, metric_families, status_view
+from protocol.system import SystemHealth
+
+
+def status() -> dict[str, object]:
+    health = SystemHealth.model_validate({
+        "clusterId": "c1", "status": "degraded", "timestamp": 1_700_000_000.0,
+        "services": {"Payments": {"status": "down", "breaker": "open", "errorRate": 1.0, "p95Ms": 250.0,
+                                  "callsPerSecond": 3.5},
+                     "Users": {"status": "healthy", "breaker": "closed"}},
+        "infrastructure": {"redis": {"status": "down", "lastError": "refused"}},
+        "observed": {"calls": 10, "malformed": 2, "unknownServices": 1}}).to_wire()
+    return {"health": health, "published": {"tier2": 4}, "monitors": ["Payments", "Users"]}
+
+
+def samples(families: list, name: str) -> dict[tuple[tuple[str, str], ...], float]:  # type: ignore[type-arg]
+    [family] = [f for f in families if f.name == name]
+    return {s.labels: s.value for s in family.samples}
+
+
+def test_breaker_status_and_units() -> None:
+    fams = metric_families(status(), age_s=1.0)
+    breaker = samples(fams, "sfa_ops_breaker_state")
+    assert breaker[(("cluster", "c1"), ("service", "Payments"))] == 2.0
+    assert breaker[(("cluster", "c1"), ("service", "Users"))] == 0.0
+    p95 = samples(fams, "sfa_ops_service_latency_p95_seconds")
+    assert p95 == {(("cluster", "c1"), ("service", "Payments")): 0.25}  # base unit: seconds
+    svc = samples(fams, "sfa_ops_service_status")
+    assert svc[(("cluster", "c1"), ("service", "Payments"), ("status", "down"))] == 1.0
+    assert svc[(("cluster", "c1"), ("service", "Payments"), ("status", "healthy"))] == 0.0
+    observed = samples(fams, "sfa_ops_observed")
+    assert observed[(("cluster", "c1"), ("outcome", "unknown_services"))] == 1.0
+    assert samples(fams, "sfa_ops_up") == {(): 1.0}
+
+
+def test_stale_or_missing_status_is_not_up() -> None:
+    assert samples(metric_families(status(), age_s=STALE_AFTER_S + 1), "sfa_ops_up") == {(): 0.0}
+    assert [f.name for f in metric_families(None, age_s=None)] == ["sfa_ops_up"]
+    assert status_view(None, age_s=None)["ready"] is False
+
+
+def test_view_rows() -> None:
+    view = status_view(status(), age_s=0.5)
+    assert view["ready"] is True and view["cluster"] == "c1" and view["status"] == "degraded"
+    assert [(s["service"], s["breaker"]) for s in view["services"]] == [("Payments", "open"), ("Users", "closed")]
+    assert view["infrastructure"] == [{"component": "redis", "status": "down", "details": {"lastError": "refused"}}]
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("8080", ("127.0.0.1", 8080)), ("0.0.0.0:9000", ("0.0.0.0", 9000)), ("[::1]:9000", ("::1", 9000)),
+    (":0", ("127.0.0.1", 0)),
+])
+def test_listen_address(value: str, expected: tuple[str, int]) -> None:
+    assert listen_address(value) == expected
+
+
+@pytest.mark.parametrize("value", ["host:", "x:70000", "abc"])
+def test_listen_address_refuses(value: str) -> None:
+    with pytest.raises(ValueError):
+        listen_address(value)
