@@ -136,8 +136,8 @@ def _limits_by_pod(pods: Iterable[Mapping[str, Any]]) -> dict[str, tuple[str | N
         if not isinstance(name, str) or name in out:
             continue
         app = _map(meta.get("labels")).get("app")
-        containers = {
-            c.get("name"): _map(_map(c.get("resources")).get("limits"))
+        containers: dict[str, Mapping[str, Any]] = {
+            str(c.get("name")): _map(_map(c.get("resources")).get("limits"))
             for c in _list(_map(pod.get("spec")).get("containers"))[:MAX_CONTAINERS]
             if isinstance(c, Mapping) and isinstance(c.get("name"), str)
         }
@@ -269,7 +269,8 @@ def _condition(conds: Mapping[str, Mapping[str, Any]], kind: str) -> str | None:
 def deployment_status(item: Mapping[str, Any]) -> DeploymentStatus:
     """Pure: one apps/v1 Deployment → its :class:`DeploymentStatus`."""
     meta, spec, status = _map(item.get("metadata")), _map(item.get("spec")), _map(item.get("status"))
-    conds = {c.get("type"): c for c in _list(status.get("conditions")) if isinstance(c, Mapping)}
+    conds: dict[str, Mapping[str, Any]] = {
+        str(c.get("type")): c for c in _list(status.get("conditions")) if isinstance(c, Mapping)}
     progressing = _map(conds.get("Progressing"))
     app = _map(_map(_map(spec.get("template")).get("metadata")).get("labels")).get("app") \
         or _map(_map(spec.get("selector")).get("matchLabels")).get("app")
