@@ -136,6 +136,8 @@ class RedisThresholds(PolicyModel):
 
 class KubernetesThresholds(PolicyModel):
     restarts: int = Field(default=5, ge=1)
+    pod_cpu: Percent = 80.0  # seed runbook: "CPU should be <80%, Memory should be <90%" of the limits
+    pod_memory: Percent = 90.0
 
 
 class Thresholds(PolicyModel):

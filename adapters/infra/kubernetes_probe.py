@@ -1,5 +1,11 @@
 """The ``kubernetes_cluster`` probe: node readiness and pressure conditions, and per service
-(label ``app={Service}`` in one namespace, as in the seed) a :class:`PodStatus` for service monitors.
+(label ``app={Service}`` in one namespace, as in the seed) a :class:`PodStatus` for service monitors,
+the containers' CPU/memory usage against their limits (metrics API, ``metrics.k8s.io/v1beta1``) and
+the services' Deployment rollouts (``apps/v1``), judged in :mod:`policies.kubernetes_state`.
+
+The metrics API and the Deployment list are optional parts: when one answers with an HTTP error
+(no metrics-server: 404; RBAC: 403) its detail says why and is ``available: false``; the check
+itself still stands on the nodes and pods.
 
 The ``kubernetes`` package is synchronous: each API call runs in a worker thread with its own
 request timeout, and the whole check is bounded by ``asyncio.timeout`` as every probe is. Lists
@@ -20,6 +26,13 @@ from kubernetes import config as k8s_config
 
 from adapters.infra import ProbeResult, Problem, run_check
 from policies.infrastructure import KubernetesThresholds
+from policies.kubernetes_state import (
+    MAX_DEPLOYMENTS,
+    deployments_unavailable,
+    judge_deployments,
+    judge_pod_resources,
+    metrics_unavailable,
+)
 from protocol.names import check_service_name
 
 COMPONENT = "kubernetes_cluster"
@@ -141,6 +154,8 @@ class KubernetesProbe:
     ) -> None:
         self.api = api
         self.core = k8s.CoreV1Api(api)
+        self.apps = k8s.AppsV1Api(api)
+        self.custom = k8s.CustomObjectsApi(api)
         self.timeout_s = timeout_s
         self.thresholds = thresholds
         self.namespace = namespace
@@ -163,11 +178,24 @@ class KubernetesProbe:
         finally:
             resp.release_conn()
 
+    async def _optional(self, fn: Any, *args: Any, **kwargs: Any) -> Mapping[str, Any] | k8s.ApiException:
+        """An optional list: an HTTP error answer is returned (and judged), not raised."""
+        try:
+            doc = await self._call(fn, *args, **kwargs)
+        except k8s.ApiException as exc:
+            return exc
+        return doc if isinstance(doc, Mapping) else {}
+
     async def _body(self) -> tuple[dict[str, Any], list[Problem]]:
         calls = [self._call(self.core.list_node)]
         if self.services:
             selector = f"app in ({','.join(self.services)})"
-            calls.append(self._call(self.core.list_namespaced_pod, self.namespace, label_selector=selector))
+            calls += [
+                self._call(self.core.list_namespaced_pod, self.namespace, label_selector=selector),
+                self._optional(self.custom.list_namespaced_custom_object, "metrics.k8s.io", "v1beta1",
+                               self.namespace, "pods", label_selector=selector),
+                self._optional(self.apps.list_namespaced_deployment, self.namespace, limit=MAX_DEPLOYMENTS),
+            ]
         docs = await asyncio.gather(*calls)
         details, problems = summarize_nodes(docs[0])
         if self.services:
@@ -180,6 +208,22 @@ class KubernetesProbe:
                           for s, pods in by_service.items()}
             details["namespace"] = self.namespace
             details["services"] = {s: p.to_details() for s, p in self._pods.items()}
+            metrics, deployments = docs[2], docs[3]
+            if isinstance(metrics, k8s.ApiException):
+                details["podResources"] = {"available": False, "reason": metrics_unavailable(metrics.status,
+                                                                                            str(metrics.reason))}
+            else:
+                pods = [p for ps in by_service.values() for p in ps]
+                details["podResources"], found = judge_pod_resources(
+                    pods, metrics, cpu_threshold=self.thresholds.pod_cpu / 100.0,
+                    memory_threshold=self.thresholds.pod_memory / 100.0)
+                problems += found
+            if isinstance(deployments, k8s.ApiException):
+                details["deployments"] = {"available": False, "reason": deployments_unavailable(
+                    deployments.status, str(deployments.reason))}
+            else:
+                details["deployments"], found = judge_deployments(deployments, services=self.services)
+                problems += found
         return details, problems
 
     async def close(self) -> None:

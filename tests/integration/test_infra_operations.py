@@ -270,16 +270,21 @@ def emqx_replay() -> ReplayServer:
 
 
 def kubernetes_replay() -> ReplayServer:
-    """Kubernetes v1 NodeList (one node NotReady) and PodList (UserManagement in CrashLoopBackOff)."""
+    """Kubernetes v1 NodeList (one node NotReady), PodList (UserManagement in CrashLoopBackOff),
+    PodMetricsList and apps/v1 DeploymentList (UserManagement's rollout past its deadline)."""
     return ReplayServer({"/api/v1/nodes": Reply.file("kubernetes/nodes.json"),
-                         "/api/v1/namespaces/platform/pods": Reply.file("kubernetes/pods.json")})
+                         "/api/v1/namespaces/platform/pods": Reply.file("kubernetes/pods.json"),
+                         "/apis/metrics.k8s.io/v1beta1/namespaces/platform/pods":
+                             Reply.file("kubernetes/pod_metrics.json"),
+                         "/apis/apps/v1/namespaces/platform/deployments": Reply.file("kubernetes/deployments.json")})
 
 
 async def test_emqx_stopped_node_and_kubernetes_crash_loop(broker_url: str, tmp_path: Path) -> None:
     """Replayed EMQX and Kubernetes APIs (neither can run here): a stopped EMQX node gives a critical
     emqx_cluster error naming the node (the broker round trip still runs against the real broker); a
     CrashLoopBackOff service's pod status reaches its monitor, which declares it unavailable with
-    pod_restart_loop; a NotReady node gives a kubernetes_cluster error."""
+    pod_restart_loop; a NotReady node and a Deployment past its progress deadline give a
+    kubernetes_cluster error."""
     with emqx_replay().running() as emqx, kubernetes_replay().running() as k8s:
         extra = {"emqx_api": emqx.url, "emqx_api_key": KEY, "emqx_api_secret": SECRET,
                  "kubernetes": True, "kube_api": k8s.url, "kube_namespace": "platform"}
@@ -300,8 +305,10 @@ async def test_emqx_stopped_node_and_kubernetes_crash_loop(broker_url: str, tmp_
             [k8s_err] = await w.wait(
                 lambda w: infra(w.on("/errors"), "infrastructure_error", "kubernetes_cluster"),
                 10, "infrastructure_error for kubernetes_cluster")
-            assert k8s_err["severity"] == "error" and "node_not_ready" in {
+            assert k8s_err["severity"] == "error" and {"node_not_ready", "rollout_stuck"} <= {
                 p["code"] for p in k8s_err["details"]["problems"]}
+            stuck = [d for d in k8s_err["details"]["deployments"]["deployments"] if d["service"] == "UserManagement"]
+            assert [d["rollout"] for d in stuck] == ["stuck"]
             sections = infrastructure(ops.health())
             assert {"emqx_cluster", "kubernetes_cluster"} <= set(sections) and "mqtt_broker" not in sections
         assert any(r.path == "/api/v1/namespaces/platform/pods" for r in k8s.requests)

@@ -406,7 +406,7 @@ async def test_kubernetes_nodes_and_pod_status() -> None:
     assert (om.running, om.ready, om.total, om.restarts, om.reason, om.failure_reason) == (2, 2, 2, 1, None, "Error")
     assert billing.total == 0
     assert r.details["services"]["UserManagement"]["failureReason"] == "container_oom_killed"
-    [pods_req] = [q for q in srv.requests if q.path.endswith("/pods")]
+    [pods_req] = [q for q in srv.requests if q.path == "/api/v1/namespaces/platform/pods"]
     assert parse_qs(pods_req.query)["labelSelector"] == ["app in (UserManagement,OrderManagement,Billing)"]
 
 
@@ -423,6 +423,98 @@ async def test_kubernetes_healthy_and_unreachable() -> None:
     down = await probe.check()
     await probe.close()
     assert not down.ok and codes(down) == {"unreachable"} and down.problems[0].severity == "error"
+
+
+METRICS = "/apis/metrics.k8s.io/v1beta1/namespaces/platform/pods"
+DEPLOYMENTS = "/apis/apps/v1/namespaces/platform/deployments"
+
+
+def k8s_workload_server(*, nodes: str, metrics: str | None, deployments: str) -> ReplayServer:
+    routes = {"/api/v1/nodes": Reply.file(nodes), "/api/v1/namespaces/platform/pods": Reply.file("kubernetes/pods.json"),
+              DEPLOYMENTS: Reply.file(deployments)}
+    if metrics is not None:
+        routes[METRICS] = Reply.file(metrics)
+    else:  # as an API server without metrics-server answers
+        routes[METRICS] = Reply(status=404, body=b'{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure",'
+                                                 b'"message":"the server could not find the requested resource",'
+                                                 b'"reason":"NotFound","details":{},"code":404}')
+    return ReplayServer(routes)
+
+
+async def test_kubernetes_pod_over_limit_and_stuck_rollout() -> None:
+    """Replayed Kubernetes API (no API server or metrics-server here; PodMetricsList and apps/v1
+    DeploymentList shapes, tests/fixtures/kubernetes/README.md): a container at 96 % of its memory
+    limit and a rollout past its progress deadline are problems of the kubernetes_cluster result,
+    and reach the tier-3 infrastructure_error built through its protocol model."""
+    services = ["UserManagement", "OrderManagement", "Billing"]
+    with k8s_workload_server(nodes="kubernetes/nodes_healthy.json", metrics="kubernetes/pod_metrics.json",
+                             deployments="kubernetes/deployments.json").running() as srv:
+        probe = KubernetesProbe(api=api_client(host=srv.url), timeout_s=TIMEOUT, thresholds=T.kubernetes_cluster,
+                                namespace="platform", services=services)
+        results = [await probe.check(), await probe.check()]
+        await probe.close()
+    r = results[0]
+    assert not r.ok and codes(r) == {"pod_memory_near_limit", "rollout_stuck", "deployment_unavailable",
+                                     "rollout_in_progress"}
+    resources, deployments = r.details["podResources"], r.details["deployments"]
+    assert resources["available"] and resources["overThresholdCount"] == 1
+    [over] = resources["overThreshold"]
+    assert (over["pod"], over["container"], over["resource"]) == ("ordermanagement-5b6c7d8e9-abcde", "app", "memory")
+    assert over["fractionOfLimit"] == pytest.approx(245 / 256, abs=1e-4)
+    um = next(d for d in deployments["deployments"] if d["service"] == "UserManagement")
+    assert um["rollout"] == "stuck" and (um["desiredReplicas"], um["availableReplicas"]) == (3, 0)
+    metrics_req = next(q for q in srv.requests if q.path == METRICS)
+    assert parse_qs(metrics_req.query)["labelSelector"] == [f"app in ({','.join(services)})"]
+    assert any(q.path == DEPLOYMENTS and "limit" in parse_qs(q.query) for q in srv.requests)
+
+    tracker = ComponentTracker(config=POLICY.component("kubernetes_cluster"))
+    assert tracker.observe(results[0], 100.0) is None
+    transition = tracker.observe(results[1], 130.0)
+    assert transition is not None and transition.kind is TransitionKind.ERROR
+    msg = transition_message(transition, cluster_id="production-us-east", policy=POLICY, correlation_id="unused",
+                             affected_services=services)
+    assert msg is not None
+    parsed = InfrastructureError.model_validate(msg)
+    assert parsed.component == "kubernetes_cluster" and msg["severity"] == "error"
+    assert msg["message"].startswith("Deployment usermanagement rollout exceeded its progress deadline")
+    problems = {p["code"]: p for p in msg["details"]["problems"]}
+    assert problems["pod_memory_near_limit"]["severity"] == "warning"
+    assert problems["rollout_in_progress"]["severity"] == "info"
+    assert msg["details"]["podResources"]["overThreshold"][0]["pod"] == "ordermanagement-5b6c7d8e9-abcde"
+    assert any("rollout undo" in rec for rec in msg["recommendations"])
+
+
+async def test_kubernetes_without_metrics_server() -> None:
+    """Replayed Kubernetes API (no API server here): the metrics API answering 404, as without
+    metrics-server, leaves pod resources unknown with the reason; the check still stands."""
+    with k8s_workload_server(nodes="kubernetes/nodes_healthy.json", metrics=None,
+                             deployments="kubernetes/deployments_healthy.json").running() as srv:
+        probe = KubernetesProbe(api=api_client(host=srv.url), timeout_s=TIMEOUT, thresholds=T.kubernetes_cluster,
+                                namespace="platform", services=["OrderManagement"])
+        r = await probe.check()
+        await probe.close()
+    assert r.ok and r.error is None and codes(r) == set(), r
+    assert r.details["podResources"]["available"] is False
+    assert "404" in r.details["podResources"]["reason"] and "metrics-server" in r.details["podResources"]["reason"]
+    assert r.details["deployments"]["byRollout"] == {"complete": 1}
+
+
+async def test_kubernetes_workloads_healthy() -> None:
+    """Replayed Kubernetes API (no API server or metrics-server here): containers under their limits
+    and complete rollouts give an ok result with the measurements in its details."""
+    with k8s_workload_server(nodes="kubernetes/nodes_healthy.json", metrics="kubernetes/pod_metrics_healthy.json",
+                             deployments="kubernetes/deployments_healthy.json").running() as srv:
+        probe = KubernetesProbe(api=api_client(host=srv.url), timeout_s=TIMEOUT, thresholds=T.kubernetes_cluster,
+                                namespace="platform", services=["OrderManagement"])
+        r = await probe.check()
+        await probe.close()
+    assert r.ok and r.problems == (), r
+    resources = r.details["podResources"]
+    assert resources["available"] and resources["judged"] == 6 and resources["overThresholdCount"] == 0
+    assert (resources["cpuThresholdFraction"], resources["memoryThresholdFraction"]) == (0.8, 0.9)
+    [om] = r.details["deployments"]["deployments"]
+    assert (om["desiredReplicas"], om["updatedReplicas"], om["readyReplicas"], om["availableReplicas"]) == (2, 2, 2, 2)
+    assert om["rollout"] == "complete" and om["progressing"] == "True (NewReplicaSetAvailable)"
 
 
 def test_kubernetes_rejects_unsafe_service_names() -> None:
