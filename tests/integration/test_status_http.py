@@ -1,13 +1,17 @@
 """operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers a
 query for the breaker that opened; headless Chromium shows the status page change live (no reload,
 no console errors) while the breaker opens and closes; ``/healthz``, ``/readyz`` and
-``/status.json`` answer as Kubernetes probes and scripts expect. The screenshot of the page with
+``/status.json`` answer as Kubernetes probes and scripts expect; ``drivers.status`` shows the same
+from the retained, signed health summary (and refuses it under another key). The screenshot of the page with
 the open breaker is kept in ``var/test-artifacts/``."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -17,6 +21,7 @@ import aiohttp
 import pytest
 
 from adapters.processes import free_port, start_prometheus
+from adapters.signing import ensure_key_pair, public_key_path
 from sdk import ServiceClient
 from sdk.errors import ServiceCallError, ServiceException
 from tests.support.chromium import open_page
@@ -45,7 +50,10 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
     base = f"http://127.0.0.1:{port}"
     policies = {"circuit_breaker.yaml": "defaults:\n  minimum_calls: 5\n  window: 30s\n  open_timeout: 4s\n"
                                         "  half_open_max_calls: 2\n  half_open_success_threshold: 2\n"}
-    async with operations(broker_url, tmp_path, policies=policies, extra={"http": ("127.0.0.1", port)}) as ops, \
+    key = tmp_path / "keys" / "system.key"
+    ensure_key_pair(key)
+    extra = {"http": ("127.0.0.1", port), "signing_key": str(key)}
+    async with operations(broker_url, tmp_path, policies=policies, extra=extra) as ops, \
             aiohttp.ClientSession() as http:
         prometheus = start_prometheus(targets=[f"127.0.0.1:{port}"], scrape_interval="1s")
         try:
@@ -82,6 +90,22 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                     view = await res.json()
                 assert view["ready"] is True and view["cluster"] == ops.cluster
                 assert [s["breaker"] for s in view["services"] if s["service"] == "Payments"] == ["open"]
+
+                # The terminal view reads the same from the retained, signed health summary.
+                cli = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", broker_url,
+                                     "--cluster-id", ops.cluster, "--trust", str(public_key_path(key)), "--json"],
+                    capture_output=True, text=True, timeout=60)
+                assert cli.returncode == 0, cli.stderr
+                shown = json.loads(cli.stdout)
+                assert [s["breaker"] for s in shown["services"] if s["service"] == "Payments"] == ["open"]
+                wrong_key = tmp_path / "keys" / "other.key"
+                ensure_key_pair(wrong_key)
+                refused = await asyncio.to_thread(
+                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", broker_url,
+                                     "--cluster-id", ops.cluster, "--trust", str(public_key_path(wrong_key)),
+                                     "--timeout", "2s"], capture_output=True, text=True, timeout=60)
+                assert refused.returncode == 1 and "unknown_key" in refused.stderr
 
                 async def closed_after_ok_call() -> bool:
                     # sfa-ops observes, it is not in the path: calls go on after open_timeout, and the
