@@ -18,6 +18,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters.logs import configure as configure_logging
+from adapters.logs import log_format, log_level, ray_logging_config
 from drivers.options import (
     Option,
     OptionError,
@@ -48,6 +50,10 @@ OPTIONS = [
            "presence) that get a monitor; calls to further names are counted as observed.unknownServices",
            default=64, convert=positive_int, metavar="N"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
+    Option("log-level", "debug, info, warning or error: for operate and its actors", default="WARNING",
+           convert=log_level),
+    Option("log-format", "text or json (one object per line; actors' records carry Ray's job, node and "
+           "actor ids): for operate and its actors", default="text", convert=log_format),
     Option("http", "serve the live status page (/), /status.json, Prometheus /metrics, /healthz and /readyz "
            "on HOST:PORT (PORT alone: loopback; default: off)", convert=listen_address, metavar="HOST:PORT"),
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "
@@ -310,8 +316,11 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         # No address: a fresh local Ray ("local"), never whatever cluster was last started on this
         # machine. Inside a Ray job RAY_ADDRESS names the job's cluster.
         address = opts["ray_address"] or os.environ.get("RAY_ADDRESS") or "local"
-        ray.init(address=address, namespace=settings.namespace, log_to_driver=False,
+        # Actors' records reach this process's output (and `ray job logs`) at the chosen level.
+        ray.init(address=address, namespace=settings.namespace, log_to_driver=True,
+                 logging_config=ray_logging_config(opts.get("log_level", "WARNING"), opts.get("log_format", "text")),
                  include_dashboard=False if address == "local" else None, configure_logging=False)
+        configure_logging(opts.get("log_level", "WARNING"), opts.get("log_format", "text"))  # one root handler
         started_ray = True
     if stop is None:
         stop = asyncio.Event()
@@ -375,7 +384,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         validate(opts)
     except OptionError as exc:
         fail(PROG, str(exc))
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(opts["log_level"], opts["log_format"])
     return asyncio.run(run(opts))
 
 

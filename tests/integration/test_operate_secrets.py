@@ -1,9 +1,11 @@
 """operate against a real mosquitto that requires a password: given with --broker-password-file,
 the password reaches the broker (operate starts, so it authenticated) and appears nowhere in what
-operate prints or in the logs of its Ray session (actors included)."""
+operate prints or in the logs of its Ray session (actors included). It runs with JSON logs at
+info level, which must carry the actors' records to operate's own output."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -42,7 +44,8 @@ def test_operate_never_prints_or_logs_the_broker_password(tmp_path: Path) -> Non
         proc = subprocess.Popen(
             [sys.executable, "-m", "drivers.operate", "--broker", f"mqtt://sfa@127.0.0.1:{svc.port}",
              "--broker-password-file", str(pw_file), "--store", f"sqlite:///{tmp_path}/ops.db",
-             "--no-security", "--status-every", "1s", "--duration", "120s"],
+             "--no-security", "--status-every", "1s", "--duration", "120s",
+             "--log-format", "json", "--log-level", "info"],
             cwd=REPO, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
@@ -57,6 +60,14 @@ def test_operate_never_prints_or_logs_the_broker_password(tmp_path: Path) -> Non
         proc.wait(timeout=60)
         printed = out.read_text(errors="replace")
         assert f"on mqtt://sfa:***@127.0.0.1:{svc.port}" in printed
+        # --log-format json --log-level info: the actors' records reach operate's output (as they
+        # reach `ray job logs`), one JSON object each, with the actor that wrote it; none twice.
+        records = [json.loads(line[line.index("{"):]) for line in printed.splitlines()
+                   if '"levelname"' in line]
+        actors = {r.get("actor_name") for r in records} - {None}
+        assert "sfa-supervisor-local" in actors and "sfa-alertmanager-local" in actors, printed[-3000:]
+        stamps = [r["timestamp_ns"] for r in records if "actor_name" not in r]
+        assert stamps and len(stamps) == len(set(stamps)), "a driver record was logged twice"
         ray_logs = [p for p in ray_tmp.rglob("*") if p.is_file() and "logs" in p.parts]
         assert any(p.name.startswith("worker") for p in ray_logs), "no Ray worker logs to search"
         leaks = [str(p) for p in [out, *ray_tmp.rglob("*")] if p.is_file() and _holds(p, password)]
