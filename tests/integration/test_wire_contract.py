@@ -1,10 +1,18 @@
-"""The wire contract with its real producers and consumers: operate (real Ray, real mosquitto) and
-the sample platform (one process per service) go through a crash, a breaker open/close cycle, a
-cascade and a degradation. Everything sfa-ops publishes on ``system/{cluster}/#`` and every -32503
-answer it sends is recorded and must parse with its ``protocol`` model (``protocol.contract``); a
-real ``PlatformAwareClient`` subscribed to the same cluster acts on those real messages: it fails
-fast on the real open breaker and the real ``service_unavailable`` and calls again after the real
-close and recovery. Nothing is built by the test from the models."""
+"""The wire contract with its real producers and consumers: operate (real Ray, real mosquitto)
+and what it watches. Everything sfa-ops publishes on ``system/{cluster}/#`` (and every -32503
+answer it sends) is recorded and must parse with its ``protocol`` model (``protocol.contract``),
+and the real consumers act on those real messages. Nothing is built by the test from the models
+except what the platform itself would send (the auth service's ``AuthEvent``).
+
+- Tiers 1-2: the sample platform (one process per service) goes through a breaker open/close
+  cycle, a degradation, a crash and a cascade; a ``PlatformAwareClient`` fails fast on the real
+  open breaker and the real ``service_unavailable`` and calls again after the real close and
+  recovery. The audit anchor published meanwhile parses too.
+- Tier 3 and security: operate (signing what it publishes) checks a real Redis that is stopped
+  and started again, and sees failed logins from one address; the real infrastructure_error /
+  infrastructure_recovered reach a trusting ``PlatformAwareClient``, and the real retained active
+  set makes a service runtime's ``ActionsEnforcement`` refuse the blocked address.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +29,7 @@ import pytest
 
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from adapters.processes import start_redis
+from adapters.signing import ensure_key_pair, public_key_path
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.simulate import PlatformProcesses, Traffic
 from protocol import ProtocolError, topics
@@ -39,6 +48,7 @@ from sdk.platform_client import (
 )
 from sdk.runtime import ServiceRuntime
 from sdk.service import Service
+from sdk.trust import SystemTrust
 from tests.support.operations import operations
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -54,13 +64,18 @@ POLICIES = {
 
 
 class Tape:
-    """Every message on the subscribed filters, raw, in arrival order."""
+    """Every message on the subscribed filters, raw, in arrival order; with ``trust``, also each
+    message's signature verdict (``SystemTrust.check``)."""
 
-    def __init__(self) -> None:
+    def __init__(self, trust: SystemTrust | None = None) -> None:
         self.messages: list[tuple[str, bytes, bool]] = []
+        self.trust = trust
+        self.verdicts: Counter[str] = Counter()
 
     def __call__(self, msg: Message) -> None:
         self.messages.append((msg.topic, bytes(msg.payload), bool(msg.retain)))
+        if self.trust is not None:
+            self.verdicts[self.trust.check(msg)] += 1
 
     def docs(self, prefix: str) -> list[dict[str, Any]]:
         out = []
@@ -122,7 +137,8 @@ async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_u
     """Crash, breaker cycle, cascade, degradation: every real message parses with its model, and a
     PlatformAwareClient fails fast on the real open breaker / service_unavailable, then recovers."""
     # The scenario itself is bounded (each wait below); only the actors' start may take long on a busy machine.
-    async with operations(broker_url, tmp_path, policies=POLICIES, start_timeout=240) as ops:
+    async with operations(broker_url, tmp_path, policies=POLICIES, start_timeout=240,
+                          extra={"audit_anchor_interval": 5.0}) as ops:
         c = ops.cluster
         tape = Tape()
         await ops.bus.subscribe(f"system/{c}/#", tape, qos=1)
@@ -217,7 +233,7 @@ async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_u
 
         kinds = parse_recorded(tape, c)
         for model in ("BreakerStateChange", "BreakerState", "SystemHealth", "ServiceUnavailable", "ServiceDegraded",
-                      "ServiceRecovered", "CascadingFailurePrevented", "Presence"):
+                      "ServiceRecovered", "CascadingFailurePrevented", "Presence", "AuditAnchor"):
             assert kinds[model], f"no {model} recorded: {dict(kinds)}"
         # Every response parses with its model. sfa-ops' -32503 answers (they name ``serviceName``;
         # a sample service answering -32503 itself for a dependency names ``service``) carry
@@ -278,18 +294,21 @@ async def test_infrastructure_and_security_messages_from_real_producers(broker_u
     action, active set, user notice and the audit anchor — parses with its contract model; a real
     PlatformAwareClient records the Redis outage and its end; a real service runtime's
     ``ActionsEnforcement`` refuses the blocked IP from the real retained active set."""
+    key = tmp_path / "signing.key"
+    ensure_key_pair(key)
+    trust = SystemTrust.from_files(public_key_path(key))
     redis_servers = [start_redis()]
     port = redis_servers[0].port
-    extra = {"check_redis": [redis_servers[0].url], "audit_anchor_interval": 2.0}
+    extra = {"check_redis": [redis_servers[0].url], "audit_anchor_interval": 2.0, "signing_key": str(key)}
     try:
         async with operations(broker_url, tmp_path, policies=INFRA_POLICIES, extra=extra, start_timeout=240) as ops:
             c = ops.cluster
-            tape = Tape()
+            tape = Tape(SystemTrust.from_files(public_key_path(key)))
             await ops.bus.subscribe(f"system/{c}/#", tape, qos=1)
             client_bus = MqttBus(config=MqttConfig.from_url(broker_url))
             await client_bus.start()
             await client_bus.wait_connected(10)
-            client = PlatformAwareClient(ServiceClient(client_bus), cluster=c)
+            client = PlatformAwareClient(ServiceClient(client_bus), cluster=c, trust=trust)
             events: list[ClientEvent] = []
             client.on_event(events.append)
             await client.start()
@@ -363,3 +382,7 @@ async def test_infrastructure_and_security_messages_from_real_producers(broker_u
                   "EnforcementAction", "ActiveActions", "SecurityNotice", "AuditAnchor"):
         assert kinds[model], f"no {model} recorded: {dict(kinds)}"
     assert client.counts["system_malformed"] == 0 and client.counts["system_mismatched"] == 0
+    # Everything operate published was signed with its key (presence is the services' own, exempt),
+    # and the client believed every system message it received.
+    assert set(tape.verdicts) <= {"trusted", "exempt"} and tape.verdicts["trusted"], dict(tape.verdicts)
+    assert trust.counts["trusted"] and trust.refused == 0, trust.counts
