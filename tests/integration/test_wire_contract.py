@@ -381,6 +381,8 @@ async def test_infrastructure_and_security_messages_from_real_producers(broker_u
     for model in ("InfrastructureError", "InfrastructureRecovered", "AlertMessage", "IncidentMessage",
                   "EnforcementAction", "ActiveActions", "SecurityNotice", "AuditAnchor"):
         assert kinds[model], f"no {model} recorded: {dict(kinds)}"
+    emergency = {(d.get("type"), d.get("component") or d.get("incidentId")) for d in tape.docs(f"system/{c}/emergency")}
+    assert {("infrastructure_error", "redis"), ("incident", incident["incidentId"])} <= emergency, emergency
     assert client.counts["system_malformed"] == 0 and client.counts["system_mismatched"] == 0
     # Everything operate published was signed with its key (presence is the services' own, exempt),
     # and the client believed every system message it received.
