@@ -133,6 +133,7 @@ def parse_recorded(tape: Tape, cluster: str) -> Counter[str]:
     return kinds
 
 
+@pytest.mark.timeout(480)  # ~140 s of scripted scenario, plus the session Ray's start when it runs first
 async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_url: str, tmp_path: Path) -> None:
     """Crash, breaker cycle, cascade, degradation: every real message parses with its model, and a
     PlatformAwareClient fails fast on the real open breaker / service_unavailable, then recovers."""
