@@ -46,6 +46,7 @@ class IncidentEffects:
     pending_approvals: set[str]
     counts: dict[str, int]
     alert_resolve_after: float | None
+    active_published_at: float
     options: SecurityOptions
     clock: Clock
     _lock: asyncio.Lock
@@ -253,8 +254,9 @@ class IncidentEffects:
         await self.store.incident_upsert(inc)
         return inc
 
-    async def _publish_incident(self, inc: IncidentRecord, event: str, now: float) -> None:
-        msg = incident_message(inc, event, self.cluster, now)
+    async def _publish_incident(self, inc: IncidentRecord, event: str, now: float,
+                                resolution: str | None = None) -> None:
+        msg = incident_message(inc, event, self.cluster, now, resolution)
         await self.outlet.publish(topics.system_incidents(self.cluster), msg, kind="incident")
         if SEVERITY_RANK.get(inc.severity, 0) >= SEVERITY_RANK["critical"] and event in ("created", "escalated"):
             await self.outlet.publish(topics.system_emergency(self.cluster), msg, kind="incident")
@@ -265,4 +267,5 @@ class IncidentEffects:
 
     async def _publish_active(self, now: float) -> None:
         doc = ActiveActions.model_validate({"actions": self.active_wire(now), "timestamp": now}).to_wire()
+        self.active_published_at = now
         await self.outlet.publish(active_actions_topic(self.cluster), doc, retain=True, kind="security_active")
