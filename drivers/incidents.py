@@ -45,7 +45,11 @@ PROG = "python -m drivers.incidents"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="resolve writes the resolved message to the outbox; operate publishes it, signed, at its next "
+               "start. --broker publishes it now, signed with --signing-key (operate's key), or unsigned with "
+               "--unsigned for a cluster whose operate signs nothing; --broker with neither is refused (exit 2).")
     p.add_argument("--store", default=os.environ.get("SFA_OPS_STORE", DEFAULT_URL), metavar="URL",
                    help="sqlite:///path or postgresql://user@host/db (env SFA_OPS_STORE)")
     p.add_argument("--cluster-id", default=os.environ.get("SFA_OPS_CLUSTER_ID", "local"))
