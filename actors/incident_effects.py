@@ -1,7 +1,7 @@
 """The effects the IncidentResponder carries out, each persisted before it happens: an action
 carried out (store, Redis/EMQX, ``system/{cluster}/security/actions``; a notification sent, an
 evidence record preserved: ``policies.response_effects``, ``policies.evidence``), held (refused, or
-waiting for approval), undone, or settled by an operator; a line in an incident's log; incident
+waiting for approval), undone, or settled by an operator; an incident resolved; a line in an incident's log; incident
 and active-set messages. ``IncidentEffects`` is the base of ``actors.incident_responder.Responder``,
 which owns the state these methods use; no decision is taken here (``policies.response*``)."""
 
@@ -253,6 +253,16 @@ class IncidentEffects:
         inc = replace(inc, data=data, status=status)
         await self.store.incident_upsert(inc)
         return inc
+
+    async def _resolve(self, inc: IncidentRecord, now: float, resolution: str, entry: dict[str, Any]) -> None:
+        """Mark resolved (by an ``operator``, or ``expired``), log ``entry``, publish ``resolved``."""
+        data = dict(inc.data)
+        log = list(data.get("log", []))
+        append_log(log, {"ts": now, "action": "resolve", **entry})
+        data["log"] = log
+        inc = replace(inc, status="resolved", data=data)
+        await self.store.incident_upsert(inc)
+        await self._publish_incident(inc, "resolved", now, resolution)
 
     async def _publish_incident(self, inc: IncidentRecord, event: str, now: float,
                                 resolution: str | None = None) -> None:

@@ -45,7 +45,7 @@ import ray
 from actors.clock import Clock, SystemClock
 from actors.incident_effects import IncidentEffects
 from actors.incident_records import action_wire as _wire
-from actors.incident_records import append_log, escalation_wire, stored
+from actors.incident_records import escalation_wire, stored
 from actors.incident_records import incident_message as incident_message
 from actors.loops import run_every
 from actors.security_common import (
@@ -353,15 +353,6 @@ class Responder(IncidentEffects):
         await self._resolve(inc, self.clock.now(), "operator", {"result": "applied", "note": note})
         await self.outlet.flush()
         return True
-
-    async def _resolve(self, inc: IncidentRecord, now: float, resolution: str, entry: dict[str, Any]) -> None:
-        data = dict(inc.data)
-        log = list(data.get("log", []))
-        append_log(log, {"ts": now, "action": "resolve", **entry})
-        data["log"] = log
-        inc = replace(inc, status="resolved", data=data)
-        await self.store.incident_upsert(inc)
-        await self._publish_incident(inc, "resolved", now, resolution)
 
     async def _housekeeping(self) -> None:
         await self._expire_incidents()
