@@ -101,10 +101,13 @@ class FiringSet:
             self.dropped += 1
 
     def due(self, now: float) -> list[dict[str, Any]]:
-        """Held conditions last sent ``refresh_s`` or more ago, to send again (marked sent at ``now``)."""
+        """Held conditions last sent ``refresh_s`` or more ago, to send again (marked sent at ``now``).
+        Alerts whose ``endsAt`` (a resolve timeout) has passed have ended: they are forgotten."""
         out = []
-        for alert, sent_at in list(self.firing.values()):
-            if now - sent_at >= self.refresh_s and alert["labels"].get("component") != "security":
+        for key, (alert, sent_at) in list(self.firing.items()):
+            if alert["endsAt"] is not None and alert["endsAt"] <= now:
+                del self.firing[key]
+            elif now - sent_at >= self.refresh_s and alert["labels"].get("component") != "security":
                 self.hold(alert, now)
                 out.append(alert)
         return out
