@@ -162,7 +162,7 @@ async def test_incidents_cli_publishes_a_signed_resolution(broker_url: str, tmp_
 async def test_idle_incident_resolves_as_expired(broker_url: str, tmp_path: Path) -> None:
     """An incident with no new event for the policy's TTL (24 h) is resolved as expired by the
     responder's housekeeping, with a signed resolved message; the retained active set, stale by
-    then, is republished fresh."""
+    then, is republished fresh; an operator's resolution says so."""
     key = tmp_path / "sfa.key"
     ensure_key_pair(key)
     trust = SystemTrust.from_files(public_key_path(key))
@@ -187,5 +187,11 @@ async def test_idle_incident_resolves_as_expired(broker_url: str, tmp_path: Path
         await wait_until(lambda: enforcement.updates == 1, timeout=5)
         inc = await r.store.inner.incident_get(summary["incidentId"])
         assert inc is not None and inc.status == "resolved" and inc.data["log"][-1]["result"] == "expired"
+        assert r.counts["expired"] == 1
+
+        fresh = await r.handle(brute_force(addr(), clock.now()))  # an operator resolves this one
+        assert fresh is not None and await r.resolve(fresh["incidentId"], "handled")
+        await wait_until(lambda: any(parse_model(IncidentMessage, m.payload).resolution == "operator"
+                                     for m in believed.messages), timeout=5)
         assert r.counts["expired"] == 1
         await bus.publish(active_topic(r.cluster), b"", qos=1, retain=True)
