@@ -1,7 +1,7 @@
 """The effects the IncidentResponder carries out, each persisted before it happens: an action
 carried out (store, Redis/EMQX, ``system/{cluster}/security/actions``; a notification sent, an
 evidence record preserved: ``policies.response_effects``, ``policies.evidence``), held (refused, or
-waiting for approval), undone, or settled by an operator; a line in an incident's log; incident
+waiting for approval), undone, or settled by an operator; an incident resolved; a line in an incident's log; incident
 and active-set messages. ``IncidentEffects`` is the base of ``actors.incident_responder.Responder``,
 which owns the state these methods use; no decision is taken here (``policies.response*``)."""
 
@@ -46,6 +46,7 @@ class IncidentEffects:
     pending_approvals: set[str]
     counts: dict[str, int]
     alert_resolve_after: float | None
+    active_published_at: float
     options: SecurityOptions
     clock: Clock
     _lock: asyncio.Lock
@@ -253,8 +254,19 @@ class IncidentEffects:
         await self.store.incident_upsert(inc)
         return inc
 
-    async def _publish_incident(self, inc: IncidentRecord, event: str, now: float) -> None:
-        msg = incident_message(inc, event, self.cluster, now)
+    async def _resolve(self, inc: IncidentRecord, now: float, resolution: str, entry: dict[str, Any]) -> None:
+        """Mark resolved (by an ``operator``, or ``expired``), log ``entry``, publish ``resolved``."""
+        data = dict(inc.data)
+        log = list(data.get("log", []))
+        append_log(log, {"ts": now, "action": "resolve", **entry})
+        data["log"] = log
+        inc = replace(inc, status="resolved", data=data)
+        await self.store.incident_upsert(inc)
+        await self._publish_incident(inc, "resolved", now, resolution)
+
+    async def _publish_incident(self, inc: IncidentRecord, event: str, now: float,
+                                resolution: str | None = None) -> None:
+        msg = incident_message(inc, event, self.cluster, now, resolution)
         await self.outlet.publish(topics.system_incidents(self.cluster), msg, kind="incident")
         if SEVERITY_RANK.get(inc.severity, 0) >= SEVERITY_RANK["critical"] and event in ("created", "escalated"):
             await self.outlet.publish(topics.system_emergency(self.cluster), msg, kind="incident")
@@ -265,4 +277,5 @@ class IncidentEffects:
 
     async def _publish_active(self, now: float) -> None:
         doc = ActiveActions.model_validate({"actions": self.active_wire(now), "timestamp": now}).to_wire()
+        self.active_published_at = now
         await self.outlet.publish(active_actions_topic(self.cluster), doc, retain=True, kind="security_active")

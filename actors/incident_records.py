@@ -16,8 +16,10 @@ from protocol.security import EnforcementAction, IncidentMessage
 LOG_CAP = 200  # entries kept in an incident's log
 
 
-def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float) -> dict[str, Any]:
-    """The ``system/{cluster}/incidents`` payload (protocol ``IncidentMessage``)."""
+def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float,
+                     resolution: str | None = None) -> dict[str, Any]:
+    """The ``system/{cluster}/incidents`` payload (protocol ``IncidentMessage``); ``resolution``
+    (``operator`` or ``expired``) on a ``resolved`` event."""
     severity = inc.severity if inc.severity in SEVERITY_RANK else "warning"
     status = inc.status if inc.status in ("open", "investigating", "contained", "escalated", "resolved") else "open"
     return IncidentMessage.model_validate(
@@ -28,7 +30,7 @@ def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float) 
          "automatedResponse": list(inc.data.get("automatedResponse", [])),
          "awaitingApproval": list(inc.data.get("awaitingApproval", [])),
          "refused": list(inc.data.get("refused", [])),
-         "escalation": inc.data.get("escalation"), "timestamp": now}).to_wire()
+         "escalation": inc.data.get("escalation"), "resolution": resolution, "timestamp": now}).to_wire()
 
 
 def action_wire(rec: ActionRecord) -> dict[str, Any]:

@@ -21,6 +21,11 @@ once an operator approves it (``drivers.incidents approve ID``; polled every ``s
 undecided requests lapse). A source with more incidents than ``per_source`` allows has further
 alerts folded into its latest incident (counted, logged, no new actions).
 
+Housekeeping (every ``housekeeping_s``): an open incident with no new event for the response
+policy's ``incident_ttl`` is resolved as ``expired`` (``policies.incident_expiry``), and the
+retained active set is republished when ``active_refresh_s`` passed since the last one (SDKs with a
+trust refuse a set older than their maximum age).
+
 Restart: Ray re-runs the constructor, which schedules ``start()``; it restores offender history,
 active actions (re-applied to Redis/EMQX: idempotent) and pending undos from the store, runs undos
 whose time passed while it was down, and republishes the retained set.
@@ -40,7 +45,7 @@ import ray
 from actors.clock import Clock, SystemClock
 from actors.incident_effects import IncidentEffects
 from actors.incident_records import action_wire as _wire
-from actors.incident_records import append_log, escalation_wire, stored
+from actors.incident_records import escalation_wire, stored
 from actors.incident_records import incident_message as incident_message
 from actors.loops import run_every
 from actors.security_common import (
@@ -56,6 +61,7 @@ from adapters.mqtt import MqttBus
 from adapters.store import ActionRecord, IncidentRecord, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.detection_rules import load_security_policy
+from policies.incident_expiry import incident_expired, last_event_at
 from policies.response import (
     OffenderHistory,
     ResponsePolicy,
@@ -107,12 +113,13 @@ class Responder(IncidentEffects):
         self.last_incident: OrderedDict[str, str] = OrderedDict()  # source -> its latest incident
         self.pending_approvals: set[str] = set()
         self.active: dict[str, ActionRecord] = {}
+        self.active_published_at = float("-inf")
         self.undo_at: dict[str, float] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
         self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
                                      "undos", "escalations", "restored", "refused", "awaiting_approval",
                                      "approved", "rejected", "approvals_expired", "folded",
-                                     "notifications", "evidence"), 0)
+                                     "notifications", "evidence", "expired"), 0)
         self._lock = asyncio.Lock()
         self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
@@ -150,6 +157,8 @@ class Responder(IncidentEffects):
         self._loops = [
             asyncio.create_task(run_every(self.options.undo_poll_s, self._undo_step, name="undo", logger=logger)),
             asyncio.create_task(run_every(self.options.store_poll_s, self._store_poll, name="undo-store",
+                                          logger=logger)),
+            asyncio.create_task(run_every(self.options.housekeeping_s, self._housekeeping, name="housekeeping",
                                           logger=logger)),
         ]
 
@@ -341,16 +350,47 @@ class Responder(IncidentEffects):
         inc = await self.store.inner.incident_get(incident_id)
         if inc is None:
             return False
-        now = self.clock.now()
-        data = dict(inc.data)
-        log = list(data.get("log", []))
-        append_log(log, {"ts": now, "action": "resolve", "result": "applied", "note": note})
-        data["log"] = log
-        inc = replace(inc, status="resolved", data=data)
-        await self.store.incident_upsert(inc)
-        await self._publish_incident(inc, "resolved", now)
+        await self._resolve(inc, self.clock.now(), "operator", {"result": "applied", "note": note})
         await self.outlet.flush()
         return True
+
+    async def _housekeeping(self) -> None:
+        await self._expire_incidents()
+        now = self.clock.now()
+        if now - self.active_published_at >= self.options.active_refresh_s:
+            async with self._lock:
+                await self._publish_active(now)
+                await self.outlet.flush()
+
+    async def _expire_incidents(self) -> None:
+        """Resolve, as ``expired``, open incidents idle for the policy's ``incident_ttl``."""
+        ttl = self.policy.incident_ttl
+        try:
+            candidates = await self.store.inner.incidents_open()
+        except StoreError:
+            return
+        now = self.clock.now()
+        due = [i.id for i in candidates
+               if incident_expired(status=i.status, created_at=i.created_at, data=i.data, now=now, ttl=ttl)]
+        if not due:
+            return
+        expired = 0
+        async with self._lock:
+            for inc_id in due:
+                try:  # read again under the lock: an alert may have been folded into it meanwhile
+                    inc = await self.store.inner.incident_get(inc_id)
+                except StoreError:
+                    return
+                now = self.clock.now()
+                if inc is None or not incident_expired(status=inc.status, created_at=inc.created_at, data=inc.data,
+                                                       now=now, ttl=ttl):
+                    continue
+                await self._resolve(inc, now, "expired", {"result": "expired", "idleSeconds": round(
+                    now - last_event_at(inc.created_at, inc.data), 3)})
+                expired += 1
+            await self.outlet.flush()
+        self.counts["expired"] += expired
+        logger.info("%d idle incident(s) resolved as expired", expired)
 
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()

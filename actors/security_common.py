@@ -40,6 +40,12 @@ class SecurityOptions:
     undo_poll_s: float = 0.2
     """In-memory undo schedule check."""
     store_poll_s: float = 2.0
+    housekeeping_s: float = 60.0
+    """The responder expires idle incidents (``response.yaml`` ``incident_ttl``) and refreshes the
+    retained active set this often."""
+    active_refresh_s: float = 300.0
+    """The retained active set is republished at least this often, so an SDK that refuses stale
+    system messages (``sdk.trust``: 15 min) never finds the current one too old."""
     evidence_delay_s: float = 2.0
     """``preserve_evidence`` collects this long after the incident (the audit writer's batch
     holding the triggering events is stored by then: it flushes every ``audit_flush_s``)."""

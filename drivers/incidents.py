@@ -6,7 +6,11 @@ not be running).
 - ``show ID``: the incident, its log and its actions, as JSON.
 - ``resolve ID [--note TEXT]``: status ``resolved``, a log entry, and the ``resolved`` message
   written to the outbox for ``system/{cluster}/incidents`` (published now with ``--broker``,
-  else by operate's supervisor when it republishes its outbox).
+  else by operate's supervisor when it republishes its outbox, at its next start, signed with its
+  key). What is published under ``system/`` is signed (SDK clients with a trust ignore anything
+  else), so ``--broker`` needs ``--signing-key FILE`` — the key operate signs with (its
+  ``--signing-key``, env ``SFA_OPS_SIGNING_KEY``) — or, for a cluster whose operate runs without
+  one, ``--unsigned``; without either it is refused (exit 2) before anything is changed.
 - ``lift ACTION_ID``: sets the action's ``undo_at`` to now. The IncidentResponder polls the store
   and carries out the undo (Redis key deleted, EMQX ban removed, undo published) within
   ``store_poll_s``; if operate is down, at its next start.
@@ -41,11 +45,22 @@ PROG = "python -m drivers.incidents"
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p = argparse.ArgumentParser(
+        prog=PROG, description=__doc__.split("\n\n")[0] if __doc__ else None,
+        epilog="resolve writes the resolved message to the outbox; operate publishes it, signed, at its next "
+               "start. --broker publishes it now, signed with --signing-key (operate's key), or unsigned with "
+               "--unsigned for a cluster whose operate signs nothing; --broker with neither is refused (exit 2).")
     p.add_argument("--store", default=os.environ.get("SFA_OPS_STORE", DEFAULT_URL), metavar="URL",
                    help="sqlite:///path or postgresql://user@host/db (env SFA_OPS_STORE)")
     p.add_argument("--cluster-id", default=os.environ.get("SFA_OPS_CLUSTER_ID", "local"))
-    p.add_argument("--broker", default=None, metavar="URL", help="publish the resolved message now")
+    p.add_argument("--broker", default=None, metavar="URL",
+                   help="publish the resolved message now (needs --signing-key, or --unsigned)")
+    p.add_argument("--signing-key", default=os.environ.get("SFA_OPS_SIGNING_KEY"), metavar="FILE",
+                   help="Ed25519 private key (PEM) operate signs system/{cluster}/ with (operate's --signing-key; "
+                        "env SFA_OPS_SIGNING_KEY): the message published with --broker is signed with it")
+    p.add_argument("--unsigned", action="store_true",
+                   help="publish with --broker unsigned: only for a cluster whose operate signs nothing "
+                        "(SDK clients with a trust ignore unsigned system messages)")
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="open incidents")
     ls.add_argument("--all", action="store_true", help="every incident, resolved ones too")
@@ -85,7 +100,29 @@ async def _show(store: Store, inc_id: str) -> int:
     return 0
 
 
-async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: str | None) -> int:
+def _publisher(args: argparse.Namespace) -> str | None:
+    """Why ``--broker`` cannot be used as given, or None (the key is loaded to check it)."""
+    if not args.broker:
+        return None
+    if args.signing_key and args.unsigned:
+        return "--signing-key and --unsigned exclude each other"
+    if args.signing_key:
+        from adapters.signing import Signer, SigningKeyError
+
+        try:
+            Signer.from_file(args.signing_key)
+        except SigningKeyError as exc:
+            return f"--signing-key: {exc}"
+        return None
+    if args.unsigned:
+        return None
+    return (f"--broker publishes on system/{args.cluster_id}/incidents, which operate signs: give --signing-key FILE "
+            "(the key operate signs with), or leave out --broker (operate publishes the message from its "
+            "outbox, signed, at its next start); --unsigned only if operate signs nothing")
+
+
+async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: str | None,
+                   signing_key: str | None = None) -> int:
     from actors.incident_responder import incident_message
 
     inc = await store.incident_get(inc_id)
@@ -102,12 +139,13 @@ async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: s
     inc = replace(inc, status="resolved", data=data)
     await store.incident_upsert(inc)
     topic = topics.system_incidents(cluster)
-    msg = incident_message(inc, "resolved", cluster, now)
+    msg = incident_message(inc, "resolved", cluster, now, "operator")
     msg_id = await store.outbox_add(topic, msg, qos=1, kind="incident")
     if broker:
         from adapters.mqtt import MqttBus, MqttConfig
 
-        async with MqttBus(config=MqttConfig.from_url(broker)) as bus:
+        config = replace(MqttConfig.from_url(broker), signing_key_file=signing_key)
+        async with MqttBus(config=config) as bus:
             await bus.wait_connected(10)
             delivery = await bus.publish(topic, msg, qos=1)
             acked = await delivery.wait(10)
@@ -176,6 +214,10 @@ async def _decide(store: Store, ident: str, verdict: Literal["approved", "reject
 
 async def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    refused = _publisher(args)
+    if refused is not None:
+        print(f"{PROG}: {refused}", file=sys.stderr)
+        return 2
     try:
         store = open_store(args.store)
         async with store:
@@ -184,7 +226,7 @@ async def run(argv: Sequence[str]) -> int:
             if args.command == "show":
                 return await _show(store, args.id)
             if args.command == "resolve":
-                return await _resolve(store, args.id, args.note, args.cluster_id, args.broker)
+                return await _resolve(store, args.id, args.note, args.cluster_id, args.broker, args.signing_key)
             if args.command == "list-pending":
                 return await _list_pending(store)
             if args.command in ("approve", "reject"):

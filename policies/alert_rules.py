@@ -76,15 +76,15 @@ class FiringSet:
         self.firing: dict[tuple[tuple[str, str], ...], tuple[dict[str, Any], float]] = {}
         self.dropped = 0
 
-    def filter(self, alerts: list[dict[str, Any]], now: float | None = None) -> list[dict[str, Any]]:
+    def filter(self, alerts: list[dict[str, Any]], now: float) -> list[dict[str, Any]]:
         """The alerts to send: every firing one (remembered, sent at ``now``), and a resolution only
-        for what fired. With ``now``, an alert whose ``endsAt`` is still ahead (a resolve timeout) is
+        for what fired. An alert whose ``endsAt`` is still ahead of ``now`` (a resolve timeout) is
         firing, not a resolution."""
         out = []
         for a in alerts:
             key = tuple(sorted(a["labels"].items()))
-            if a["endsAt"] is None or (now is not None and a["endsAt"] > now):
-                self.hold(a, now or 0.0)
+            if a["endsAt"] is None or a["endsAt"] > now:
+                self.hold(a, now)
                 out.append(a)
             elif key in self.firing:
                 del self.firing[key]
@@ -101,10 +101,13 @@ class FiringSet:
             self.dropped += 1
 
     def due(self, now: float) -> list[dict[str, Any]]:
-        """Held conditions last sent ``refresh_s`` or more ago, to send again (marked sent at ``now``)."""
+        """Held conditions last sent ``refresh_s`` or more ago, to send again (marked sent at ``now``).
+        Alerts whose ``endsAt`` (a resolve timeout) has passed have ended: they are forgotten."""
         out = []
-        for alert, sent_at in list(self.firing.values()):
-            if now - sent_at >= self.refresh_s and alert["labels"].get("component") != "security":
+        for key, (alert, sent_at) in list(self.firing.items()):
+            if alert["endsAt"] is not None and alert["endsAt"] <= now:
+                del self.firing[key]
+            elif now - sent_at >= self.refresh_s and alert["labels"].get("component") != "security":
                 self.hold(alert, now)
                 out.append(alert)
         return out

@@ -105,6 +105,9 @@ class ResponsePolicy(PolicyModel):
     escalation: list[EscalationRule] = Field(default_factory=list)
     approval: ApprovalPolicy = ApprovalPolicy()
     per_source: SourceLimit = SourceLimit()
+    incident_ttl: Duration = Field(
+        default=86400.0, gt=0,
+        description="an open incident with no new event for this long is resolved as expired (policies.incident_expiry)")
 
     @model_validator(mode="after")
     def _steps_are_known_and_undoable(self) -> ResponsePolicy:

@@ -104,6 +104,9 @@ class IncidentMessage(WireModel):
     """Action ids held for an operator (``drivers.incidents approve|reject ID``)."""
     refused: list[str] = Field(default_factory=list)
     """Action ids refused (protected target, approval queue full)."""
+    resolution: Literal["operator", "expired"] | None = None
+    """On ``resolved``: an operator resolved it, or it ``expired`` (no new event for the
+    response policy's ``incident_ttl``)."""
     timestamp: Timestamp
 
 

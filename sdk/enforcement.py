@@ -30,9 +30,18 @@ its undo message is late. A rate limit allows ``ratePerMinute`` (from the action
 ``default_rate_per_minute``) per user per instance, as a token bucket with a burst of the same
 size per minute / 6 (at least 1).
 
+Whose actions it believes: the retained set is signed by sfa-ops (``operate --signing-key``).
+With ``trust=SystemTrust.from_files("sfa-ops-signing.key.pub")`` a set that is unsigned, signed
+by another key, tampered with or stale (its ``timestamp`` older than ``trust.max_age_s``; the
+IncidentResponder republishes the set well within that) is ignored — the ban set stays as it was —
+and counted by reason in ``trust.counts``, the same check as ``PlatformAwareClient(trust=…)``
+(``sdk.trust.verified``). Without a trust the caller must say ``allow_unsigned=True`` (any client
+allowed to publish on the topic then decides whom the service refuses: only where the broker's
+ACLs keep ``system/{cluster}/#`` to sfa-ops); neither is a ``ValueError``.
+
 Use::
 
-    enforcement = ActionsEnforcement(cluster="prod")
+    enforcement = ActionsEnforcement(cluster="prod", trust=SystemTrust.from_files("sfa-ops-signing.key.pub"))
     runtime = ServiceRuntime.connect(service, broker_url=url, cluster="prod", enforcement=enforcement)
     await enforcement.attach(runtime.bus)   # before or after runtime.start()
 """
@@ -54,6 +63,7 @@ from protocol.rpc import UserContext
 from protocol.security import ActiveActions, EnforcementAction
 from sdk.errors import AuthorizationError, RateLimitError, ServiceFunctionError
 from sdk.service import CallContext
+from sdk.trust import SystemTrust, verified
 
 _FOREVER = math.inf
 _MAX_BUCKETS = 10_000
@@ -143,9 +153,13 @@ def _retry(until: float, now: float) -> float | None:
 class ActionsEnforcement:
     """Enforces the retained active-actions set of one cluster (see the module docstring)."""
 
-    def __init__(self, *, cluster: str, default_rate_per_minute: float = 60.0,
-                 clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, cluster: str, trust: SystemTrust | None = None, allow_unsigned: bool = False,
+                 default_rate_per_minute: float = 60.0, clock: Callable[[], float] = time.time) -> None:
+        if trust is None and not allow_unsigned:
+            raise ValueError("ActionsEnforcement needs trust=SystemTrust.from_files(<sfa-ops' public key>) to "
+                             "believe only signed action sets, or allow_unsigned=True to believe any publisher")
         self.cluster = cluster
+        self.trust = trust
         self._v = _Verdicts(default_rate_per_minute, clock)
         self._ips: dict[str, float] = {}
         self._suspended: dict[str, float] = {}
@@ -155,7 +169,7 @@ class ActionsEnforcement:
 
     async def attach(self, bus: MqttBus) -> None:
         """Subscribe to the retained set (works before the bus is connected)."""
-        await bus.subscribe(active_topic(self.cluster), self._on_active, qos=1)
+        await bus.subscribe(active_topic(self.cluster), verified(self._on_active, self.trust), qos=1)
 
     def _on_active(self, msg: Message) -> None:
         try:

@@ -53,7 +53,7 @@ from sdk.errors import (
     retry_seconds,
 )
 from sdk.strategy import AdaptiveStrategy, CallPlan
-from sdk.trust import SystemTrust
+from sdk.trust import SystemTrust, verified
 
 logger = logging.getLogger(__name__)
 
@@ -178,15 +178,7 @@ class PlatformAwareClient:
 
     def _verified(self, handler: Callable[[Message], None]) -> Callable[[Message], None]:
         """``handler`` behind the signature and age check, when ``trust`` is set."""
-        trust = self.trust
-        if trust is None:
-            return handler
-
-        def admitted(msg: Message) -> None:
-            if trust.admit(msg):
-                handler(msg)
-
-        return admitted
+        return verified(handler, self.trust)
 
     async def close(self) -> None:
         for task in list(self._tasks):

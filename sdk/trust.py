@@ -1,6 +1,8 @@
 """Which system messages an SDK client believes: :class:`SystemTrust` checks the Ed25519 signature
 sfa-ops puts on everything it publishes under ``system/`` (envelope: ``protocol.signing``) and the
-age of the payload's ``timestamp``.
+age of the payload's ``timestamp``. :func:`verified` puts that check in front of a message
+handler: the one way every SDK consumer of system topics (``PlatformAwareClient``,
+``sdk.enforcement.ActionsEnforcement``) believes what it reads.
 
 ::
 
@@ -113,6 +115,19 @@ class SystemTrust:
     @property
     def refused(self) -> int:
         return sum(self.counts[v] for v in REFUSALS)
+
+
+def verified(handler: Callable[[Message], None], trust: SystemTrust | None) -> Callable[[Message], None]:
+    """``handler`` behind ``trust.admit`` (refusals counted in ``trust.counts``, by reason); the
+    handler itself when ``trust`` is None (the caller chose to believe unsigned messages)."""
+    if trust is None:
+        return handler
+
+    def admitted(msg: Message) -> None:
+        if trust.admit(msg):
+            handler(msg)
+
+    return admitted
 
 
 def _is_presence(topic: str) -> bool:

@@ -92,6 +92,19 @@ def test_held_conditions_are_resent_security_events_are_not() -> None:
     assert fs.due(10_000) == []
 
 
+def test_alerts_ended_by_their_resolve_timeout_are_forgotten() -> None:
+    """A security event held with a resolve timeout is forgotten once it has passed (it ended), so
+    a late resolution of it is not sent; one still running stays held."""
+    fs = FiringSet(refresh_s=60)
+    event = {"labels": {"alertname": "ServiceSecurityEvent", "component": "security"}, "annotations": {},
+             "startsAt": 0.0, "endsAt": 3600.0}
+    later = {**event, "labels": {**event["labels"], "service": "B"}, "endsAt": 7200.0}
+    assert fs.filter([event, later], 0.0) == [event, later]
+    assert fs.due(3599) == [] and len(fs.firing) == 2
+    assert fs.due(3600) == [] and [a for a, _ in fs.firing.values()] == [later]
+    assert fs.filter([{**event, "endsAt": 3700.0, "startsAt": 3700.0}], 3700.0) == []
+
+
 def test_firing_set_is_bounded() -> None:
     """The FiringSet remembers at most max_held alerts and counts what it forgot."""
     fs = FiringSet(max_held=3)

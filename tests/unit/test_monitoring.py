@@ -94,11 +94,11 @@ def test_alert_rules_resolve_only_what_fired() -> None:
     from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 
     fs = FiringSet()
-    degraded = fs.filter(alerts_for_health({"type": "service_degraded", "service": "A", "reasons": ["x"]}, "c", 1.0))
+    degraded = fs.filter(alerts_for_health({"type": "service_degraded", "service": "A", "reasons": ["x"]}, "c", 1.0), 1.0)
     assert [(a["labels"]["alertname"], a["endsAt"]) for a in degraded] == [("ServiceDegraded", None)]
-    opened = fs.filter(alerts_for_breaker({"service": "A", "to": "open", "reason": "r"}, "c", 2.0))
+    opened = fs.filter(alerts_for_breaker({"service": "A", "to": "open", "reason": "r"}, "c", 2.0), 2.0)
     assert opened[0]["labels"]["severity"] == "error" and opened[0]["labels"]["component"] == "service"
-    recovered = fs.filter(alerts_for_health({"type": "service_recovered", "service": "A"}, "c", 3.0))
+    recovered = fs.filter(alerts_for_health({"type": "service_recovered", "service": "A"}, "c", 3.0), 3.0)
     assert [(a["labels"]["alertname"], a["endsAt"]) for a in recovered] == [("ServiceDegraded", 3.0)]
 
 
