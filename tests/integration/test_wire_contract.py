@@ -320,7 +320,7 @@ async def test_infrastructure_and_security_messages_from_real_producers(broker_u
             async def ping() -> str:
                 return "pong"
 
-            enforcement = ActionsEnforcement(cluster=c)
+            enforcement = ActionsEnforcement(cluster=c, trust=SystemTrust.from_files(public_key_path(key)))
             runtime = ServiceRuntime.connect(shop, broker_url=broker_url, cluster=c, enforcement=enforcement)
             await enforcement.attach(runtime.bus)
             attacker = UserContext(user_id="shopper", ip_address=ATTACKER_IP)
