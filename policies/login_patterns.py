@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import hashlib
 import ipaddress
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -31,11 +32,19 @@ _CACHE_CAP = 4096
 _MAX_LOGINS = 1 << 30  # a profile's login count stops here (it only gates the verdict)
 
 
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED_QUAD = re.compile(r"\.".join([_OCTET] * 4))
+"""A plain IPv4 address exactly as ``ipaddress`` accepts it (ASCII digits, no leading zeros)."""
+
+
 def network_of(ip: str | None, ipv4_prefix: int = 24, ipv6_prefix: int = 64) -> str | None:
     """The source network of an address (``203.0.113.0/24``, ``2001:db8:1:2::/64``); None when
     ``ip`` is missing or not an address."""
     if not ip:
         return None
+    if ipv4_prefix % 8 == 0 and (quad := _DOTTED_QUAD.fullmatch(ip)) is not None:  # hot path: no ipaddress
+        keep = ipv4_prefix // 8
+        return ".".join(quad.groups()[:keep] + ("0",) * (4 - keep)) + f"/{ipv4_prefix}"
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
@@ -77,8 +86,13 @@ class LoginNovelty:
     baseline_logins: int
     known_networks: int
     known_devices: int
-    known_hours: tuple[int, ...]
+    hours_mask: int
+    """Bit h set: the user had logged in at hour h (UTC) before."""
     success: bool
+
+    @property
+    def known_hours(self) -> tuple[int, ...]:
+        return tuple(h for h in range(24) if (self.hours_mask >> h) & 1)
 
     def details(self) -> dict[str, Any]:
         """JSON-ready metadata for the alert."""
@@ -105,6 +119,7 @@ class LoginPatterns:
         self.rule = rule
         self._users: BoundedLRU[str, _Profile] = BoundedLRU(capacity=rule.max_users)
         self._net_cache: dict[str, str | None] = {}
+        self._dev_cache: dict[str, str] = {}
         self.counts = dict.fromkeys(("learned", "judged", "novel", "no_network", "network_overflow",
                                      "device_overflow"), 0)
 
@@ -119,33 +134,47 @@ class LoginPatterns:
         self._net_cache[ip] = net
         return net
 
+    def _device(self, user_agent: str | None) -> str | None:
+        if user_agent is None:
+            return None
+        dev = self._dev_cache.get(user_agent)
+        if dev is None:
+            dev = device_of(user_agent) or ""
+            if len(self._dev_cache) >= _CACHE_CAP:
+                self._dev_cache.clear()
+            self._dev_cache[user_agent] = dev
+        return dev or None
+
     def observe(self, *, user_id: str | None, ip: str | None, user_agent: str | None, success: bool,
                 now: float) -> LoginNovelty | None:
         """Judge one login against the user's profile, then (if it succeeded) learn from it."""
         rule = self.rule
-        if not rule.enabled or not user_id or not (success or rule.check_failed):
+        if not user_id or not rule.enabled:
             return None
-        prof = self._users.get_or_create(user_id, _Profile) if success else self._users.get(user_id)
-        if prof is None:
-            return None
-        net, dev, hour = self._network(ip), device_of(user_agent), hour_of(now)
+        if success:
+            prof = self._users.get_or_create(user_id, _Profile)
+        else:
+            known = self._users.get(user_id) if rule.check_failed else None
+            if known is None or known.logins < rule.min_baseline_logins:
+                return None
+            prof = known
+        net, dev, hour = self._network(ip), self._device(user_agent), int(now // 3600) % 24
         if net is None:
             self.counts["no_network"] += 1
         found = None
         if prof.logins >= rule.min_baseline_logins:
             self.counts["judged"] += 1
-            novel = tuple(name for name, new in (
-                ("network", net is not None and net not in prof.networks),
-                ("device", dev is not None and dev not in prof.devices),
-                ("hour", not (prof.hours >> hour) & 1),
-            ) if new)
-            if len(novel) >= rule.min_novel or (rule.new_network_alone and "network" in novel):
+            new_net = net is not None and net not in prof.networks
+            new_dev = dev is not None and dev not in prof.devices
+            new_hour = not (prof.hours >> hour) & 1
+            if new_net + new_dev + new_hour >= rule.min_novel or (new_net and rule.new_network_alone):
                 self.counts["novel"] += 1
                 found = LoginNovelty(
-                    user_id=user_id, novel=novel, network=net, device=dev, hour=hour,
-                    baseline_logins=prof.logins, known_networks=len(prof.networks),
-                    known_devices=len(prof.devices),
-                    known_hours=tuple(h for h in range(24) if (prof.hours >> h) & 1), success=success)
+                    user_id=user_id, novel=tuple(a for a, new in zip(ASPECTS, (new_net, new_dev, new_hour),
+                                                                     strict=True) if new),
+                    network=net, device=dev, hour=hour, baseline_logins=prof.logins,
+                    known_networks=len(prof.networks), known_devices=len(prof.devices),
+                    hours_mask=prof.hours, success=success)
         if success:
             self._learn(prof, net, dev, hour)
         return found
