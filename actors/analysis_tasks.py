@@ -216,6 +216,7 @@ REPORT_FIELDS = (
     Field(name="allowed", key=schema.ALLOWED, type="bool"), Field(name="method", key=schema.METHOD),
     Field(name="request_type", key=schema.REQUEST_TYPE), Field(name="status", key=schema.STATUS),
     Field(name="days_to_complete", key=schema.DAYS_TO_COMPLETE, type="float"),
+    Field(name="request_id", key=schema.REQUEST_ID),
 )
 ACTIVITY_BUCKET_S = 300.0
 

@@ -4,7 +4,9 @@ Inputs: ``calls(events)`` — compact observed-call records from the observers (
 ``method``, ``userId``, ``sessionId``, ``correlationId``, ``durationMs``, ``code``,
 ``ipAddress``, ``userAgent``, raw ``params``); and, subscribed here, ``audit/+/data-access``,
 ``security/auth/+`` and ``security/authz/+`` (what the security analyst sees, recorded so the
-reports can read it); and ``system/{cluster}/security/actions/active`` (the responder's active set:
+reports can read it); ``audit/+/data-subject`` (GDPR data-subject requests, received then
+completed or rejected: ``policies.data_subject``, the time to answer measured against a bounded
+memo of open requests); and ``system/{cluster}/security/actions/active`` (the responder's active set:
 a call by a user or from an address under ``enhanced_logging`` keeps its full, still redacted,
 parameters until the action ends). Each becomes a sanitized audit event in the shared schema
 (``policies.audit_events``, ``policies.audit_schema``); each data access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
@@ -63,6 +65,7 @@ from policies.audit_events import (
     violation_record,
 )
 from policies.compliance import CompliancePolicy, DataAccess, load_compliance_policy
+from policies.data_subject import RequestMemo, record_request
 from policies.monitoring_watch import active_targets
 from protocol import parse_model, topics
 from protocol import security as wire
@@ -88,12 +91,15 @@ class AuditTrail:
         self.tracker = ComplianceTracker(policy=policy)
         self.max_pending = max_pending
         self.pending: list[dict[str, Any]] = []
-        self.counts = dict.fromkeys(("calls", "data_access", "auth", "authz", "violations", "appended", "lost",
+        self.counts = dict.fromkeys(("calls", "data_access", "data_subject", "auth", "authz", "violations",
+                                     "appended", "lost",
                                      "purged", "malformed", "enhanced", "anchors", "anchor_failed",
                                      "violations_unalerted"), 0)
         self.enhanced: dict[str, float | None] = {}
         """Users and addresses under ``enhanced_logging``, with the action's expiry."""
         self.enhanced_policy = enhanced_redaction(policy.redaction)
+        self.requests = RequestMemo()
+        """Open data-subject requests: when each was received."""
         self._lost_unrecorded = 0
         self._loss_alert: dict[str, Any] | None = None
         self.alerts: list[dict[str, Any]] = []
@@ -167,6 +173,14 @@ class AuditTrail:
             self.alerts.append(violation_alert(v, self.cluster, now))
             self.violation_entries.append(record)
 
+    def data_subject(self, service: str, m: wire.DataSubjectRequest) -> None:
+        self._enqueue(record_request(
+            self.requests, service=service, request_id=m.request_id, user_id=m.user_id,
+            request_type=m.request_type, status=m.status, timestamp=m.timestamp.timestamp(),
+            received_at=None if m.received_at is None else m.received_at.timestamp(), reason=m.reason,
+            policy=self.policy, now=self.clock.now()))
+        self.counts["data_subject"] += 1
+
     async def flush(self) -> int:
         """Append the batch (through the buffered store); returns how many were handed over."""
         batch, self.pending = self.pending, []
@@ -234,6 +248,8 @@ class AuditWriterBody:
                 await self.store.open()
                 await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access,
                                          qos=self.options.subscribe_qos)
+                await self.bus.subscribe(topics.DATA_SUBJECT_FILTER, self._on_data_subject,
+                                         qos=self.options.subscribe_qos)
                 await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=self.options.subscribe_qos)
                 await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=self.options.subscribe_qos)
                 await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions,
@@ -279,6 +295,18 @@ class AuditWriterBody:
             self.trail.counts["malformed"] += 1
             return
         self.trail.data_access(parsed["service"], m)
+
+    def _on_data_subject(self, msg: Message) -> None:
+        parsed = topics.parse(msg.topic)
+        try:
+            m = parse_model(wire.DataSubjectRequest, msg.payload)
+        except (ValidationError, ValueError):
+            self.trail.counts["malformed"] += 1
+            return
+        if parsed is None:
+            self.trail.counts["malformed"] += 1
+            return
+        self.trail.data_subject(parsed["service"], m)
 
     def _on_active_actions(self, msg: Message) -> None:
         """The responder's active set: whose calls to record in full (``enhanced_logging``)."""
@@ -360,7 +388,8 @@ class AuditWriterBody:
         s = self.store.stats()
         return {"counts": dict(self.trail.counts), "pending": len(self.trail.pending),
                 "store": {"available": s.available, "queued": s.queued, "dropped": s.dropped},
-                "violationsSuppressed": self.trail.tracker.repeats}
+                "violationsSuppressed": self.trail.tracker.repeats,
+                "dataSubjectRequests": {**self.trail.requests.counts, "open": len(self.trail.requests)}}
 
 
 AuditWriter: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)

@@ -15,6 +15,9 @@ Inputs:
   event, a service report (``service_events``) or ``malformed``. Alerts waiting for the next flush
   are capped (``MAX_PENDING_ALERTS`` each for detections and service reports; the rest counted as
   ``alerts_dropped``), as are the services kept per user between pattern runs.
+- Login attempts also feed the unusual-login-pattern rule (``policies.login_patterns``): each
+  user's networks, devices (``userAgent``) and hours learned from their successful logins, kept in
+  memory only (like every other rule's state: a restarted analyst learns them again).
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
 - ``system/{cluster}/security/actions/active`` (the responder's retained ``ActiveActions``):
@@ -79,6 +82,7 @@ logger = logging.getLogger("sfa_ops.security_analyst")
 BASELINE_KIND = "user_activity"
 _ID_MAX = 256
 _IP_MAX = 64
+_UA_MAX = 512
 _MAX_ACTIVITY_USERS = 100_000
 MAX_ACTIVITY_SERVICES = 256
 """Distinct services kept per user per pattern interval (more are counted as activity_overflow)."""
@@ -142,7 +146,10 @@ def parse_auth(payload: bytes) -> AuthEvent | None:
         return None
     if uid is None and ip is None:
         return None
-    return AuthEvent(user_id=uid, ip_address=ip, success=success, timestamp=0.0)
+    ua = doc.get("userAgent")
+    if ua is not None and (type(ua) is not str or len(ua) > _UA_MAX):
+        return None
+    return AuthEvent(user_id=uid, ip_address=ip, success=success, timestamp=0.0, user_agent=ua)
 
 
 class Analyst:

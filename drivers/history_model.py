@@ -261,13 +261,13 @@ def subject_requests(m: HistoryModel) -> list[dict[str, Any]]:
     rng = np.random.default_rng([m.seed, 4])
     n = max(5, m.events // 100_000)
     out = []
-    for t in np.sort(rng.uniform(m.start, m.end, n)).tolist():
+    for i, t in enumerate(np.sort(rng.uniform(m.start, m.end, n)).tolist()):
         days = float(rng.choice([3, 7, 12, 20, 25, 40]))
         done = t + days * DAY <= m.end
         out.append({schema.KIND: schema.DATA_SUBJECT_REQUEST, schema.EVENT_TYPE: "DataSubjectRequest", schema.TS: t,
                     schema.USER_ID: user_name(int(rng.integers(0, m.users))),
                     schema.REQUEST_TYPE: str(rng.choice(["access", "erasure", "rectification", "portability"])),
-                    schema.STATUS: "completed" if done else "pending",
+                    schema.STATUS: "completed" if done else "received", schema.REQUEST_ID: f"dsr-{m.seed}-{i}",
                     schema.DAYS_TO_COMPLETE: days if done else None})
     return out
 

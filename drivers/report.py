@@ -136,7 +136,7 @@ def _empty_events() -> Any:
 
     return pd.DataFrame({c: [] for c in ("ts", "kind", "user", "service", "collection", "operation", "records",
                                          "roles", "ip", "success", "allowed", "method", "request_type",
-                                         "status", "days_to_complete")})
+                                         "status", "days_to_complete", "request_id")})
 
 
 def _empty_activity() -> Any:

@@ -56,6 +56,17 @@ def access_violations(access: pd.DataFrame, policy: CompliancePolicy) -> list[di
     return out
 
 
+def subject_requests(dsr: pd.DataFrame) -> pd.DataFrame:
+    """One row per data-subject request: live data holds a received and a final event per
+    (service, requestId); the row keeps the latest state, dated when the request was received."""
+    if dsr.empty or "request_id" not in dsr:
+        return dsr
+    d = dsr.sort_values("ts", kind="stable")
+    key = d["service"].fillna("").astype(str) + "/" + d["request_id"].astype(str)
+    key = key.where(d["request_id"].notna(), "#" + pd.Series(range(len(d)), index=d.index).astype(str))
+    return d.assign(ts=d.groupby(key)["ts"].transform("min"), _key=key).drop_duplicates("_key", keep="last")
+
+
 def gdpr_report(w: Window, events: pd.DataFrame, incidents: Sequence[IncidentRecord],
                 bounds: tuple[float, float, int] | None, policy: CompliancePolicy) -> tuple[Report, dict[str, Any]]:
     """The seed's GDPR report over ``w``."""
@@ -71,7 +82,7 @@ def gdpr_report(w: Window, events: pd.DataFrame, incidents: Sequence[IncidentRec
                                "users": int(row["users"]), "classification": info.data_classification.value,
                                "lawfulBasis": info.lawful_basis.value, "retention": info.retention_text,
                                "retentionSeconds": info.retention_seconds, "gdpr": info.gdpr_applicable})
-    dsr = events[events["kind"] == schema.DATA_SUBJECT_REQUEST]
+    dsr = subject_requests(events[events["kind"] == schema.DATA_SUBJECT_REQUEST])
     requests = []
     for r in dsr.itertuples(index=False):
         days = None if pd.isna(r.days_to_complete) else float(r.days_to_complete)

@@ -24,7 +24,9 @@ AUTH: Final = "auth"
 AUTHZ: Final = "authz"
 """An authorization decision from ``security/authz/{event}``."""
 DATA_SUBJECT_REQUEST: Final = "data_subject_request"
-"""A GDPR data-subject request (no live wire message carries these yet: only generated)."""
+"""A GDPR data-subject request from ``audit/{Service}/data-subject`` (``policies.data_subject``):
+one event when received, one when completed or rejected (``requestId`` ties them; the final one
+carries ``daysToComplete``). ``drivers.generate`` writes one row per request, in its final state."""
 COMPLIANCE_VIOLATION: Final = "compliance_violation"
 AUDIT_PURGE: Final = "audit_purge"
 AUDIT_LOSS: Final = "audit_loss"
@@ -62,6 +64,7 @@ REASON: Final = "reason"
 REQUEST_TYPE: Final = "requestType"
 STATUS: Final = "status"
 DAYS_TO_COMPLETE: Final = "daysToComplete"
+REQUEST_ID: Final = "requestId"
 ENHANCED_LOGGING: Final = "enhancedLogging"
 """Whether a call was recorded under the ``enhanced_logging`` response action (larger size caps)."""
 
@@ -73,7 +76,7 @@ FIELDS: Final[dict[str, frozenset[str]]] = {
     DATA_ACCESS: _COMMON | {SERVICE, USER_ID, ROLES, COLLECTION, OPERATION, RECORD_COUNT, RECORD_IDS, COMPLIANCE},
     AUTH: _COMMON | {USER_ID, IP_ADDRESS, SUCCESS, METHOD, USER_AGENT, REASON},
     AUTHZ: _COMMON | {USER_ID, SERVICE, METHOD, ALLOWED, ROLES, IP_ADDRESS},
-    DATA_SUBJECT_REQUEST: _COMMON | {USER_ID, REQUEST_TYPE, STATUS, DAYS_TO_COMPLETE},
+    DATA_SUBJECT_REQUEST: _COMMON | {USER_ID, REQUEST_TYPE, STATUS, DAYS_TO_COMPLETE, REQUEST_ID, SERVICE, REASON},
 }
 """Every key an event of each analysed kind may carry."""
 
@@ -82,6 +85,6 @@ REQUIRED: Final[dict[str, frozenset[str]]] = {
     DATA_ACCESS: frozenset({TS, KIND, SERVICE, USER_ID, ROLES, COLLECTION, OPERATION, RECORD_COUNT}),
     AUTH: frozenset({TS, KIND, USER_ID, IP_ADDRESS, SUCCESS}),
     AUTHZ: frozenset({TS, KIND, USER_ID, SERVICE, METHOD, ALLOWED}),
-    DATA_SUBJECT_REQUEST: frozenset({TS, KIND, USER_ID, REQUEST_TYPE, STATUS, DAYS_TO_COMPLETE}),
+    DATA_SUBJECT_REQUEST: frozenset({TS, KIND, USER_ID, REQUEST_TYPE, STATUS, DAYS_TO_COMPLETE, REQUEST_ID}),
 }
 """The keys the analysis jobs read, per kind: both the writer and the generator fill them."""

@@ -9,7 +9,7 @@ Principals (MQTT usernames) and their rights, for cluster ``c``:
   instances say whether they are up.
 - ``service-{S}`` per service — reads its calls on ``service/{S}`` (also as a shared subscription),
   answers on ``session/+/response``, writes only its own presence ``system/{c}/presence/{S}/+``, its
-  own ``service/{S}/security`` and ``audit/{S}/data-access`` events, ``security/authz/+`` and
+  own ``service/{S}/security``, ``audit/{S}/data-access`` and ``audit/{S}/data-subject`` events, ``security/authz/+`` and
   ``ui/change/#``; may call other services (``service/+``) and reads ``system/{c}/#``.
 - ``caller`` — publishes calls on ``service/+`` and reads ``system/{c}/#``.
 - the auth service principal (default ``auth``) — alone writes ``security/auth/+``.
@@ -104,13 +104,13 @@ def build_policy(cluster: str, services: tuple[str, ...] | list[str],
         _pub(*(f"{system}/{t}" for t in SFA_OPS_SYSTEM_TOPICS), topics.RESPONSES_FILTER, PROBE_TOPICS)
         + _sub(f"{system}/#", topics.CALLS_FILTER, topics.RESPONSES_FILTER, topics.UI_CHANGES_FILTER,
                topics.AUTH_FILTER, topics.AUTHZ_FILTER, topics.SERVICE_SECURITY_FILTER,
-               topics.DATA_ACCESS_FILTER, PROBE_TOPICS, BROKER_STATS),
+               topics.DATA_ACCESS_FILTER, topics.DATA_SUBJECT_FILTER, PROBE_TOPICS, BROKER_STATS),
     )
     svcs = tuple(
         Principal(
             service_principal(s), "service",
             _pub(f"{system}/presence/{s}/+", topics.RESPONSES_FILTER, topics.CALLS_FILTER,
-                 topics.service_security(s), topics.data_access(s), topics.AUTHZ_FILTER,
+                 topics.service_security(s), topics.data_access(s), topics.data_subject(s), topics.AUTHZ_FILTER,
                  topics.UI_CHANGES_FILTER)
             + _sub(topics.service_call(s), f"{system}/#"),
             service=s,

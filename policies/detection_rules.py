@@ -92,6 +92,26 @@ class ExcessiveAccessRule(RuleConfig):
     regulation: str = "GDPR Article 5(1)(c) - Data Minimization"
 
 
+class LoginPatternRule(RuleConfig):
+    """A login unlike the user's earlier successful ones (``policies.login_patterns``): a new
+    source network, a new device (user agent), an hour of day never seen. Its severity is capped
+    like a service's own report (``reporter``'s ``trusted_reporters`` entry, else
+    ``service_report_max_severity``): one auth event is all it rests on."""
+
+    suppress_for: Duration = 3600.0
+    min_baseline_logins: int = Field(default=5, ge=1, le=10_000,
+                                     description="successful logins learned before any verdict")
+    min_novel: int = Field(default=2, ge=1, le=3, description="novel aspects (network, device, hour) that alert")
+    new_network_alone: bool = Field(default=True, description="a new network alone is enough")
+    check_failed: bool = Field(default=True, description="judge failed logins too (only successes are learned)")
+    ipv4_prefix: int = Field(default=24, ge=8, le=32)
+    ipv6_prefix: int = Field(default=64, ge=16, le=128)
+    reporter: str = Field(default="Auth", max_length=63, description="whose report-severity cap applies")
+    max_users: int = Field(default=100_000, ge=1)
+    max_networks_per_user: int = Field(default=32, ge=1, le=4096)
+    max_devices_per_user: int = Field(default=16, ge=1, le=4096)
+
+
 class DefaultBaseline(PolicyModel):
     requests_per_hour: float = Field(default=100.0, ge=0)
     services: frozenset[str] = frozenset()
@@ -154,6 +174,7 @@ class SecurityPolicy(PolicyModel):
     data_exfiltration: ExfiltrationRule = ExfiltrationRule()
     privilege_escalation: PrivilegeEscalationRule = PrivilegeEscalationRule()
     excessive_data_access: ExcessiveAccessRule = ExcessiveAccessRule()
+    unusual_login_pattern: LoginPatternRule = LoginPatternRule()
     protected: Protected = Protected()
     service_report_max_severity: Severity = "warning"
     trusted_reporters: dict[str, Severity] = Field(

@@ -30,6 +30,8 @@ _USER_TEXT: Mapping[str, str] = {
                            "If you reuse this password elsewhere, change it.",
     "unusual_service_access": "Your account used services it does not usually use{from_ip}. "
                               "If this was not you, contact support.",
+    "unusual_login_pattern": "A sign-in to your account from a new network, device or time of day was "
+                             "detected{from_ip}. If this was not you, change your password.",
 }
 _USER_DEFAULT = "Unusual activity on your account was detected{from_ip}. If this was not you, contact support."
 _USER_ADVICE = ("Change your password", "Review your recent sign-ins")

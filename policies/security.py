@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from policies import security_alerts as build
-from policies.detection_rules import SecurityPolicy, compile_patterns, load_security_policy
+from policies.detection_rules import SecurityPolicy, compile_patterns, load_security_policy, report_severity
 from policies.entity_state import BoundedLRU, BucketedSum, Suppressions
+from policies.login_patterns import LoginPatterns
 from policies.monitoring_watch import Watch, factor_for, lowered
 from policies.security_events import (
     SEVERITY_RANK,
@@ -46,6 +47,7 @@ _RULE_SECTION: dict[str, str] = {
     "data_exfiltration_suspected": "data_exfiltration",
     "privilege_escalation": "privilege_escalation",
     "excessive_data_access": "excessive_data_access",
+    "unusual_login_pattern": "unusual_login_pattern",
 }
 
 
@@ -118,6 +120,7 @@ class SecurityAnalyzer:
         self._privileged_role_re = compile_patterns(pe.privileged_roles)
         self._method_cache: dict[str, bool] = {}
         self._watched: Mapping[str, Watch] = {}
+        self.logins = LoginPatterns(config.unusual_login_pattern)
 
     def set_baselines(self, baselines: Mapping[str, UserBaseline]) -> None:
         """Replace the baselines used when a method is not given its own."""
@@ -138,15 +141,17 @@ class SecurityAnalyzer:
     # --- authentication ------------------------------------------------------------------------
 
     def on_auth(self, event: AuthEvent, now: float) -> list[SecurityAlert]:
-        """Brute force (per user and per IP) and credential stuffing (distinct users per IP)."""
+        """Unusual login pattern (``policies.login_patterns``), then, for a failure, brute force
+        (per user and per IP) and credential stuffing (distinct users per IP)."""
         self._events["auth"] += 1
-        if event.success:
-            return []
         user, ip = event.user_id, event.ip_address
-        if (user is not None and user in self._allow_users) or (ip is not None and self._ip_allowed(ip)):
+        allowed = (user is not None and user in self._allow_users) or (ip is not None and self._ip_allowed(ip))
+        if event.success:
+            return [] if allowed else self._login_pattern(event, now)
+        if allowed:
             self._allowlisted += 1
             return []
-        alerts: list[SecurityAlert] = []
+        alerts = self._login_pattern(event, now)
         bf = self.config.brute_force
         ip_state = self._ips.get_or_create(ip, _IpState) if ip is not None else None
         ip_factor = self._factor(now, ip)
@@ -173,6 +178,15 @@ class SecurityAnalyzer:
             if names and self._admit("credential_stuffing", f"ip:{ip}", now):
                 alerts.append(build.credential_stuffing(cs, ip=str(ip), users=names, now=now))
         return alerts
+
+    def _login_pattern(self, event: AuthEvent, now: float) -> list[SecurityAlert]:
+        rule = self.config.unusual_login_pattern
+        found = self.logins.observe(user_id=event.user_id, ip=event.ip_address, user_agent=event.user_agent,
+                                    success=event.success, now=now)
+        if found is None or not self._admit("unusual_login_pattern", f"user:{found.user_id}", now):
+            return []
+        severity = report_severity(self.config, rule.reporter, rule.severity)
+        return [build.login_pattern(rule, found=found, ip=event.ip_address, severity=severity, now=now)]
 
     # --- authorization and roles ---------------------------------------------------------------
 
@@ -320,6 +334,7 @@ class SecurityAnalyzer:
 
     def stats(self) -> SecurityStats:
         """Events seen, alerts raised per type, suppressed and allowlisted counts, evictions."""
+        logins = self.logins.stats()
         return SecurityStats(
             events=dict(self._events),
             alerts=dict(self._alerts),
@@ -329,8 +344,12 @@ class SecurityAnalyzer:
                 "users": self._users.evictions,
                 "ips": self._ips.evictions,
                 "suppressions": self._suppress.evictions,
+                "login_users": logins["user_evictions"],
+                "login_networks": logins["network_overflow"],
+                "login_devices": logins["device_overflow"],
             },
-            tracked={"users": len(self._users), "ips": len(self._ips), "suppressions": len(self._suppress)},
+            tracked={"users": len(self._users), "ips": len(self._ips), "suppressions": len(self._suppress),
+                     "login_users": logins["users"]},
         )
 
     # --- internals -----------------------------------------------------------------------------

@@ -13,13 +13,16 @@ from policies.detection_rules import (
     CredentialStuffingRule,
     ExcessiveAccessRule,
     ExfiltrationRule,
+    LoginPatternRule,
     PrivilegeEscalationRule,
     ServiceAccessRule,
 )
+from policies.login_patterns import LoginNovelty
 from policies.security_events import (
     DataAccessEvent,
     RoleChangeEvent,
     SecurityAlert,
+    Severity,
     UserBaseline,
 )
 
@@ -241,4 +244,25 @@ def service_access(
             "time_window": format_duration(rule.window),
         },
         recommended_actions=("Confirm the access with the user's team", "Enable enhanced logging"),
+    )
+
+
+def login_pattern(
+    rule: LoginPatternRule, *, found: LoginNovelty, ip: str | None, severity: Severity, now: float
+) -> SecurityAlert:
+    """A login unlike the user's earlier ones; ``severity`` is the rule's, already capped."""
+    outcome = "login" if found.success else "failed login"
+    return SecurityAlert(
+        type="unusual_login_pattern",
+        severity=severity,
+        source=ip or found.user_id,
+        target=found.user_id,
+        user_id=found.user_id,
+        ip_address=ip,
+        timestamp=now,
+        description=f"Unusual {outcome} for {found.user_id}: new {', '.join(found.novel)} "
+        f"(against {found.baseline_logins} earlier logins)",
+        metadata={**found.details(), "ip_address": ip, "min_novel": rule.min_novel},
+        recommended_actions=("Confirm the login with the user", "Review the user's recent sessions",
+                             "Require re-authentication if not recognised"),
     )

@@ -25,6 +25,7 @@ AlertType = Literal[
     "data_exfiltration_suspected",
     "privilege_escalation",
     "excessive_data_access",
+    "unusual_login_pattern",
 ]
 
 
@@ -40,6 +41,7 @@ class AuthEvent:
     success: bool
     timestamp: float
     method: str | None = None
+    user_agent: str | None = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -21,6 +21,7 @@ from protocol.security import (
     AuthEvent,
     AuthzEvent,
     DataAccessEvent,
+    DataSubjectRequest,
     EnforcementAction,
     IncidentMessage,
     SecurityNotice,
@@ -97,6 +98,9 @@ CHANNELS: tuple[Channel, ...] = (
             (ServiceSecurityEvent,)),
     Channel("data_access", "audit/{service}/data-access", "services", "Personal-data access events.",
             (DataAccessEvent,)),
+    Channel("data_subject", "audit/{service}/data-subject", "services",
+            "GDPR data-subject requests (access, erasure, rectification, portability, restriction, objection): "
+            "received, then completed or rejected, with the same requestId.", (DataSubjectRequest,)),
 )
 
 _BY_NAME = {c.name: c for c in CHANNELS}

@@ -67,6 +67,30 @@ class DataAccessEvent(WireModel):
         return len(self.record_ids or ())
 
 
+DataSubjectRequestType = Literal["access", "erasure", "rectification", "portability", "restriction", "objection"]
+"""GDPR Art. 15 (access), 17 (erasure), 16 (rectification), 20 (portability), 18 (restriction),
+21 (objection)."""
+
+
+class DataSubjectRequest(WireModel):
+    """``audit/{Service}/data-subject``: a GDPR data-subject request, reported by the service that
+    handles it when it is received and again when it is completed or rejected (same ``requestId``)."""
+
+    request_id: str = Field(min_length=1, max_length=_ID)
+    """The service's id for the request: the received and the final event carry the same one."""
+    user_id: str = Field(max_length=_ID)
+    """The data subject."""
+    request_type: DataSubjectRequestType
+    status: Literal["received", "completed", "rejected"]
+    timestamp: Timestamp
+    """When the request reached this status."""
+    received_at: Timestamp | None = None
+    """When it was received (on a completed or rejected event: the time to answer is measured from
+    it when the received event was not seen)."""
+    reason: str | None = Field(default=None, max_length=512)
+    """Why it was rejected (free text; no personal data)."""
+
+
 class AlertMessage(WireModel):
     """An alert as the ``mqtt`` receiver publishes it on ``system/{cluster}/alerts``."""
 

@@ -89,6 +89,10 @@ def data_access(service: str) -> str:
     return f"audit/{check_service_name(service)}/data-access"
 
 
+def data_subject(service: str) -> str:
+    return f"audit/{check_service_name(service)}/data-subject"
+
+
 # Subscription filters used by observers and analysts.
 CALLS_FILTER = "service/+"
 RESPONSES_FILTER = "session/+/response"
@@ -97,6 +101,7 @@ AUTH_FILTER = "security/auth/+"
 AUTHZ_FILTER = "security/authz/+"
 SERVICE_SECURITY_FILTER = "service/+/security"
 DATA_ACCESS_FILTER = "audit/+/data-access"
+DATA_SUBJECT_FILTER = "audit/+/data-subject"
 
 
 def presence_filter(cluster: str) -> str:
@@ -153,6 +158,8 @@ def parse(topic: str) -> Topic | None:
             return Topic(f"security_{segs[1]}", {"event": check_segment(segs[2], field="event")})
         elif head == "audit" and n == 3 and segs[2] == "data-access":
             return Topic("data_access", {"service": check_service_name(segs[1])})
+        elif head == "audit" and n == 3 and segs[2] == "data-subject":
+            return Topic("data_subject", {"service": check_service_name(segs[1])})
         elif head == "system" and n >= 3:
             cluster = _cluster(segs[1])
             rest = tuple(segs[2:])

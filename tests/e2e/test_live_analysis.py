@@ -30,7 +30,7 @@ from policies import audit_schema as schema
 from policies.windows import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
-from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent
+from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent, DataSubjectRequest
 from tests.support.operations import operations
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -50,7 +50,8 @@ SCENARIO = Scenario(name="live-analysis", description="partial error spike on Pa
 async def report_security_events(bus: MqttBus) -> None:
     """What the auth service and the services publish: logins (a brute-force burst from one
     address among them), authorization decisions, data accesses (one excessive, one without the
-    role PCI data needs)."""
+    role PCI data needs), data-subject requests (one received then completed, one still open, one
+    rejected 40 days after its receipt, which happened before this run)."""
     now = time.time()
     ts = rfc3339_from_epoch(now)
     msgs: list[tuple[str, Any]] = []
@@ -74,6 +75,18 @@ async def report_security_events(bus: MqttBus) -> None:
     msgs.append((topics.data_access("Payments"), DataAccessEvent(
         user_id="u7", collection="payment_cards", operation="read", record_count=2, timestamp=ts,
         roles=["customer"])))
+    dsr = topics.data_subject("UserManagement")
+    msgs += [
+        (dsr, DataSubjectRequest(request_id="dsr-1", user_id="u3", request_type="erasure", status="received",
+                                 timestamp=ts)),
+        (dsr, DataSubjectRequest(request_id="dsr-2", user_id="u4", request_type="access", status="received",
+                                 timestamp=ts)),
+        (dsr, DataSubjectRequest(request_id="dsr-1", user_id="u3", request_type="erasure", status="completed",
+                                 timestamp=rfc3339_from_epoch(now + 1))),
+        (dsr, DataSubjectRequest(request_id="dsr-3", user_id="u5", request_type="portability", status="rejected",
+                                 timestamp=ts, received_at=rfc3339_from_epoch(now - 40 * 86400),
+                                 reason="identity not verified")),
+    ]
     for topic, model in msgs:
         await bus.publish(topic, model.to_json(), qos=1)
 
@@ -107,7 +120,7 @@ async def live_run(broker_url: str, tmp_path: Path) -> dict[str, Any]:
         finally:
             await sim.stop()
         await stored_kinds(ops.store_url, {schema.CALL: 500, schema.AUTH: 16, schema.AUTHZ: 5,
-                                           schema.DATA_ACCESS: 7}, 30)
+                                           schema.DATA_ACCESS: 7, schema.DATA_SUBJECT_REQUEST: 4}, 30)
         store_url = ops.store_url
     return {"store": store_url, "started": started, "ended": time.time(), "traffic": summary["traffic"]}
 
@@ -178,4 +191,10 @@ def test_operate_feeds_baselines_recommendations_and_reports(broker_url: str, tm
     violations = {v["type"] for v in gdpr["accessViolations"]}
     assert "excessive_data_access" in violations and len(violations) >= 2, gdpr["accessViolations"]
     assert gdpr["retentionCompliance"]
+    requests = {(r["userId"], r["type"]): r for r in gdpr["dataSubjectRequests"]}
+    assert len(gdpr["dataSubjectRequests"]) == 3, gdpr["dataSubjectRequests"]  # one row per request
+    done, open_, rejected = requests[("u3", "erasure")], requests[("u4", "access")], requests[("u5", "portability")]
+    assert done["status"] == "completed" and done["daysToComplete"] is not None and done["daysToComplete"] < 0.01
+    assert open_["status"] == "received" and open_["daysToComplete"] is None and not open_["late"]
+    assert rejected["status"] == "rejected" and rejected["daysToComplete"] == 40.0 and rejected["late"]
 

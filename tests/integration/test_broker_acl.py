@@ -81,6 +81,8 @@ FORBIDDEN = [
     ("caller", f"{S}/errors", False),
     ("caller", "security/auth/login_failed", False),  # forged auth failures
     ("caller", "audit/Users/data-access", False),  # forged data-access event
+    ("caller", "audit/Users/data-subject", False),  # forged data-subject request
+    ("service-Orders", "audit/Users/data-subject", False),
     ("caller", "service/Users/security", False),
     ("caller", "session/someone/response", False),  # answering for a service
     ("service-Orders", f"{S}/presence/Users/i-1", True),  # another service's presence
@@ -104,6 +106,7 @@ ALLOWED = [
     ("service-Users", f"{S}/presence/Users/i-1", True),
     ("service-Users", "session/abc/response", False),
     ("service-Users", "audit/Users/data-access", False),
+    ("service-Users", "audit/Users/data-subject", False),
     ("service-Users", "service/Users/security", False),
     ("service-Users", "security/authz/denied", False),
     ("service-Users", "service/Orders", False),

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -31,8 +32,8 @@ from adapters.enforcement import EnforcementConfig
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import ChildService
 from adapters.store import open_store
-from protocol import parse_model
-from protocol.security import ActiveActions, EnforcementAction, IncidentMessage
+from protocol import parse_model, topics
+from protocol.security import ActiveActions, AlertMessage, AuthEvent, EnforcementAction, IncidentMessage
 from sdk import Service, ServiceClient
 from sdk.enforcement import ActionsEnforcement
 from sdk.runtime import ServiceRuntime
@@ -335,6 +336,40 @@ async def test_unusual_volume_against_stored_baseline_and_new_services(sec: Secu
     assert "rate_limit_user" in vol["automatedResponse"]
     await sec.incident("unusual_service_access", user)
     assert await sec.redis.exists(f"sfa:ratelimit:user:{user}") == 1
+
+
+async def test_unusual_login_pattern_from_a_new_network(sec: Security) -> None:
+    """Five successful logins from one /24 with one browser, then one from another network, each
+    built with the auth service's wire model (AuthEvent) and published on security/auth/login: the
+    analyst's real path learns the user's baseline and raises unusual_login_pattern (a new network
+    alone, at the default warning) — an alert on the broker naming the novel network, and an
+    incident for the user. Logins before the baseline is complete raise nothing."""
+    user, home, away = uniq("traveller"), ip(), "192.0.2.44"
+    ua = "Mozilla/5.0 (X11; Linux x86_64; rv:120.0) Gecko/20100101 Firefox/120.0"
+
+    async def login(addr: str) -> None:
+        ev = AuthEvent(user_id=user, ip_address=addr, success=True, timestamp=datetime.now(UTC), method="password",
+                       user_agent=ua)
+        await sec.bus.publish(topics.security_auth("login"), ev.to_wire(), qos=1)
+
+    for _ in range(5):
+        await login(home)
+    await login(away)
+    await sec.bus.flush(5)
+
+    def found(w: Watcher) -> list[dict[str, Any]]:
+        return [a for a in w.on("/alerts") if a["labels"].get("alertname") == "UnusualLoginPattern"
+                and a["labels"].get("user") == user]
+
+    [alert] = await sec.watcher.wait(found, 10, "UnusualLoginPattern alert")
+    msg = parse_model(AlertMessage, alert)
+    assert msg.labels["severity"] == "warning" and msg.labels["ip"] == away
+    assert "new network" in msg.annotations["summary"]
+    inc = await sec.incident("unusual_login_pattern", user)
+    assert inc["severity"] == "warning"
+    stats = await sec.analyst.stats.remote()
+    assert stats["analyzer"]["alerts"]["unusual_login_pattern"] >= 1
+    assert stats["analyzer"]["tracked"]["login_users"] >= 1
 
 
 async def test_escalating_bans_for_a_repeat_offender(sec: Security) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -34,6 +35,7 @@ roles = st.lists(st.text(max_size=12) | json_values, max_size=4) | json_values
 events = st.fixed_dictionaries({}, optional={
     "userId": st.text(max_size=12) | json_values | st.just("u" * 300),
     "ipAddress": st.sampled_from(["10.0.0.1", "::1", "not-an-ip", "x" * 70]) | json_values,
+    "userAgent": st.sampled_from(["Mozilla/5.0", "", " ", "u" * 600]) | json_values,
     "success": st.booleans() | json_values, "allowed": st.booleans() | json_values,
     "timestamp": times | json_values,
     "service": st.sampled_from(SERVICE_FIELDS), "method": st.sampled_from(["admin.delete", "get", ""]) | json_values,
@@ -84,6 +86,46 @@ def test_every_security_message_counted_exactly_once(tmp_path: Path, batch: list
         handle(a, m)
     assert counted(a) == len(batch)
     assert sum(a.malformed_by_topic.values()) == a.counts["malformed"]
+
+
+logins = st.builds(
+    lambda user, ip, ua, ok, hour: (user, ip, ua, ok, hour),
+    st.sampled_from(["u1", "u2", "u3"]),
+    st.sampled_from(["10.0.0.1", "10.0.0.200", "10.9.0.1", "::1", "fe80::1%eth0", "::ffff:10.0.0.9",
+                     "2001:db8::1", "01.2.3.4", "not-an-ip", ""]) | st.ip_addresses().map(str) | st.none(),
+    st.sampled_from(["Mozilla/5.0", "curl/8", " ", "\x00"]) | st.text(max_size=40) | st.none(),
+    st.booleans(), st.integers(0, 23))
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
+                                                                  HealthCheck.function_scoped_fixture])
+@given(batch=st.lists(logins, max_size=60))
+def test_hostile_logins_keep_login_profiles_bounded(tmp_path: Path, batch: list[tuple[Any, ...]]) -> None:
+    """Logins with arbitrary addresses (scoped, mapped, garbage) and user agents through the real
+    auth handler, for users whose baseline is already complete: nothing raises, every message is
+    counted, each profile stays within its caps, every finding names its novel aspects."""
+    a = analyst(tmp_path)
+    a.analyzer = SecurityAnalyzer(config=a.analyzer.config.model_copy(update={
+        "unusual_login_pattern": a.analyzer.config.unusual_login_pattern.model_copy(
+            update={"max_networks_per_user": 3, "max_devices_per_user": 2})}))
+    for u in ("u1", "u2", "u3"):
+        for _ in range(5):
+            a._on_auth(Message("security/auth/login", json.dumps(
+                {"userId": u, "ipAddress": "10.0.0.1", "userAgent": "Mozilla/5.0", "success": True,
+                 "timestamp": "2026-01-01T00:00:00Z"}).encode()))
+    clock = a.clock
+    assert isinstance(clock, FakeClock)
+    for user, ip, ua, ok, hour in batch:
+        clock.advance(hour * 3600.0)
+        doc = {"userId": user, "ipAddress": ip, "userAgent": ua, "success": ok, "timestamp": "2026-01-01T00:00:00Z"}
+        a._on_auth(Message("security/auth/login", json.dumps(doc).encode()))
+    assert a.analyzer.stats().events["auth"] + a.counts["malformed"] == 15 + len(batch)
+    for u in ("u1", "u2", "u3"):
+        prof = a.analyzer.logins.profile(u)
+        assert prof is not None and len(prof["networks"]) <= 3 and len(prof["devices"]) <= 2
+    for alert in a._pending_alerts:
+        if alert.type == "unusual_login_pattern":
+            assert alert.metadata["novel"] and set(alert.metadata["novel"]) <= {"network", "device", "hour"}
 
 
 def test_bad_role_change_details_are_malformed_not_raised(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """The audit writer's intake (``AuditWriterBody`` without Ray or a broker: its bus is never started,
 its store never opened) under arbitrary bytes and JSON, and the observers' call records under
 arbitrary values: nothing raises, every message or record is counted exactly once (as a call,
-data access, auth, authz or malformed), and a flood keeps the batch, the alerts and the
+data access, data-subject request, auth, authz or malformed), and a flood keeps the batch, the alerts and the
 violation entries bounded."""
 
 from __future__ import annotations
@@ -20,7 +20,8 @@ from actors.settings import OperateSettings
 from adapters.mqtt import Message
 
 AUDIT_TOPICS = ["security/auth/login", "security/authz/d", "audit/Users/data-access", "audit/Patients/data-access",
-                "audit/-bad/data-access", "audit/" + "n" * 70 + "/data-access"]
+                "audit/-bad/data-access", "audit/" + "n" * 70 + "/data-access", "audit/Users/data-subject",
+                "audit/-bad/data-subject"]
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
@@ -37,6 +38,10 @@ events = st.fixed_dictionaries({}, optional={
     "operation": st.sampled_from(["read", "write", "x" * 40]) | json_values,
     "recordCount": st.integers() | json_values, "recordIds": st.lists(st.text(max_size=4), max_size=5) | json_values,
     "userAgent": st.text(max_size=20) | json_values, "reason": st.text(max_size=20) | json_values,
+    "requestId": st.sampled_from(["r1", "r2", "", "x" * 300]) | json_values,
+    "requestType": st.sampled_from(["access", "erasure", "objection", "delete"]) | json_values,
+    "status": st.sampled_from(["received", "completed", "rejected", "pending"]) | json_values,
+    "receivedAt": times | json_values,
 }).map(lambda d: json.dumps(d).encode())
 messages = st.builds(Message, topic=st.sampled_from(AUDIT_TOPICS),
                      payload=st.binary(max_size=120) | events | json_values.map(lambda v: json.dumps(v).encode()))
@@ -58,13 +63,15 @@ def handle(w: AuditWriterBody, m: Message) -> None:
         w._on_auth(m)
     elif m.topic.startswith("security/authz/"):
         w._on_authz(m)
+    elif m.topic.endswith("/data-subject"):
+        w._on_data_subject(m)
     else:
         w._on_data_access(m)
 
 
 def counted(w: AuditWriterBody) -> int:
     c = w.trail.counts
-    return c["calls"] + c["data_access"] + c["auth"] + c["authz"] + c["malformed"]
+    return c["calls"] + c["data_access"] + c["data_subject"] + c["auth"] + c["authz"] + c["malformed"]
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
@@ -73,15 +80,20 @@ def counted(w: AuditWriterBody) -> int:
 async def test_every_audit_input_counted_exactly_once(tmp_path: Path, batch: list[Message],
                                                       records: list[Any]) -> None:
     """Arbitrary bytes/JSON on the three topics and arbitrary call records: no exception escapes
-    and calls + data_access + auth + authz + malformed == inputs; every accepted input left one
-    event in the batch (plus one per violation)."""
+    and calls + data_access + data_subject + auth + authz + malformed == inputs; every accepted
+    input left one event in the batch (plus one per violation); open data-subject requests stay
+    within the memo's capacity."""
     w = writer(tmp_path)
     for m in batch:
         handle(w, m)
     await w.calls(records)
     assert counted(w) == len(batch) + len(records)
     c = w.trail.counts
-    assert len(w.trail.pending) == c["calls"] + c["data_access"] + c["auth"] + c["authz"] + c["violations"]
+    assert len(w.trail.pending) == (c["calls"] + c["data_access"] + c["data_subject"] + c["auth"] + c["authz"]
+                                    + c["violations"])
+    assert len(w.trail.requests) <= w.trail.requests.capacity
+    for e in w.trail.pending:
+        assert isinstance(e["ts"], float) and abs(e["ts"]) < 1e11
 
 
 async def test_out_of_range_call_fields_are_recorded_or_counted(tmp_path: Path) -> None:

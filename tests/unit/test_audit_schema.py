@@ -12,6 +12,7 @@ from drivers import history_model as hm
 from policies import audit_schema as schema
 from policies.audit_events import auth_event, authz_event, call_event, data_access_event
 from policies.compliance import DataAccess, load_compliance_policy
+from policies.data_subject import RequestMemo, record_request
 
 POLICY = load_compliance_policy()
 NOW = 1_800_000_000.0
@@ -30,6 +31,9 @@ def live_events() -> list[dict[str, Any]]:
                    user_agent="ua", reason="bad password", policy=POLICY, now=NOW),
         authz_event(user_id="alice", service="Payments", method="refund", allowed=False, timestamp=NOW,
                     roles=["clerk"], ip_address="10.0.0.1", policy=POLICY, now=NOW),
+        record_request(RequestMemo(), service="UserManagement", request_id="dsr-1", user_id="alice",
+                       request_type="erasure", status="rejected", timestamp=NOW, received_at=NOW - 86400,
+                       reason="identity not verified", policy=POLICY, now=NOW),
     ]
 
 
@@ -43,7 +47,8 @@ def generated_events() -> list[dict[str, Any]]:
 def test_the_live_writer_records_exactly_the_schema() -> None:
     """Each live event carries every field its kind lists in FIELDS (and nothing else)."""
     events = live_events()
-    assert [e["kind"] for e in events] == [schema.CALL, schema.DATA_ACCESS, schema.AUTH, schema.AUTHZ]
+    assert [e["kind"] for e in events] == [schema.CALL, schema.DATA_ACCESS, schema.AUTH, schema.AUTHZ,
+                                           schema.DATA_SUBJECT_REQUEST]
     for e in events:
         assert set(e) == schema.FIELDS[e["kind"]], e["kind"]
 
