@@ -201,7 +201,7 @@ _WILL_CHILD = """
 import asyncio, sys
 from adapters.mqtt import LastWill, MqttBus, MqttConfig
 async def main():
-    bus = MqttBus(config=MqttConfig.from_url(sys.argv[1], env={}),
+    bus = MqttBus(config=MqttConfig.from_url(sys.argv[1]),  # the login from the environment
                   will=LastWill(sys.argv[2], {"status": "offline"}, qos=1))
     await bus.start()
     await bus.wait_connected(5)
