@@ -1,7 +1,7 @@
 """The test session's own broker runs with authentication and the ACLs rendered from
 ``policies.broker_acl`` (``tests.support.broker``): anonymous clients are refused, a caller cannot
 write ``system/{c}/#``, and operate (as ``sfa-ops``) and a service process (as ``service-{S}``,
-added while the broker runs) work under those ACLs."""
+added while the broker runs) work under those ACLs; its simulator has the rights ``make run``'s has."""
 
 from __future__ import annotations
 
@@ -13,13 +13,29 @@ import pytest
 
 from adapters.mqtt import MqttConfig
 from adapters.urls import redact_url
-from policies.broker_acl import CALLER, SFA_OPS, service_principal
+from drivers.sample_platform import SERVICES
+from drivers.simulate import SIMULATOR, simulator_policy
+from policies.broker_acl import CALLER, SFA_OPS, decide, service_principal
 from sdk import ServiceClient
-from tests.support.broker import HARNESS, SessionBroker, as_sfa_ops
+from tests.support.broker import HARNESS, SessionBroker, as_sfa_ops, session_policy
 from tests.support.operations import ServiceProcess, operations
 from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe
 
 pytestmark = pytest.mark.integration
+
+
+SIM_TOPICS = [("publish", "service/Users"), ("publish", "sim/c1/control/Users"), ("subscribe", "sim/c1/control/+"),
+              ("subscribe", "system/c1/#"), ("publish", "system/c1/errors"), ("publish", "session/x/response"),
+              ("subscribe", "session/sim-1/response"), ("subscribe", "session/other/response"),
+              ("publish", "sim/c1/other/Users"), ("subscribe", "#")]
+
+
+@pytest.mark.parametrize(("action", "topic"), SIM_TOPICS)
+def test_session_policy_gives_the_simulator_what_the_demo_does(action: str, topic: str) -> None:
+    """The session's simulator principal, for every cluster, has the rights ``make run``'s has for one."""
+    demo, shared = simulator_policy("c1"), session_policy(SERVICES)
+    for who in (SIMULATOR, service_principal(SERVICES[0])):
+        assert decide(shared, who, "sim-1", action, topic) == decide(demo, who, "sim-1", action, topic)  # type: ignore[arg-type]
 
 
 def test_anonymous_and_wrong_password_are_refused(session_broker: SessionBroker) -> None:

@@ -58,6 +58,12 @@ ENV_VAR = "SFA_TEST_SESSION_BROKER"  # "{port}:{dir}" (no secret): see SessionBr
 _BROKERS: dict[tuple[str, int], SessionBroker] = {}
 
 
+def session_policy(services: Iterable[str]) -> BrokerPolicy:
+    """The platform's policy for every cluster id, plus the harness and the demo's simulator."""
+    return build_policy(ANY_CLUSTER, sorted(services), tools=(HARNESS_PRINCIPAL, SIMULATOR_PRINCIPAL),
+                        everyone=(Grant("subscribe", SIM_CONTROL),))
+
+
 class SessionBroker:
     """A mosquitto holding every client to the policy's ACLs; see the module docstring."""
 
@@ -85,8 +91,7 @@ class SessionBroker:
         return {ENV_VAR: f"{self.port}:{self.out}"}
 
     def _policy(self) -> BrokerPolicy:
-        return build_policy(ANY_CLUSTER, sorted(self.services), tools=(HARNESS_PRINCIPAL, SIMULATOR_PRINCIPAL),
-                            everyone=(Grant("subscribe", SIM_CONTROL),))
+        return session_policy(self.services)
 
     def _render(self) -> tuple[BrokerPolicy, list[Path]]:
         policy = self._policy()
