@@ -118,7 +118,8 @@ authorization {
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("broker", choices=("mosquitto", "emqx"))
-    ap.add_argument("--cluster-id", required=True, help="cluster id of the system/{cluster}/... topics")
+    ap.add_argument("--cluster-id", required=True,
+                    help="cluster id of the system/{cluster}/... topics; '+': a broker several clusters share")
     ap.add_argument("--services", default="", help="comma-separated service names (one principal each)")
     ap.add_argument("--auth-principal", default=DEFAULT_AUTH_PRINCIPAL,
                     help="username of the auth service, the only writer of security/auth/+")

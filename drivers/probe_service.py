@@ -54,7 +54,8 @@ async def main() -> None:
     a = p.parse_args()
     bus = MqttBus(config=MqttConfig.from_url(a.broker))
     await bus.start()
-    client = ServiceClient(bus)
+    # Session id = client id: a broker with ACLs lets a client read its own session's answers only.
+    client = ServiceClient(bus, session_id=bus.client_id)
     await client.start()
     runtime = ServiceRuntime.connect(build(a.service, client), broker_url=a.broker, cluster=a.cluster,
                                      instance=a.instance)

@@ -16,6 +16,9 @@ Principals (MQTT usernames) and their rights, for cluster ``c``:
 - everyone authenticated reads its own ``session/{clientid}/response`` and no other session's:
   a client's session id is its MQTT client id.
 
+A broker shared by several clusters (a test session's, a staging broker) renders the policy for
+``cluster = ANY_CLUSTER`` (``+``): every ``system/{c}/`` grant then holds for every cluster id.
+
 Nothing else is allowed: the rules are grants only, and every renderer ends in "deny the rest".
 Grant-only (no per-principal deny exceptions) keeps mosquitto's ACL file, whose ``deny`` would
 also take away reading, and EMQX's first-match rules equivalent.
@@ -35,6 +38,7 @@ CLIENTID = "{clientid}"  # placeholder in a grant's topic: the connecting client
 
 SFA_OPS = "sfa-ops"
 CALLER = "caller"
+ANY_CLUSTER = "+"  # the cluster id of a policy for a broker that several clusters share
 DEFAULT_AUTH_PRINCIPAL = "auth"
 MAX_SERVICES = 1000  # a rendered ACL file stays reviewable; more services need a database source
 
@@ -90,9 +94,10 @@ def _sub(*filters: str) -> tuple[Grant, ...]:
 def build_policy(cluster: str, services: tuple[str, ...] | list[str],
                  auth_principal: str = DEFAULT_AUTH_PRINCIPAL, *,
                  tools: tuple[Principal, ...] = (), everyone: tuple[Grant, ...] = ()) -> BrokerPolicy:
-    """The platform's principals and rights for ``cluster`` and ``services`` (validated names);
-    ``tools`` and ``everyone`` add principals and common grants (the demo's simulator)."""
-    c = check_segment(cluster, field="cluster", max_len=63)
+    """The platform's principals and rights for ``cluster`` (or :data:`ANY_CLUSTER`) and ``services``
+    (validated names); ``tools`` and ``everyone`` add principals and common grants (the demo's
+    simulator)."""
+    c = cluster if cluster == ANY_CLUSTER else check_segment(cluster, field="cluster", max_len=63)
     names = sorted({check_service_name(s, field="services") for s in services})
     if len(names) > MAX_SERVICES:
         raise ValueError(f"{len(names)} services; at most {MAX_SERVICES} in one rendered policy")

@@ -14,7 +14,9 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, start_alertmanager, start_mosquitto, start_postgres, start_redis
+from adapters.processes import ChildService, start_alertmanager, start_postgres, start_redis
+from policies.broker_acl import CALLER, SFA_OPS
+from tests.support.broker import HARNESS, SessionBroker
 from tests.support.http_receiver import HttpReceiver, http_receiver
 
 _RAY_TOKEN_DIR: str | None = None
@@ -41,16 +43,36 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def mosquitto() -> Iterator[ChildService]:
-    """A real mosquitto broker shared by the session (tests use unique topics)."""
-    svc = start_mosquitto()
-    yield svc
-    svc.stop()
+def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionBroker]:
+    """A real mosquitto broker shared by the session (tests use unique topics), with authentication
+    and the ACLs rendered from ``policies.broker_acl`` for every cluster id (``tests.support.broker``)."""
+    broker = SessionBroker(tmp_path_factory.mktemp("session-broker"))
+    yield broker
+    broker.stop()
 
 
 @pytest.fixture(scope="session")
-def broker_url(mosquitto: ChildService) -> str:
-    return mosquitto.url
+def mosquitto(session_broker: SessionBroker) -> ChildService:
+    return session_broker.child
+
+
+@pytest.fixture(scope="session")
+def broker_url(session_broker: SessionBroker) -> str:
+    """The test harness's login (observer and attacker: it may publish and read every topic).
+    ``operations()`` and ``ServiceProcess`` log in as sfa-ops and as the service from it."""
+    return session_broker.url(HARNESS)
+
+
+@pytest.fixture(scope="session")
+def sfa_ops_url(session_broker: SessionBroker) -> str:
+    """What operate connects as."""
+    return session_broker.url(SFA_OPS)
+
+
+@pytest.fixture(scope="session")
+def caller_url(session_broker: SessionBroker) -> str:
+    """A platform client (the ``caller`` principal)."""
+    return session_broker.url(CALLER)
 
 
 @pytest.fixture(scope="session")

@@ -31,6 +31,7 @@ from policies.windows import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent, DataSubjectRequest
+from tests.support.broker import SessionBroker
 from tests.support.operations import operations
 
 pytestmark = pytest.mark.usefixtures("ray_session")
@@ -106,12 +107,13 @@ async def stored_kinds(url: str, want: dict[str, int], timeout: float) -> dict[s
     raise AssertionError(f"audit events per kind {got}, wanted at least {want}")
 
 
-async def live_run(broker_url: str, tmp_path: Path) -> dict[str, Any]:
+async def live_run(session_broker: SessionBroker, broker_url: str, tmp_path: Path) -> dict[str, Any]:
     """operate + the sample platform + the scenario; returns the store URL, times and traffic."""
     # Four monitors and the security actors start with operate: slow when the machine is busy.
     async with operations(broker_url, tmp_path, services=SERVICES, policies=POLICIES, start_timeout=150) as ops:
-        sim = Simulation(broker=broker_url, cluster=ops.cluster, rate=40.0, scenario=SCENARIO,
-                         log_dir=tmp_path / "instances", seed=11)
+        # The simulator and each instance log in as their principals (passwords via env, not argv).
+        sim = Simulation(broker=session_broker.plain_url, cluster=ops.cluster, rate=40.0, scenario=SCENARIO,
+                         log_dir=tmp_path / "instances", seed=11, logins=session_broker.platform_logins(SERVICES))
         try:
             await sim.start(timeout=90)
             started = time.time()
@@ -131,11 +133,12 @@ def _json(directory: Path, pattern: str) -> dict[str, Any]:
 
 
 @pytest.mark.timeout(480)
-def test_operate_feeds_baselines_recommendations_and_reports(broker_url: str, tmp_path: Path) -> None:
+def test_operate_feeds_baselines_recommendations_and_reports(session_broker: SessionBroker, broker_url: str,
+                                                             tmp_path: Path) -> None:
     """On the store a live operate run leaves: per-minute rollups exist for every service, the
     baselines learn the platform's users, the recommendations name the faulted services (and not
     the healthy Inventory), and the security and GDPR reports' sections hold the live events."""
-    run = asyncio.run(live_run(broker_url, tmp_path))
+    run = asyncio.run(live_run(session_broker, broker_url, tmp_path))
     url, out = run["store"], tmp_path / "reports"
     hour_from = math.floor(run["started"] / 3600) * 3600
     hour_to = math.ceil((run["ended"] + 1) / 3600) * 3600

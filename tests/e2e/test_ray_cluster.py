@@ -20,17 +20,23 @@ from pathlib import Path
 import pytest
 
 from adapters.processes import free_port
+from policies.broker_acl import SFA_OPS
+from tests.support import multinode
+from tests.support.broker import SessionBroker
 from tests.support.operations import Watcher
 
 REPO = Path(__file__).resolve().parents[2]
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def test_multinode_spread_and_node_loss(broker_url: str, tmp_path: Path) -> None:
+def test_multinode_spread_and_node_loss(session_broker: SessionBroker, tmp_path: Path) -> None:
     """Actors spread over three nodes; removing a worker node restarts its monitors on a surviving
     node with their open breakers restored from the store, and the health summary carries on."""
-    proc = subprocess.run([sys.executable, "-m", "tests.support.multinode", broker_url, str(tmp_path)],
-                          cwd=REPO, capture_output=True, text=True, timeout=400)
+    for name in multinode.SERVICES:  # their principals, before the child process starts
+        session_broker.service_principal(name)
+    proc = subprocess.run([sys.executable, "-m", "tests.support.multinode", session_broker.plain_url, str(tmp_path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=400,
+                          env={**os.environ, **session_broker.export()})
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
     assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
     seen = json.loads(lines[-1])
@@ -79,7 +85,7 @@ def stop_head(head: subprocess.Popen[bytes], temp_dir: str) -> str:
     return (out or b"").decode(errors="replace")[-3000:]
 
 
-async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
+async def test_submitted_as_ray_job(session_broker: SessionBroker, broker_url: str, tmp_path: Path) -> None:
     """`ray job submit --working-dir . -- python -m drivers.operate ...` against a local
     `ray start --head` cluster with token authentication: the job runs operate, which publishes the
     retained health summary, and ends SUCCEEDED after --duration."""
@@ -110,8 +116,14 @@ async def test_submitted_as_ray_job(broker_url: str, tmp_path: Path) -> None:
         address = f"http://127.0.0.1:{dash_port}"
         job_id = f"sfa-ops-{cluster}"
         submit = [RAY, "job", "submit", "--address", address, "--no-wait", "--submission-id", job_id,
-                  "--working-dir", str(REPO), "--",
-                  sys.executable, "-m", "drivers.operate", "--broker", broker_url, "--cluster-id", cluster,
+                  "--working-dir", str(REPO),
+                  # operate logs in as sfa-ops; its password stays in its file (the job's
+                  # entrypoint and runtime env are stored and shown by Ray).
+                  "--runtime-env-json", json.dumps({"env_vars": {
+                      "SFA_OPS_MQTT_USERNAME": SFA_OPS,
+                      "SFA_OPS_MQTT_PASSWORD_FILE": str(session_broker.password_file(SFA_OPS))}}),
+                  "--", sys.executable, "-m", "drivers.operate", "--broker", session_broker.plain_url,
+                  "--cluster-id", cluster,
                   "--store", f"sqlite:///{tmp_path / 'job.db'}", "--duration", "20s", "--status-every", "0",
                   "--no-security"]
 

@@ -26,6 +26,7 @@ from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import SCENARIOS, Expect, Observed, judge
 from drivers.simulate import PlatformProcesses, Recorder, Traffic
 from sdk.client import ServiceClient
+from tests.support.broker import SessionBroker
 from tests.support.mqtt import Collector
 
 REPO = Path(__file__).resolve().parents[2]
@@ -72,16 +73,19 @@ class Platform:
 
 
 @pytest.fixture(scope="module")
-async def platform(broker_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
-    """One instance of each sample service as a real process, on a cluster id of its own."""
+async def platform(session_broker: SessionBroker, broker_url: str,
+                   tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Platform]:
+    """One instance of each sample service as a real process, on a cluster id of its own; each logs
+    in as its service's principal."""
     cluster = f"sim{uuid.uuid4().hex[:8]}"
     bus = MqttBus(config=MqttConfig.from_url(broker_url), client_id=f"test-sim-{cluster}")
     await bus.start()
     await bus.wait_connected(5)
     recorder = Recorder(cluster=cluster)
     await recorder.start(bus)
-    procs = PlatformProcesses(broker=broker_url, cluster=cluster, log_dir=tmp_path_factory.mktemp("instances"),
-                              bus=bus, instances=("i1",))
+    procs = PlatformProcesses(broker=session_broker.plain_url, cluster=cluster,
+                              log_dir=tmp_path_factory.mktemp("instances"), bus=bus, instances=("i1",),
+                              logins=session_broker.platform_logins(SERVICES))
     for s in SERVICES:
         await procs.set_mode(s, FaultMode())
     procs.start_all()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import re
 import signal
 import sys
@@ -18,6 +19,7 @@ from hypothesis import strategies as st
 from adapters.mqtt import LastWill, Message, MqttBus, MqttConfig, MqttConfigError, MqttTimeout, MqttTopicError
 from adapters.mqtt_topics import TopicMatcher, topic_matches
 from adapters.processes import Mosquitto, free_port
+from tests.support.broker import HARNESS, child_login
 from tests.support.mqtt import Collector, running_bus, unique_prefix, wait_until
 
 pytestmark = pytest.mark.integration
@@ -199,7 +201,7 @@ _WILL_CHILD = """
 import asyncio, sys
 from adapters.mqtt import LastWill, MqttBus, MqttConfig
 async def main():
-    bus = MqttBus(config=MqttConfig.from_url(sys.argv[1], env={}),
+    bus = MqttBus(config=MqttConfig.from_url(sys.argv[1]),  # the login from the environment
                   will=LastWill(sys.argv[2], {"status": "offline"}, qos=1))
     await bus.start()
     await bus.wait_connected(5)
@@ -215,9 +217,10 @@ async def test_last_will_delivered_when_process_killed(broker_url: str) -> None:
     async with running_bus(broker_url) as watcher:
         got = Collector()
         await watcher.subscribe(f"{pre}/presence", got)
+        url, login = child_login(broker_url, HARNESS)  # password via env, not argv
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", _WILL_CHILD, broker_url, f"{pre}/presence", cwd=REPO,
-            stdout=asyncio.subprocess.PIPE)
+            sys.executable, "-c", _WILL_CHILD, url, f"{pre}/presence", cwd=REPO,
+            stdout=asyncio.subprocess.PIPE, env={**os.environ, **login})
         try:
             assert proc.stdout is not None
             assert await asyncio.wait_for(proc.stdout.readline(), 15) == b"ready\n"

@@ -18,8 +18,10 @@ from pathlib import Path
 import pytest
 
 from adapters.mqtt import MqttBus, MqttConfig
+from policies.broker_acl import SFA_OPS
 from sdk import ServiceClient
 from sdk.errors import ServiceException
+from tests.support.broker import child_login
 from tests.support.http_receiver import HttpReceiver, http_receiver
 from tests.support.operations import ServiceProcess, Watcher, write_policies
 
@@ -38,15 +40,16 @@ receivers:
 
 
 class Operate:
-    def __init__(self, args: list[str], log: Path) -> None:
-        self.args, self.log = args, log
+    def __init__(self, args: list[str], log: Path, env: dict[str, str]) -> None:
+        self.args, self.log, self.env = args, log, env
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
 
     def start(self, timeout: float = 90) -> None:
         out = open(self.log, "ab")  # noqa: SIM115 - the child keeps it
         self.proc = subprocess.Popen([sys.executable, "-m", "drivers.operate", *self.args], stdout=out,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, start_new_session=True,
+                                     env={**os.environ, **self.env})
         out.close()
         self.starts += 1
         deadline = time.monotonic() + timeout
@@ -87,9 +90,10 @@ async def test_kill9_restores_breakers_alerts_and_notification_log(broker_url: s
         "alerting.yaml": ALERTING.format(url=receiver.url),
         "circuit_breaker.yaml": "defaults:\n  minimum_calls: 5\n  open_timeout: 10m\n",
     })
-    args = ["--broker", broker_url, "--cluster-id", cluster, "--store", f"sqlite:///{tmp_path / 'ops.db'}",
+    url, env = child_login(broker_url, SFA_OPS)  # operate logs in as sfa-ops (password via env)
+    args = ["--broker", url, "--cluster-id", cluster, "--store", f"sqlite:///{tmp_path / 'ops.db'}",
             "--policies", str(policies), "--status-every", "0"]
-    op = Operate(args, tmp_path / "operate.log")
+    op = Operate(args, tmp_path / "operate.log", env)
     watcher = Watcher()
     bus = MqttBus(config=MqttConfig.from_url(broker_url))
     await bus.start()

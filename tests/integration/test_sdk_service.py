@@ -32,6 +32,7 @@ from sdk.errors import (
 )
 from sdk.runtime import ServiceRuntime
 from sdk.service import CallContext, Service
+from tests.support.broker import service_child_login
 from tests.support.mqtt import Collector, running_bus, wait_until
 
 pytestmark = pytest.mark.integration
@@ -295,9 +296,10 @@ asyncio.run(main())
 async def test_presence_online_then_last_will_offline_on_kill(broker_url: str) -> None:
     """A running instance is retained online; SIGKILLed, the broker's Last Will makes it offline."""
     name = unique("Presence")
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    url, login = service_child_login(broker_url, name)  # as its service's principal (password via env)
+    env = {**os.environ, **login, "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-c", _CHILD, broker_url, name], stdout=subprocess.PIPE, env=env, cwd=REPO
+        [sys.executable, "-c", _CHILD, url, name], stdout=subprocess.PIPE, env=env, cwd=REPO
     )
     try:
         assert proc.stdout is not None

@@ -1,7 +1,9 @@
 """Run operate on a simulated multi-node Ray cluster (``ray.cluster_utils.Cluster``) in its own
 process, so the test session's Ray is untouched. Prints one JSON line with what it saw.
 
-``python -m tests.support.multinode BROKER_URL WORKDIR``
+``python -m tests.support.multinode BROKER_URL WORKDIR`` — on the test session's broker, BROKER_URL
+without credentials and ``SessionBroker.export()`` in the environment, with the ``SERVICES``
+principals already added (``tests.support.broker``).
 
 Steps: a head and two worker nodes; operate (observers, monitors, supervisor spread with the
 SPREAD strategy); a probe service whose internal errors open its breaker; the node hosting that
@@ -23,7 +25,10 @@ import ray
 from ray.cluster_utils import Cluster
 from ray.util.state import list_actors
 
+from tests.support.broker import HARNESS, as_principal, attach_from_env
 from tests.support.operations import ServiceProcess, operations
+
+SERVICES = ("Payments", "Ledger", "Billing")
 
 
 def actor_nodes(address: str) -> dict[str, str]:
@@ -40,7 +45,7 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
     from sdk.errors import ServiceCallError
 
     out: dict[str, Any] = {}
-    names = ("Payments", "Ledger", "Billing")
+    names = SERVICES
     async with operations(broker, workdir, services=names) as ops:
         bus = MqttBus(config=MqttConfig.from_url(broker))
         await bus.start()
@@ -87,7 +92,8 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
 
 
 def main() -> None:
-    broker, workdir = sys.argv[1], Path(sys.argv[2])
+    attach_from_env()  # on the session's broker: operate as sfa-ops, services as theirs
+    broker, workdir = as_principal(sys.argv[1], HARNESS), Path(sys.argv[2])
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
         cluster.add_node(num_cpus=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import sys
 import time
@@ -17,6 +18,7 @@ from typing import Any
 import orjson
 
 from adapters.mqtt import Message, MqttBus, MqttConfig
+from tests.support.broker import as_sfa_ops, service_child_login
 
 FAST_POLICIES = {
     "observation.yaml": "call_timeout: 1s\ntick: 100ms\n",
@@ -83,12 +85,13 @@ async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ..
                      policies: dict[str, str] | None = None, observers: int = 1,
                      extra: dict[str, Any] | None = None, start_timeout: float = 180.0) -> AsyncIterator[Operations]:
     """The operations job (drivers.operate.run) on a unique cluster id, stopped on exit; ``extra``
-    adds or overrides options (e.g. ``{"check_redis": [url]}``)."""
+    adds or overrides options (e.g. ``{"check_redis": [url]}``). On the session broker operate logs
+    in as ``sfa-ops``; the watcher keeps ``broker_url``'s login (the harness's)."""
     from drivers.operate import run
 
     cluster = f"t{uuid.uuid4().hex[:8]}"
     store_url = f"sqlite:///{tmp_path / 'ops.db'}"
-    opts = {"broker": broker_url, "cluster_id": cluster, "store": store_url,
+    opts = {"broker": as_sfa_ops(broker_url), "cluster_id": cluster, "store": store_url,
             "policies": str(write_policies(tmp_path / "policies", policies)), "ray_address": None,
             "observers": observers, "duration": None, "services": list(services), "status_every": 0, **(extra or {})}
     watcher = Watcher()
@@ -114,15 +117,17 @@ async def operations(broker_url: str, tmp_path: Path, *, services: tuple[str, ..
 
 
 class ServiceProcess:
-    """One service instance in its own process (so a crash is a real SIGKILL)."""
+    """One service instance in its own process (so a crash is a real SIGKILL). On the session broker
+    it logs in as the service's principal (its password through the environment)."""
 
     def __init__(self, broker_url: str, cluster: str, service: str, instance: str = "i1") -> None:
-        self.args = [sys.executable, "-m", "drivers.probe_service", "--broker", broker_url,
+        url, self.env = service_child_login(broker_url, service)
+        self.args = [sys.executable, "-m", "drivers.probe_service", "--broker", url,
                      "--cluster", cluster, "--service", service, "--instance", instance]
         self.proc: subprocess.Popen[str] | None = None
 
     def start(self) -> ServiceProcess:
-        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.PIPE, text=True, env={**os.environ, **self.env})
         assert self.proc.stdout is not None
         line = self.proc.stdout.readline()
         assert line.strip() == "ready", f"service did not start: {line!r}"

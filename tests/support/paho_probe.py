@@ -85,6 +85,7 @@ class PahoProbe:
     def subscribe(self, topic_filter: str) -> int:
         """Subscribe at QoS 1 and return the SUBACK reason code."""
         _, mid = self.client.subscribe(topic_filter, qos=1)
+        assert mid is not None, f"paho did not send SUBSCRIBE {topic_filter}"
         self._wait(lambda: mid in self._acks, f"SUBACK for {topic_filter}")
         return int(self._acks.pop(mid)[0].value)
 

@@ -8,7 +8,7 @@ import hashlib
 
 import pytest
 
-from policies.broker_acl import build_policy, decide, service_principal
+from policies.broker_acl import ANY_CLUSTER, build_policy, decide, service_principal
 from policies.broker_acl_render import (
     emqx_builtin_rules,
     mosquitto_password_line,
@@ -77,6 +77,21 @@ def test_principals_and_bad_names() -> None:
         build_policy("prod", [], auth_principal="sfa-ops")  # collides
     with pytest.raises(ValueError):
         build_policy("prod", [], auth_principal='a"b')
+
+
+def test_any_cluster_grants_every_cluster_and_nothing_more() -> None:
+    """A broker shared by several clusters: ``+`` stands for every cluster id, one level only."""
+    shared = build_policy(ANY_CLUSTER, ["Users"])
+    assert decide(shared, "sfa-ops", "x", "publish", "system/t1234abcd/errors")
+    assert decide(shared, "sfa-ops", "x", "subscribe", "system/any/#")
+    assert decide(shared, "service-Users", "u", "publish", "system/c2/presence/Users/i1")
+    assert not decide(shared, "service-Users", "u", "publish", "system/c2/presence/Orders/i1")
+    assert not decide(shared, "caller", "x", "publish", "system/c2/errors")
+    assert not decide(shared, "sfa-ops", "x", "publish", "system/a/b/errors")  # one level, not '#'
+    assert "topic write system/+/presence/Users/+" in render_mosquitto_acl(shared).splitlines()
+    for bad in ("#", "a+", "+/x"):
+        with pytest.raises(ValueError):
+            build_policy(bad, [])
 
 
 def test_mosquitto_acl_has_every_grant_and_the_session_pattern() -> None:
