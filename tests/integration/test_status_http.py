@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import time
@@ -22,8 +23,10 @@ import pytest
 
 from adapters.processes import free_port, start_prometheus
 from adapters.signing import ensure_key_pair, public_key_path
+from policies.broker_acl import CALLER
 from sdk import ServiceClient
 from sdk.errors import ServiceCallError, ServiceException
+from tests.support.broker import child_login
 from tests.support.chromium import open_page
 from tests.support.operations import ServiceProcess, operations
 
@@ -92,19 +95,22 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                 assert [s["breaker"] for s in view["services"] if s["service"] == "Payments"] == ["open"]
 
                 # The terminal view reads the same from the retained, signed health summary.
+                # (as the platform's `caller` principal, which may read system/{c}/#)
+                viewer_url, viewer_env = child_login(broker_url, CALLER)
+                env = {**os.environ, **viewer_env}
                 cli = await asyncio.to_thread(
-                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", broker_url,
+                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", viewer_url,
                                      "--cluster-id", ops.cluster, "--trust", str(public_key_path(key)), "--json"],
-                    capture_output=True, text=True, timeout=60)
+                    capture_output=True, text=True, timeout=60, env=env)
                 assert cli.returncode == 0, cli.stderr
                 shown = json.loads(cli.stdout)
                 assert [s["breaker"] for s in shown["services"] if s["service"] == "Payments"] == ["open"]
                 wrong_key = tmp_path / "keys" / "other.key"
                 ensure_key_pair(wrong_key)
                 refused = await asyncio.to_thread(
-                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", broker_url,
+                    subprocess.run, [sys.executable, "-m", "drivers.status", "--broker", viewer_url,
                                      "--cluster-id", ops.cluster, "--trust", str(public_key_path(wrong_key)),
-                                     "--timeout", "2s"], capture_output=True, text=True, timeout=60)
+                                     "--timeout", "2s"], capture_output=True, text=True, timeout=60, env=env)
                 assert refused.returncode == 1 and "unknown_key" in refused.stderr
 
                 async def closed_after_ok_call() -> bool:
