@@ -16,6 +16,7 @@ import pwd
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import tempfile
 import time
@@ -138,20 +139,14 @@ class Mosquitto:
         self._auth_files = {k: Path(v) for k, v in (("password_file", password_file), ("acl_file", acl_file)) if v}
 
     def _auth_lines(self) -> list[str]:
-        """Copy the auth files into the work dir, readable by the broker: started as root, mosquitto
-        drops to its ``mosquitto`` user before it reads them, and the password file is 0600."""
+        """Copy the auth files into the work dir (0600: mosquitto runs as the user who started it)."""
         if not self._auth_files:
             return ["allow_anonymous true"]
-        drop = _mosquitto_account()
-        if drop is not None:
-            os.chown(self.workdir, *drop)
         lines = ["allow_anonymous false" if "password_file" in self._auth_files else "allow_anonymous true"]
         for key, src in self._auth_files.items():
             dst = self.workdir / key
             dst.write_bytes(src.read_bytes())
             os.chmod(dst, 0o600)
-            if drop is not None:
-                os.chown(dst, *drop)
             lines.append(f"{key} {dst}")
         return lines
 
@@ -166,6 +161,9 @@ class Mosquitto:
             "\n".join(
                 [
                     f"listener {self.port} 127.0.0.1",
+                    # Started as root, mosquitto would switch to its `mosquitto` user, which cannot
+                    # read files under a private TMPDIR (0700): a child broker keeps its parent's user.
+                    *(["user root"] if os.geteuid() == 0 else []),
                     *self._auth_lines(),
                     "persistence false",
                     "max_queued_messages 100000",
@@ -190,17 +188,6 @@ class Mosquitto:
     def restart(self, timeout: float = 10) -> ChildService:
         """Start again on the same port (after ``kill``/``terminate``), keeping the work dir."""
         return self.start(timeout)
-
-
-def _mosquitto_account() -> tuple[int, int] | None:
-    """(uid, gid) mosquitto drops to when started as root; None when not root."""
-    if os.geteuid() != 0:
-        return None
-    try:
-        pw = pwd.getpwnam("mosquitto")
-    except KeyError:
-        return None
-    return pw.pw_uid, pw.pw_gid
 
 
 def start_mosquitto(timeout: float = 10, **options: Any) -> ChildService:
@@ -379,7 +366,17 @@ def start_postgres_datadir(
     return ChildService("postgresql", port, f"postgresql://postgres@127.0.0.1:{port}/postgres", proc, workdir, log_path)
 
 
+def postgres_workdir(prefix: str) -> Path:
+    """A new directory for a PostgreSQL data dir. PostgreSQL refuses to run as root, so as root it
+    runs as ``postgres``, which must be able to reach the directory: under the temp dir when every
+    directory above it lets others through, else under /tmp (a private TMPDIR is 0700)."""
+    base = Path(tempfile.gettempdir()).resolve()
+    if os.geteuid() == 0 and not all(p.stat().st_mode & stat.S_IXOTH for p in (base, *base.parents)):
+        base = Path("/tmp")
+    return Path(tempfile.mkdtemp(prefix=prefix, dir=base))
+
+
 def start_postgres(*, port: int | None = None, timeout: float = 30) -> ChildService:
-    workdir = Path(tempfile.mkdtemp(prefix="sfa-postgres-"))
+    workdir = postgres_workdir("sfa-postgres-")
     datadir = init_postgres_datadir(workdir)
     return start_postgres_datadir(datadir, workdir, port=port, timeout=timeout)

@@ -26,6 +26,7 @@ from adapters.processes import (
     find_binary,
     free_port,
     init_postgres_datadir,
+    postgres_workdir,
     start_postgres_datadir,
     start_redis,
     wait_for_port,
@@ -63,7 +64,7 @@ class Postgres:
     """A PostgreSQL whose data directory outlives a stop, so it can start again on the same port."""
 
     def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="sfa-infra-pg-"))
+        self.workdir = postgres_workdir("sfa-infra-pg-")
         self.datadir = init_postgres_datadir(self.workdir)
         self.service = start_postgres_datadir(self.datadir, self.workdir)
         self.url, self.port = self.service.url, self.service.port

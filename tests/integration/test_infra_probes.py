@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import subprocess
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ from adapters.processes import (
     _postgres_bindir,
     free_port,
     init_postgres_datadir,
+    postgres_workdir,
     start_postgres_datadir,
     start_redis,
 )
@@ -149,7 +149,7 @@ async def test_postgres_long_transaction_is_a_warning(postgres_server: ChildServ
 @pytest.fixture(scope="module")
 def pg_pair() -> Iterator[tuple[ChildService, ChildService, Path]]:
     """A real primary with a streaming replica made by ``pg_basebackup -R`` on loopback."""
-    workdir = Path(tempfile.mkdtemp(prefix="sfa-pgrepl-"))
+    workdir = postgres_workdir("sfa-pgrepl-")
     datadir = init_postgres_datadir(workdir)
     primary = start_postgres_datadir(datadir, workdir, settings={"wal_level": "replica", "max_wal_senders": "5"})
     replica_dir = workdir / "replica"

@@ -31,8 +31,6 @@ def test_operate_never_prints_or_logs_the_broker_password(tmp_path: Path) -> Non
     passwd = workdir / "passwd"
     subprocess.run([find_binary("mosquitto_passwd"), "-b", "-c", str(passwd), "sfa", password], check=True,
                    capture_output=True)
-    passwd.chmod(0o644)
-    workdir.chmod(0o755)  # mosquitto started as root reads it as the mosquitto user
     broker = Mosquitto(workdir=workdir, extra_config=("allow_anonymous false", f"password_file {passwd}"))
     svc = broker.start()
     pw_file = tmp_path / "broker-password"

@@ -3,17 +3,15 @@ writes queue while it is down, flush in order when it is back, and overflow is c
 
 from __future__ import annotations
 
-import tempfile
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, ClassVar
 
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, init_postgres_datadir, start_postgres_datadir
+from adapters.processes import ChildService, init_postgres_datadir, postgres_workdir, start_postgres_datadir
 from adapters.store import (
     ActionRecord,
     IncidentRecord,
@@ -34,7 +32,7 @@ class Postgres:
     SETTINGS: ClassVar[dict[str, str]] = {"synchronous_commit": "on"}
 
     def __init__(self) -> None:
-        self.workdir = Path(tempfile.mkdtemp(prefix="sfa-buffer-pg-"))
+        self.workdir = postgres_workdir("sfa-buffer-pg-")
         self.datadir = init_postgres_datadir(self.workdir)
         self.service: ChildService = start_postgres_datadir(self.datadir, self.workdir, settings=self.SETTINGS)
 

@@ -141,8 +141,8 @@ class SessionBroker:
 
     def _reload(self, principal: str, files: list[Path]) -> None:
         assert self.child is not None
-        # mosquitto reads copies in its work dir (Mosquitto made them readable by its user); writing
-        # into them keeps their owner and mode. SIGHUP makes it read them again.
+        # mosquitto reads copies in its work dir (Mosquitto wrote them 0600); writing into them keeps
+        # their owner and mode. SIGHUP makes it read them again.
         for key, src in (("password_file", files[0]), ("acl_file", files[1])):
             (self.child.workdir / key).write_bytes(src.read_bytes())
         self.child.proc.send_signal(signal.SIGHUP)
