@@ -30,10 +30,10 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import ray
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
@@ -72,6 +72,7 @@ from protocol import security as wire
 from protocol.system import AuditChainAnchor
 
 logger = logging.getLogger("sfa_ops.audit")
+_M = TypeVar("_M", bound=BaseModel)
 
 VIOLATIONS = "compliance_violations"
 MAX_PENDING_VIOLATIONS = 1_000
@@ -284,29 +285,25 @@ class AuditWriterBody:
         await self.bus.stop()
         await self.store.close()
 
-    def _on_data_access(self, msg: Message) -> None:
+    def _service_event(self, msg: Message, model: type[_M]) -> tuple[str, _M] | None:
+        """The service of ``audit/{Service}/…`` and the parsed event; None (counted) if malformed."""
         parsed = topics.parse(msg.topic)
         try:
-            m = parse_model(wire.DataAccessEvent, msg.payload)
+            m = parse_model(model, msg.payload)
         except (ValidationError, ValueError):
+            m = None
+        if parsed is None or m is None:
             self.trail.counts["malformed"] += 1
-            return
-        if parsed is None:
-            self.trail.counts["malformed"] += 1
-            return
-        self.trail.data_access(parsed["service"], m)
+            return None
+        return parsed["service"], m
+
+    def _on_data_access(self, msg: Message) -> None:
+        if (got := self._service_event(msg, wire.DataAccessEvent)) is not None:
+            self.trail.data_access(*got)
 
     def _on_data_subject(self, msg: Message) -> None:
-        parsed = topics.parse(msg.topic)
-        try:
-            m = parse_model(wire.DataSubjectRequest, msg.payload)
-        except (ValidationError, ValueError):
-            self.trail.counts["malformed"] += 1
-            return
-        if parsed is None:
-            self.trail.counts["malformed"] += 1
-            return
-        self.trail.data_subject(parsed["service"], m)
+        if (got := self._service_event(msg, wire.DataSubjectRequest)) is not None:
+            self.trail.data_subject(*got)
 
     def _on_active_actions(self, msg: Message) -> None:
         """The responder's active set: whose calls to record in full (``enhanced_logging``)."""

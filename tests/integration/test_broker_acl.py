@@ -16,7 +16,7 @@ from adapters.processes import ChildService, start_mosquitto
 from drivers.broker_acl import main as broker_acl_main
 from policies.broker_acl import build_policy, decide
 from tests.support.mqtt import Collector, running_bus
-from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe
+from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe, assert_login_required
 
 pytestmark = pytest.mark.integration
 
@@ -62,14 +62,7 @@ def test_credentials_are_private_files(acl_broker: AclBroker) -> None:
 
 def test_anonymous_and_wrong_password_are_refused(acl_broker: AclBroker) -> None:
     """No credentials, or a wrong password, get no connection."""
-    anon = PahoProbe(acl_broker.svc.port, None, None, "anon")
-    wrong = PahoProbe(acl_broker.svc.port, "sfa-ops", "not-the-password", "wrong")
-    try:
-        assert anon.connack is not None and anon.connack.is_failure
-        assert wrong.connack is not None and wrong.connack.is_failure
-    finally:
-        anon.close()
-        wrong.close()
+    assert_login_required(acl_broker.svc.port, "sfa-ops")
 
 
 S = f"system/{CLUSTER}"

@@ -19,7 +19,7 @@ from policies.broker_acl import CALLER, SFA_OPS, decide, service_principal
 from sdk import ServiceClient
 from tests.support.broker import HARNESS, SessionBroker, as_sfa_ops, session_policy
 from tests.support.operations import ServiceProcess, operations
-from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe
+from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe, assert_login_required
 
 pytestmark = pytest.mark.integration
 
@@ -39,14 +39,7 @@ def test_session_policy_gives_the_simulator_what_the_demo_does(action: str, topi
 
 
 def test_anonymous_and_wrong_password_are_refused(session_broker: SessionBroker) -> None:
-    anon = PahoProbe(session_broker.port, None, None, f"anon-{uuid.uuid4().hex[:8]}")
-    wrong = PahoProbe(session_broker.port, HARNESS, "not-the-password", f"wrong-{uuid.uuid4().hex[:8]}")
-    try:
-        assert anon.connack is not None and anon.connack.is_failure
-        assert wrong.connack is not None and wrong.connack.is_failure
-    finally:
-        anon.close()
-        wrong.close()
+    assert_login_required(session_broker.port, HARNESS)
 
 
 def test_urls_name_their_principal_and_hide_the_password(session_broker: SessionBroker, broker_url: str) -> None:

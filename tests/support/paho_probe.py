@@ -3,6 +3,7 @@ answered: the CONNACK, PUBACK and SUBACK reason codes (``MqttBus`` hides them, b
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from typing import Any
@@ -93,3 +94,15 @@ class PahoProbe:
         """Wait until ``predicate(messages)`` holds; returns the messages so far."""
         self._wait(lambda: predicate(self.messages), what)
         return list(self.messages)
+
+
+def assert_login_required(port: int, principal: str) -> None:
+    """No credentials, or ``principal`` with a wrong password, get no connection."""
+    anon = PahoProbe(port, None, None, f"anon-{os.getpid()}")
+    wrong = PahoProbe(port, principal, "not-the-password", f"wrong-{os.getpid()}")
+    try:
+        assert anon.connack is not None and anon.connack.is_failure
+        assert wrong.connack is not None and wrong.connack.is_failure
+    finally:
+        anon.close()
+        wrong.close()
