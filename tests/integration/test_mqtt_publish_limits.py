@@ -26,11 +26,11 @@ LIMIT = 4096
 
 def _broker(*lines: str) -> tuple[Mosquitto, Path]:
     """A private mosquitto with extra config lines; its notice log (one line per CONNECT) is a file
-    we can read while it runs (stdout is block-buffered). ``user root`` lets a broker started as
-    root write it; mosquitto ignores the line otherwise."""
+    we can read while it runs (stdout is block-buffered; ``Mosquitto`` keeps the broker as the user
+    who started it, so it can write there)."""
     workdir = Path(tempfile.mkdtemp(prefix="sfa-mosquitto-"))
     log = workdir / "notice.log"
-    return Mosquitto(workdir=workdir, extra_config=("user root", f"log_dest file {log}", "log_type notice", *lines)), log
+    return Mosquitto(workdir=workdir, extra_config=(f"log_dest file {log}", "log_type notice", *lines)), log
 
 
 def _connects(log: Path, client_id: str) -> int:
