@@ -12,6 +12,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from adapters.infra import ProbeResult
 from adapters.infra.mongodb_probe import MongoProbe
 from adapters.processes import free_port
 from policies.infrastructure import (
@@ -26,6 +27,16 @@ from tests.support.mongo_replay import ReplayedMember
 POLICY = load_infrastructure_policy()
 T = POLICY.thresholds.mongodb_cluster
 TIMEOUT = 1.0
+
+
+async def check_member_once(member: ReplayedMember) -> ProbeResult:
+    """One check of the probe against ``member`` alone; the probe closed and the member stopped."""
+    probe = MongoProbe(uris=[member.start()], timeout_s=TIMEOUT, thresholds=T)
+    try:
+        return await probe.check()
+    finally:
+        await probe.close()
+        member.stop()
 
 
 def codes(result: object) -> set[str]:
@@ -65,12 +76,7 @@ async def test_lagging_secondary_and_busy_connections() -> None:
     """Replayed MongoDB primary whose status shows m3 45 s behind, and 87 % of connections in use."""
     member = ReplayedMember(hello="hello_primary.json", status="replSetGetStatus_lagging.json",
                             server_status="serverStatus_busy.json")
-    probe = MongoProbe(uris=[member.start()], timeout_s=TIMEOUT, thresholds=T)
-    try:
-        result = await probe.check()
-    finally:
-        await probe.close()
-        member.stop()
+    result = await check_member_once(member)
     assert not result.ok
     assert codes(result) == {"replication_lag", "connection_pool_high"}
     assert {p.severity for p in result.problems} == {"error", "warning"}
@@ -140,10 +146,5 @@ async def test_unauthorized_is_a_configuration_error() -> None:
     member = ReplayedMember(hello="hello_primary.json", status="replSetGetStatus_healthy.json")
     member.server.autoresponds("serverStatus", lambda r: r.command_err(
         code=13, errmsg="Command serverStatus requires authentication", codeName="Unauthorized"))
-    probe = MongoProbe(uris=[member.start()], timeout_s=TIMEOUT, thresholds=T)
-    try:
-        result = await probe.check()
-    finally:
-        await probe.close()
-        member.stop()
+    result = await check_member_once(member)
     assert result.config_error and "clusterMonitor" in (result.error or "")
