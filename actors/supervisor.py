@@ -30,6 +30,7 @@ from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
 from policies.monitoring import MonitorResult
+from policies.ops_board import OpsBoard
 from protocol import topics
 from protocol.security import AlertMessage
 from protocol.system import BreakerState, BreakerStateChange, CascadingFailurePrevented, SystemHealth
@@ -79,6 +80,8 @@ class Supervisor:
         self._loops: list[asyncio.Task[None]] = []
         self._pending_alerts: list[dict[str, Any]] = []
         self._firing = FiringSet()
+        self.board = OpsBoard()
+        """Open incidents, active actions, recent alerts: what ``status()`` shows under ``ops``."""
         self.known_services: list[str] = []
         self.real_services: set[str] = set(settings.services)
         """Configured or announced by an instance: only these count towards the cascade guard."""
@@ -138,6 +141,7 @@ class Supervisor:
                 self._firing.hold({"labels": dict(alert.labels), "annotations": dict(alert.annotations),
                                    "startsAt": alert.starts_at, "endsAt": None}, sent_at=float("-inf"))
             pending = await self.store.inner.outbox_pending(10_000)
+            self.board.restore_incidents(await self.store.inner.incidents_open())
         except StoreError:
             logger.exception("could not restore from the store; continuing without")
             return
@@ -329,6 +333,7 @@ class Supervisor:
         alerts, self._pending_alerts = self._firing.filter(self._pending_alerts, now), []
         if not alerts:
             return
+        self.board.alerts_sent(alerts, now)
         if self.alertmanager is not None:
             self.alertmanager.ingest.remote(alerts)
         else:
@@ -414,13 +419,14 @@ class Supervisor:
         """Persist-then-publish for other actors (incidents, enforcement actions)."""
         async with self._lock:
             await self._publish(topic, payload, retain=retain, kind=kind)
+            self.board.published(kind, payload)
             await self._flush_and_mark(1.0)
 
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()
         return {"health": self.health_summary(now), "breakers": dict(self.breakers), "published": dict(self.published),
                 "store": self.store.stats().__dict__ if hasattr(self.store.stats(), "__dict__") else {},
-                "monitors": sorted(self.monitors), "bus": self.bus.stats()}
+                "monitors": sorted(self.monitors), "bus": self.bus.stats(), "ops": self.board.summary(now)}
 
     # -- store hooks --------------------------------------------------------------------------------
 

@@ -93,14 +93,17 @@ def metric_families(status: Mapping[str, Any] | None, *, age_s: float | None) ->
         published.add(float(n), cluster=cluster, kind=str(kind))
     monitors = Family("sfa_ops_monitored_services", "gauge", "services with a monitor actor")
     monitors.add(float(len(status.get("monitors") or ())), cluster=cluster)
-    return [*families, svc_status, breaker, error_ratio, p95, rate, infra, observed, published, monitors]
+    from policies.ops_series import ops_families  # it builds on Family: imported here, not in a cycle
+
+    return [*families, svc_status, breaker, error_ratio, p95, rate, infra, observed, published, monitors,
+            *ops_families(status, cluster)]
 
 
 def status_view(status: Mapping[str, Any] | None, *, age_s: float | None) -> dict[str, Any]:
     """The document behind ``/status.json`` and the page: one row per service and component."""
     if status is None:
         return {"ready": False, "ageSeconds": None, "cluster": None, "status": "unknown",
-                "services": [], "infrastructure": [], "observed": {}}
+                "services": [], "infrastructure": [], "observed": {}, **ops_view(None)}
     health = status.get("health") or {}
     services = [
         {"service": name, "status": e.get("status", "unknown"), "breaker": e.get("breaker", "closed"),
@@ -116,4 +119,28 @@ def status_view(status: Mapping[str, Any] | None, *, age_s: float | None) -> dic
     return {"ready": age_s is not None and age_s <= STALE_AFTER_S, "ageSeconds": age_s,
             "cluster": health.get("clusterId"), "status": health.get("status", "unknown"),
             "timestamp": health.get("timestamp"), "services": services, "infrastructure": infrastructure,
-            "observed": dict(health.get("observed") or {})}
+            "observed": dict(health.get("observed") or {}), **ops_view(status.get("ops"))}
+
+
+def ops_view(ops: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``incidents`` (open: ``id``, ``severity``, ``kind``, ``title``, ``source``, ``openedAt``,
+    ``state``; at most 50, opened last first), ``actions`` (active: ``action``, ``target``, ``until``,
+    ``incidentId``; at most 50) and ``alerts`` (``alertname``, ``severity``, ``service``, ``summary``,
+    ``startsAt``, ``endsAt``, ``state`` firing|resolved; the 20 changed last, newest first), from the
+    supervisor's ``ops`` summary (``policies.ops_board``); ``…Total`` counts beyond the lists. A
+    section the source does not carry is None (unknown), not an empty list (none)."""
+    ops = ops if isinstance(ops, Mapping) else {}
+
+    def section(name: str, key: str) -> tuple[list[Any] | None, int | None]:
+        part = ops.get(name)
+        if not isinstance(part, Mapping) or not isinstance(part.get(key), list):
+            return None, None
+        rows = [dict(r) for r in part[key] if isinstance(r, Mapping)]
+        return rows, int(part.get("total", len(rows)))
+
+    incidents, incidents_total = section("incidents", "open")
+    actions, actions_total = section("actions", "active")
+    alerts, _ = section("alerts", "recent")
+    firing = ops.get("alerts", {}).get("firing") if isinstance(ops.get("alerts"), Mapping) else None
+    return {"incidents": incidents, "incidentsTotal": incidents_total, "actions": actions,
+            "actionsTotal": actions_total, "alerts": alerts, "alertsFiring": firing}
