@@ -1,6 +1,12 @@
 """``python -m drivers.status --broker URL --cluster-id C [--watch] [--json] [--trust KEY.pub]`` —
 the state of every service and infrastructure component, read from the retained
-``system/{cluster}/health`` message on the broker (operate need not be reachable any other way).
+``system/{cluster}/health`` message on the broker (operate need not be reachable any other way),
+and the enforcement actions in force (block_ip …), read from the retained
+``system/{cluster}/security/actions/active`` set when operate runs its security actors.
+
+Only what the broker retains is shown: open incidents and recent alerts are not retained (they are
+events on ``system/{cluster}/incidents`` and ``…/alerts``), so this command says "not retained"
+for them; the status page (operate ``--http``) and ``python -m drivers.incidents`` show them.
 
 With ``--trust`` (the public key beside operate's ``--signing-key``), a message that is unsigned or
 badly signed is refused; a stale one is shown with its age. ``--watch`` redraws on every new summary
@@ -38,7 +44,7 @@ OPTIONS = [
 ]
 
 
-def render(view: dict[str, Any], *, age_s: float | None) -> str:
+def render(view: dict[str, Any], *, age_s: float | None, actions_at: str | None = None) -> str:
     """The status as a terminal table."""
     age = "" if age_s is None else f" ({age_s:.0f} s ago)"
     lines = [f"cluster {view['cluster']}: {view['status']} at {view.get('timestamp')}{age}", "",
@@ -52,17 +58,30 @@ def render(view: dict[str, Any], *, age_s: float | None) -> str:
     if view["infrastructure"]:
         lines += ["", f"{'component':<28} status"]
         lines += [f"{c['component'][:28]:<28} {c['status']}" for c in view["infrastructure"]]
+    if view.get("actions") is None:
+        lines += ["", "active actions: none retained (security actors off, or no set published yet)"]
+    else:
+        lines += ["", f"active actions ({view['actionsTotal']}, set of {actions_at}):" if view["actions"]
+                  else f"active actions: none (set of {actions_at})"]
+        lines += [f"  {a['action'][:20]:<20} {a['target'][:40]:<40} until {a['until'] or 'no expiry'}"
+                  for a in view["actions"]]
+        if view["actionsTotal"] > len(view["actions"]):
+            lines.append(f"  … {view['actionsTotal'] - len(view['actions'])} more")
+    lines.append("open incidents, recent alerts: not retained on the broker (see the status page)")
     observed = ", ".join(f"{k} {v}" for k, v in view["observed"].items() if v)
     lines += ["", f"observed: {observed or 'nothing yet'}"]
     return "\n".join(lines)
 
 
 async def run(opts: dict[str, Any]) -> int:
+    from actors.security_common import active_actions_topic
     from adapters.mqtt import Message, MqttBus, MqttConfig, MqttConfigError
     from drivers.operate import broker_url
+    from policies.ops_board import active_actions_view
     from policies.status_view import status_view
     from protocol import ProtocolError, parse_model, topics
     from protocol.base import epoch_from_rfc3339
+    from protocol.security import ActiveActions
     from protocol.system import SystemHealth
     from sdk.trust import SystemTrust
 
@@ -73,11 +92,17 @@ async def run(opts: dict[str, Any]) -> int:
         fail(PROG, str(exc))
     got: asyncio.Queue[SystemHealth] = asyncio.Queue(maxsize=16)
     refused: dict[str, int] = {}
+    active: list[ActiveActions] = []  # the latest retained set, once one arrived
+    active_seen = asyncio.Event()
 
-    def on_health(msg: Message) -> None:
+    def trusted(msg: Message) -> bool:
         verdict = trust.check(msg) if trust is not None else "trusted"
         if verdict != "trusted":
             refused[verdict] = refused.get(verdict, 0) + 1
+        return verdict == "trusted"
+
+    def on_health(msg: Message) -> None:
+        if not trusted(msg):
             return
         try:
             health = parse_model(SystemHealth, orjson.loads(msg.payload))
@@ -87,6 +112,16 @@ async def run(opts: dict[str, Any]) -> int:
         with contextlib.suppress(asyncio.QueueFull):
             got.put_nowait(health)
 
+    def on_active(msg: Message) -> None:
+        if not msg.payload or not trusted(msg):  # empty: the retained set was cleared
+            return
+        try:
+            active[:] = [parse_model(ActiveActions, orjson.loads(msg.payload))]
+        except (orjson.JSONDecodeError, ProtocolError):
+            refused["malformed"] = refused.get("malformed", 0) + 1
+            return
+        active_seen.set()
+
     bus = MqttBus(config=config, client_id=f"sfa-ops-status-{time.time_ns() % 10**9}")
     await bus.start()
     try:
@@ -95,6 +130,8 @@ async def run(opts: dict[str, Any]) -> int:
         except TimeoutError:
             print(f"{PROG}: error: broker not reachable within {opts['timeout']:g} s", file=sys.stderr)
             return 2
+        # The active set first: the broker sends its retained copy before the health summary's.
+        await bus.subscribe(active_actions_topic(opts["cluster_id"]), on_active, qos=1)
         await bus.subscribe(topics.system_health(opts["cluster_id"]), on_health, qos=1)
         while True:
             try:
@@ -106,13 +143,18 @@ async def run(opts: dict[str, Any]) -> int:
                 return 1
             wire = health.to_wire()
             age = max(0.0, time.time() - epoch_from_rfc3339(str(wire["timestamp"])))
-            view = status_view({"health": wire}, age_s=age)
+            if not active_seen.is_set():  # no security actors: no set is retained; wait briefly
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(active_seen.wait(), min(1.0, opts["timeout"]))
+            doc = active[0].to_wire() if active else None
+            ops = {"actions": active_actions_view(doc["actions"], time.time())} if doc else None
+            view = status_view({"health": wire, **({"ops": ops} if ops else {})}, age_s=age)
             if opts["json"]:
                 print(orjson.dumps(view).decode(), flush=True)
             else:
                 if opts["watch"] and sys.stdout.isatty():
                     print("\033[2J\033[H", end="")
-                print(render(view, age_s=age), flush=True)
+                print(render(view, age_s=age, actions_at=doc["timestamp"] if doc else None), flush=True)
             if not opts["watch"]:
                 return 0
     finally:

@@ -20,6 +20,19 @@ function fill(tableId, rows, render) {
   body.replaceWith(fresh);
 }
 
+// A list that may be unknown (null: the source does not carry it) or empty (none), with its total
+// when the list shows only the latest entries.
+function section(tableId, rows, total, emptyText, render) {
+  fill(tableId, rows || [], render);
+  const shown = (rows || []).length;
+  document.getElementById(tableId + "-empty").textContent =
+    rows == null ? "not available" : shown === 0 ? emptyText : "";
+  const count = document.getElementById(tableId + "-total");
+  if (!count) return;
+  if (total == null || rows == null) count.textContent = "";
+  else count.textContent = total > shown ? "(" + shown + " of " + total + ")" : "(" + total + ")";
+}
+
 function percent(fraction) { return (100 * (fraction || 0)).toFixed(1) + " %"; }
 
 function draw(view) {
@@ -42,6 +55,33 @@ function draw(view) {
     cell(tr, c.component);
     cell(tr, c.status, c.status);
   });
+  section("incidents", view.incidents, view.incidentsTotal, "no open incidents", (tr, i) => {
+    tr.dataset.incident = i.id;
+    cell(tr, i.openedAt || "–", "when");
+    cell(tr, i.severity, i.severity);
+    cell(tr, i.title || i.id);
+    cell(tr, i.kind);
+    cell(tr, i.source);
+    cell(tr, i.state, i.state);
+  });
+  section("actions", view.actions, view.actionsTotal, "no active actions", (tr, a) => {
+    tr.dataset.action = a.action;
+    cell(tr, a.action);
+    cell(tr, a.target);
+    cell(tr, a.until || "no expiry", "when");
+    cell(tr, a.incidentId || "–");
+  });
+  section("alerts", view.alerts, null, "no recent alerts", (tr, a) => {
+    tr.dataset.alert = a.alertname;
+    cell(tr, a.startsAt || "–", "when");
+    cell(tr, a.alertname);
+    cell(tr, a.severity, a.severity);
+    cell(tr, a.service);
+    cell(tr, a.summary);
+    cell(tr, a.state, a.state);
+  });
+  document.getElementById("alerts-firing").textContent =
+    view.alertsFiring == null ? "" : "(" + view.alertsFiring + " firing)";
   fill("observed", Object.entries(view.observed), (tr, [name, n]) => {
     cell(tr, name);
     cell(tr, String(n), "num");

@@ -1,9 +1,11 @@
 """operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers a
 query for the breaker that opened; headless Chromium shows the status page change live (no reload,
-no console errors) while the breaker opens and closes; ``/healthz``, ``/readyz`` and
-``/status.json`` answer as Kubernetes probes and scripts expect; ``drivers.status`` shows the same
-from the retained, signed health summary (and refuses it under another key). The screenshot of the page with
-the open breaker is kept in ``var/test-artifacts/``."""
+no console errors) while the breaker opens and closes, while failed logins (as the auth service
+publishes them) become an open incident and a block_ip action, and while the breaker's alert fires
+and resolves; ``/healthz``, ``/readyz`` and ``/status.json`` answer as Kubernetes probes and scripts
+expect; ``drivers.status`` shows the same from the retained, signed health summary and active set
+(and refuses them under another key). The screenshot of the page with the open breaker, the
+incident, the action and the alert is kept in ``var/test-artifacts/``."""
 
 from __future__ import annotations
 
@@ -24,6 +26,9 @@ import pytest
 from adapters.processes import free_port, start_prometheus
 from adapters.signing import ensure_key_pair, public_key_path
 from policies.broker_acl import CALLER
+from protocol import topics
+from protocol.base import utc_now
+from protocol.security import AuthEvent
 from sdk import ServiceClient
 from sdk.errors import ServiceCallError, ServiceException
 from tests.support.broker import child_login
@@ -34,6 +39,16 @@ pytestmark = pytest.mark.usefixtures("ray_session")
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
 ROW = 'document.querySelector(\'#services tr[data-service="Payments"] td:nth-child(3)\')?.textContent ?? null'
+ATTACKER_IP = "203.0.113.77"  # TEST-NET-3
+
+
+def rows(table: str) -> str:
+    """Script: the text of every cell of every row of a table on the page."""
+    return f"[...document.querySelectorAll('#{table} tbody tr')].map(r => [...r.children].map(c => c.textContent))"
+
+
+def text(element_id: str) -> str:
+    return f"document.getElementById('{element_id}').textContent"
 
 
 async def until(check: Callable[[], Awaitable[Any]], timeout: float, what: str) -> Any:
@@ -77,22 +92,44 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
             async with open_page(base + "/") as page:
                 await until(lambda: page.evaluate(ROW), 30, "Payments on the page")
                 assert await page.evaluate(ROW) == "closed"
+                assert await page.evaluate(text("incidents-empty")) == "no open incidents"
+                assert await page.evaluate(text("alerts-empty")) == "no recent alerts"
                 await page.evaluate("window.sfaFirstLoad = true")  # gone if the page reloads
+                for i in range(6):  # failed logins as the auth service publishes them → brute force
+                    event = AuthEvent(user_id=f"victim-{i}", ip_address=ATTACKER_IP, success=False,
+                                      timestamp=utc_now(), method="password", reason="invalid_credentials")
+                    await ops.bus.publish(topics.security_auth("login"), event.to_wire(), qos=1)
                 for _ in range(6):
                     with contextlib.suppress(ServiceException):
                         await client.call("Payments", "fail", {}, timeout=5)
                 await until(lambda: _equals(page.evaluate(ROW), "open"), 15, "the page showing the open breaker")
+
+                async def row_with(table: str, value: str) -> list[str] | None:
+                    return next((r for r in await page.evaluate(rows(table)) if value in r), None)
+                incident = await until(lambda: row_with("incidents", ATTACKER_IP), 30, "the incident on the page")
+                assert incident[1] in ("error", "critical", "emergency") and incident[5] != "resolved"
+                action = await until(lambda: row_with("actions", ATTACKER_IP), 30, "block_ip on the page")
+                assert action[0] == "block_ip" and action[2] != "no expiry"
+                alert = await until(lambda: row_with("alerts", "CircuitBreakerOpen"), 15, "the alert on the page")
+                assert alert[2:4] == ["error", "Payments"] and alert[5] == "firing"
+                assert await page.evaluate(text("incidents-empty")) == ""
                 ARTIFACTS.mkdir(parents=True, exist_ok=True)
-                await page.screenshot(ARTIFACTS / "status-page-breaker-open.png")
+                await page.screenshot(ARTIFACTS / "status-page-breaker-open.png", full_page=True)
 
                 await until(breaker_in_prometheus, 30, "Prometheus scraping breaker state 2 for Payments")
                 status, metrics = await get("/metrics")
                 assert status == 200 and "sfa_ops_observed_total" in metrics
                 assert f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}} 2.0' in metrics
+                assert _value(metrics, f'sfa_ops_active_actions{{action="block_ip",cluster="{ops.cluster}"}}') >= 1
+                assert _value(metrics, f'sfa_ops_alerts_total{{cluster="{ops.cluster}",severity="error"}}') >= 1
+                assert _value(metrics, f'sfa_ops_open_incidents{{cluster="{ops.cluster}",severity="info"}}') == 0
                 async with http.get(base + "/status.json") as res:
                     view = await res.json()
                 assert view["ready"] is True and view["cluster"] == ops.cluster
                 assert [s["breaker"] for s in view["services"] if s["service"] == "Payments"] == ["open"]
+                assert ATTACKER_IP in {i["source"] for i in view["incidents"]}
+                assert ("block_ip", ATTACKER_IP) in {(a["action"], a["target"]) for a in view["actions"]}
+                assert "CircuitBreakerOpen" in {a["alertname"] for a in view["alerts"]}
 
                 # The terminal view reads the same from the retained, signed health summary.
                 # (as the platform's `caller` principal, which may read system/{c}/#)
@@ -105,6 +142,8 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                 assert cli.returncode == 0, cli.stderr
                 shown = json.loads(cli.stdout)
                 assert [s["breaker"] for s in shown["services"] if s["service"] == "Payments"] == ["open"]
+                assert ("block_ip", ATTACKER_IP) in {(a["action"], a["target"]) for a in shown["actions"]}
+                assert shown["incidents"] is None and shown["alerts"] is None  # not retained: not shown
                 wrong_key = tmp_path / "keys" / "other.key"
                 ensure_key_pair(wrong_key)
                 refused = await asyncio.to_thread(
@@ -120,6 +159,8 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                         await client.call("Payments", "ok", {}, timeout=5)
                     return await page.evaluate(ROW) == "closed"
                 await until(closed_after_ok_call, 30, "the page showing the breaker closed again")
+                await until(lambda: _equals(_state(row_with("alerts", "CircuitBreakerOpen")), "resolved"), 15,
+                            "the alert resolved on the page")
                 assert await page.evaluate("window.sfaFirstLoad") is True, "the page reloaded"
                 assert page.errors == []
         finally:
@@ -128,6 +169,18 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
 
 async def _ok(request: Awaitable[tuple[int, str]]) -> bool:
     return (await request)[0] == 200
+
+
+def _value(metrics: str, series: str) -> float:
+    """The value of one series in a Prometheus exposition (AssertionError when absent)."""
+    found = [line.rsplit(" ", 1)[1] for line in metrics.splitlines() if line.startswith(series + " ")]
+    assert found, f"{series} not in /metrics"
+    return float(found[0])
+
+
+async def _state(row: Awaitable[list[str] | None]) -> str | None:
+    found = await row
+    return found[5] if found else None
 
 
 async def _equals(value: Awaitable[Any], expected: Any) -> bool:

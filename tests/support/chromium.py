@@ -60,8 +60,14 @@ class Page:
         result = await self.send("Runtime.evaluate", expression=expression, returnByValue=True)
         return result.get("result", {}).get("value")
 
-    async def screenshot(self, path: Path) -> Path:
-        shot = await self.send("Page.captureScreenshot", format="png")
+    async def screenshot(self, path: Path, *, full_page: bool = False) -> Path:
+        """A PNG of the viewport, or of the whole page (``full_page``: beyond the viewport too)."""
+        clip: dict[str, Any] = {}
+        if full_page:
+            size = (await self.send("Page.getLayoutMetrics"))["cssContentSize"]
+            clip = {"captureBeyondViewport": True,
+                    "clip": {"x": 0, "y": 0, "width": size["width"], "height": size["height"], "scale": 1}}
+        shot = await self.send("Page.captureScreenshot", format="png", **clip)
         path.write_bytes(base64.b64decode(shot["data"]))
         return path
 

@@ -66,3 +66,20 @@ def test_listen_address(value: str, expected: tuple[str, int]) -> None:
 def test_listen_address_refuses(value: str) -> None:
     with pytest.raises(ValueError):
         listen_address(value)
+
+
+def test_terminal_table_says_what_is_not_retained() -> None:
+    from drivers.status import render
+    from policies.ops_board import active_actions_view
+    from protocol.security import ActiveActions, EnforcementAction
+
+    wire = ActiveActions(actions=[EnforcementAction(action="block_ip", target="203.0.113.9", until=1_700_000_600.0),
+                                  EnforcementAction(action="block_ip", target="198.51.100.1", until=1_699_999_000.0)],
+                         timestamp=1_700_000_000.0).to_wire()
+    view = status_view({**status(), "ops": {"actions": active_actions_view(wire["actions"], 1_700_000_000.0)}},
+                       age_s=1.0)
+    text = render(view, age_s=1.0, actions_at=wire["timestamp"])
+    assert "block_ip             203.0.113.9" in text and "198.51.100.1" not in text  # expired: not shown
+    assert "active actions (1, set of 2023-11-14T22:13:20Z)" in text
+    assert "open incidents, recent alerts: not retained" in text
+    assert "active actions: none retained" in render(status_view(status(), age_s=1.0), age_s=1.0)
