@@ -125,3 +125,14 @@ def test_series_and_view_from_the_summary() -> None:
     bare = status_view({"health": status["health"]}, age_s=0.5)
     assert bare["incidents"] is None and bare["actions"] is None and bare["alerts"] is None
     assert ops_families({"health": {}}, "c1") == []
+
+
+def test_open_incidents_restored_from_the_store_records() -> None:
+    from adapters.store import IncidentRecord
+
+    board = OpsBoard()
+    board.restore_incidents([IncidentRecord(id="inc-9", type="security", severity="critical", title="t",
+                                            source="203.0.113.9", status="escalated", created_at=T0)])
+    board.published("incident", incident("inc-9", event="updated", status="contained", at=T0 + 30))
+    [row] = board.summary(T0 + 31)["incidents"]["open"]
+    assert (row["id"], row["state"], row["openedAt"]) == ("inc-9", "contained", "2023-11-14T22:13:20Z")
