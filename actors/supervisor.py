@@ -38,6 +38,8 @@ from protocol.system import BreakerState, BreakerStateChange, CascadingFailurePr
 logger = logging.getLogger("sfa_ops.supervisor")
 
 HEALTH_MAX_SILENCE_S = 10.0
+BOARD_SYNC_S = 30.0
+"""How often the open incidents the status page shows are read again from the store."""
 _SEVERITY_ORDER = {"healthy": 0, "unknown": 0, "degraded": 1, "down": 2}
 
 
@@ -81,6 +83,7 @@ class Supervisor:
         self._pending_alerts: list[dict[str, Any]] = []
         self._firing = FiringSet()
         self.board = OpsBoard()
+        self._board_synced = 0.0
         """Open incidents, active actions, recent alerts: what ``status()`` shows under ``ops``."""
         self.known_services: list[str] = []
         self.real_services: set[str] = set(settings.services)
@@ -373,6 +376,12 @@ class Supervisor:
             self.bus.publish_nowait(topics.system_health(self.cluster), summary, qos=1, retain=True)
 
     async def _housekeeping(self) -> None:
+        if self.security_actors and self.clock.now() >= self._board_synced + BOARD_SYNC_S:
+            self._board_synced, changes = self.clock.now(), self.board.incident_changes
+            try:  # incidents resolved outside operate (drivers.incidents resolve) leave the board
+                self.board.restore_incidents(await self.store.inner.incidents_open(), changes=changes)
+            except StoreError:
+                logger.warning("could not read the open incidents; the status page keeps the last ones")
         if self.alertmanager is not None:
             # A restarted alert manager idles until called: this call resumes its delivery loop.
             try:

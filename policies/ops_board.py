@@ -4,7 +4,9 @@
 The supervisor keeps one :class:`OpsBoard` and feeds it what already passes through it — every
 alert it routes to the alert manager (:meth:`OpsBoard.alerts_sent`) and every incident message and
 retained active-action set the incident responder publishes through it (:meth:`OpsBoard.published`)
-— so the status page costs no actor call beyond the supervisor's ``status()``.
+— so the status page costs no actor call beyond the supervisor's ``status()``. The open incidents
+are also read from the store at start and every 30 s (:meth:`OpsBoard.restore_incidents`), so one
+resolved outside operate (``drivers.incidents resolve``) leaves the page.
 
 Bounds: the summary lists the :data:`RECENT_ALERTS` (20) alerts changed last, the
 :data:`SHOWN_INCIDENTS` (50) open incidents opened last and the first :data:`SHOWN_ACTIONS` (50)
@@ -88,6 +90,8 @@ class OpsBoard:
     """Alerts that started firing, per severity (a counter)."""
     incidents: OrderedDict[str, dict[str, Any]] = field(default_factory=OrderedDict)
     actions: list[dict[str, Any]] = field(default_factory=list)
+    incident_changes: int = 0
+    """Incident messages seen (a store read taken before a change is not applied over it)."""
     dropped: int = 0
     refused: int = 0
 
@@ -134,6 +138,7 @@ class OpsBoard:
         except ProtocolError:
             self.refused += 1
             return
+        self.incident_changes += 1
         if msg.status == "resolved" or msg.event == "resolved":
             self.incidents.pop(msg.incident_id, None)
             return
@@ -142,10 +147,17 @@ class OpsBoard:
         self._open(msg.incident_id, msg.severity, msg.incident_type, msg.title, msg.source, msg.status,
                    before["openedAt"] if before else at)
 
-    def restore_incidents(self, records: Iterable[Any]) -> None:
-        """Open incidents from the store (``IncidentRecord``s, oldest first) after a restart."""
+    def restore_incidents(self, records: Iterable[Any], *, changes: int | None = None) -> bool:
+        """Replace the open incidents with the store's (``IncidentRecord``s, oldest first): after a
+        restart, and now and then so one resolved outside operate (``drivers.incidents resolve``)
+        leaves. ``changes``: :attr:`incident_changes` when the read began; if an incident message
+        came since, nothing is replaced (False; the next read tries again)."""
+        if changes is not None and changes != self.incident_changes:
+            return False
+        self.incidents.clear()
         for r in records:
             self._open(r.id, r.severity, r.type, r.title, r.source, r.status, float(r.created_at))
+        return True
 
     def _open(self, inc_id: str, severity: str, kind: str, title: str, source: str, state: str,
               opened_at: float) -> None:

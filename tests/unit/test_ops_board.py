@@ -136,3 +136,19 @@ def test_open_incidents_restored_from_the_store_records() -> None:
     board.published("incident", incident("inc-9", event="updated", status="contained", at=T0 + 30))
     [row] = board.summary(T0 + 31)["incidents"]["open"]
     assert (row["id"], row["state"], row["openedAt"]) == ("inc-9", "contained", "2023-11-14T22:13:20Z")
+
+
+def test_store_read_replaces_incidents_unless_a_message_came_meanwhile() -> None:
+    from adapters.store import IncidentRecord
+
+    board = OpsBoard()
+    board.published("incident", incident("inc-1"))
+    board.published("incident", incident("inc-2"))
+    still_open = [IncidentRecord(id="inc-2", type="security", severity="error", title="t", created_at=T0)]
+    changes = board.incident_changes
+    board.published("incident", incident("inc-3"))  # arrives while the store is read: that read is stale
+    assert board.restore_incidents(still_open, changes=changes) is False
+    assert {i["id"] for i in board.summary(T0)["incidents"]["open"]} == {"inc-1", "inc-2", "inc-3"}
+    # inc-1 was resolved by an operator straight in the store: the next read drops it
+    assert board.restore_incidents(still_open, changes=board.incident_changes) is True
+    assert [i["id"] for i in board.summary(T0)["incidents"]["open"]] == ["inc-2"]
