@@ -31,8 +31,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from policies.alert_matchers import Matcher, MatchOp, MatcherSyntaxError, parse_matchers
-from policies.alert_model import SEVERITIES
+from policies.alert_matchers import Matcher, MatcherSyntaxError, parse_matchers
 from policies.config import Duration, PolicyModel, format_duration, load_policy, load_policy_text
 
 FILENAME = "metric_rules.yaml"
@@ -322,7 +321,6 @@ def render_template(template: str, labels: Mapping[str, str], value: float) -> s
 
 __all__ = [
     "FILENAME",
-    "MatchOp",
     "MetricRule",
     "MetricRulesPolicy",
     "Selector",

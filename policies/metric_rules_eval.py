@@ -25,6 +25,7 @@ import math
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from policies.metric_rules import MetricRule, MetricRulesPolicy, Selector, ValueSpec, render_template
@@ -96,7 +97,7 @@ def _select(index: Mapping[str, list[tuple[dict[str, str], float]]], sel: Select
 
 def _increase(points: Points) -> float:
     total = 0.0
-    for (_, prev), (_, cur) in zip(points, points[1:], strict=False):
+    for (_, prev), (_, cur) in pairwise(points):
         total += cur - prev if cur >= prev else cur  # a drop is a counter reset
     return total
 
@@ -127,8 +128,8 @@ def _counter_points(role: str, sel: Selector, index: Mapping[str, list[tuple[dic
     for key, value in present:
         if not math.isfinite(value) or not budget.take():
             continue
-        pts = tuple(p for p in old.get((role, key), ()) if p[0] >= now - window and p[0] < now) + ((now, value),)
-        pts = pts[-max_points:]
+        kept = tuple(p for p in old.get((role, key), ()) if now - window <= p[0] < now)
+        pts = (*kept, (now, value))[-max_points:]
         new[(role, key)] = pts
         out.append((key, pts))
     return out
@@ -145,9 +146,9 @@ def _values(spec: ValueSpec, index: Mapping[str, list[tuple[dict[str, str], floa
             g = _group(labels, spec.by)
             gauges[g] = max(gauges[g], v) if g in gauges else v
         return gauges, history, 0
-    kw = {"now": now, "window": spec.window, "max_points": policy.max_points_per_series}
     num: dict[LabelKey, float] = {}
-    for key, pts in _counter_points("num", spec.selector, index, rs.history, history, budget, **kw):
+    for key, pts in _counter_points("num", spec.selector, index, rs.history, history, budget, now=now,
+                                    window=spec.window, max_points=policy.max_points_per_series):
         if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
             g = _group(dict(key), spec.by)
             num[g] = num.get(g, 0.0) + _increase(pts) / (pts[-1][0] - pts[0][0])
@@ -156,7 +157,8 @@ def _values(spec: ValueSpec, index: Mapping[str, list[tuple[dict[str, str], floa
     den: dict[LabelKey, float] = {}
     den_increase: dict[LabelKey, float] = {}
     assert spec.denominator is not None
-    for key, pts in _counter_points("den", spec.denominator, index, rs.history, history, budget, **kw):
+    for key, pts in _counter_points("den", spec.denominator, index, rs.history, history, budget, now=now,
+                                    window=spec.window, max_points=policy.max_points_per_series):
         if len(pts) >= 2 and pts[-1][0] > pts[0][0]:
             g = _group(dict(key), spec.by)
             den[g] = den.get(g, 0.0) + _increase(pts) / (pts[-1][0] - pts[0][0])
@@ -189,9 +191,10 @@ def _evaluate_rule(rule: MetricRule, policy: MetricRulesPolicy, index: Mapping[s
         prev = rs.active.get(akey)
         active_at = prev.active_at if prev is not None else now
         fired_at = prev.fired_at if prev is not None else None
-        annotations = prev.annotations if prev is not None else ()
+        annotations: LabelKey = ()
         if fired_at is None and now - active_at >= rule.for_:
             fired_at = now
+        if fired_at is not None:  # rendered with the current value, as Prometheus does each evaluation
             series_labels = dict(g)
             annotations = tuple((k, render_template(t, series_labels, v))
                                 for k, t in (("summary", rule.summary), ("description", rule.description)) if t)
