@@ -75,11 +75,14 @@ class Evaluation:
 
 
 def series_index(families: Iterable[Family]) -> dict[str, list[tuple[dict[str, str], float]]]:
-    """Samples by exposed series name (a counter family ``x`` is exposed as ``x_total``)."""
+    """Samples by exposed series name (a counter family ``x`` is exposed as ``x_total``, a
+    histogram's samples under ``x_bucket``, ``x_sum`` and ``x_count``)."""
     out: dict[str, list[tuple[dict[str, str], float]]] = {}
     for fam in families:
-        name = fam.name if fam.kind != "counter" or fam.name.endswith("_total") else fam.name + "_total"
-        out.setdefault(name, []).extend((dict(s.labels), s.value) for s in fam.samples)
+        base = fam.name if fam.kind != "counter" or fam.name.endswith("_total") else fam.name + "_total"
+        for s in fam.samples:
+            name = base + str(getattr(s, "suffix", "") or "")  # a histogram sample's suffix, where set
+            out.setdefault(name, []).append((dict(s.labels), s.value))
     return out
 
 

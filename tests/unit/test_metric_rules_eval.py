@@ -231,9 +231,11 @@ def test_shipped_rules_fire_on_a_status_from_status_view() -> None:
 
 def test_series_index_names_counters_as_exposed() -> None:
     """A counter family ``x`` is the series ``x_total`` (as /metrics exposes it); gauges keep their name."""
-    idx = series_index([Family("sfa_ops_observed", "counter", ""), Family("sfa_ops_calls_total", "counter", ""),
-                        Family("sfa_ops_up", "gauge", "")])
-    assert sorted(idx) == ["sfa_ops_calls_total", "sfa_ops_observed_total", "sfa_ops_up"]
+    families = [Family("sfa_ops_observed", "counter", ""), Family("sfa_ops_calls_total", "counter", ""),
+                Family("sfa_ops_up", "gauge", "")]
+    for fam in families:
+        fam.add(1.0, cluster="c1")
+    assert sorted(series_index(families)) == ["sfa_ops_calls_total", "sfa_ops_observed_total", "sfa_ops_up"]
 
 
 @pytest.mark.parametrize("bad", [
