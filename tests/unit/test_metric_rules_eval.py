@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from policies.metric_rules import load_metric_rules, metric_rules_from_text
 from policies.metric_rules_eval import RulesState, evaluate_rules, restore_state, series_index
@@ -256,3 +258,27 @@ def test_bad_rules_are_refused_at_load(bad: str) -> None:
 
     with pytest.raises(PolicyConfigError):
         metric_rules_from_text(bad)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.dictionaries(st.sampled_from("ABCD"), st.sampled_from([0.0, 0.5, 2.0, math.nan]), max_size=4),
+                max_size=30))
+def test_alerts_alternate_and_respect_for_and_cap(steps: list[dict[str, float]]) -> None:
+    """Any sequence of values: per label set, firing and resolved alternate (starting with
+    firing), a firing comes only after the breach held ``for`` (30 s, 3 evaluations), and no more
+    than the cap (3) are ever tracked."""
+    t = Timeline("max_series_per_rule: 3\n" + GAUGE.replace('{service=~"A|B"}', ""))
+    held: dict[str, int] = {}
+    last: dict[str, str] = {}
+    for values in steps:
+        alerts = t.tick(gauge("lat", **values))
+        for svc in "ABCD":
+            v = values.get(svc)
+            held[svc] = held.get(svc, 0) + 1 if v is not None and v > 1 else 0
+        for a in alerts:
+            svc, status = a["labels"]["service"], "firing" if a["endsAt"] is None else "resolved"
+            assert last.get(svc, "resolved") != status
+            last[svc] = status
+            if status == "firing":
+                assert held[svc] >= 4  # breaching at this and the 3 evaluations before (30 s)
+        assert sum(len(r.active) for r in t.state.rules.values()) <= 3
