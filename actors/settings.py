@@ -52,6 +52,9 @@ class OperateSettings:
     audit_anchor_s: float = 60.0
     """An audit anchor is published (and appended) this often, and at shutdown; 0: at shutdown only."""
 
+    metric_rules: bool = True
+    """Evaluate ``metric_rules.yaml`` on the supervisor's own series (embedded alerting rules)."""
+
     signing_key_file: str | None = None
     """Ed25519 private key (PEM, absolute path readable on every node): system messages are signed."""
 

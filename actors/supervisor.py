@@ -29,8 +29,11 @@ from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
+from policies.metric_rules import load_metric_rules
+from policies.metric_rules_eval import RulesState, evaluate_rules, restore_state
 from policies.monitoring import MonitorResult
 from policies.ops_board import OpsBoard
+from policies.status_view import metric_families
 from protocol import topics
 from protocol.security import AlertMessage
 from protocol.system import BreakerState, BreakerStateChange, CascadingFailurePrevented, SystemHealth
@@ -85,6 +88,8 @@ class Supervisor:
         self.board = OpsBoard()
         self._board_synced = 0.0
         """Open incidents, active actions, recent alerts: what ``status()`` shows under ``ops``."""
+        self.metric_rules = load_metric_rules(settings.policies_dir) if settings.metric_rules else None
+        self._rules_state = RulesState()
         self.known_services: list[str] = []
         self.real_services: set[str] = set(settings.services)
         """Configured or announced by an instance: only these count towards the cascade guard."""
@@ -129,6 +134,9 @@ class Supervisor:
             run_every(0.25, self._health_step, name="health-summary", logger=logger), name="health-summary"))
         self._loops.append(asyncio.create_task(
             run_every(5.0, self._housekeeping, name="housekeeping", logger=logger), name="housekeeping"))
+        if self.metric_rules is not None and self.metric_rules.rules:
+            self._loops.append(asyncio.create_task(run_every(
+                self.metric_rules.interval, self._rules_step, name="metric-rules", logger=logger), name="metric-rules"))
         return {"observers": len(self.observers), "started": True}
 
     async def _restore(self) -> None:
@@ -143,6 +151,8 @@ class Supervisor:
                 # Sent long ago as far as we know: the first housekeeping re-sends what is held.
                 self._firing.hold({"labels": dict(alert.labels), "annotations": dict(alert.annotations),
                                    "startsAt": alert.starts_at, "endsAt": None}, sent_at=float("-inf"))
+            if self.metric_rules is not None:  # so a breach that ends meanwhile resolves them
+                self._rules_state = restore_state(self.metric_rules, [a for a, _ in self._firing.firing.values()])
             pending = await self.store.inner.outbox_pending(10_000)
             self.board.restore_incidents(await self.store.inner.incidents_open())
         except StoreError:
@@ -348,6 +358,17 @@ class Supervisor:
                                    ends_at=ends, timestamp=now)
                 self.bus.publish_nowait(topics.system_alerts(self.cluster), msg.to_wire(), qos=1)
 
+    async def _rules_step(self) -> None:
+        """The metric rules on this supervisor's own series; their alerts go the usual way."""
+        assert self.metric_rules is not None
+        async with self._lock:
+            now = self.clock.now()
+            ev = evaluate_rules(self.metric_rules, metric_families(await self.status(), age_s=0.0),
+                                self._rules_state, now)
+            self._rules_state = ev.state
+            self._pending_alerts += ev.alerts
+            await self._send_alerts()
+
     # -- health summary ----------------------------------------------------------------------------
 
     def health_summary(self, now: float) -> dict[str, Any]:
@@ -435,7 +456,8 @@ class Supervisor:
         now = self.clock.now()
         return {"health": self.health_summary(now), "breakers": dict(self.breakers), "published": dict(self.published),
                 "store": self.store.stats().__dict__ if hasattr(self.store.stats(), "__dict__") else {},
-                "monitors": sorted(self.monitors), "bus": self.bus.stats(), "ops": self.board.summary(now)}
+                "monitors": sorted(self.monitors), "bus": self.bus.stats(), "ops": self.board.summary(now),
+                "metricRules": self._rules_state.summary() if self.metric_rules is not None else None}
 
     # -- store hooks --------------------------------------------------------------------------------
 

@@ -93,6 +93,9 @@ OPTIONS = [
            "while active", default=[], repeatable=True, metavar="URL"),
     Option("alertmanager-resend-interval", "how often active alerts are re-sent to --alertmanager "
            "(endsAt is set 4 intervals ahead)", default=60.0, convert=seconds, metavar="DURATION"),
+    Option("no-metric-rules", "do not evaluate the alerting rules of metric_rules.yaml (the ones rendered as "
+           "deploy/prometheus/rules.yml) on operate's own series; to change the rules, put a metric_rules.yaml "
+           "in --policies DIR", flag=True),
     Option("signing-key", "Ed25519 private key (PEM) to sign everything published under system/{cluster}/; "
            "give SDK clients the public key (PlatformAwareClient(trust=SystemTrust.from_files(...)))",
            metavar="FILE"),
@@ -226,10 +229,11 @@ def load_all_policies(directory: str | None) -> None:
     from policies.circuit_breaker import load_breaker_policy
     from policies.health import load_health_policy
     from policies.infrastructure import load_infrastructure_policy
+    from policies.metric_rules import load_metric_rules
     from policies.observation import load_observation_policy
 
     for loader in (load_breaker_policy, load_health_policy, load_observation_policy, load_dependency_policy,
-                   load_alerting_policy, load_infrastructure_policy):
+                   load_alerting_policy, load_infrastructure_policy, load_metric_rules):
         loader(directory)
 
 
@@ -310,6 +314,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         audit_anchor_file=str(Path(opts["audit_anchor_file"]).resolve()) if opts.get("audit_anchor_file") else None,
         audit_anchor_s=float(opts.get("audit_anchor_interval", 60.0) or 0.0),
         signing_key_file=str(Path(opts["signing_key"]).resolve()) if opts.get("signing_key") else None,
+        metric_rules=not opts.get("no_metric_rules"),
     )
     started_ray = False
     if not ray.is_initialized():
