@@ -1,5 +1,6 @@
-"""operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers a
-query for the breaker that opened; headless Chromium shows the status page change live (no reload,
+"""operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers
+queries for the breaker that opened and the failed calls (by code, and in the duration histogram);
+the same series reach Ray's own metrics export (scraped from the session Ray's node); headless Chromium shows the status page change live (no reload,
 no console errors) while the breaker opens and closes; ``/healthz``, ``/readyz`` and
 ``/status.json`` answer as Kubernetes probes and scripts expect; ``drivers.status`` shows the same
 from the retained, signed health summary (and refuses it under another key). The screenshot of the page with
@@ -20,6 +21,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import ray
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.processes import free_port, start_prometheus
 from adapters.signing import ensure_key_pair, public_key_path
@@ -70,6 +73,19 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                     found = (await res.json())["data"]["result"]
                 return found and float(found[0]["value"][1]) == 2.0
 
+            async def in_prometheus(query: str) -> float | None:
+                async with http.get(f"{prometheus.url}/api/v1/query", params={"query": query}) as res:
+                    found = (await res.json())["data"]["result"]
+                return float(found[0]["value"][1]) if found else None
+
+            async def failed_calls_in_prometheus() -> bool:
+                # The fail calls answered -32603 by the service (the last may be refused -32503 once
+                # the breaker opened), and every answered call in the duration histogram.
+                labels = f'cluster="{ops.cluster}",service="Payments"'
+                failed = await in_prometheus(f'sfa_ops_calls_total{{{labels},code="-32603"}}')
+                answered = await in_prometheus(f"sfa_ops_call_duration_seconds_count{{{labels}}}")
+                return failed is not None and failed >= 5 and answered is not None and answered >= 6
+
             assert await get("/healthz") == (200, "ok\n")
             await until(lambda: _ok(get("/readyz")), 30, "/readyz 200")
             procs.append(ServiceProcess(broker_url, ops.cluster, "Payments").start())
@@ -86,6 +102,7 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                 await page.screenshot(ARTIFACTS / "status-page-breaker-open.png")
 
                 await until(breaker_in_prometheus, 30, "Prometheus scraping breaker state 2 for Payments")
+                await until(failed_calls_in_prometheus, 30, "Prometheus scraping Payments' failed calls")
                 status, metrics = await get("/metrics")
                 assert status == 200 and "sfa_ops_observed_total" in metrics
                 assert f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}} 2.0' in metrics
@@ -122,8 +139,27 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                 await until(closed_after_ok_call, 30, "the page showing the breaker closed again")
                 assert await page.evaluate("window.sfaFirstLoad") is True, "the page reloaded"
                 assert page.errors == []
+            await until(lambda: _in_ray_export(http, ops.cluster), 60, "the series on Ray's metrics export")
         finally:
             prometheus.stop()
+
+
+async def _in_ray_export(http: aiohttp.ClientSession, cluster: str) -> bool:
+    """The session Ray's metrics export (Ray names the series ``ray_<name>``) shows Payments' failed
+    calls (from the supervisor), its duration histogram (from its monitor) and its breaker state."""
+    node = next(n for n in ray.nodes() if n["Alive"])
+    async with http.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics") as res:
+        text = await res.text()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("cluster") == cluster and s.labels.get("service") == "Payments":
+                if s.name == "ray_sfa_ops_calls_total" and s.labels.get("code") != "-32603":
+                    continue
+                found[s.name] = found.get(s.name, 0.0) + s.value
+    return (found.get("ray_sfa_ops_calls_total", 0.0) >= 5
+            and found.get("ray_sfa_ops_call_duration_seconds_count", 0.0) >= 6
+            and "ray_sfa_ops_breaker_state" in found)
 
 
 async def _ok(request: Awaitable[tuple[int, str]]) -> bool:
