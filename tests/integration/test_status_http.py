@@ -1,6 +1,7 @@
 """operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers
 queries for the breaker that opened and the failed calls (by code, and in the duration histogram);
-the same series reach Ray's own metrics export (scraped from the session Ray's node); headless Chromium shows the status page change live (no reload,
+every query of the Grafana dashboard evaluates there; the same series reach Ray's own metrics export
+(scraped from the session Ray's node); headless Chromium shows the status page change live (no reload,
 no console errors) while the breaker opens and closes; ``/healthz``, ``/readyz`` and
 ``/status.json`` answer as Kubernetes probes and scripts expect; ``drivers.status`` shows the same
 from the retained, signed health summary (and refuses it under another key). The screenshot of the page with
@@ -36,6 +37,7 @@ from tests.support.operations import ServiceProcess, operations
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sfa-ops-dashboard.json"
 ROW = 'document.querySelector(\'#services tr[data-service="Payments"] td:nth-child(3)\')?.textContent ?? null'
 
 
@@ -103,6 +105,7 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
 
                 await until(breaker_in_prometheus, 30, "Prometheus scraping breaker state 2 for Payments")
                 await until(failed_calls_in_prometheus, 30, "Prometheus scraping Payments' failed calls")
+                await _dashboard_queries_evaluate(http, prometheus.url, ops.cluster)
                 status, metrics = await get("/metrics")
                 assert status == 200 and "sfa_ops_observed_total" in metrics
                 assert f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}} 2.0' in metrics
@@ -142,6 +145,19 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
             await until(lambda: _in_ray_export(http, ops.cluster), 60, "the series on Ray's metrics export")
         finally:
             prometheus.stop()
+
+
+async def _dashboard_queries_evaluate(http: aiohttp.ClientSession, prometheus: str, cluster: str) -> None:
+    """Every query of the Grafana dashboard is valid PromQL for this Prometheus, and the latency
+    quantiles come back for Payments from the histogram."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    for target in [t for p in panels for t in p["targets"]]:
+        expr = target["expr"].replace("$cluster", cluster).replace("$__rate_interval", "1m")
+        async with http.get(f"{prometheus}/api/v1/query", params={"query": expr}) as res:
+            body = await res.json()
+        assert body["status"] == "success", (expr, body)
+        if "histogram_quantile(0.95" in expr:
+            assert any(r["metric"].get("service") == "Payments" for r in body["data"]["result"]), (expr, body)
 
 
 async def _in_ray_export(http: aiohttp.ClientSession, cluster: str) -> bool:
