@@ -34,6 +34,7 @@ from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
+from policies.metric_series import inflight_by_service
 from policies.monitoring import MonitorResult
 from policies.status_view import metric_families
 from protocol import topics
@@ -436,16 +437,8 @@ class Supervisor:
         now = self.clock.now()
         return {"health": self.health_summary(now), "breakers": dict(self.breakers), "published": dict(self.published),
                 "store": self.store.stats().__dict__ if hasattr(self.store.stats(), "__dict__") else {},
-                "monitors": sorted(self.monitors), "bus": self.bus.stats(), **self._call_status()}
-
-    def _call_status(self) -> dict[str, Any]:
-        """Per-service call totals (from the monitors) and calls in flight (summed over observers)."""
-        inflight: dict[str, int] = {}
-        for per_observer in self.inflight.values():
-            for name, n in per_observer.items():
-                if name in self.monitors:
-                    inflight[name] = inflight.get(name, 0) + n
-        return {"calls": dict(self.calls), "inflight": inflight}
+                "monitors": sorted(self.monitors), "bus": self.bus.stats(), "calls": dict(self.calls),
+                "inflight": inflight_by_service(self.inflight.values(), self.monitors)}
 
     async def _export_metrics(self) -> None:
         """The families of ``/metrics`` onto Ray's metrics export (gauges set, counters increased)."""

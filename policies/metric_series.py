@@ -14,7 +14,7 @@ increments that increment-only exporters (``ray.util.metrics``) need.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from typing import Any
 
 from policies.call_metrics import BUCKETS, read_totals
@@ -52,6 +52,16 @@ def call_families(status: Mapping[str, Any], cluster: str) -> list[Family]:
         duration.samples.append(Sample(labels, totals.duration_sum, "_sum"))
         duration.samples.append(Sample(labels, float(running), "_count"))
     return [calls, duration]
+
+
+def inflight_by_service(per_observer: Iterable[Mapping[str, int]], monitored: Container[str]) -> dict[str, int]:
+    """Calls in flight per monitored service, summed over the observers' reports."""
+    out: dict[str, int] = {}
+    for counts in per_observer:
+        for service, n in counts.items():
+            if service in monitored:
+                out[service] = out.get(service, 0) + n
+    return out
 
 
 def inflight_family(status: Mapping[str, Any], cluster: str) -> Family:

@@ -15,7 +15,7 @@ from policies.call_metrics import BUCKETS, CallTotals
 from policies.correlation import ServiceDelta
 from policies.infra_alerts import health_entry
 from policies.infrastructure import ProbeResult, Status, TrackerState
-from policies.metric_series import CounterIncrements, exposition_names
+from policies.metric_series import CounterIncrements, exposition_names, inflight_by_service
 from policies.status_view import Family, metric_families
 from policies.windows import UNANSWERED
 from protocol.system import SystemHealth
@@ -108,3 +108,9 @@ def test_counter_increments_follow_growth_and_resets() -> None:
     assert inc.update([counter(("ok", 3.0))]) == {("sfa_ops_calls", (("code", "ok"),)): 3.0}
     assert inc.update([counter(("ok", 3.0), ("-32603", 4.0))]) == {("sfa_ops_calls", (("code", "-32603"),)): 4.0}
     assert inc.update([Family("g", "gauge", "", [])]) == {}
+
+
+def test_inflight_is_summed_over_observers_for_monitored_services() -> None:
+    """Each observer reports its own calls in flight; a retired service's count is left out."""
+    reports = [{"A": 2, "Gone": 1}, {"A": 1, "B": 4}]
+    assert inflight_by_service(reports, {"A", "B"}) == {"A": 3, "B": 4}
