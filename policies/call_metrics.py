@@ -115,5 +115,5 @@ def read_totals(data: Any) -> CallTotals | None:
         return None
     if not all(type(n) is int and n >= 0 for n in buckets) or not isinstance(total, int | float):
         return None
-    clean = {str(k): v for k, v in list(codes.items())[:MAX_CODES] if type(v) is int and v >= 0}
+    clean = {str(k): v for k, v in list(codes.items())[:MAX_CODES + 1] if type(v) is int and v >= 0}
     return CallTotals(codes=clean, buckets=list(buckets), duration_sum=float(total))

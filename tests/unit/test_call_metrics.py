@@ -72,6 +72,8 @@ def test_distinct_codes_are_capped() -> None:
     assert len(totals.codes) == MAX_CODES + 1  # -32603 joins once the table is full
     assert totals.codes["-32603"] == 5 and totals.capped == 5
     assert sum(totals.codes.values()) == MAX_CODES + 5
+    back = read_totals(totals.snapshot())
+    assert back is not None and back.codes == totals.codes  # the folded code is read back too
 
 
 @given(st.lists(st.tuples(st.floats(0, 100, allow_nan=False), st.sampled_from([None, -32603, UNANSWERED]))))
