@@ -7,6 +7,10 @@ decisions themselves are persisted by the supervisor before they are published. 
 observer that sent the delta (which fast-fails and answers pending calls) and, through it, to the
 supervisor (which publishes them).
 
+Each tick's delta also goes into the service's cumulative call counts and duration histogram
+(``policies.call_metrics``), returned with the result for operate's ``/metrics``; the durations
+are recorded on Ray's metrics export too (``adapters.ray_metrics``).
+
 It also folds each tick's delta into the service's per-minute rollup (``policies.rollups``) and,
 once a minute, writes the finished minute through the store (``metrics_minute``: calls, errors by
 code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
@@ -19,6 +23,7 @@ recommendations read (CPU/memory utilisation only ``drivers.generate`` writes so
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -26,7 +31,9 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
+from adapters.ray_metrics import RayCallHistogram
 from adapters.store import MetricRollup, Store, StoreError, open_store
+from policies.call_metrics import CallTotals
 from policies.circuit_breaker import load_breaker_policy
 from policies.correlation import ServiceDelta
 from policies.health import load_health_policy
@@ -64,6 +71,8 @@ class ServiceMonitor:
         self._rollup_writer: asyncio.Task[None] | None = None
         self.rollups_dropped = 0
         self._peak_instances = 0
+        self.calls = CallTotals()
+        self.call_histogram = RayCallHistogram(cluster=settings.cluster_id, service=service)
 
     async def _ensure(self) -> MonitorCore:
         if self.core is not None:
@@ -104,7 +113,8 @@ class ServiceMonitor:
             if self._rollup_writer is None or self._rollup_writer.done():
                 self._rollup_writer = asyncio.create_task(self._write_rollups(),
                                                           name=f"monitor-rollup-{self.service}")
-        return result
+        self.call_histogram.observe(self.calls.add(delta).durations)
+        return dataclasses.replace(result, calls=self.calls.snapshot())
 
     def _keep_rollup(self, r: MinuteRollup) -> None:
         self._keep(metric_row(r))

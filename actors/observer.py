@@ -337,7 +337,8 @@ class Observer:
                 await self._report  # surfaces a failed report in this step's log, keeps order
             except Exception:
                 logger.exception("supervisor report failed")
-        self._report = self.supervisor.report.remote(self.index, results, self.core.counters(), edges)
+        self._report = self.supervisor.report.remote(self.index, results, self.core.counters(), edges,
+                                                     self.core.correlator.inflight())
         self.core.answer_unavailable(results, now)
         activity, audit = self.core.correlator.drain_security()
         # One call per tick each, fire and forget: the analyst and the writer buffer and count.

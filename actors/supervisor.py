@@ -6,6 +6,10 @@ Flow per observer tick: ``report(index, results, counters, edges)`` — breaker 
 changes to ``system/{cluster}/errors``; a service going down triggers ``policies.cascade`` and the
 preemptive opens it plans; alerts go to the AlertManager actor. Every message is written to the
 store's outbox first and marked published once the broker acknowledged it.
+
+The monitors' cumulative call counts and the observers' in-flight counts ride along with the
+reports into :meth:`status` (operate's ``/metrics``); once a second the same metric families go to
+Ray's metrics export (``adapters.ray_metrics``).
 """
 
 from __future__ import annotations
@@ -25,12 +29,14 @@ from actors.observer import Observer
 from actors.settings import OperateSettings
 from adapters.mqtt import MqttBus
 from adapters.outbox import UnackedOutbox
+from adapters.ray_metrics import RayFamilyExporter
 from adapters.store import Dependency, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
 from policies.cascade import DependencyGraph, load_dependency_policy, plan_cascade
 from policies.metric_rules import load_metric_rules
 from policies.metric_rules_eval import RulesState, evaluate_rules, restore_state
+from policies.metric_series import inflight_by_service
 from policies.monitoring import MonitorResult
 from policies.ops_board import OpsBoard
 from policies.status_view import metric_families
@@ -76,6 +82,9 @@ class Supervisor:
         self.infrastructure: dict[str, Any] = {}
         self.counters: dict[int, dict[str, int]] = {}
         self.breakers: dict[str, str] = {}
+        self.calls: dict[str, dict[str, Any]] = {}
+        self.inflight: dict[int, dict[str, int]] = {}
+        self.ray_metrics = RayFamilyExporter()
         self.unpublished = UnackedOutbox(store=self.store, logger=logger)
         self.published: dict[str, int] = {}
         self._last_health: dict[str, Any] | None = None
@@ -137,6 +146,8 @@ class Supervisor:
         if self.metric_rules is not None and self.metric_rules.rules:
             self._loops.append(asyncio.create_task(run_every(
                 self.metric_rules.interval, self._rules_step, name="metric-rules", logger=logger), name="metric-rules"))
+        self._loops.append(asyncio.create_task(
+            run_every(1.0, self._export_metrics, name="ray-metrics", logger=logger), name="ray-metrics"))
         return {"observers": len(self.observers), "started": True}
 
     async def _restore(self) -> None:
@@ -268,6 +279,7 @@ class Supervisor:
             self._trackers.pop(name, None)
             handle = self.monitors.pop(name, None)
             self.summaries.pop(name, None)
+            self.calls.pop(name, None)
             if self.breakers.pop(name, None) is not None:  # its retained state would outlive it
                 self.bus.publish_nowait(topics.circuit_breaker_state(self.cluster, name), b"", qos=1, retain=True)
             if handle is not None:
@@ -281,16 +293,20 @@ class Supervisor:
     # -- reports ---------------------------------------------------------------------------------
 
     async def report(self, index: int, results: list[MonitorResult], counters: dict[str, int],
-                     edges: dict[tuple[str, str], int]) -> None:
+                     edges: dict[tuple[str, str], int], inflight: dict[str, int] | None = None) -> None:
         async with self._lock:
             now = self.clock.now()
             self.counters[index] = counters
+            if inflight is not None:
+                self.inflight[index] = inflight
             if edges:
                 self.graph.observe_edges(edges, now)
                 for e, n in edges.items():
                     self._edges[e] = self._edges.get(e, 0) + n
             for r in results:
                 self.summaries[r.service] = r.summary
+                if r.calls is not None:
+                    self.calls[r.service] = r.calls
                 for ev in r.breaker_events:
                     await self._breaker_event(ev, now)
                 if r.health_message is not None:
@@ -457,7 +473,12 @@ class Supervisor:
         return {"health": self.health_summary(now), "breakers": dict(self.breakers), "published": dict(self.published),
                 "store": self.store.stats().__dict__ if hasattr(self.store.stats(), "__dict__") else {},
                 "monitors": sorted(self.monitors), "bus": self.bus.stats(), "ops": self.board.summary(now),
-                "metricRules": self._rules_state.summary() if self.metric_rules is not None else None}
+                "metricRules": self._rules_state.summary() if self.metric_rules is not None else None,
+                "calls": dict(self.calls), "inflight": inflight_by_service(self.inflight.values(), self.monitors)}
+
+    async def _export_metrics(self) -> None:
+        """The families of ``/metrics`` onto Ray's metrics export (gauges set, counters increased)."""
+        self.ray_metrics.export(metric_families(await self.status(), age_s=0.0))
 
     # -- store hooks --------------------------------------------------------------------------------
 

@@ -39,6 +39,12 @@ class _SnapshotCollector:
 
     def collect(self) -> Iterator[Metric]:
         for family in metric_families(self.server.snapshot, age_s=self.server.age()):
+            if family.kind == "histogram":
+                histogram = Metric(family.name, family.help, "histogram")
+                for sample in family.samples:
+                    histogram.add_sample(family.name + sample.suffix, dict(sample.labels), sample.value)
+                yield histogram
+                continue
             labels = sorted({k for s in family.samples for k, _ in s.labels})
             metric: GaugeMetricFamily | CounterMetricFamily
             if family.kind == "counter":

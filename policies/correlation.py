@@ -55,6 +55,8 @@ class ServiceDelta:
     calls: int = 0
     responses: int = 0
     fast_failed: int = 0
+    answered_unavailable: int = 0
+    """Pending calls sfa-ops answered -32503 because the service went down (no outcome of their own)."""
     outcomes: list[tuple[float, int | None]] = field(default_factory=list)
     """(duration seconds, error code or None) per finished call, in finish order."""
     trials: list[tuple[float, int | None]] = field(default_factory=list)
@@ -71,6 +73,7 @@ class ServiceDelta:
         self.calls += later.calls
         self.responses += later.responses
         self.fast_failed += later.fast_failed
+        self.answered_unavailable += later.answered_unavailable
         self.outcomes.extend(later.outcomes)
         self.trials.extend(later.trials)
         for m, n in later.methods.items():
@@ -329,6 +332,8 @@ class Correlator:
             self._inflight[service] = self._inflight.get(service, 1) - 1
             if p.trial:  # the service never answered its trial: the half-open breaker must hear of it
                 self._delta(service).trials.append((now - p.started, UNANSWERED))
+            else:
+                self._delta(service).answered_unavailable += 1
         return taken
 
     def set_breaker(self, service: str, state: str, open_until: float, trial_permits: int, epoch: int = 0) -> None:
@@ -351,6 +356,10 @@ class Correlator:
             d.presence[instance] = online
         else:
             self.counters.capped += 1
+
+    def inflight(self) -> dict[str, int]:
+        """Calls awaiting an answer now, per service with any (bounded by the admitted services)."""
+        return {s: n for s, n in self._inflight.items() if n > 0}
 
     def has_inflight(self, service: str) -> bool:
         return self._inflight.get(service, 0) > 0

@@ -69,6 +69,8 @@ class MonitorResult:
     summary: dict[str, Any] = field(default_factory=dict)
     snapshot: dict[str, Any] | None = None
     """State to persist (only when something worth restoring changed)."""
+    calls: dict[str, Any] | None = None
+    """Cumulative call counts and duration histogram (``policies.call_metrics.CallTotals.snapshot``)."""
 
 
 class MonitorCore:

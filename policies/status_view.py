@@ -36,12 +36,14 @@ STALE_AFTER_S = 10.0
 class Sample:
     labels: tuple[tuple[str, str], ...]
     value: float
+    suffix: str = ""
+    """A histogram's ``_bucket``, ``_sum`` or ``_count``."""
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
-    kind: Literal["gauge", "counter"]
+    kind: Literal["gauge", "counter", "histogram"]
     help: str
     samples: list[Sample] = field(default_factory=list)
 
@@ -93,10 +95,11 @@ def metric_families(status: Mapping[str, Any] | None, *, age_s: float | None) ->
         published.add(float(n), cluster=cluster, kind=str(kind))
     monitors = Family("sfa_ops_monitored_services", "gauge", "services with a monitor actor")
     monitors.add(float(len(status.get("monitors") or ())), cluster=cluster)
-    from policies.ops_series import ops_families  # it builds on Family: imported here, not in a cycle
+    from policies.metric_series import series_families  # here: they build on Family (no import cycle)
+    from policies.ops_series import ops_families
 
     return [*families, svc_status, breaker, error_ratio, p95, rate, infra, observed, published, monitors,
-            *ops_families(status, cluster)]
+            *series_families(status, cluster), *ops_families(status, cluster)]
 
 
 def status_view(status: Mapping[str, Any] | None, *, age_s: float | None) -> dict[str, Any]:

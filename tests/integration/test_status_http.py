@@ -1,5 +1,7 @@
-"""operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers a
-query for the breaker that opened; headless Chromium shows the status page change live (no reload,
+"""operate's HTTP endpoint with real consumers: a real Prometheus scrapes ``/metrics`` and answers
+queries for the breaker that opened and the failed calls (by code, and in the duration histogram);
+every query of the Grafana dashboard evaluates there; the same series reach Ray's own metrics export
+(scraped from the session Ray's node); headless Chromium shows the status page change live (no reload,
 no console errors) while the breaker opens and closes, while failed logins (as the auth service
 publishes them) become an open incident and a block_ip action, and while the breaker's alert fires
 and resolves; ``/healthz``, ``/readyz`` and ``/status.json`` answer as Kubernetes probes and scripts
@@ -22,6 +24,8 @@ from typing import Any
 
 import aiohttp
 import pytest
+import ray
+from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.processes import free_port, start_prometheus
 from adapters.signing import ensure_key_pair, public_key_path
@@ -38,6 +42,7 @@ from tests.support.operations import ServiceProcess, operations
 pytestmark = pytest.mark.usefixtures("ray_session")
 
 ARTIFACTS = Path(__file__).resolve().parents[2] / "var" / "test-artifacts"
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sfa-ops-dashboard.json"
 ROW = 'document.querySelector(\'#services tr[data-service="Payments"] td:nth-child(3)\')?.textContent ?? null'
 ATTACKER_IP = "203.0.113.77"  # TEST-NET-3
 
@@ -85,6 +90,19 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                     found = (await res.json())["data"]["result"]
                 return found and float(found[0]["value"][1]) == 2.0
 
+            async def in_prometheus(query: str) -> float | None:
+                async with http.get(f"{prometheus.url}/api/v1/query", params={"query": query}) as res:
+                    found = (await res.json())["data"]["result"]
+                return float(found[0]["value"][1]) if found else None
+
+            async def failed_calls_in_prometheus() -> bool:
+                # The fail calls answered -32603 by the service (the last may be refused -32503 once
+                # the breaker opened), and every answered call in the duration histogram.
+                labels = f'cluster="{ops.cluster}",service="Payments"'
+                failed = await in_prometheus(f'sfa_ops_calls_total{{{labels},code="-32603"}}')
+                answered = await in_prometheus(f"sfa_ops_call_duration_seconds_count{{{labels}}}")
+                return failed is not None and failed >= 5 and answered is not None and answered >= 6
+
             assert await get("/healthz") == (200, "ok\n")
             await until(lambda: _ok(get("/readyz")), 30, "/readyz 200")
             procs.append(ServiceProcess(broker_url, ops.cluster, "Payments").start())
@@ -117,6 +135,8 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                 await page.screenshot(ARTIFACTS / "status-page-breaker-open.png", full_page=True)
 
                 await until(breaker_in_prometheus, 30, "Prometheus scraping breaker state 2 for Payments")
+                await until(failed_calls_in_prometheus, 30, "Prometheus scraping Payments' failed calls")
+                await _dashboard_queries_evaluate(http, prometheus.url, ops.cluster)
                 status, metrics = await get("/metrics")
                 assert status == 200 and "sfa_ops_observed_total" in metrics
                 assert f'sfa_ops_breaker_state{{cluster="{ops.cluster}",service="Payments"}} 2.0' in metrics
@@ -163,8 +183,40 @@ async def test_status_page_metrics_and_probes(broker_url: str, tmp_path: Path, c
                             "the alert resolved on the page")
                 assert await page.evaluate("window.sfaFirstLoad") is True, "the page reloaded"
                 assert page.errors == []
+            await until(lambda: _in_ray_export(http, ops.cluster), 60, "the series on Ray's metrics export")
         finally:
             prometheus.stop()
+
+
+async def _dashboard_queries_evaluate(http: aiohttp.ClientSession, prometheus: str, cluster: str) -> None:
+    """Every query of the Grafana dashboard is valid PromQL for this Prometheus, and the latency
+    quantiles come back for Payments from the histogram."""
+    panels = json.loads(DASHBOARD.read_text())["panels"]
+    for target in [t for p in panels for t in p["targets"]]:
+        expr = target["expr"].replace("$cluster", cluster).replace("$__rate_interval", "1m")
+        async with http.get(f"{prometheus}/api/v1/query", params={"query": expr}) as res:
+            body = await res.json()
+        assert body["status"] == "success", (expr, body)
+        if "histogram_quantile(0.95" in expr:
+            assert any(r["metric"].get("service") == "Payments" for r in body["data"]["result"]), (expr, body)
+
+
+async def _in_ray_export(http: aiohttp.ClientSession, cluster: str) -> bool:
+    """The session Ray's metrics export (Ray names the series ``ray_<name>``) shows Payments' failed
+    calls (from the supervisor), its duration histogram (from its monitor) and its breaker state."""
+    node = next(n for n in ray.nodes() if n["Alive"])
+    async with http.get(f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics") as res:
+        text = await res.text()
+    found: dict[str, float] = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.labels.get("cluster") == cluster and s.labels.get("service") == "Payments":
+                if s.name == "ray_sfa_ops_calls_total" and s.labels.get("code") != "-32603":
+                    continue
+                found[s.name] = found.get(s.name, 0.0) + s.value
+    return (found.get("ray_sfa_ops_calls_total", 0.0) >= 5
+            and found.get("ray_sfa_ops_call_duration_seconds_count", 0.0) >= 6
+            and "ray_sfa_ops_breaker_state" in found)
 
 
 async def _ok(request: Awaitable[tuple[int, str]]) -> bool:
