@@ -14,9 +14,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from policies.infrastructure import Status as InfraStatus
+
 BREAKER_VALUE = {"closed": 0.0, "half_open": 1.0, "open": 2.0, "forced_open": 2.0,
                  "disabled": -1.0, "metrics_only": -1.0}
 SERVICE_STATUSES = ("healthy", "degraded", "down", "unknown")
+INFRA_STATUSES = tuple(s.value for s in InfraStatus)
+"""What an infrastructure checker reports (``policies.infrastructure.Status``)."""
 OBSERVED = {
     "calls": "calls observed on service/+",
     "responses": "responses observed",
@@ -85,7 +89,7 @@ def metric_families(status: Mapping[str, Any] | None, *, age_s: float | None) ->
     infra = Family("sfa_ops_infrastructure_status", "gauge", "1 for the component's current status")
     for component, entry in sorted((health.get("infrastructure") or {}).items()):
         current = entry.get("status", "unknown") if isinstance(entry, Mapping) else "unknown"
-        for s in SERVICE_STATUSES:
+        for s in INFRA_STATUSES:
             infra.add(1.0 if s == current else 0.0, cluster=cluster, component=component, status=s)
     observed = Family("sfa_ops_observed", "counter", "messages observed, by outcome")
     for key in OBSERVED:

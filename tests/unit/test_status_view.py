@@ -83,3 +83,11 @@ def test_terminal_table_says_what_is_not_retained() -> None:
     assert "active actions (1, set of 2023-11-14T22:13:20Z)" in text
     assert "open incidents, recent alerts: not retained" in text
     assert "active actions: none retained" in render(status_view(status(), age_s=1.0), age_s=1.0)
+
+
+def test_infrastructure_state_set_covers_what_checkers_report() -> None:
+    """A component in ``error`` (what a checker reports for a failed component) has its series at 1."""
+    status = {"health": {"clusterId": "c", "infrastructure": {"redis": {"status": "error"}}}}
+    families = {f.name: f for f in metric_families(status, age_s=0.0)}
+    values = {dict(s.labels)["status"]: s.value for s in families["sfa_ops_infrastructure_status"].samples}
+    assert values["error"] == 1.0 and sum(values.values()) == 1.0
