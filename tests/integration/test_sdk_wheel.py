@@ -116,3 +116,24 @@ def test_service_answers_client_from_the_installed_wheel(
     repo = str(Path(__file__).resolve().parents[2])
     assert not out["sfa_sdk"].startswith(repo)
     assert all(not p.startswith(repo) for p in out["sys_path"])
+
+
+def test_installed_wheel_is_typed_for_the_services_type_checker(wheel_venv: tuple[Path, Path], tmp_path: Path) -> None:
+    """mypy, run as a platform service runs it against its own venv, reads sfa_sdk's annotations
+    (py.typed): a call's signature is known and a misuse is an error, not an untyped import."""
+    _, python = wheel_venv
+    probe = tmp_path / "probe.py"
+    probe.write_text("from sfa_sdk import MqttBus, MqttConfig, Service, ServiceClient\n\n"
+                     "svc = Service('Users')\n"
+                     "client = ServiceClient(MqttBus(config=MqttConfig.from_url('mqtt://127.0.0.1:1883')))\n"
+                     "reveal_type(client.call)\n"
+                     "wrong: int = svc.name\n")
+    r = subprocess.run([sys.executable, "-m", "mypy", "--python-executable", str(python), "--no-incremental",
+                        "--strict", "--cache-dir", str(tmp_path / ".mypy"), str(probe)],
+                       capture_output=True, text=True, timeout=300, cwd=tmp_path, check=False)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "import-untyped" not in r.stdout and "import-not-found" not in r.stdout
+    assert 'Revealed type is "def (service: str, method: str' in r.stdout
+    assert 'probe.py:6: error: Incompatible types in assignment (expression has type "str", variable has type "int")' \
+        in r.stdout
+    assert "Found 1 error in 1 file" in r.stdout
