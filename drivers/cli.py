@@ -21,6 +21,7 @@ DIST = "sfa-ops"
 class Command:
     module: str
     summary: str
+    logs: bool = True  # takes --log-level and --log-format
 
 
 COMMANDS: dict[str, Command] = {
@@ -33,8 +34,10 @@ COMMANDS: dict[str, Command] = {
     "report": Command("drivers.report", "GDPR and security reports (gdpr|security --from DATE --to DATE)"),
     "incidents": Command("drivers.incidents", "list, show, resolve incidents; lift, approve, reject actions"),
     "audit": Command("drivers.audit", "verify the audit trail's hash chains; purge past retention"),
-    "broker-acl": Command("drivers.broker_acl", "the broker's principals, credentials and ACLs (mosquitto|emqx)"),
-    "generate": Command("drivers.generate", "write a seeded, realistic platform history into a store"),
+    "broker-acl": Command("drivers.broker_acl", "the broker's principals, credentials and ACLs (mosquitto|emqx)",
+                          logs=False),
+    "generate": Command("drivers.generate", "write a seeded, realistic platform history into a store",
+                        logs=False),
 }
 
 # What the drivers return, one meaning per code across every subcommand.
@@ -71,8 +74,9 @@ def help_text() -> str:
         "  --version  print the version and exit",
         "  --help     print this help and exit",
         "",
-        "Every subcommand that logs takes --log-level debug|info|warning|error|critical and",
-        "--log-format text|json (env SFA_OPS_LOG_LEVEL, SFA_OPS_LOG_FORMAT).",
+        *textwrap.wrap(f"Every subcommand but {' and '.join(n for n, c in COMMANDS.items() if not c.logs)} takes "
+                       "--log-level debug|info|warning|error|critical and --log-format text|json (env "
+                       "SFA_OPS_LOG_LEVEL, SFA_OPS_LOG_FORMAT).", 100),
         "",
         "exit status:",
         *(textwrap.fill(meaning, 100, initial_indent=f"  {code:<3}  ", subsequent_indent=" " * 7)

@@ -3,6 +3,8 @@ uv installs into the venv (``make setup``), in a subprocess, from outside the re
 
 from __future__ import annotations
 
+import argparse
+import importlib
 import json
 import re
 import subprocess
@@ -13,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from drivers.cli import COMMANDS, EXIT_CODES
+from drivers.cli import COMMANDS, EXIT_CODES, main
+from drivers.options import LOG_OPTIONS, OptionError, add_options, from_args
 
 REPO = Path(__file__).resolve().parents[2]
 SFA_OPS = Path(sys.executable).parent / "sfa-ops"
@@ -88,3 +91,29 @@ def test_log_format_json_reaches_the_subcommands_log_lines(tmp_path: Path) -> No
     r = sfa_ops("status", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1", "--log-level", "error", cwd=tmp_path)
     assert r.returncode == 2
     assert "Connection refused" not in r.stderr  # the warnings are below the level
+
+
+@pytest.mark.parametrize("name", list(COMMANDS))
+def test_each_subcommand_answers_help_and_says_whether_it_takes_the_log_options(
+    name: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    module = importlib.import_module(COMMANDS[name].module)
+    monkeypatch.setattr(module, "PROG", module.PROG)  # restored after: the dispatcher renames it
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    out = capsys.readouterr().out
+    assert f"usage: sfa-ops {name}" in out  # named as typed, not as python -m drivers.X
+    assert ("--log-level" in out and "--log-format" in out) is COMMANDS[name].logs
+
+
+def test_log_options_from_a_drivers_own_parser_take_the_environment() -> None:
+    parser = argparse.ArgumentParser()
+    add_options(parser, LOG_OPTIONS)
+    assert from_args(LOG_OPTIONS, parser.parse_args([]), env={}) == {"log_level": "WARNING", "log_format": "text"}
+    env = {"SFA_OPS_LOG_LEVEL": "debug", "SFA_OPS_LOG_FORMAT": "JSON"}
+    assert from_args(LOG_OPTIONS, parser.parse_args([]), env=env) == {"log_level": "DEBUG", "log_format": "json"}
+    got = from_args(LOG_OPTIONS, parser.parse_args(["--log-level", "error"]), env=env)
+    assert got == {"log_level": "ERROR", "log_format": "json"}
+    with pytest.raises(OptionError, match="environment SFA_OPS_LOG_FORMAT"):
+        from_args(LOG_OPTIONS, parser.parse_args([]), env={"SFA_OPS_LOG_FORMAT": "xml"})
