@@ -3,7 +3,7 @@ SHELL := /bin/bash
 PY := .venv/bin/python
 PACKAGES := protocol policies adapters sdk actors drivers benchmarks
 
-.PHONY: run test setup lint typecheck unit bench clean
+.PHONY: run test setup lint typecheck unit bench sdk-wheel clean
 
 setup: .venv/.installed
 
@@ -33,5 +33,9 @@ test: setup lint
 bench: setup
 	for b in rpc breaker; do $(PY) -m benchmarks.$$b || exit 1; done
 
+# The SDK alone, as the wheel platform services install (import name sfa_sdk; see sdk/README.md).
+sdk-wheel: setup
+	$(PY) -m drivers.sdk_wheel --out dist
+
 clean:
-	rm -rf var .venv .tools .mypy_cache .ruff_cache
+	rm -rf var dist .venv .tools .mypy_cache .ruff_cache

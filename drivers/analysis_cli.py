@@ -6,9 +6,11 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from adapters.logs import ray_logging_config
 from adapters.store import Store, StoreConfigError, StoreError, StoreUnavailable, open_store, redact_url
 from drivers.options import OptionError, seconds
 from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch
@@ -47,13 +49,16 @@ def iso(ts: float) -> str:
     return rfc3339_from_epoch(ts)
 
 
-def ensure_ray(address: str | None, *, num_cpus: int | None = None) -> str:
+def ensure_ray(address: str | None, *, num_cpus: int | None = None, logs: Mapping[str, Any] | None = None) -> str:
     """Join ``address`` (or start a local Ray) unless Ray is already up in this process; returns
-    a one-line description for the summary."""
+    a one-line description for the summary. ``logs``: the resolved --log-level/--log-format, for
+    the job's workers too."""
     import ray
 
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"include_dashboard": False, "configure_logging": False}
+        if logs is not None:
+            kwargs["logging_config"] = ray_logging_config(logs["log_level"], logs["log_format"])
         if address:
             kwargs["address"] = address
             if "RAY_JOB_CONFIG_JSON_ENV_VAR" not in os.environ:  # outside `ray job submit`: ship the code

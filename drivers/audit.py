@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from adapters.audit_anchor_file import read_anchors
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
 from adapters.store.audit_key import ENV_KEY, ENV_KEY_FILE, load_audit_key
+from drivers.options import LOG_OPTIONS, OptionError, add_options, configure_logs, fail, from_args
 from policies.audit_anchors import check_anchors
 from policies.audit_events import purge_event, purge_plan, retention_chains
 from policies.compliance import load_compliance_policy
@@ -39,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--audit-key-file", default=None, metavar="FILE",
                    help="the audit chain's HMAC key operate used (it prints where: var/audit.key by "
                         "default); or SFA_OPS_AUDIT_KEY / SFA_OPS_AUDIT_KEY_FILE")
+    add_options(p, LOG_OPTIONS)
     sub = p.add_subparsers(dest="command", required=True)
     vf = sub.add_parser("verify", help="check every hash chain (and against the anchor file)")
     vf.add_argument("--anchors", default=None, metavar="FILE",
@@ -94,6 +96,10 @@ async def _purge(store: Store, policies: str | None, now: float) -> int:
 async def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
     try:
+        configure_logs(from_args(LOG_OPTIONS, args))
+    except OptionError as exc:
+        fail(PROG, str(exc))
+    try:
         key = None
         if args.audit_key_file or os.environ.get(ENV_KEY) or os.environ.get(ENV_KEY_FILE):
             key, _ = load_audit_key(args.audit_key_file)
@@ -109,9 +115,9 @@ async def run(argv: Sequence[str]) -> int:
         return 2
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(asyncio.run(run(sys.argv[1:] if argv is None else argv)))
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(run(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -24,7 +24,16 @@ from actors.analysis_tasks import ACCESS_KIND, CALL_KIND, baseline_partials, fol
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_hour_counts, require_shared
 from drivers.analysis_cli import duration, ensure_ray, iso, open_checked, parse_time, print_summary
-from drivers.options import Option, OptionError, fail, positive_int, resolve, seconds
+from drivers.options import (
+    LOG_OPTIONS,
+    Option,
+    OptionError,
+    configure_logs,
+    fail,
+    positive_int,
+    resolve,
+    seconds,
+)
 from drivers.progress import Progress
 from policies.baselines import SERVICE_KIND, USER_KIND, Window, empty_partials, finalize, plan_partitions
 
@@ -41,6 +50,7 @@ OPTIONS = [
            default=500_000, convert=positive_int, metavar="N"),
     Option("ray-address", "Ray cluster to run on (default: a local Ray started for this run)", metavar="ADDR"),
     Option("quiet", "no progress bar", flag=True),
+    *LOG_OPTIONS,
 ]
 
 
@@ -94,7 +104,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     window = window_from(opts)
     url = opts["store"]
     parts, total = asyncio.run(plan(url, window, opts["partition_rows"]))
-    cluster = ensure_ray(opts["ray_address"])
+    cluster = ensure_ray(opts["ray_address"], logs=opts)
     started = time.perf_counter()
     with Progress(total=total, label="baselines", unit="events", enabled=not opts["quiet"]) as bar:
         combined, stats = run_partitions(baseline_partials, url, parts, fold_partials,
@@ -110,6 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=DESCRIPTION)
+        configure_logs(opts)
         out = run(opts)
     except OptionError as exc:
         fail(PROG, str(exc))

@@ -37,6 +37,7 @@ from typing import Any, Literal
 import orjson
 
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from drivers.options import LOG_OPTIONS, OptionError, add_options, configure_logs, fail, from_args
 from policies.response_guard import APPROVALS, decide
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
@@ -61,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--unsigned", action="store_true",
                    help="publish with --broker unsigned: only for a cluster whose operate signs nothing "
                         "(SDK clients with a trust ignore unsigned system messages)")
+    add_options(p, LOG_OPTIONS)
     sub = p.add_subparsers(dest="command", required=True)
     ls = sub.add_parser("list", help="open incidents")
     ls.add_argument("--all", action="store_true", help="every incident, resolved ones too")
@@ -214,6 +216,10 @@ async def _decide(store: Store, ident: str, verdict: Literal["approved", "reject
 
 async def run(argv: Sequence[str]) -> int:
     args = _parser().parse_args(argv)
+    try:
+        configure_logs(from_args(LOG_OPTIONS, args))
+    except OptionError as exc:
+        fail(PROG, str(exc))
     refused = _publisher(args)
     if refused is not None:
         print(f"{PROG}: {refused}", file=sys.stderr)
@@ -238,9 +244,9 @@ async def run(argv: Sequence[str]) -> int:
         return 2
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    sys.exit(asyncio.run(run(sys.argv[1:] if argv is None else argv)))
+def main(argv: Sequence[str] | None = None) -> int:
+    return asyncio.run(run(sys.argv[1:] if argv is None else argv))
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -34,7 +34,16 @@ from adapters.processes import ChildService, ProcessError, start_mosquitto
 from adapters.signing import SigningKeyError, ensure_key_pair, public_key_path
 from adapters.urls import redact_url
 from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
-from drivers.options import Option, OptionError, fail, listen_address, resolve, seconds
+from drivers.options import (
+    LOG_OPTIONS,
+    Option,
+    OptionError,
+    configure_logs,
+    fail,
+    listen_address,
+    resolve,
+    seconds,
+)
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
 from drivers.simulate import REPO, Recorder, Simulation, format_summary, simulator_policy
@@ -60,6 +69,7 @@ OPTIONS = [
            metavar="HOST:PORT"),
     Option("no-broker-auth", "run the embedded broker open to anyone (default: passwords and the ACLs of "
            "policies/broker_acl.py; sfa-ops and the sample platform log in as their principals)", flag=True),
+    *LOG_OPTIONS,  # this process's, and sfa-ops' (its log: {var}/run/operate.log)
 ]
 
 
@@ -290,7 +300,7 @@ async def run(opts: dict[str, Any]) -> int:
         operate = OperateProcess(argv=[
             sys.executable, "-m", "drivers.operate", "--broker", broker.url, "--cluster-id", opts["cluster_id"],
             "--store", f"sqlite:///{db}", "--policies", opts["policies"], "--status-every", "5s",
-            "--signing-key", str(key),
+            "--signing-key", str(key), "--log-level", opts["log_level"], "--log-format", opts["log_format"],
             *(("--http", opts["http"]) if opts["http"] not in ("0", "") else ()),
             # Monitors for the sample services start with sfa-ops, not on first sight mid-run.
             *(a for s in SERVICES for a in ("--services", s)),
@@ -348,6 +358,7 @@ def check_listen_free(value: str) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=__doc__ or "")
+        configure_logs(opts)
         if opts["scenario"] not in SCENARIOS:
             raise OptionError(f"--scenario {opts['scenario']!r}: one of {', '.join(SCENARIOS)}")
         if not 0 < opts["rate"] <= 10_000:

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 from adapters.logs import configure as configure_logging
-from adapters.logs import log_format, log_level, ray_logging_config
+from adapters.logs import ray_logging_config
 from drivers.options import (
+    LOG_OPTIONS,
     Option,
     OptionError,
     fail,
@@ -50,10 +51,7 @@ OPTIONS = [
            "presence) that get a monitor; calls to further names are counted as observed.unknownServices",
            default=64, convert=positive_int, metavar="N"),
     Option("status-every", "print a status line this often (0: never)", default=10.0, convert=seconds),
-    Option("log-level", "debug, info, warning or error: for operate and its actors", default="WARNING",
-           convert=log_level),
-    Option("log-format", "text or json (one object per line; actors' records carry Ray's job, node and "
-           "actor ids): for operate and its actors", default="text", convert=log_format),
+    *LOG_OPTIONS,
     Option("http", "serve the live status page (/), /status.json, Prometheus /metrics, /healthz and /readyz "
            "on HOST:PORT (PORT alone: loopback; default: off)", convert=listen_address, metavar="HOST:PORT"),
     Option("enforcement-redis", "Redis where enforcement actions are written as keys with a TTL "

@@ -17,6 +17,8 @@ from typing import Any, NoReturn
 
 import yaml
 
+from adapters.logs import configure as configure_logging
+from adapters.logs import log_format, log_level
 from policies.config import parse_duration
 
 ENV_PREFIX = "SFA_OPS_"
@@ -95,6 +97,12 @@ def build_parser(prog: str, description: str, options: Sequence[Option], epilog:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--config", metavar="FILE", help="YAML file with option values (keys as below, '-' or '_')")
+    add_options(parser, options)
+    return parser
+
+
+def add_options(parser: argparse.ArgumentParser, options: Sequence[Option]) -> None:
+    """Declare ``options`` on ``parser`` (a driver with its own parser: see :func:`from_args`)."""
     for opt in options:
         default_txt = "" if opt.default in (None, [], False) else f" (default: {opt.default})"
         if opt.flag:
@@ -104,7 +112,6 @@ def build_parser(prog: str, description: str, options: Sequence[Option], epilog:
             parser.add_argument(f"--{opt.name}", dest=opt.key, metavar=opt.metavar,
                                 action="append" if opt.repeatable else "store", default=None,
                                 help=opt.help + default_txt + (" (repeatable)" if opt.repeatable else ""))
-    return parser
 
 
 def _convert(opt: Option, raw: Any, source: str) -> Any:
@@ -148,6 +155,18 @@ def resolve(
                 raise OptionError(
                     f"--config {path}: unknown option {k!r}; known: {', '.join(sorted(known))}")
             file_values[key] = v
+    return _merge(options, args, env_map, file_values, f"config file {config_path}")
+
+
+def from_args(options: Sequence[Option], args: argparse.Namespace, env: Mapping[str, str] | None = None,
+              ) -> dict[str, Any]:
+    """``options`` declared with :func:`add_options` on a driver's own parser: command line >
+    environment > default; raises ``OptionError`` on a bad value."""
+    return _merge(options, args, os.environ if env is None else env, {}, "")
+
+
+def _merge(options: Sequence[Option], args: argparse.Namespace, env_map: Mapping[str, str],
+           file_values: Mapping[str, Any], file_source: str) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for opt in options:
         cli = getattr(args, opt.key)
@@ -156,10 +175,25 @@ def resolve(
         elif opt.env in env_map:
             out[opt.key] = _convert(opt, env_map[opt.env], f"environment {opt.env}")
         elif opt.key in file_values:
-            out[opt.key] = _convert(opt, file_values[opt.key], f"config file {config_path}")
+            out[opt.key] = _convert(opt, file_values[opt.key], file_source)
         else:
             out[opt.key] = list(opt.default) if isinstance(opt.default, list) else opt.default
     return out
+
+
+# --log-level and --log-format of every driver that logs: one declaration, one configuration
+# (adapters.logs, Ray's LoggingConfig), so a driver's records and its Ray workers' look alike.
+LOG_OPTIONS = (
+    Option("log-level", "debug, info, warning, error or critical: for this command and its Ray workers",
+           default="WARNING", convert=log_level, metavar="LEVEL"),
+    Option("log-format", "text or json (one object per line, Ray's encoding; Ray workers' records carry "
+           "the job, node and actor ids)", default="text", convert=log_format, metavar="FORMAT"),
+)
+
+
+def configure_logs(opts: Mapping[str, Any]) -> None:
+    """This process's logging from the resolved LOG_OPTIONS."""
+    configure_logging(opts["log_level"], opts["log_format"])
 
 
 def fail(prog: str, message: str) -> NoReturn:

@@ -33,7 +33,16 @@ from drivers.analysis_cli import (
     parse_time,
     print_summary,
 )
-from drivers.options import Option, OptionError, fail, positive_int, resolve, seconds
+from drivers.options import (
+    LOG_OPTIONS,
+    Option,
+    OptionError,
+    configure_logs,
+    fail,
+    positive_int,
+    resolve,
+    seconds,
+)
 from drivers.progress import Progress
 from policies.baselines import Window, plan_partitions
 from policies.config import PolicyConfigError
@@ -56,6 +65,7 @@ OPTIONS = [
            metavar="N"),
     Option("ray-address", "Ray cluster to run on (default: a local Ray started for this run)", metavar="ADDR"),
     Option("quiet", "no progress bar", flag=True),
+    *LOG_OPTIONS,
 ]
 
 
@@ -98,7 +108,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
     patterns = []
     total = sum(data["counts"].values())
     if total:
-        cluster = ensure_ray(opts["ray_address"])
+        cluster = ensure_ray(opts["ray_address"], logs=opts)
         parts = plan_partitions(data["counts"], w, opts["partition_rows"])
         with Progress(total=total, label="message patterns", unit="calls", enabled=not opts["quiet"]) as bar:
             msgs, _ = run_partitions(message_partials, opts["store"], parts, fold_messages,
@@ -177,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=DESCRIPTION)
+        configure_logs(opts)
         out = run(opts)
     except OptionError as exc:
         fail(PROG, str(exc))

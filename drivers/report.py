@@ -33,7 +33,7 @@ from adapters.reports import write_report
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_bounds, audit_hour_counts, require_shared
 from drivers.analysis_cli import REPORTS_DIR, ensure_ray, iso, open_checked, parse_time, print_summary
-from drivers.options import Option, OptionError, fail, positive_int, resolve
+from drivers.options import LOG_OPTIONS, Option, OptionError, configure_logs, fail, positive_int, resolve
 from drivers.progress import Progress
 from drivers.report_sections import gdpr_report, security_report
 from policies.baselines import USER_KIND, Window, plan_partitions, user_baselines
@@ -56,6 +56,7 @@ OPTIONS = [
            metavar="N"),
     Option("ray-address", "Ray cluster to run on (default: a local Ray started for this run)", metavar="ADDR"),
     Option("quiet", "no progress bar", flag=True),
+    *LOG_OPTIONS,
 ]
 
 
@@ -111,7 +112,7 @@ def run(kind: str, opts: dict[str, Any]) -> dict[str, Any]:
     parts_data = ReportPartials(events=_empty_events(), activity=_empty_activity())
     cluster = "not used (no audit events)"
     if total:
-        cluster = ensure_ray(opts["ray_address"])
+        cluster = ensure_ray(opts["ray_address"], logs=opts)
         parts = plan_partitions(data["counts"], w, opts["partition_rows"])
         with Progress(total=total, label=f"{kind} report", unit="events", enabled=not opts["quiet"]) as bar:
             folded, _ = run_partitions(report_partials, opts["store"], parts, fold_report,
@@ -151,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     kind = args.pop(0) if args and args[0] in KINDS else None
     try:
         opts = resolve(OPTIONS, args, prog=f"{PROG} {{gdpr,security}}", description=DESCRIPTION)
+        configure_logs(opts)
         if kind is None:
             raise OptionError(f"name the report first: {PROG} gdpr|security --from DATE --to DATE")
         out = run(kind, opts)

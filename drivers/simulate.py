@@ -32,7 +32,7 @@ import orjson
 
 from adapters.mqtt import Message, MqttBus, MqttConfig, MqttConfigError
 from drivers.broker_acl import BrokerLogins
-from drivers.options import Option, OptionError, fail, resolve, seconds
+from drivers.options import LOG_OPTIONS, Option, OptionError, configure_logs, fail, resolve, seconds
 from drivers.sample_platform import POOL_ORDERS, POOL_USERS, SERVICES, SKUS, FaultMode, control_topic
 from drivers.scenarios import SCENARIOS, Observed, Scenario, StepReport, evaluate, run_scenario
 from policies.broker_acl import BrokerPolicy, Grant, Principal, build_policy, service_principal
@@ -430,6 +430,7 @@ OPTIONS = [
     Option("seed", "random seed of the traffic", convert=int),
     Option("warmup", "before the first fault, wait up to this long with traffic running until sfa-ops' "
            "health lists every service (0: don't wait)", default=30.0, convert=seconds),
+    *LOG_OPTIONS,
 ]
 
 
@@ -467,6 +468,7 @@ async def simulate(opts: dict[str, Any]) -> dict[str, Any]:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=__doc__ or "")
+        configure_logs(opts)
         if opts["list_scenarios"]:
             for s in SCENARIOS.values():
                 print(f"{s.name:12} {s.length:5.0f}s  {s.description}")

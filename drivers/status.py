@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from drivers.options import Option, OptionError, fail, resolve, seconds
+from drivers.options import LOG_OPTIONS, Option, OptionError, configure_logs, fail, resolve, seconds
 
 PROG = "python -m drivers.status"
 
@@ -41,6 +41,7 @@ OPTIONS = [
     Option("timeout", "how long to wait for the retained summary", default=5.0, convert=seconds),
     Option("watch", "keep redrawing on every new summary until interrupted", flag=True),
     Option("json", "print the summary as JSON (the /status.json document) instead of a table", flag=True),
+    *LOG_OPTIONS,
 ]
 
 
@@ -164,6 +165,7 @@ async def run(opts: dict[str, Any]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     try:
         opts = resolve(OPTIONS, argv, prog=PROG, description=__doc__ or "")
+        configure_logs(opts)
     except OptionError as exc:
         fail(PROG, str(exc))
     with contextlib.suppress(KeyboardInterrupt):

@@ -23,8 +23,10 @@ if ! have_uv; then
   "$TOOLS/bin/python" -m pip install --quiet --disable-pip-version-check "uv==$UV_VERSION"
   have_uv || { echo "install-python: uv $UV_VERSION did not install into $TOOLS" >&2; exit 1; }
 fi
-# Python 3.11 from the machine (uv never downloads an interpreter here). SFA_OPS_NO_DEV=1 (cluster
-# nodes, production) leaves out the dev group: test, lint and benchmark tools.
+# Python from the machine (uv never downloads an interpreter here): 3.11 unless SFA_OPS_PYTHON names
+# another supported one (python3.12, python3.13). SFA_OPS_NO_DEV=1 (cluster nodes, production)
+# leaves out the dev group: test, lint and benchmark tools. The project itself is installed
+# editable, with its console script .venv/bin/sfa-ops.
 extra=()
 [ "${SFA_OPS_NO_DEV:-0}" = 1 ] && extra+=(--no-dev)
-"$UV" sync --frozen --python python3.11 --no-python-downloads --quiet "${extra[@]}"
+"$UV" sync --frozen --python "${SFA_OPS_PYTHON:-python3.11}" --no-python-downloads --quiet "${extra[@]}"

@@ -3,8 +3,10 @@
 ::
 
     from sdk import Service, CallContext, ServiceRuntime, ServiceClient, PlatformAwareClient
+    from sdk import MqttBus, MqttConfig, SystemTrust  # a client's bus; trusting sfa-ops' signals
 """
 
+from adapters.mqtt import MqttBus, MqttConfig
 from sdk.client import ServiceClient
 from sdk.errors import (
     AuthorizationError,
@@ -32,6 +34,7 @@ from sdk.platform_client import CallResult, ClientEvent, PlatformAwareClient
 from sdk.runtime import ServiceRuntime, presence_will
 from sdk.service import CallContext, Service
 from sdk.strategy import AdaptiveStrategy, CallPlan, StrategyConfig
+from sdk.trust import SystemTrust
 
 __all__ = [
     "AdaptiveStrategy",
@@ -47,6 +50,8 @@ __all__ = [
     "EnforcementCheck",
     "Executor",
     "FieldError",
+    "MqttBus",
+    "MqttConfig",
     "PlatformAwareClient",
     "RateLimitError",
     "RateLimitedException",
@@ -62,6 +67,7 @@ __all__ = [
     "ServiceTemporarilyUnavailableException",
     "ServiceTimeoutException",
     "StrategyConfig",
+    "SystemTrust",
     "UnauthorizedException",
     "ValidationError",
     "ValidationException",
