@@ -29,7 +29,6 @@ from typing import Any
 import orjson
 import ray
 from opentelemetry import trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
@@ -269,22 +268,11 @@ class ObserverCore:
     def _trace_refusal(self, headers: tracing.Pairs, event: str, service: str, call_id: Any,
                        attributes: dict[str, str | float]) -> None:
         """A span of sfa-ops answering for ``service``, child of the caller's; never raises."""
-        if not headers:
-            return
-        tracer = self._tracing.get()
+        tracer = self._tracing.get() if headers else None
         if tracer is None:
             return
         try:
-            parent = tracing.extract(headers)
-            if parent is None:
-                return
-            span = tracer.start_span(f"{service} -32503 by sfa-ops", context=parent, kind=SpanKind.SERVER,
-                                     attributes={"rpc.system": "jsonrpc", "rpc.service": service,
-                                                 "rpc.jsonrpc.error_code": -32503,
-                                                 "rpc.jsonrpc.request_id": str(call_id)[:256]})
-            span.add_event(event, attributes)
-            span.set_status(Status(StatusCode.ERROR, event))
-            span.end()
+            tracing.record_refusal(tracer, headers, service, call_id, event, attributes)
         except Exception:
             logger.exception("observer %d: a refusal span could not be recorded", self.index)
 

@@ -26,14 +26,13 @@ from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, Tracer
+from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode, Tracer
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
 TRACEPARENT_MAX = 55
 TRACESTATE_MAX = 512
-ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 Pairs = tuple[tuple[str, str], ...]
 
@@ -120,12 +119,38 @@ class TracerSource:
         return self._tracer
 
 
+def record_refusal(tracer: Tracer, headers: Pairs, service: str, call_id: object, event: str,
+                   attributes: Mapping[str, str | float]) -> None:
+    """A SERVER span of sfa-ops answering -32503 for ``service``, child of the caller's span named
+    by ``headers``, with one ``event`` (``circuit_open``, ``service_unavailable``); nothing when
+    the headers carry no valid parent."""
+    parent = extract(headers)
+    if parent is None:
+        return
+    span = tracer.start_span(f"{service} -32503 by sfa-ops", context=parent, kind=SpanKind.SERVER,
+                             attributes={"rpc.system": "jsonrpc", "rpc.service": service,
+                                         "rpc.jsonrpc.error_code": -32503,
+                                         "rpc.jsonrpc.request_id": str(call_id)[:256]})
+    span.add_event(event, dict(attributes))
+    span.set_status(Status(StatusCode.ERROR, event))
+    span.end()
+
+
 def otlp_endpoint(environ: Mapping[str, str] = os.environ) -> str | None:
-    """The OTLP endpoint spans go to, when the environment names one."""
-    for var in ENDPOINT_VARS:
-        if environ.get(var):
-            return environ[var]
-    return None
+    """The OTLP/HTTP URL spans are posted to, when the environment names one: the traces endpoint
+    as given, or the base endpoint with ``/v1/traces`` (the OTLP exporter's own rule)."""
+    traces = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if traces:
+        return traces
+    base = environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    return f"{base.rstrip('/')}/v1/traces" if base else None
+
+
+def ray_runtime_env(environ: Mapping[str, str] = os.environ) -> dict[str, dict[str, str]] | None:
+    """A Ray ``runtime_env`` handing this process's ``OTEL_*`` variables to its actors (which may run
+    on other nodes), or ``None`` when there are none."""
+    env = {k: v for k, v in environ.items() if k.startswith("OTEL_")}
+    return {"env_vars": env} if env else None
 
 
 def configure_tracing(
@@ -139,16 +164,18 @@ def configure_tracing(
     """A tracer provider for this process, or ``None`` (tracing stays off).
 
     With ``exporter`` spans go there; otherwise over OTLP/HTTP when an endpoint variable is set
-    (the exporter reads the ``OTEL_EXPORTER_OTLP_*`` variables itself); otherwise ``None``.
+    (headers, timeout and compression from the other ``OTEL_EXPORTER_OTLP_*`` variables, read by
+    the exporter); otherwise ``None``.
     ``OTEL_SERVICE_NAME`` overrides ``service_name``. ``set_global`` makes it the process's
     provider (which the SDK uses when no provider is passed to it); OTel allows that once.
     """
     if exporter is None:
-        if otlp_endpoint(environ) is None:
+        endpoint = otlp_endpoint(environ)
+        if endpoint is None:
             return None
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-        exporter = OTLPSpanExporter()
+        exporter = OTLPSpanExporter(endpoint=endpoint)
     name = environ.get("OTEL_SERVICE_NAME") or service_name
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
@@ -159,5 +186,6 @@ def configure_tracing(
 
 __all__ = [
     "GETTER", "SETTER", "TRACEPARENT", "TRACESTATE", "Pairs", "TracerSource", "UserPropertiesGetter",
-    "UserPropertiesSetter", "configure_tracing", "extract", "inject", "otlp_endpoint", "trace_headers",
+    "UserPropertiesSetter", "configure_tracing", "extract", "inject", "otlp_endpoint", "ray_runtime_env", "record_refusal",
+    "trace_headers",
 ]

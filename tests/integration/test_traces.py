@@ -9,20 +9,24 @@ in-memory exporter: the only way a trace can continue is through the message's u
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
+from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
+from adapters import tracing
 from adapters.mqtt import Message
 from protocol import topics
 from sdk import ServiceClient, ServiceRuntime
@@ -145,6 +149,70 @@ async def test_no_trace_properties_while_tracing_is_off(session_broker: SessionB
             assert await client.call(users.name, "getUser", {"userId": "u1"}, timeout=5) == {"userId": "u1"}
         [msg] = await wire.wait_for(1)
         assert msg.user_properties == ()
+
+
+class OtlpReceiver(ThreadingHTTPServer):
+    """A local OTLP/HTTP traces endpoint: keeps every ExportTraceServiceRequest posted to it."""
+
+    def __init__(self) -> None:
+        self.requests: list[ExportTraceServiceRequest] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = self.rfile.read(int(self.headers["Content-Length"]))
+                if self.path == "/v1/traces" and self.headers["Content-Type"] == "application/x-protobuf":
+                    receiver.requests.append(ExportTraceServiceRequest.FromString(body))
+                    self.send_response(200)
+                else:
+                    self.send_response(404)
+                self.send_header("Content-Type", "application/x-protobuf")
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+
+
+async def test_spans_export_over_otlp_when_the_endpoint_is_set(broker_url: str, session_broker: SessionBroker,
+                                                               caller_url: str) -> None:
+    """``configure_tracing`` with ``OTEL_EXPORTER_OTLP_ENDPOINT`` set: a traced call's client and
+    server spans reach a real OTLP/HTTP endpoint (protobuf, ``/v1/traces``) under the service names."""
+    users = Service(unique("UserManagement"))
+
+    @users.function("getUser")
+    async def get_user(userId: str) -> dict[str, Any]:
+        return {"userId": userId}
+
+    receiver = OtlpReceiver()
+    thread = threading.Thread(target=receiver.serve_forever, daemon=True)
+    thread.start()
+    env = {"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{receiver.server_port}"}
+    client_tp = tracing.configure_tracing("client", environ=env, set_global=False)
+    service_tp = tracing.configure_tracing(users.name, environ=env, set_global=False)
+    assert client_tp is not None and service_tp is not None
+    try:
+        url = session_broker.url(session_broker.service_principal(users.name))
+        async with ServiceRuntime.connect(users, broker_url=url, cluster="itest", tracer_provider=service_tp), \
+                caller(caller_url, client_tp) as client:
+            assert await client.call(users.name, "getUser", {"userId": "u1"}, timeout=5) == {"userId": "u1"}
+        for tp in (client_tp, service_tp):
+            assert await asyncio.to_thread(tp.force_flush, 5000)
+    finally:
+        client_tp.shutdown()
+        service_tp.shutdown()
+        receiver.shutdown()
+        receiver.server_close()
+    got = {}
+    for req in receiver.requests:
+        for rs in req.resource_spans:
+            name = next(a.value.string_value for a in rs.resource.attributes if a.key == "service.name")
+            for ss in rs.scope_spans:
+                got.update({(name, sp.name): sp for sp in ss.spans})
+    c, s = got[("client", f"{users.name}/getUser")], got[(users.name, f"{users.name}/getUser")]
+    assert c.trace_id == s.trace_id and s.parent_span_id == c.span_id
 
 
 @pytest.mark.usefixtures("ray_session")

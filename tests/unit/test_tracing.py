@@ -108,6 +108,16 @@ def test_configure_tracing_needs_an_endpoint_or_an_exporter() -> None:
     named.shutdown()
 
 
+def test_otlp_endpoint_and_ray_environment() -> None:
+    assert tracing.otlp_endpoint({}) is None
+    assert tracing.otlp_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318/"}) == "http://c:4318/v1/traces"
+    assert tracing.otlp_endpoint({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318",
+                                  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://t/x"}) == "http://t/x"
+    assert tracing.ray_runtime_env({"PATH": "/bin"}) is None
+    assert tracing.ray_runtime_env({"PATH": "/bin", "OTEL_SERVICE_NAME": "ops"}) == {
+        "env_vars": {"OTEL_SERVICE_NAME": "ops"}}
+
+
 def observer(tp: TracerProvider) -> ObserverCore:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",))
     return ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy(), tracer_provider=tp)
