@@ -146,8 +146,7 @@ class ServiceClient:
         span = tracer.start_span(
             f"{service}/{method}",
             kind=SpanKind.CLIENT,
-            attributes={"rpc.system": "jsonrpc", "rpc.service": service, "rpc.method": method,
-                        "rpc.jsonrpc.request_id": call_id},
+            attributes={"rpc.system": "jsonrpc", "rpc.service": service, "rpc.method": method},
         )
         try:
             response = await self._exchange(

@@ -28,7 +28,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from opentelemetry import trace
@@ -208,22 +208,27 @@ class ServiceRuntime:
             self._send(prepared)
             return None
         # With tracing off (no provider) the call's user properties are not even looked at.
-        parent = tracing.extract(msg.user_properties) if self._tracing.get() is not None else None
+        tracer = self._tracing.get()
+        run = self._run(prepared) if tracer is None else self._run_traced(
+            prepared, tracer, tracing.extract(msg.user_properties))
         if self._running >= self._max:
-            return self._start_when_free(prepared, parent)
-        self._start(prepared, parent)
+            return self._start_when_free(run)
+        self._start(run)
         return None
 
-    async def _start_when_free(self, job: Job, parent: Context | None) -> None:
-        while self._running >= self._max:
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        self._start(job, parent)
+    async def _start_when_free(self, run: Coroutine[Any, Any, None]) -> None:
+        try:
+            while self._running >= self._max:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+        except BaseException:
+            run.close()  # never started: no "never awaited" warning
+            raise
+        self._start(run)
 
-    def _start(self, job: Job, parent: Context | None) -> None:
+    def _start(self, run: Coroutine[Any, Any, None]) -> None:
         self._running += 1
-        task = asyncio.create_task(self._run(job) if (tracer := self._tracing.get()) is None
-                                   else self._run_traced(job, tracer, parent))
+        task = asyncio.create_task(run)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -240,8 +245,7 @@ class ServiceRuntime:
             f"{ctx.service}/{ctx.method}",
             context=parent,
             kind=SpanKind.SERVER,
-            attributes={"rpc.system": "jsonrpc", "rpc.service": ctx.service, "rpc.method": ctx.method,
-                        "sfa.instance": self.instance},
+            attributes={"rpc.system": "jsonrpc", "rpc.service": ctx.service, "rpc.method": ctx.method},
         )
         with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
             try:
