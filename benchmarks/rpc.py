@@ -9,7 +9,9 @@ SDK does). Runs alternate; medians of the repeats are reported. Target: the SDK 
 Tracing on is measured in the same run: a second client and runtime pair, each with a real
 ``TracerProvider`` and a ``BatchSpanProcessor`` to an exporter that drops the spans (so export I/O
 is not measured, everything up to it is: spans, attributes, W3C user properties on each call,
-context extraction). Target: tracing on costs at most 10 % of the calls/s.
+context extraction). Target: tracing on costs at most 10 % of the calls/s. A third pair samples
+10 % of traces (``parentbased_traceidratio``, as ``OTEL_TRACES_SAMPLER`` would set it): the others
+still carry a ``traceparent`` but record nothing.
 
     python -m benchmarks.rpc [--calls N --concurrency C --repeats R]
 """
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -29,6 +32,7 @@ import aiomqtt
 import orjson
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
@@ -39,6 +43,7 @@ from sdk.service import Service
 
 TARGET_RATIO = 0.75
 TRACING_TARGET = 0.90
+SAMPLED = 0.1
 PARAMS = {"userId": "user-12345", "fields": ["name", "email", "department"], "limit": 10}
 CallFn = Callable[[], Awaitable[Any]]
 
@@ -146,8 +151,9 @@ class CountingExporter(SpanExporter):
         pass
 
 
-def traced_provider(exporter: CountingExporter) -> TracerProvider:
-    tp = TracerProvider()
+def traced_provider(exporter: CountingExporter, sampled: float = 1.0) -> TracerProvider:
+    sampler = ParentBased(TraceIdRatioBased(sampled)) if sampled < 1.0 else ParentBased(ALWAYS_ON)
+    tp = TracerProvider(sampler=sampler)
     tp.add_span_processor(BatchSpanProcessor(exporter))
     return tp
 
@@ -165,30 +171,28 @@ def bench_service() -> Service:
 async def run_async(*, calls: int, concurrency: int, repeats: int) -> dict[str, Any]:
     broker = start_mosquitto()
     exporter = CountingExporter()
-    client_tp, service_tp = traced_provider(exporter), traced_provider(exporter)
+    # label -> fraction of traces sampled (None: tracing off); each side has its own client and
+    # service, the traced ones each with their own provider (as two processes would).
+    sides = {"sdk": None, "traced": 1.0, "sampled": SAMPLED}
+    providers = {label: (traced_provider(exporter, f), traced_provider(exporter, f))
+                 for label, f in sides.items() if f is not None}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in (*sides, "bare")}
     try:
         config = MqttConfig.from_url(broker.url)
-        svc, traced_svc = bench_service(), bench_service()
-        runtime = ServiceRuntime.connect(svc, broker_url=broker.url, cluster="bench")
-        traced_rt = ServiceRuntime.connect(traced_svc, broker_url=broker.url, cluster="bench",
-                                           tracer_provider=service_tp)
-        bus, traced_bus = MqttBus(config=config), MqttBus(config=config)
-        runs: dict[str, list[dict[str, float]]] = {"sdk": [], "traced": [], "bare": []}
-        async with runtime, traced_rt, bus, traced_bus, BareEcho(config.host, config.port) as bare:
-            await bus.wait_connected(10)
-            await traced_bus.wait_connected(10)
-            client = ServiceClient(bus)
-            traced = ServiceClient(traced_bus, tracer_provider=client_tp)
-            await client.start()
-            await traced.start()
-
-            async def sdk_call() -> Any:
-                return await client.call(svc.name, "getUser", PARAMS)
-
-            async def traced_call() -> Any:
-                return await traced.call(traced_svc.name, "getUser", PARAMS)
-
-            order: list[tuple[str, CallFn]] = [("sdk", sdk_call), ("traced", traced_call), ("bare", bare.call)]
+        async with contextlib.AsyncExitStack() as stack:
+            order: list[tuple[str, CallFn]] = []
+            for label in sides:
+                client_tp, service_tp = providers.get(label, (None, None))
+                svc = bench_service()
+                await stack.enter_async_context(ServiceRuntime.connect(
+                    svc, broker_url=broker.url, cluster="bench", tracer_provider=service_tp))
+                bus = await stack.enter_async_context(MqttBus(config=config))
+                await bus.wait_connected(10)
+                client = ServiceClient(bus, tracer_provider=client_tp)
+                await client.start()
+                order.append((label, functools.partial(client.call, svc.name, "getUser", PARAMS)))
+            bare = await stack.enter_async_context(BareEcho(config.host, config.port))
+            order.append(("bare", bare.call))
             for _, fn in order:  # warm-up
                 await drive(fn, calls=200, concurrency=concurrency)
             for r in range(repeats):
@@ -197,14 +201,14 @@ async def run_async(*, calls: int, concurrency: int, repeats: int) -> dict[str, 
                     runs[label].append(await drive(fn, calls=calls, concurrency=concurrency))
     finally:
         broker.stop()
-        for tp in (client_tp, service_tp):
-            tp.shutdown()
+        for pair in providers.values():
+            for tp in pair:
+                tp.shutdown()
 
     def med(label: str) -> dict[str, float]:
         return {k: median([r[k] for r in runs[label]]) for k in runs[label][0]}
 
-    return {"sdk": med("sdk"), "traced": med("traced"), "bare": med("bare"), "sdk_runs": runs["sdk"],
-            "traced_runs": runs["traced"], "bare_runs": runs["bare"], "spans_exported": exporter.spans}
+    return {"medians": {label: med(label) for label in runs}, "runs": runs, "spans_exported": exporter.spans}
 
 
 def main() -> None:
@@ -217,29 +221,37 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = asyncio.run(run_async(calls=args.calls, concurrency=args.concurrency, repeats=args.repeats))
-    sdk, bare, traced = out["sdk"], out["bare"], out["traced"]
+    m = out["medians"]
+    sdk, bare, traced, sampled = m["sdk"], m["bare"], m["traced"], m["sampled"]
     ratio = sdk["calls_per_s"] / bare["calls_per_s"]
     tracing_ratio = traced["calls_per_s"] / sdk["calls_per_s"]
+    sampled_ratio = sampled["calls_per_s"] / sdk["calls_per_s"]
     print_table(
         f"RPC round trips through mosquitto ({args.calls} calls x {args.repeats}, concurrency {args.concurrency})",
         ["side", "calls/s", "p50 ms", "p99 ms", "CPU µs/call"],
         [
             *([label, r["calls_per_s"], r["p50_ms"], r["p99_ms"], r["cpu_us_per_call"]] for label, r in (
-                ("sdk (ServiceClient <-> ServiceRuntime)", sdk), ("sdk, tracing on (2 spans a call)", traced),
+                ("sdk (ServiceClient <-> ServiceRuntime)", sdk),
+                ("sdk, tracing on (2 spans a call)", traced),
+                (f"sdk, tracing on, {SAMPLED:.0%} of traces sampled", sampled),
                 ("bare aiomqtt echo", bare))),
             ["ratio sdk/bare", ratio, "", "", ""],
             ["ratio tracing on/off", tracing_ratio, "", "", ""],
+            [f"ratio tracing {SAMPLED:.0%} sampled/off", sampled_ratio, "", "", ""],
         ],
     )
     print(f"spans exported: {out['spans_exported']}")
     params = {"calls": args.calls, "concurrency": args.concurrency, "repeats": args.repeats}
+    runs = out["runs"]
     write_result(
         "rpc",
-        results={**sdk, **params, "runs": out["sdk_runs"],
-                 "tracing": {**traced, "runs": out["traced_runs"], "ratio_to_off": round(tracing_ratio, 3),
+        results={**sdk, **params, "runs": runs["sdk"],
+                 "tracing": {**traced, "runs": runs["traced"], "ratio_to_off": round(tracing_ratio, 3),
                              "target": f"tracing on >= {TRACING_TARGET:.0%} of tracing off calls/s",
-                             "met": tracing_ratio >= TRACING_TARGET}},
-        baseline={**bare, "runs": out["bare_runs"]},
+                             "met": tracing_ratio >= TRACING_TARGET},
+                 "tracing_sampled": {**sampled, "sampled": SAMPLED, "runs": runs["sampled"],
+                                     "ratio_to_off": round(sampled_ratio, 3)}},
+        baseline={**bare, "runs": runs["bare"]},
         ratio=round(ratio, 3),
         target=f"sdk calls/s >= {TARGET_RATIO:.0%} of a bare aiomqtt echo",
         met=ratio >= TARGET_RATIO,
