@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 
 from opentelemetry import trace
@@ -35,6 +36,9 @@ TRACEPARENT_MAX = 55
 TRACESTATE_MAX = 512
 
 Pairs = tuple[tuple[str, str], ...]
+
+_RECHECK_OFF_S = 1.0
+_configured = 0  # bumped each time configure_tracing sets the global provider
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _LIMITS = {TRACEPARENT: TRACEPARENT_MAX, TRACESTATE: TRACESTATE_MAX}
@@ -100,18 +104,28 @@ def extract(user_properties: Sequence[tuple[str, str]]) -> Context | None:
 
 class TracerSource:
     """The tracer to use now: the injected provider's, else the global provider's; ``None`` while
-    no real provider is configured. Cheap to ask per call (one identity check when unchanged)."""
+    no real provider is configured. Cheap to ask per call: an identity check when a provider is
+    known; while off, the global is looked at again only after :func:`configure_tracing` or once a
+    second (``trace.get_tracer_provider()`` reads ``os.environ`` each time: ~2 µs)."""
 
-    __slots__ = ("_name", "_provider", "_seen", "_tracer")
+    __slots__ = ("_gen", "_name", "_next_check", "_provider", "_seen", "_tracer")
 
     def __init__(self, name: str, provider: trace.TracerProvider | None = None) -> None:
         self._name = name
         self._provider = provider
         self._seen: object = None
         self._tracer: Tracer | None = None
+        self._gen = -1
+        self._next_check = 0.0
 
     def get(self) -> Tracer | None:
-        tp = self._provider if self._provider is not None else trace.get_tracer_provider()
+        if self._provider is not None:
+            tp: trace.TracerProvider = self._provider
+        else:
+            if self._tracer is None and self._gen == _configured and time.monotonic() < self._next_check:
+                return None
+            self._gen, self._next_check = _configured, time.monotonic() + _RECHECK_OFF_S
+            tp = trace.get_tracer_provider()
         if tp is not self._seen:
             self._seen = tp
             off = isinstance(tp, ProxyTracerProvider | NoOpTracerProvider)
@@ -180,7 +194,9 @@ def configure_tracing(
     provider = TracerProvider(resource=Resource.create({SERVICE_NAME: name}))
     provider.add_span_processor(BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter))
     if set_global:
+        global _configured
         trace.set_tracer_provider(provider)
+        _configured += 1
     return provider
 
 

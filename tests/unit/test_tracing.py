@@ -5,6 +5,9 @@ only queue)."""
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -165,3 +168,21 @@ def test_circuit_open_answer_carries_the_callers_trace() -> None:
     [span] = exporter.get_finished_spans()
     assert [e.name for e in span.events] == ["circuit_open"]
     assert span.parent is not None and f"{span.parent.span_id:016x}" == PARENT[36:52]
+
+
+def test_global_provider_is_seen_at_once_after_configure_tracing() -> None:
+    """In a fresh interpreter (a global provider can be set once per process): a TracerSource that
+    found tracing off sees the provider ``configure_tracing`` sets at once, without waiting for its
+    once-a-second re-check."""
+    code = (
+        "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
+        "from adapters import tracing\n"
+        "src = tracing.TracerSource('t')\n"
+        "assert src.get() is None and src.get() is None\n"
+        "tp = tracing.configure_tracing('svc', exporter=InMemorySpanExporter(), environ={})\n"
+        "assert tp is not None and src.get() is not None\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert out.stdout.strip() == "ok", out.stderr
