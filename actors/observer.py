@@ -12,6 +12,11 @@ Intake cannot be turned against anyone (``policies.intake``): sfa-ops answers on
 reply topic; other calls are counted and never answered. Which services get a monitor is bounded
 (``policies.discovery``). Each tick reports its decisions to the supervisor before any answer is
 sent, and one answer that cannot be sent is counted without stopping the others.
+
+Traces: a -32503 answer carries the call's own ``traceparent``/``tracestate`` user properties, and
+while a tracer provider is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` in the actor's environment,
+see ``adapters.tracing``) the refusal is recorded as a span of sfa-ops, child of the caller's span,
+with a ``circuit_open`` or ``service_unavailable`` event.
 """
 
 from __future__ import annotations
@@ -23,10 +28,12 @@ from typing import Any
 
 import orjson
 import ray
+from opentelemetry import trace
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.settings import OperateSettings
+from adapters import tracing
 from adapters.mqtt import Message, MqttBus
 from policies.correlation import Answer, Correlator, Pending, ServiceDelta
 from policies.discovery import ServiceAdmission
@@ -69,7 +76,8 @@ class ObserverCore:
     """
 
     def __init__(self, *, settings: OperateSettings, index: int = 0, clock: Clock | None = None,
-                 policy: ObservationPolicy | None = None) -> None:
+                 policy: ObservationPolicy | None = None,
+                 tracer_provider: trace.TracerProvider | None = None) -> None:
         self.settings = settings
         self.index = index
         self.count = max(1, settings.observers)
@@ -96,6 +104,7 @@ class ObserverCore:
         """Services whose first instance announced itself since the last tick."""
         self._last_eval: dict[str, float] = {}
         self._service_cache: dict[str, str | None] = {}
+        self._tracing = tracing.TracerSource("sfa_ops.observer", tracer_provider)
 
     @property
     def known(self) -> set[str]:
@@ -152,13 +161,17 @@ class ObserverCore:
         now = self.clock.now()
         if not self.admission.admit(service, now):
             return  # counted by the admission as an unknown service: no monitor, nothing kept
-        answer = self.correlator.on_call(service, call.doc, reply_to, call.correlation_id, now)
+        answer = self.correlator.on_call(service, call.doc, reply_to, call.correlation_id, now,
+                                         tracing.trace_headers(msg.user_properties))
         if answer is not None:
             try:
                 self.bus.publish_nowait(answer.reply_to, circuit_open_answer(answer, now), qos=1,
-                                        correlation_data=msg.correlation_data)
+                                        correlation_data=msg.correlation_data, user_properties=answer.trace)
             except Exception:
                 self._answer_failed("circuit-open answer")
+                return
+            self._trace_refusal(answer.trace, "circuit_open", answer.service, answer.call_id,
+                                {"sfa.retry_after_s": answer.retry_after_s})
 
     def on_response(self, msg: Message) -> None:
         if not self._mine(msg.topic):
@@ -242,11 +255,26 @@ class ObserverCore:
             for p in self.correlator.take_pending(r.service, now):
                 try:
                     self.bus.publish_nowait(p.reply_to, unavailable_answer(p, u.reason, u.estimated_recovery,
-                                                                           u.retry_after_s, now), qos=1)
+                                                                           u.retry_after_s, now), qos=1,
+                                            user_properties=p.trace)
                     answered += 1
                 except Exception:
                     self._answer_failed("unavailable answer")
+                    continue
+                self._trace_refusal(p.trace, "service_unavailable", p.service, p.call_id,
+                                    {"sfa.reason": u.reason, "sfa.retry_after_s": u.retry_after_s})
         return answered
+
+    def _trace_refusal(self, headers: tracing.Pairs, event: str, service: str, call_id: Any,
+                       attributes: dict[str, str | float]) -> None:
+        """A span of sfa-ops answering for ``service``, child of the caller's; never raises."""
+        tracer = self._tracing.get() if headers else None
+        if tracer is None:
+            return
+        try:
+            tracing.record_refusal(tracer, headers, service, call_id, event, attributes)
+        except Exception:
+            logger.exception("observer %d: a refusal span could not be recorded", self.index)
 
     def apply_results(self, results: list[MonitorResult], now: float) -> int:
         """Refresh breaker views and answer pending calls of services declared unavailable."""
@@ -279,6 +307,7 @@ class Observer:
 
     def __init__(self, settings: OperateSettings, index: int) -> None:
         logging.basicConfig(level=logging.INFO)
+        tracing.configure_tracing("sfa-ops")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
         self.core = ObserverCore(settings=settings, index=index)
         self.settings = settings
         self.index = index

@@ -64,7 +64,14 @@ import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.mqtt_client import ACKED, BusClient, DeadLetter, Delivery, publish_packet_size
+from adapters.mqtt_client import (
+    ACKED,
+    BusClient,
+    DeadLetter,
+    Delivery,
+    PublishProperties,
+    publish_packet_size,
+)
 from adapters.mqtt_config import MqttBusError, MqttConfig, MqttConfigError
 from adapters.mqtt_topics import MqttTopicError, TopicMatcher, topic_matches, validate_filter, validate_topic
 from adapters.signing import Signer, SigningKeyError
@@ -445,15 +452,10 @@ class MqttBus:
             return Delivery("dropped:queue_full")
         props = None
         if response_topic is not None or correlation_data is not None or user_properties:
-            props = Properties(PacketTypes.PUBLISH)
-            if response_topic is not None:
-                props.ResponseTopic = response_topic
-            if correlation_data is not None:
-                props.CorrelationData = (
-                    correlation_data.encode() if isinstance(correlation_data, str) else correlation_data)
-            if user_properties:
-                pairs = user_properties.items() if isinstance(user_properties, Mapping) else user_properties
-                props.UserProperty = [(str(k), str(v)) for k, v in pairs]
+            props = PublishProperties(
+                response_topic,
+                correlation_data.encode() if isinstance(correlation_data, str) else correlation_data,
+                user_properties)
         data = encode_payload(payload)
         self._seq += 1
         item = _Outgoing(topic, data, qos, retain, props, publish_packet_size(topic, data, qos, props), self._seq,

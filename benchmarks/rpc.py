@@ -6,6 +6,13 @@ payload, concurrency and QoS (calls and replies published at QoS 1, subscription
 SDK does). Runs alternate; medians of the repeats are reported. Target: the SDK reaches at least
 75% of the bare echo's calls/s.
 
+Tracing on is measured in the same run: a second client and runtime pair, each with a real
+``TracerProvider`` and a ``BatchSpanProcessor`` to an exporter that drops the spans (so export I/O
+is not measured, everything up to it is: spans, attributes, W3C user properties on each call,
+context extraction). Target: tracing on costs at most 10 % of the calls/s. A third pair samples
+10 % of traces (``parentbased_traceidratio``, as ``OTEL_TRACES_SAMPLER`` would set it): the others
+still carry a ``traceparent`` but record nothing.
+
     python -m benchmarks.rpc [--calls N --concurrency C --repeats R]
 """
 
@@ -14,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 import uuid
@@ -22,6 +30,9 @@ from typing import Any
 
 import aiomqtt
 import orjson
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
@@ -31,12 +42,15 @@ from sdk.runtime import ServiceRuntime
 from sdk.service import Service
 
 TARGET_RATIO = 0.75
+TRACING_TARGET = 0.90
+SAMPLED = 0.1
 PARAMS = {"userId": "user-12345", "fields": ["name", "email", "department"], "limit": 10}
 CallFn = Callable[[], Awaitable[Any]]
 
 
 async def drive(call: CallFn, *, calls: int, concurrency: int) -> dict[str, float]:
-    """``calls`` calls from ``concurrency`` workers; calls/s and latency quantiles (ms)."""
+    """``calls`` calls from ``concurrency`` workers; calls/s, latency quantiles (ms) and this
+    process's CPU time per call (µs: both ends of the SDK run here, the broker does not)."""
     latencies: list[float] = []
     remaining = calls
 
@@ -48,11 +62,12 @@ async def drive(call: CallFn, *, calls: int, concurrency: int) -> dict[str, floa
             await call()
             latencies.append(time.perf_counter() - t0)
 
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - start
     return {
         "calls_per_s": calls / elapsed,
+        "cpu_us_per_call": (time.process_time() - cpu) / calls * 1e6,
         "p50_ms": quantile(latencies, 0.5) * 1000,
         "p99_ms": quantile(latencies, 0.99) * 1000,
     }
@@ -121,6 +136,28 @@ class BareEcho:
         return await asyncio.wait_for(fut, 30)
 
 
+class CountingExporter(SpanExporter):
+    """Receives the batches and drops them (counts spans): no export I/O in the measurement."""
+
+    def __init__(self) -> None:
+        self.spans = 0
+
+    def export(self, spans: Any) -> SpanExportResult:
+        batch: list[ReadableSpan] = list(spans)
+        self.spans += len(batch)
+        return SpanExportResult.SUCCESS
+
+    def shutdown(self) -> None:
+        pass
+
+
+def traced_provider(exporter: CountingExporter, sampled: float = 1.0) -> TracerProvider:
+    sampler = ParentBased(TraceIdRatioBased(sampled)) if sampled < 1.0 else ParentBased(ALWAYS_ON)
+    tp = TracerProvider(sampler=sampler)
+    tp.add_span_processor(BatchSpanProcessor(exporter))
+    return tp
+
+
 def bench_service() -> Service:
     svc = Service(f"Bench-{uuid.uuid4().hex[:8]}")
 
@@ -133,35 +170,45 @@ def bench_service() -> Service:
 
 async def run_async(*, calls: int, concurrency: int, repeats: int) -> dict[str, Any]:
     broker = start_mosquitto()
+    exporter = CountingExporter()
+    # label -> fraction of traces sampled (None: tracing off); each side has its own client and
+    # service, the traced ones each with their own provider (as two processes would).
+    sides = {"sdk": None, "traced": 1.0, "sampled": SAMPLED}
+    providers = {label: (traced_provider(exporter, f), traced_provider(exporter, f))
+                 for label, f in sides.items() if f is not None}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in (*sides, "bare")}
     try:
         config = MqttConfig.from_url(broker.url)
-        svc = bench_service()
-        runtime = ServiceRuntime.connect(svc, broker_url=broker.url, cluster="bench")
-        bus = MqttBus(config=config)
-        sdk_runs: list[dict[str, float]] = []
-        bare_runs: list[dict[str, float]] = []
-        async with runtime, bus, BareEcho(config.host, config.port) as bare:
-            await bus.wait_connected(10)
-            client = ServiceClient(bus)
-            await client.start()
-
-            async def sdk_call() -> Any:
-                return await client.call(svc.name, "getUser", PARAMS)
-
-            await drive(sdk_call, calls=200, concurrency=concurrency)  # warm-up
-            await drive(bare.call, calls=200, concurrency=concurrency)
+        async with contextlib.AsyncExitStack() as stack:
+            order: list[tuple[str, CallFn]] = []
+            for label in sides:
+                client_tp, service_tp = providers.get(label, (None, None))
+                svc = bench_service()
+                await stack.enter_async_context(ServiceRuntime.connect(
+                    svc, broker_url=broker.url, cluster="bench", tracer_provider=service_tp))
+                bus = await stack.enter_async_context(MqttBus(config=config))
+                await bus.wait_connected(10)
+                client = ServiceClient(bus, tracer_provider=client_tp)
+                await client.start()
+                order.append((label, functools.partial(client.call, svc.name, "getUser", PARAMS)))
+            bare = await stack.enter_async_context(BareEcho(config.host, config.port))
+            order.append(("bare", bare.call))
+            for _, fn in order:  # warm-up
+                await drive(fn, calls=200, concurrency=concurrency)
             for r in range(repeats):
-                order = [("sdk", sdk_call), ("bare", bare.call)]
-                for label, fn in order if r % 2 == 0 else order[::-1]:
-                    result = await drive(fn, calls=calls, concurrency=concurrency)
-                    (sdk_runs if label == "sdk" else bare_runs).append(result)
+                k = r % len(order)
+                for label, fn in order[k:] + order[:k]:  # rotate: no side always runs first
+                    runs[label].append(await drive(fn, calls=calls, concurrency=concurrency))
     finally:
         broker.stop()
+        for pair in providers.values():
+            for tp in pair:
+                tp.shutdown()
 
-    def med(runs: list[dict[str, float]]) -> dict[str, float]:
-        return {k: median([r[k] for r in runs]) for k in runs[0]}
+    def med(label: str) -> dict[str, float]:
+        return {k: median([r[k] for r in runs[label]]) for k in runs[label][0]}
 
-    return {"sdk": med(sdk_runs), "bare": med(bare_runs), "sdk_runs": sdk_runs, "bare_runs": bare_runs}
+    return {"medians": {label: med(label) for label in runs}, "runs": runs, "spans_exported": exporter.spans}
 
 
 def main() -> None:
@@ -174,22 +221,37 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     out = asyncio.run(run_async(calls=args.calls, concurrency=args.concurrency, repeats=args.repeats))
-    sdk, bare = out["sdk"], out["bare"]
+    m = out["medians"]
+    sdk, bare, traced, sampled = m["sdk"], m["bare"], m["traced"], m["sampled"]
     ratio = sdk["calls_per_s"] / bare["calls_per_s"]
+    tracing_ratio = traced["calls_per_s"] / sdk["calls_per_s"]
+    sampled_ratio = sampled["calls_per_s"] / sdk["calls_per_s"]
     print_table(
         f"RPC round trips through mosquitto ({args.calls} calls x {args.repeats}, concurrency {args.concurrency})",
-        ["side", "calls/s", "p50 ms", "p99 ms"],
+        ["side", "calls/s", "p50 ms", "p99 ms", "CPU µs/call"],
         [
-            ["sdk (ServiceClient <-> ServiceRuntime)", sdk["calls_per_s"], sdk["p50_ms"], sdk["p99_ms"]],
-            ["bare aiomqtt echo", bare["calls_per_s"], bare["p50_ms"], bare["p99_ms"]],
-            ["ratio sdk/bare", ratio, "", ""],
+            *([label, r["calls_per_s"], r["p50_ms"], r["p99_ms"], r["cpu_us_per_call"]] for label, r in (
+                ("sdk (ServiceClient <-> ServiceRuntime)", sdk),
+                ("sdk, tracing on (2 spans a call)", traced),
+                (f"sdk, tracing on, {SAMPLED:.0%} of traces sampled", sampled),
+                ("bare aiomqtt echo", bare))),
+            ["ratio sdk/bare", ratio, "", "", ""],
+            ["ratio tracing on/off", tracing_ratio, "", "", ""],
+            [f"ratio tracing {SAMPLED:.0%} sampled/off", sampled_ratio, "", "", ""],
         ],
     )
+    print(f"spans exported: {out['spans_exported']}")
     params = {"calls": args.calls, "concurrency": args.concurrency, "repeats": args.repeats}
+    runs = out["runs"]
     write_result(
         "rpc",
-        results={**sdk, **params, "runs": out["sdk_runs"]},
-        baseline={**bare, "runs": out["bare_runs"]},
+        results={**sdk, **params, "runs": runs["sdk"],
+                 "tracing": {**traced, "runs": runs["traced"], "ratio_to_off": round(tracing_ratio, 3),
+                             "target": f"tracing on >= {TRACING_TARGET:.0%} of tracing off calls/s",
+                             "met": tracing_ratio >= TRACING_TARGET},
+                 "tracing_sampled": {**sampled, "sampled": SAMPLED, "runs": runs["sampled"],
+                                     "ratio_to_off": round(sampled_ratio, 3)}},
+        baseline={**bare, "runs": runs["bare"]},
         ratio=round(ratio, 3),
         target=f"sdk calls/s >= {TARGET_RATIO:.0%} of a bare aiomqtt echo",
         met=ratio >= TARGET_RATIO,

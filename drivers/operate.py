@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from adapters import tracing
 from adapters.logs import configure as configure_logging
 from adapters.logs import ray_logging_config
 from drivers.options import (
@@ -322,7 +323,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
         # Actors' records reach this process's output (and `ray job logs`) at the chosen level.
         ray.init(address=address, namespace=settings.namespace, log_to_driver=True,
                  logging_config=ray_logging_config(opts.get("log_level", "WARNING"), opts.get("log_format", "text")),
-                 include_dashboard=False if address == "local" else None, configure_logging=False)
+                 include_dashboard=False if address == "local" else None, configure_logging=False,
+                 runtime_env=tracing.ray_runtime_env())  # observers export spans when OTEL_* is set
         configure_logging(opts.get("log_level", "WARNING"), opts.get("log_format", "text"))  # one root handler
         started_ray = True
     if stop is None:

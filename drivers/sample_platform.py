@@ -40,6 +40,7 @@ from typing import Any
 import orjson
 from pydantic import Field
 
+from adapters import tracing
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from drivers.options import Option, OptionError, fail, resolve
 from protocol.errors import ErrorCode
@@ -309,6 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (OptionError, ValueError) as exc:
         fail(PROG, str(exc))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    tracing.configure_tracing(opts["service"])  # spans over OTLP only when OTEL_EXPORTER_OTLP_ENDPOINT is set
     asyncio.run(serve(service=opts["service"], instance=opts["instance"], broker=opts["broker"],
                       cluster=opts["cluster_id"], control=opts["control_topic"]))
     return 0

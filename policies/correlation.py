@@ -45,6 +45,8 @@ class Pending:
     done: bool = False
     call: dict[str, Any] | None = None
     """The parsed call, kept only when audit records are wanted (params, userContext)."""
+    trace: tuple[tuple[str, str], ...] = ()
+    """The call's W3C trace headers (already bounded), copied into a -32503 answer."""
 
 
 @dataclass(slots=True)
@@ -102,6 +104,8 @@ class Answer:
     call_id: Any
     correlation_id: str | None
     retry_after_s: float
+    trace: tuple[tuple[str, str], ...] = ()
+    """The call's W3C trace headers, copied into the answer's user properties."""
 
 
 @dataclass(slots=True)
@@ -162,8 +166,9 @@ class Correlator:
         return d
 
     def on_call(self, service: str, call: dict[str, Any], reply_to: str | None, correlation_id: str | None,
-                now: float) -> Answer | None:
-        """Record a call seen on ``service/{service}``; returns a fast-fail answer when refused."""
+                now: float, trace: tuple[tuple[str, str], ...] = ()) -> Answer | None:
+        """Record a call seen on ``service/{service}``; returns a fast-fail answer when refused.
+        ``trace`` (the call's bounded W3C headers) is kept opaque, for the answers."""
         self.counters.calls += 1
         d = self._delta(service)
         d.calls += 1
@@ -184,7 +189,7 @@ class Correlator:
                 if reply_to is None:
                     return None
                 return Answer("circuit_open", service, reply_to, call_id, correlation_id,
-                              max(1.0, view.open_until - now))
+                              max(1.0, view.open_until - now), trace)
         if reply_to is None:
             return None
         if correlation_id:
@@ -203,7 +208,7 @@ class Correlator:
         else:
             self._count_activity(user_id, service)
         p = Pending(service, method, now, now + timeout, call_id, reply_to, correlation_id, user_id, trial,
-                    call=call if self.audit_enabled else None)
+                    call=call if self.audit_enabled else None, trace=trace)
         key = (reply_to, call_id)
         old = self.pending.get(key)
         if old is not None:  # a duplicate id: the older call can no longer be matched

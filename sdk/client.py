@@ -10,6 +10,11 @@ Each call is published on ``service/{Service}`` with ``replyTo = session/{sid}/r
 fresh id; one subscription to that topic receives every answer, matched to its waiting future by
 id. An error answer raises the ``ServiceCallError`` subclass of its code (``sdk.errors``); no
 answer within ``timeout`` raises ``ServiceTimeoutException(local=True)``.
+
+Traces: while a tracer provider is configured (passed as ``tracer_provider``, or set globally by
+``adapters.tracing.configure_tracing``) every call is a CLIENT span, child of the current span,
+whose W3C ``traceparent``/``tracestate`` travel as MQTT 5 user properties of the call. Without one
+the call carries no trace properties and builds no span.
 """
 
 from __future__ import annotations
@@ -21,7 +26,10 @@ from collections.abc import Mapping
 from typing import Any
 
 import orjson
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from adapters import tracing
 from adapters.mqtt import Message, MqttBus
 from protocol import topics
 from protocol.rpc import UserContext
@@ -41,8 +49,16 @@ Params = Mapping[str, Any] | list[Any] | None
 class ServiceClient:
     """JSON-RPC calls over a started ``MqttBus`` under one session id."""
 
-    def __init__(self, bus: MqttBus, *, session_id: str | None = None, qos: int = 1) -> None:
+    def __init__(
+        self,
+        bus: MqttBus,
+        *,
+        session_id: str | None = None,
+        qos: int = 1,
+        tracer_provider: trace.TracerProvider | None = None,
+    ) -> None:
         self.bus = bus
+        self._tracing = tracing.TracerSource("sfa_sdk.client", tracer_provider)
         self.session_id = session_id or uuid.uuid4().hex
         self.reply_topic = topics.session_response(self.session_id)
         self._qos = qos
@@ -124,10 +140,46 @@ class ServiceClient:
             doc["userContext"] = (
                 user_context.to_wire() if isinstance(user_context, UserContext) else dict(user_context)
             )
+        tracer = self._tracing.get()
+        if tracer is None:
+            return await self._exchange(service, method, call_id, doc, timeout, None)
+        span = tracer.start_span(
+            f"{service}/{method}",
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "jsonrpc", "rpc.service": service, "rpc.method": method},
+        )
+        try:
+            response = await self._exchange(
+                service, method, call_id, doc, timeout, tracing.inject(trace.set_span_in_context(span))
+            )
+            error = response.get("error")
+            code = error.get("code") if isinstance(error, Mapping) else None
+            if isinstance(code, int):
+                span.set_attribute("rpc.jsonrpc.error_code", code)
+                span.set_status(Status(StatusCode.ERROR))
+            return response
+        except ServiceTimeoutException as exc:
+            span.record_exception(exc)
+            span.set_status(Status(StatusCode.ERROR, "no answer in time"))
+            raise
+        finally:
+            span.end()
+
+    async def _exchange(
+        self,
+        service: str,
+        method: str,
+        call_id: str,
+        doc: dict[str, Any],
+        timeout: float,
+        user_properties: list[tuple[str, str]] | None,
+    ) -> dict[str, Any]:
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = fut
         try:
-            await self.bus.publish(topics.service_call(service), orjson.dumps(doc), qos=self._qos)
+            await self.bus.publish(
+                topics.service_call(service), orjson.dumps(doc), qos=self._qos, user_properties=user_properties
+            )
             self.counts["sent"] += 1
             return await asyncio.wait_for(fut, timeout)
         except TimeoutError:

@@ -13,6 +13,10 @@
 - Presence: ``system/{cluster}/presence/{Service}/{instance}`` is published retained ``online`` on
   start (and again after every reconnect), is the connection's Last Will with ``offline``
   retained, and is published ``offline`` on a graceful stop.
+- Traces: while a tracer provider is configured (``tracer_provider``, or the global one set by
+  ``adapters.tracing.configure_tracing``) each call runs in a SERVER span whose parent is the
+  ``traceparent`` user property of the call, and that span is current while the function runs, so
+  calls it makes through a ``ServiceClient`` continue the same trace.
 """
 
 from __future__ import annotations
@@ -24,9 +28,14 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from adapters import tracing
 from adapters.mqtt import LastWill, Message, MqttBus, MqttBusError, MqttConfig
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
@@ -66,6 +75,7 @@ class ServiceRuntime:
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         qos: int = 1,
         clock: Callable[[], float] = time.time,
+        tracer_provider: trace.TracerProvider | None = None,
     ) -> None:
         if max_concurrency < 1:
             raise ValueError("max_concurrency must be >= 1")
@@ -85,6 +95,7 @@ class ServiceRuntime:
         self._watcher: asyncio.Task[None] | None = None
         self._stopped = asyncio.Event()
         self._started = False
+        self._tracing = tracing.TracerSource("sfa_sdk.runtime", tracer_provider)
 
     @classmethod
     def connect(
@@ -97,6 +108,7 @@ class ServiceRuntime:
         enforcement: EnforcementCheck | None = None,
         max_concurrency: int = DEFAULT_MAX_CONCURRENCY,
         qos: int = 1,
+        tracer_provider: trace.TracerProvider | None = None,
         **bus_kwargs: Any,
     ) -> ServiceRuntime:
         """A runtime with its own bus, whose Last Will is this instance's offline presence."""
@@ -116,6 +128,7 @@ class ServiceRuntime:
             enforcement=enforcement,
             max_concurrency=max_concurrency,
             qos=qos,
+            tracer_provider=tracer_provider,
         )
 
     # ------------------------------------------------------------ lifecycle
@@ -194,20 +207,28 @@ class ServiceRuntime:
         if isinstance(prepared, Reply):
             self._send(prepared)
             return None
+        # With tracing off (no provider) the call's user properties are not even looked at.
+        tracer = self._tracing.get()
+        run = self._run(prepared) if tracer is None else self._run_traced(
+            prepared, tracer, tracing.extract(msg.user_properties))
         if self._running >= self._max:
-            return self._start_when_free(prepared)
-        self._start(prepared)
+            return self._start_when_free(run)
+        self._start(run)
         return None
 
-    async def _start_when_free(self, job: Job) -> None:
-        while self._running >= self._max:
-            self._slot_free.clear()
-            await self._slot_free.wait()
-        self._start(job)
+    async def _start_when_free(self, run: Coroutine[Any, Any, None]) -> None:
+        try:
+            while self._running >= self._max:
+                self._slot_free.clear()
+                await self._slot_free.wait()
+        except BaseException:
+            run.close()  # never started: no "never awaited" warning
+            raise
+        self._start(run)
 
-    def _start(self, job: Job) -> None:
+    def _start(self, run: Coroutine[Any, Any, None]) -> None:
         self._running += 1
-        task = asyncio.create_task(self._run(job))
+        task = asyncio.create_task(run)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
@@ -217,6 +238,25 @@ class ServiceRuntime:
         finally:
             self._running -= 1
             self._slot_free.set()
+
+    async def _run_traced(self, job: Job, tracer: trace.Tracer, parent: Context | None) -> None:
+        ctx = job.ctx
+        span = tracer.start_span(
+            f"{ctx.service}/{ctx.method}",
+            context=parent,
+            kind=SpanKind.SERVER,
+            attributes={"rpc.system": "jsonrpc", "rpc.service": ctx.service, "rpc.method": ctx.method},
+        )
+        with trace.use_span(span, end_on_exit=True, record_exception=False, set_status_on_exception=False):
+            try:
+                reply = await self.executor.run(job)
+                if reply.code is not None:
+                    span.set_attribute("rpc.jsonrpc.error_code", reply.code)
+                    span.set_status(Status(StatusCode.ERROR))
+                self._send(reply)
+            finally:
+                self._running -= 1
+                self._slot_free.set()
 
     def _send(self, reply: Reply) -> None:
         try:
