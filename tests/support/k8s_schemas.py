@@ -63,7 +63,7 @@ def _validator(api_version: str, kind: str) -> Draft4Validator | Draft7Validator
     if (api_version, kind) in CRDS:
         crd = json.loads(CRDS[(api_version, kind)].read_text())
         return Draft7Validator(_strict(crd["openAPIV3Schema"]))
-    defs, kinds = _k8s()
+    kinds = _k8s()[1]
     if (api_version, kind) not in kinds:
         raise KeyError(f"no schema kept for {api_version} {kind}; add it to tests/fixtures/schemas/")
     return _definition_validator(kinds[(api_version, kind)])
