@@ -42,10 +42,7 @@ def _started(head: subprocess.Popen[bytes]) -> bool:
     """Reads the head's output until Ray says it started (True) or the head ends (False). In
     Kubernetes an operate that comes up first fails to connect, exits and is restarted."""
     assert head.stdout is not None
-    for line in iter(head.stdout.readline, b""):
-        if b"Ray runtime started" in line:
-            return True
-    return False
+    return any(b"Ray runtime started" in line for line in iter(head.stdout.readline, b""))
 
 
 def _client_server_logs(temp_dir: str) -> str:
