@@ -318,3 +318,23 @@ def test_the_cronjob_creates_the_rayjob_it_mounts() -> None:
     assert (ROOT / "deploy" / "nightly.sh").is_file()
     env = _env(job["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0])
     assert env["SFA_OPS_STORE"]["valueFrom"]["configMapKeyRef"]["name"] == "sfa-ops-config"
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+
+def test_the_image_matches_the_lock_and_the_manifests() -> None:
+    """deploy/Dockerfile (not built here) starts from the Ray release uv.lock pins, with the Python
+    the project requires, the uv install-python.sh pins, and copies every package Ray workers import."""
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    ray_pin = re.search(r'"ray\[default\]==([\d.]+)"', (ROOT / "pyproject.toml").read_text())
+    assert ray_pin is not None
+    assert f"FROM rayproject/ray:{ray_pin[1]}-py311\n" in dockerfile
+    assert all(spec["rayVersion"] == ray_pin[1] for spec in _ray_cluster_specs())
+    uv = re.search(r"^UV_VERSION=(\S+)$", (ROOT / "scripts" / "install-python.sh").read_text(), re.MULTILINE)
+    assert uv is not None and f"ARG UV_VERSION={uv[1]}\n" in dockerfile
+    assert "--no-dev" in dockerfile
+    for package in ("protocol", "policies", "adapters", "actors", "sdk", "drivers"):
+        assert f"COPY --chown=ray:users {package}/ {package}/\n" in dockerfile, package
+    assert "COPY --chown=ray:users deploy/nightly.sh deploy/nightly.sh\n" in dockerfile
+    assert "PYTHONPATH=/home/ray/sfa-ops" in dockerfile
