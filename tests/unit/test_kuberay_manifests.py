@@ -119,6 +119,9 @@ def test_kustomization_lists_every_manifest_but_the_example_secrets() -> None:
     kustomization = yaml.safe_load((KUBERAY / "kustomization.yaml").read_text())
     assert sorted(kustomization["resources"]) == sorted(p.name for p in _files() if p.name != EXAMPLE_SECRETS)
     assert all("namespace" not in d["metadata"] for _, d in DOCS), "namespace-agnostic: kustomize sets it"
+    # kustomize rewrites a binding subject's namespace only for subjects named "default"
+    [binding] = _of_kind("ClusterRoleBinding")
+    assert {s["namespace"] for s in binding["subjects"]} == {kustomization["namespace"]}
 
 
 # --- token auth --------------------------------------------------------------------------------
