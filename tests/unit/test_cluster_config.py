@@ -41,3 +41,22 @@ def test_validation_is_not_vacuous() -> None:
     broken["head_node_type"] = "nope"
     with pytest.raises(ValueError, match="head_node_type"):
         validate_config(prepare_config(broken))
+
+
+def test_every_node_type_has_a_root_disk_that_fits() -> None:
+    """The AMI's 8 GiB default does not hold the environment plus Ray's logs and spilled objects:
+    every node type names its root volume, of at least 32 GiB (cluster.yaml says why 40)."""
+    config = _load()
+    for name, node in config["available_node_types"].items():
+        [root] = [m for m in node["node_config"]["BlockDeviceMappings"] if m["DeviceName"] == "/dev/sda1"]
+        assert root["Ebs"]["VolumeSize"] >= 32, name
+        assert root["Ebs"]["VolumeType"] == "gp3", name
+
+
+def test_nodes_install_without_the_dev_group() -> None:
+    """SFA_OPS_NO_DEV=1: scripts/install-python.sh runs `uv sync --no-dev` (no test or lint tools)."""
+    config = _load()
+    [install] = [c for c in config["setup_commands"] if "install-python.sh" in c]
+    assert "SFA_OPS_NO_DEV=1" in install
+    script = (CLUSTER_YAML.parent / "scripts" / "install-python.sh").read_text()
+    assert 'SFA_OPS_NO_DEV:-0}" = 1 ] && extra+=(--no-dev)' in script
