@@ -38,8 +38,10 @@ PACKAGE = "sfa_sdk"
 RENAMES = {"sdk": PACKAGE, "protocol": f"{PACKAGE}.protocol", "adapters": f"{PACKAGE}._adapters"}
 FIRST_PARTY = {"protocol", "policies", "adapters", "actors", "drivers", "sdk", "benchmarks", "tests"}
 # Third-party import name → distribution; the version specifiers are the project's own.
-REQUIRED = {"aiomqtt": "aiomqtt", "paho": "paho-mqtt", "pydantic": "pydantic", "orjson": "orjson",
-            "cryptography": "cryptography"}
+REQUIRED = {"aiomqtt": ("aiomqtt",), "paho": ("paho-mqtt",), "pydantic": ("pydantic",), "orjson": ("orjson",),
+            "cryptography": ("cryptography",),
+            "opentelemetry": ("opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http")}
+"""Top-level import name -> the distributions the wheel requires for it."""
 OPTIONAL = {"redis": "redis"}  # imported only by sdk.enforcement's Redis ban source: extra [redis]
 _IMPORT_LINE = re.compile(r"^(\s*)(from|import)(\s+)(sdk|protocol|adapters)\b")
 
@@ -141,7 +143,7 @@ def _pyproject(version: str, staged: Staged) -> str:
     if unknown:
         raise SdkWheelError(f"the SDK imports {', '.join(sorted(unknown))}: add the distribution to REQUIRED")
     reqs = _requirements()
-    deps = ", ".join(f'"{reqs[REQUIRED[n]]}"' for n in sorted(staged.third_party & REQUIRED.keys()))
+    deps = ", ".join(f'"{reqs[d]}"' for n in sorted(staged.third_party & REQUIRED.keys()) for d in REQUIRED[n])
     extras = "\n".join(f'{OPTIONAL[n]} = ["{reqs[OPTIONAL[n]]}"]' for n in sorted(staged.third_party & OPTIONAL.keys()))
     return f'''[build-system]
 requires = ["hatchling>=1.26"]

@@ -4,9 +4,11 @@
 
     from sdk import Service, CallContext, ServiceRuntime, ServiceClient, PlatformAwareClient
     from sdk import MqttBus, MqttConfig, SystemTrust  # a client's bus; trusting sfa-ops' signals
+    from sdk import configure_tracing  # OTLP spans when OTEL_EXPORTER_OTLP_ENDPOINT is set
 """
 
 from adapters.mqtt import MqttBus, MqttConfig
+from adapters.tracing import configure_tracing
 from sdk.client import ServiceClient
 from sdk.errors import (
     AuthorizationError,
@@ -72,5 +74,6 @@ __all__ = [
     "ValidationError",
     "ValidationException",
     "WritesDeferredException",
+    "configure_tracing",
     "presence_will",
 ]

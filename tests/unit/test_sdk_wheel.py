@@ -46,6 +46,7 @@ def test_staged_tree_imports_only_sfa_sdk_and_declared_dependencies(tmp_path: Pa
     meta = tomllib.loads((tmp_path / "pyproject.toml").read_text())["project"]
     assert meta["name"] == "sfa-sdk"
     assert {d.split(">")[0].split("<")[0] for d in meta["dependencies"]} == {
-        "aiomqtt", "cryptography", "orjson", "paho-mqtt", "pydantic"}
+        "aiomqtt", "cryptography", "orjson", "paho-mqtt", "pydantic",
+        "opentelemetry-api", "opentelemetry-sdk", "opentelemetry-exporter-otlp-proto-http"}
     assert meta["optional-dependencies"] == {"redis": ["redis>=5.0"]}
     assert (tmp_path / "README.md").read_text().startswith("# sfa-sdk")
