@@ -29,9 +29,16 @@ _UNAVAILABLE = ("locked", "busy", "unable to open", "disk i/o", "readonly", "dis
 
 
 @functools.lru_cache(maxsize=512)
-def _qmark(sql: str) -> str:
-    """``$1`` → ``?1``: SQLite's numbered parameters, so one SQL text serves both dialects."""
-    return re.sub(r"\$(\d+)", r"?\1", sql)
+def _qmark(sql: str) -> tuple[str, tuple[int, ...]]:
+    """``$N`` → plain ``?`` and the argument order they take, so one SQL text serves both dialects.
+    (Numbered ``?N`` would do, but Python 3.12+ warns when a sequence binds them, and 3.14 refuses.)"""
+    order = tuple(int(n) - 1 for n in re.findall(r"\$(\d+)", sql))
+    return re.sub(r"\$\d+", "?", sql), order
+
+
+def _bind(sql: str, args: Sequence[Any]) -> tuple[str, tuple[Any, ...]]:
+    text, order = _qmark(sql)
+    return text, tuple(args[i] for i in order)
 
 
 def _guard(fn: Callable[..., T], *args: Any) -> T:
@@ -55,14 +62,15 @@ class _SqliteConn:
         self._store = store
 
     async def execute(self, sql: str, *args: Any) -> int:
-        cur = await self._store._call(self._store._db().execute, _qmark(sql), args)
+        cur = await self._store._call(self._store._db().execute, *_bind(sql, args))
         return max(cur.rowcount, 0)
 
     async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        await self._store._call(self._store._db().executemany, _qmark(sql), rows)
+        text, order = _qmark(sql)
+        await self._store._call(self._store._db().executemany, text, [tuple(r[i] for i in order) for r in rows])
 
     async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        return await self._store._call(_fetchall, self._store._db(), _qmark(sql), args)
+        return await self._store._call(_fetchall, self._store._db(), *_bind(sql, args))
 
     async def fetchrow(self, sql: str, *args: Any) -> Any | None:
         rows = await self.fetch(sql, *args)
