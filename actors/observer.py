@@ -4,6 +4,12 @@ monitors and their decisions to the supervisor. It answers on a service's behalf
 Breaker Open" for new calls while a breaker refuses them, and -32503 "Service Temporarily
 Unavailable" for every pending call when a service goes down.
 
+A lost instance is an event: when the Last Will of a service's last online instance arrives,
+observer 0 (the one that feeds presence to the monitors) publishes ``service_unavailable`` and
+every observer answers the pending calls it owns at once, as ``policies.outage`` decides; the monitor's
+conclusion on the next tick reaches the supervisor marked as already published (no second message),
+and the supervisor still raises the alerts and runs the cascade on it.
+
 With several observers each owns the calls whose reply topic hashes (CRC-32) to its index: a
 response is dropped by the others before it is parsed, so a call and its answer always meet in
 the same observer. Calls are parsed by every observer to learn their reply topic.
@@ -37,9 +43,11 @@ from adapters import tracing
 from adapters.mqtt import Message, MqttBus
 from policies.correlation import Answer, Correlator, Pending, ServiceDelta
 from policies.discovery import ServiceAdmission
+from policies.health import load_health_policy
 from policies.intake import IntakeCall, Refused, read_call
-from policies.monitoring import MonitorResult
+from policies.monitoring import MonitorResult, Unavailable
 from policies.observation import ObservationPolicy, load_observation_policy
+from policies.outage import LastInstanceLost, OutageWatch
 from protocol import topics
 from protocol.intake import is_call_id
 from protocol.names import is_segment, is_service_name
@@ -105,6 +113,9 @@ class ObserverCore:
         self._last_eval: dict[str, float] = {}
         self._service_cache: dict[str, str | None] = {}
         self._tracing = tracing.TracerSource("sfa_ops.observer", tracer_provider)
+        self.outages = OutageWatch(cluster_id=settings.cluster_id, owner=index == 0,
+                                   health=load_health_policy(settings.policies_dir))
+        self._tick_no = 0
 
     @property
     def known(self) -> set[str]:
@@ -210,6 +221,19 @@ class ObserverCore:
             self.new_real.append(service)
         if self.index == 0:
             self.correlator.on_presence(service, rest[1], status == "online")
+        lost = self.outages.on_presence(service, rest[1], status == "online", self.clock.now())
+        if lost is not None:
+            self.publish_lost(lost)
+
+    def publish_lost(self, lost: LastInstanceLost) -> None:
+        """The service's last instance went offline: ``service_unavailable`` now (observer 0), then
+        the pending calls this observer owns."""
+        if lost.message is not None:
+            try:
+                self.bus.publish_nowait(topics.system_errors(self.settings.cluster_id), lost.message, qos=1)
+            except Exception:
+                self._answer_failed("service_unavailable event")
+        self._answer_pending(lost.service, lost.unavailable, self.clock.now())
 
     # -- the tick --------------------------------------------------------------------------------
 
@@ -218,6 +242,7 @@ class ObserverCore:
         now = self.clock.now()
         self.correlator.expire(now)
         deltas, edges = self.correlator.drain()
+        self._tick_no = self.outages.begin_tick()
         for name in self.known:
             if name not in deltas and now - self._last_eval.get(name, 0.0) >= _IDLE_EVALUATION_S:
                 deltas[name] = ServiceDelta(name)
@@ -234,6 +259,7 @@ class ObserverCore:
                 self.admission.restore([name], now)
                 continue
             self.correlator.forget(name)
+            self.outages.forget(name)
             self._last_eval.pop(name, None)
             gone.append(name)
         return gone
@@ -247,23 +273,34 @@ class ObserverCore:
     def answer_unavailable(self, results: list[MonitorResult], now: float) -> int:
         """Answer every pending call of services declared unavailable; one failed answer is counted
         and never stops the others."""
+        return sum(self._answer_pending(r.service, r.unavailable, now) for r in results
+                   if r.unavailable is not None)
+
+    def _answer_pending(self, service: str, u: Unavailable, now: float) -> int:
         answered = 0
-        for r in results:
-            u = r.unavailable
-            if u is None:
+        for p in self.correlator.take_pending(service, now):
+            try:
+                self.bus.publish_nowait(p.reply_to, unavailable_answer(p, u.reason, u.estimated_recovery,
+                                                                       u.retry_after_s, now), qos=1,
+                                        user_properties=p.trace)
+                answered += 1
+            except Exception:
+                self._answer_failed("unavailable answer")
                 continue
-            for p in self.correlator.take_pending(r.service, now):
-                try:
-                    self.bus.publish_nowait(p.reply_to, unavailable_answer(p, u.reason, u.estimated_recovery,
-                                                                           u.retry_after_s, now), qos=1,
-                                            user_properties=p.trace)
-                    answered += 1
-                except Exception:
-                    self._answer_failed("unavailable answer")
-                    continue
-                self._trace_refusal(p.trace, "service_unavailable", p.service, p.call_id,
-                                    {"sfa.reason": u.reason, "sfa.retry_after_s": u.retry_after_s})
+            self._trace_refusal(p.trace, "service_unavailable", p.service, p.call_id,
+                                {"sfa.reason": u.reason, "sfa.retry_after_s": u.retry_after_s})
         return answered
+
+    def reconcile(self, results: list[MonitorResult]) -> list[MonitorResult]:
+        """This tick's results with the outages already published by event marked so; publishes the
+        ``service_recovered`` of an announced outage the monitor never saw (``policies.outage``)."""
+        results, recovered = self.outages.reconcile(results, self._tick_no, self.clock.now())
+        for msg in recovered:
+            try:
+                self.bus.publish_nowait(topics.system_errors(self.settings.cluster_id), msg, qos=1)
+            except Exception:
+                self._answer_failed("service_recovered event")
+        return results
 
     def _trace_refusal(self, headers: tracing.Pairs, event: str, service: str, call_id: Any,
                        attributes: dict[str, str | float]) -> None:
@@ -358,7 +395,7 @@ class Observer:
                 del self._starting[name]
                 if name in self._held:
                     deltas[name] = self._held.pop(name)
-        results = await self._apply(deltas, now)
+        results = self.core.reconcile(await self._apply(deltas, now))
         self.core.refresh_breakers(results)
         # Decisions reach the supervisor before any answer is sent: no answer can cost a finding.
         if self._report is not None:

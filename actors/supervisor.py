@@ -310,7 +310,10 @@ class Supervisor:
                 for ev in r.breaker_events:
                     await self._breaker_event(ev, now)
                 if r.health_message is not None:
-                    await self._publish(topics.system_errors(self.cluster), r.health_message, kind="tier2")
+                    if r.health_published:  # published by the observer as an event (policies.outage)
+                        self.published["tier2"] = self.published.get("tier2", 0) + 1
+                    else:
+                        await self._publish(topics.system_errors(self.cluster), r.health_message, kind="tier2")
                     self._pending_alerts += alerts_for_health(r.health_message, self.cluster, now)
                     if r.health_message["type"] == "service_unavailable":
                         await self._cascade(r.service, now)

@@ -71,6 +71,9 @@ class MonitorResult:
     """State to persist (only when something worth restoring changed)."""
     calls: dict[str, Any] | None = None
     """Cumulative call counts and duration histogram (``policies.call_metrics.CallTotals.snapshot``)."""
+    health_published: bool = False
+    """``health_message`` was already published by the observer, as the event of the service's last
+    instance going offline (``policies.outage``): the supervisor does not publish it again."""
 
 
 class MonitorCore:
