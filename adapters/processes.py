@@ -88,9 +88,12 @@ class ChildService:
     _stopped: bool = field(default=False, repr=False)
 
     def kill(self) -> None:
-        """SIGKILL, as a crash would (the data directory stays for a restart)."""
+        """SIGKILL to the server's whole process group, as a crash of its host would (the data
+        directory stays for a restart). The group, not the main process alone: a PostgreSQL backend
+        outlives a killed postmaster for a moment, still answering its connection and holding the
+        shared memory a restart needs."""
         with contextlib.suppress(ProcessLookupError):
-            self.proc.send_signal(signal.SIGKILL)
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the child leads its own session (_spawn)
         self.proc.wait(timeout=10)
 
     def terminate(self, timeout: float = 10) -> None:
