@@ -2,8 +2,11 @@
 
 - The carrier is a message's MQTT 5 user properties (pairs). :func:`inject` writes the current
   (or given) span context as ``traceparent``/``tracestate`` pairs; :func:`extract` reads them back
-  into an OpenTelemetry ``Context``. Both go through the OTel API's
-  ``TraceContextTextMapPropagator`` with the small getter/setter below: no hand-made parsing.
+  into an OpenTelemetry ``Context``. The ``traceparent`` is formatted and parsed here, on the
+  per-call path (the OTel ``TraceContextTextMapPropagator`` costs a regex, a getter and two context
+  copies a call): strictly the W3C form ``version-traceid-spanid-flags``, lowercase hex, and
+  tested equal to that propagator (hypothesis) on valid and invalid values. ``tracestate`` is
+  still read and written by OTel's ``TraceState``.
 - Every input is hostile: :func:`trace_headers` keeps at most one ``traceparent`` (≤ 55
   characters, the W3C version-00 length) and one ``tracestate`` (≤ 512 characters, the W3C
   propagation limit) from a message's properties; anything else is ignored, never an error.
@@ -27,8 +30,19 @@ from opentelemetry.propagators.textmap import Getter, Setter
 from opentelemetry.sdk.resources import SERVICE_NAME, Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
-from opentelemetry.trace import NoOpTracerProvider, ProxyTracerProvider, SpanKind, Status, StatusCode, Tracer
-from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace import (
+    INVALID_SPAN_CONTEXT,
+    NonRecordingSpan,
+    NoOpTracerProvider,
+    ProxyTracerProvider,
+    SpanContext,
+    SpanKind,
+    Status,
+    StatusCode,
+    TraceFlags,
+    Tracer,
+    TraceState,
+)
 
 TRACEPARENT = "traceparent"
 TRACESTATE = "tracestate"
@@ -40,7 +54,7 @@ Pairs = tuple[tuple[str, str], ...]
 _RECHECK_OFF_S = 1.0
 _configured = 0  # bumped each time configure_tracing sets the global provider
 
-_PROPAGATOR = TraceContextTextMapPropagator()
+_HEX = "0123456789abcdef"
 _LIMITS = {TRACEPARENT: TRACEPARENT_MAX, TRACESTATE: TRACESTATE_MAX}
 
 
@@ -84,22 +98,52 @@ def trace_headers(user_properties: Sequence[tuple[str, str]]) -> Pairs:
     return tuple((k, found[k]) for k in (TRACEPARENT, TRACESTATE) if k in found)
 
 
+def span_context_headers(sc: SpanContext) -> list[tuple[str, str]]:
+    """The user properties that carry ``sc`` (``traceparent``, and ``tracestate`` when it has one);
+    ``[]`` for the invalid span context. What the OTel propagator's ``inject`` writes."""
+    if sc == INVALID_SPAN_CONTEXT:
+        return []
+    props = [(TRACEPARENT, f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}")]
+    if sc.trace_state:
+        props.append((TRACESTATE, sc.trace_state.to_header()))
+    return props
+
+
 def inject(context: Context | None = None) -> list[tuple[str, str]]:
     """The user properties that carry ``context`` (default: the current one); ``[]`` without a
     valid span in it."""
-    carrier: list[tuple[str, str]] = []
-    _PROPAGATOR.inject(carrier, context=context, setter=SETTER)
-    return carrier
+    return span_context_headers(trace.get_current_span(context).get_span_context())
+
+
+def parse_traceparent(value: str, tracestate: str | None = None) -> SpanContext | None:
+    """The remote span context a W3C ``traceparent`` names, or ``None`` when it is not one.
+
+    Within the 55-character cap a valid value is exactly ``vv-{32}-{16}-ff`` in lowercase hex
+    (version ``ff`` is invalid; other versions are read as 00), with non-zero trace and span ids.
+    """
+    if (len(value) != TRACEPARENT_MAX or value[2] != "-" or value[35] != "-" or value[52] != "-"
+            or (value[:2] + value[3:35] + value[36:52] + value[53:]).strip(_HEX)):
+        return None
+    trace_id, span_id = int(value[3:35], 16), int(value[36:52], 16)
+    if value[:2] == "ff" or not trace_id or not span_id:
+        return None
+    return SpanContext(trace_id, span_id, is_remote=True, trace_flags=TraceFlags(int(value[53:], 16)),
+                       trace_state=None if tracestate is None else TraceState.from_header([tracestate]))
+
+
+def extract_span_context(user_properties: Sequence[tuple[str, str]]) -> SpanContext | None:
+    """The remote parent span context carried by ``user_properties``, or ``None``."""
+    headers = trace_headers(user_properties)
+    if not headers:
+        return None
+    return parse_traceparent(headers[0][1], headers[1][1] if len(headers) > 1 else None)
 
 
 def extract(user_properties: Sequence[tuple[str, str]]) -> Context | None:
     """The remote parent context carried by ``user_properties``; ``None`` when they carry none
     (a malformed ``traceparent`` counts as none, as the W3C rules say)."""
-    headers = trace_headers(user_properties)
-    if not headers:
-        return None
-    ctx = _PROPAGATOR.extract(headers, getter=GETTER)
-    return ctx if trace.get_current_span(ctx).get_span_context().is_valid else None
+    sc = extract_span_context(user_properties)
+    return None if sc is None else trace.set_span_in_context(NonRecordingSpan(sc))
 
 
 class TracerSource:
@@ -202,6 +246,6 @@ def configure_tracing(
 
 __all__ = [
     "GETTER", "SETTER", "TRACEPARENT", "TRACESTATE", "Pairs", "TracerSource", "UserPropertiesGetter",
-    "UserPropertiesSetter", "configure_tracing", "extract", "inject", "otlp_endpoint", "ray_runtime_env", "record_refusal",
-    "trace_headers",
+    "UserPropertiesSetter", "configure_tracing", "extract", "extract_span_context", "inject", "otlp_endpoint",
+    "parse_traceparent", "ray_runtime_env", "record_refusal", "span_context_headers", "trace_headers",
 ]

@@ -150,7 +150,7 @@ class ServiceClient:
         )
         try:
             response = await self._exchange(
-                service, method, call_id, doc, timeout, tracing.inject(trace.set_span_in_context(span))
+                service, method, call_id, doc, timeout, tracing.span_context_headers(span.get_span_context())
             )
             error = response.get("error")
             code = error.get("code") if isinstance(error, Mapping) else None
