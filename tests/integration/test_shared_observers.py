@@ -24,7 +24,7 @@ def observer_counters(cluster: str, count: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     for i in range(count):
         name = f"sfa-observer-{cluster}-{i}"
-        got: dict[str, Any] = ray.get(ray.get_actor(name, namespace=names[name]).counters.remote(), timeout=30)
+        got: Any = ray.get(ray.get_actor(name, namespace=names[name]).counters.remote(), timeout=30)
         out.append(got)
     return out
 
