@@ -58,7 +58,9 @@ async def test_two_observers_correlate_split_pairs(broker_url: str, tmp_path: Pa
                     await t
             h = await ops.watcher.wait(
                 lambda w: [x for x in w.on("/health") if x["observed"]["timeouts"] >= 3
-                           and x["observed"]["responses"] >= ok_calls], 15, "3 timeouts and every response")
+                           and x["observed"]["responses"] >= ok_calls
+                           and x["services"].get("Inventory", {}).get("p95Ms") is not None], 30,
+                "3 timeouts, every response and Inventory's latency in the health summary")
             observed = h[-1]["observed"]
             assert observed["calls"] == ok_calls + 3
             assert observed["responses"] == ok_calls and observed["timeouts"] == 3
