@@ -155,13 +155,13 @@ class Bare:
         self.proc.wait()
 
 
-async def capacity(port: int, processed: Any, seconds: float, repeats: int,
-                   pids: list[int]) -> tuple[float, list[dict[str, float]]]:
+async def capacity(port: int, processed: Any, seconds: float, repeats: int, pids: list[int],
+                   rates: tuple[int, ...] = RATES) -> tuple[float, list[dict[str, float]]]:
     """Highest offered rate at which ``processed()`` (a running total) keeps up; per step, the CPU
     of ``pids`` per 1,000 messages processed."""
     best = 0.0
     steps = []
-    for rate in RATES:
+    for rate in rates:
         kept, cpu = [], []
         for _ in range(repeats):
             before = await processed()
@@ -183,7 +183,8 @@ async def capacity(port: int, processed: Any, seconds: float, repeats: int,
     return best, steps
 
 
-async def measure(observer_counts: list[int], repeats: int, seconds: float) -> dict[str, Any]:
+async def measure(observer_counts: list[int], repeats: int, seconds: float,
+                  rates: tuple[int, ...] = RATES, observation: str = "") -> dict[str, Any]:
     broker = start_mosquitto()
     out: dict[str, Any] = {}
     try:
@@ -194,11 +195,11 @@ async def measure(observer_counts: list[int], repeats: int, seconds: float) -> d
             return bare.read()
 
         print("  bare aiomqtt subscriber", flush=True)
-        out["bare"] = await capacity(broker.port, bare_total, seconds, repeats, [bare.proc.pid])
+        out["bare"] = await capacity(broker.port, bare_total, seconds, repeats, [bare.proc.pid], rates)
         bare.stop()
         for k in observer_counts:
             tmp = Path(tempfile.mkdtemp(prefix="sfa-bench-ingest-"))
-            async with operations(broker.url, tmp, policies={"observation.yaml": "call_timeout: 30s\ntick: 250ms\n"},
+            async with operations(broker.url, tmp, policies={"observation.yaml": "call_timeout: 30s\ntick: 250ms\n" + observation},
                                   observers=k, extra={"no_security": True}) as ops:
 
                 async def total(ops: Any = ops) -> int:
@@ -208,7 +209,7 @@ async def measure(observer_counts: list[int], repeats: int, seconds: float) -> d
 
                 pids = await asyncio.to_thread(observer_pids, ops.cluster, k)
                 print(f"  operate, {k} observer(s), pids {pids}", flush=True)
-                out[f"observers_{k}"] = await capacity(broker.port, total, seconds, repeats, pids)
+                out[f"observers_{k}"] = await capacity(broker.port, total, seconds, repeats, pids, rates)
     finally:
         broker.stop()
     return out
@@ -220,13 +221,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seconds", type=float, default=5.0, help="publishing time per step (default 5)")
     p.add_argument("--repeats", type=int, default=1, help="runs per step, median kept (default 1)")
     p.add_argument("--observers", default="1,2,4", help="observer counts to measure (default 1,2,4)")
+    p.add_argument("--rates", default=",".join(map(str, RATES)), help="offered rates, ascending (msg/s)")
+    p.add_argument("--observation", default="", help="extra observation.yaml lines (e.g. 'forward_every: 50ms')")
     a = p.parse_args(argv)
     counts = [int(x) for x in a.observers.split(",")]
     import ray
 
     ray.init(address="local", include_dashboard=False, log_to_driver=False, configure_logging=False)
     try:
-        raw = asyncio.run(measure(counts, a.repeats, a.seconds))
+        raw = asyncio.run(measure(counts, a.repeats, a.seconds, tuple(int(x) for x in a.rates.split(",")),
+                                 a.observation.replace("\\n", "\n") + "\n"))
     finally:
         ray.shutdown()
     return report(raw, counts)
