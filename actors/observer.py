@@ -42,7 +42,7 @@ from policies.discovery import ServiceAdmission
 from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MonitorResult
 from policies.observation import ObservationPolicy, load_observation_policy
-from policies.sharing import EarlyResponses, ForwardBatches, Half, owner_of
+from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, encode_batch, owner_of
 from protocol import topics
 from protocol.intake import is_call_id
 from protocol.names import is_segment, is_service_name
@@ -412,7 +412,7 @@ class Observer:
 
     async def _send(self, owner: int, batch: list[Half]) -> None:
         try:
-            await self.peers[owner].forwarded.remote(batch)
+            await self.peers[owner].forwarded.remote(encode_batch(batch))
         except Exception:
             # The owner restarts (max_restarts=-1): these halves are lost, counted, never retried.
             self.core.forward.dropped += len(batch)
@@ -420,9 +420,9 @@ class Observer:
         finally:
             self.core.forward.sent(owner)
 
-    async def forwarded(self, halves: list[Half]) -> None:
-        """Halves of pairs this observer owns, received by another observer."""
-        self.core.on_forwarded(halves)
+    async def forwarded(self, batch: bytes) -> None:
+        """Halves of pairs this observer owns, received by another observer (``encode_batch``)."""
+        self.core.on_forwarded(decode_batch(batch))
 
     async def _tick(self) -> None:
         self._retire()

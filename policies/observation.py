@@ -24,7 +24,7 @@ class ObservationPolicy(PolicyModel):
     max_payload_bytes: int = Field(default=262_144, ge=1)
     discovered_idle_retire: Duration = Field(default=600.0, gt=0)
     """A service seen only in traffic (not configured, no presence) retires after this long without a call."""
-    forward_every: Duration = Field(default=0.05, gt=0)
+    forward_every: Duration = Field(default=0.25, gt=0)
     """With several observers: how often the halves of pairs another observer owns are sent to it."""
     forward_batch_cap: int = Field(default=50_000, ge=1)
     """Most halves queued for one owner; beyond it they are counted as dropped."""

@@ -21,6 +21,7 @@ Nothing here reads the clock or does I/O; ``now`` is passed in.
 
 from __future__ import annotations
 
+import pickle
 import zlib
 from collections import deque
 from typing import Any, NamedTuple
@@ -45,6 +46,18 @@ class Half(NamedTuple):
     correlation_data: bytes | None = None
     trace: tuple[tuple[str, str], ...] = ()
     """The call's W3C trace headers, already bounded by the receiver."""
+
+
+def encode_batch(halves: list[Half]) -> bytes:
+    """One batch as bytes, for one actor call: plain tuples through the C pickler. Handing Ray the
+    list itself costs ~45 µs of CPU per half (its pickler visits every object in Python)."""
+    return pickle.dumps([tuple(h) for h in halves], protocol=pickle.HIGHEST_PROTOCOL)
+
+
+def decode_batch(data: bytes) -> list[Half]:
+    """The halves of :func:`encode_batch`'s bytes. Only ever fed what a peer observer encoded
+    (Ray unpickles every actor call's arguments the same way)."""
+    return [Half(*t) for t in pickle.loads(data)]
 
 
 class ForwardBatches:
@@ -140,4 +153,4 @@ class EarlyResponses:
         return n
 
 
-__all__ = ["EarlyResponses", "ForwardBatches", "Half", "owner_of"]
+__all__ = ["EarlyResponses", "ForwardBatches", "Half", "decode_batch", "encode_batch", "owner_of"]

@@ -15,7 +15,7 @@ from actors.observer import ObserverCore
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
 from policies.observation import ObservationPolicy
-from policies.sharing import EarlyResponses, ForwardBatches, Half, owner_of
+from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, encode_batch, owner_of
 from policies.windows import UNANSWERED
 
 
@@ -85,7 +85,7 @@ def exchange(cores: list[ObserverCore]) -> int:
     for c in cores:
         for owner, batch in c.take_forward().items():
             assert owner != c.index
-            cores[owner].on_forwarded(batch)
+            cores[owner].on_forwarded(decode_batch(encode_batch(batch)))  # as the actors send them
             c.forward.sent(owner)
             n += 1
     return n
