@@ -10,9 +10,12 @@ every observer answers the pending calls it owns at once, as ``policies.outage``
 conclusion on the next tick reaches the supervisor marked as already published (no second message),
 and the supervisor still raises the alerts and runs the cascade on it.
 
-With several observers each owns the calls whose reply topic hashes (CRC-32) to its index: a
-response is dropped by the others before it is parsed, so a call and its answer always meet in
-the same observer. Calls are parsed by every observer to learn their reply topic.
+With several observers, calls, responses and UI changes arrive through MQTT 5 shared
+subscriptions (``$share/sfa-ops-{cluster}/…``): each message reaches one observer. A pair is
+owned by the observer its reply topic names (``policies.sharing``); the observer that receives a
+half it does not own forwards it, unparsed where the topic or Response Topic says enough, in one
+batch per owner every ``forward_every`` (one actor call per batch, never per message). Presence
+stays a plain subscription: every observer must see it.
 
 Intake cannot be turned against anyone (``policies.intake``): sfa-ops answers only on a checked
 reply topic; other calls are counted and never answered. Which services get a monitor is bounded
@@ -29,7 +32,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import zlib
 from typing import Any
 
 import orjson
@@ -48,6 +50,7 @@ from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MonitorResult, Unavailable
 from policies.observation import ObservationPolicy, load_observation_policy
 from policies.outage import LastInstanceLost, OutageWatch
+from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, encode_batch, owner_of
 from protocol import topics
 from protocol.intake import is_call_id
 from protocol.names import is_segment, is_service_name
@@ -77,9 +80,10 @@ class ObserverCore:
 
     Every call payload is counted exactly once across observers: as a tracked call (``calls``), a
     call to an unknown service beyond the discovery cap (``unknownServices``), ``malformed`` or
-    ``rejected`` (a reply topic sfa-ops never publishes on). Refused payloads are counted by
-    observer 0 (every observer sees every call); accepted ones by the observer that owns the reply
-    topic. Every presence message is counted once, by observer 0: ``presence``, ``malformed``, or
+    ``rejected`` (a reply topic sfa-ops never publishes on). A payload is counted where it is
+    parsed: by the observer that owns its reply topic, or by the one that received it when no
+    observer owns it (refused, or no reply topic). Forwarded halves go out through
+    :meth:`take_forward` and come in through :meth:`on_forwarded`. Every presence message is counted once, by observer 0: ``presence``, ``malformed``, or
     ``presenceRefused`` (a new service name beyond ``policies.discovery.MAX_PRESENT``).
     """
 
@@ -116,6 +120,10 @@ class ObserverCore:
         self.outages = OutageWatch(cluster_id=settings.cluster_id, owner=index == 0,
                                    health=load_health_policy(settings.policies_dir))
         self._tick_no = 0
+        self.forward = ForwardBatches(index=index, count=self.count, max_batch=self.policy.forward_batch_cap)
+        self.early = EarlyResponses(hold_s=self.policy.early_response_hold, cap=self.policy.early_response_cap)
+        self.share_group = f"sfa-ops-{settings.cluster_id}" if self.count > 1 else None
+        """With one observer nothing is shared (plain subscriptions, nothing forwarded)."""
 
     @property
     def known(self) -> set[str]:
@@ -130,9 +138,10 @@ class ObserverCore:
 
     async def start(self) -> None:
         await self.bus.start()
-        await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=0)
-        await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=0)
-        await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=0)
+        group = self.share_group
+        await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=0, shared_group=group)
+        await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=0, shared_group=group)
+        await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=0, shared_group=group)
         # Every observer learns which services announced presence (so they are never counted as
         # traffic-only names); observer 0 alone feeds presence to the monitors.
         await self.bus.subscribe(topics.presence_filter(self.settings.cluster_id), self.on_presence, qos=1)
@@ -141,9 +150,6 @@ class ObserverCore:
         await self.bus.stop()
 
     # -- handlers (per message: cheap, never raise) --------------------------------------------
-
-    def _mine(self, reply_to: str) -> bool:
-        return self.count == 1 or zlib.crc32(reply_to.encode()) % self.count == self.index
 
     def _service(self, topic: str) -> str | None:
         cached = self._service_cache.get(topic, False)
@@ -155,29 +161,46 @@ class ObserverCore:
         return name
 
     def on_call(self, msg: Message) -> None:
-        service = self._service(msg.topic)
-        call = read_call(msg.payload, msg.response_topic, msg.correlation_data) if service else None
+        now = self.clock.now()
+        trace = tracing.trace_headers(msg.user_properties)
+        if self.count > 1 and msg.response_topic is not None:
+            owner = owner_of(msg.response_topic, self.count)
+            if owner != self.index:  # the property names the owner: forwarded unparsed
+                self.forward.add(owner, Half(True, now, msg.topic, msg.payload, msg.response_topic,
+                                             msg.correlation_data, trace))
+                return
+        self._call(msg.topic, msg.payload, msg.response_topic, msg.correlation_data, trace, now, forwarded=False)
+
+    def _call(self, topic: str, payload: bytes, response_topic: str | None, correlation_data: bytes | None,
+              trace: tracing.Pairs, now: float, *, forwarded: bool) -> None:
+        """One call payload received at ``now`` (here, or by the observer that forwarded it)."""
+        service = self._service(topic)
+        call = read_call(payload, response_topic, correlation_data) if service else None
         if service is None or not isinstance(call, IntakeCall):
-            if self.index == 0:
-                if isinstance(call, Refused) and call.kind == "rejected":
-                    self.rejected += 1
-                else:
-                    self.malformed += 1
+            if isinstance(call, Refused) and call.kind == "rejected":
+                self.rejected += 1
+            else:
+                self.malformed += 1
             return
         reply_to = call.reply_to
-        if reply_to is not None and not self._mine(reply_to):
-            return
-        if reply_to is None and self.index != 0:
-            return  # unanswerable calls are counted once, by observer 0
-        now = self.clock.now()
+        if reply_to is not None and self.count > 1 and not forwarded:
+            owner = owner_of(reply_to, self.count)
+            if owner != self.index:
+                self.forward.add(owner, Half(True, now, topic, payload, response_topic, correlation_data, trace))
+                return
         if not self.admission.admit(service, now):
             return  # counted by the admission as an unknown service: no monitor, nothing kept
-        answer = self.correlator.on_call(service, call.doc, reply_to, call.correlation_id, now,
-                                         tracing.trace_headers(msg.user_properties))
+        answer = self.correlator.on_call(service, call.doc, reply_to, call.correlation_id, now, trace)
+        if reply_to is not None and self.count > 1 and len(self.early):
+            key = (reply_to, call.call_id)
+            if key in self.correlator.pending:
+                held = self.early.take(key)
+                if held is not None:  # its response came first (this call was forwarded later)
+                    self.correlator.on_response(reply_to, held[1], max(held[0], now))
         if answer is not None:
             try:
                 self.bus.publish_nowait(answer.reply_to, circuit_open_answer(answer, now), qos=1,
-                                        correlation_data=msg.correlation_data, user_properties=answer.trace)
+                                        correlation_data=correlation_data, user_properties=answer.trace)
             except Exception:
                 self._answer_failed("circuit-open answer")
                 return
@@ -185,17 +208,48 @@ class ObserverCore:
                                 {"sfa.retry_after_s": answer.retry_after_s})
 
     def on_response(self, msg: Message) -> None:
-        if not self._mine(msg.topic):
-            return
+        now = self.clock.now()
+        if self.count > 1:
+            owner = owner_of(msg.topic, self.count)
+            if owner != self.index:  # its topic is the reply topic: forwarded unparsed
+                self.forward.add(owner, Half(False, now, msg.topic, msg.payload))
+                return
+        self._response(msg.topic, msg.payload, now)
+
+    def _response(self, topic: str, payload: bytes, received: float) -> None:
         try:
-            doc = orjson.loads(msg.payload)
+            doc = orjson.loads(payload)
         except orjson.JSONDecodeError:
             self.malformed += 1
             return
         if type(doc) is not dict or "id" not in doc or not is_call_id(doc["id"]):
             self.malformed += 1
             return
-        self.correlator.on_response(msg.topic, doc, self.clock.now())
+        if self.count > 1:
+            key = (topic, doc["id"])
+            # Its call may still be on its way from another observer: held, not unmatched yet.
+            if key not in self.correlator.pending and self.early.hold(key, received, doc, self.clock.now()):
+                return
+        self.correlator.on_response(topic, doc, received)
+
+    # -- forwarding between observers ------------------------------------------------------------
+
+    def take_forward(self) -> dict[int, list[Half]]:
+        """Batches to send now, per owner index; call ``self.forward.sent(owner)`` after each send."""
+        return self.forward.take()
+
+    def on_forwarded(self, halves: list[Half]) -> None:
+        """Halves another observer received and this one owns; one bad half never stops the rest."""
+        for h in halves:
+            try:
+                if h.is_call:
+                    self._call(h.topic, h.payload, h.response_topic, h.correlation_data, h.trace, h.received,
+                               forwarded=True)
+                else:
+                    self._response(h.topic, h.payload, h.received)
+            except Exception:
+                self.malformed += 1
+                logger.exception("observer %d: a forwarded message could not be handled", self.index)
 
     def on_ui_change(self, msg: Message) -> None:
         self.ui_changes += 1
@@ -241,6 +295,7 @@ class ObserverCore:
         """Expire, drain, and add empty deltas for idle services due an evaluation."""
         now = self.clock.now()
         self.correlator.expire(now)
+        self.correlator.counters.unmatched_responses += self.early.expire(now)
         deltas, edges = self.correlator.drain()
         self._tick_no = self.outages.begin_tick()
         for name in self.known:
@@ -327,14 +382,15 @@ class ObserverCore:
     def counters(self) -> dict[str, int]:
         c = self.correlator.counters
         bus = self.bus.stats()
-        dropped = int(bus["oversized"]) + int(bus["incoming_dropped"]) + c.pending_overflow
+        dropped = int(bus["oversized"]) + int(bus["incoming_dropped"]) + c.pending_overflow + self.forward.dropped
         return {"calls": c.calls, "responses": c.responses, "timeouts": c.timeouts, "malformed": self.malformed,
                 "rejected": self.rejected, "unknownServices": self.admission.refused,
                 "answerFailed": self.answer_failed, "capped": c.capped,
                 "dropped": dropped, "fastFailed": c.fast_failed, "uiChanges": self.ui_changes,
                 "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending),
                 "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped,
-                "presence": self.presence,
+                "presence": self.presence, "forwarded": self.forward.forwarded,
+                "forwardDropped": self.forward.dropped, "earlyMatched": self.early.matched,
                 "presenceRefused": self.admission.presence_refused if self.index == 0 else 0}
 
 
@@ -355,7 +411,10 @@ class Observer:
         self.analyst: Any = None
         self.audit: Any = None
         self._loop: asyncio.Task[None] | None = None
+        self._forwarder: asyncio.Task[None] | None = None
         self._report: Any = None
+        self.peers: dict[int, Any] = {}
+        self._sending: set[asyncio.Task[None]] = set()
 
     async def start(self, known: list[str] | None = None) -> None:
         """Connect and start ticking; ``known`` services are evaluated from the first tick."""
@@ -365,11 +424,42 @@ class Observer:
         if s.security:
             self.analyst = ray.get_actor(s.actor_name("analyst"), namespace=s.namespace)
             self.audit = ray.get_actor(s.actor_name("audit"), namespace=s.namespace)
+        if self.core.count > 1:
+            self.peers = {i: ray.get_actor(s.actor_name("observer", str(i)), namespace=s.namespace)
+                          for i in range(self.core.count) if i != self.index}
+            self._forwarder = asyncio.create_task(self._forward_loop(), name=f"observer-{self.index}-forward")
         await self.core.start()
         await self.core.bus.wait_connected(30)
         self._loop = asyncio.create_task(
             run_every(self.core.policy.tick, self._tick, name=f"observer-{self.index}", logger=logger),
             name=f"observer-{self.index}-tick")
+
+    async def _forward_loop(self) -> None:
+        """Every ``forward_every``: one call per owner with something queued (never per message)."""
+        every = self.core.policy.forward_every
+        while True:
+            await asyncio.sleep(every)
+            try:
+                for owner, batch in self.core.take_forward().items():
+                    task = asyncio.create_task(self._send(owner, batch), name=f"observer-{self.index}-to-{owner}")
+                    self._sending.add(task)
+                    task.add_done_callback(self._sending.discard)
+            except Exception:
+                logger.exception("observer %d: forwarding step failed", self.index)
+
+    async def _send(self, owner: int, batch: list[Half]) -> None:
+        try:
+            await self.peers[owner].forwarded.remote(encode_batch(batch))
+        except Exception:
+            # The owner restarts (max_restarts=-1): these halves are lost, counted, never retried.
+            self.core.forward.dropped += len(batch)
+            logger.exception("observer %d: %d halves for observer %d lost", self.index, len(batch), owner)
+        finally:
+            self.core.forward.sent(owner)
+
+    async def forwarded(self, batch: bytes) -> None:
+        """Halves of pairs this observer owns, received by another observer (``encode_batch``)."""
+        self.core.on_forwarded(decode_batch(batch))
 
     async def _tick(self) -> None:
         self._retire()
@@ -456,5 +546,7 @@ class Observer:
     async def stop(self) -> None:
         if self._loop is not None:
             self._loop.cancel()
+        if self._forwarder is not None:
+            self._forwarder.cancel()
         await self.core.bus.flush(2.0)
         await self.core.stop()

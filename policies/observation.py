@@ -24,6 +24,13 @@ class ObservationPolicy(PolicyModel):
     max_payload_bytes: int = Field(default=262_144, ge=1)
     discovered_idle_retire: Duration = Field(default=600.0, gt=0)
     """A service seen only in traffic (not configured, no presence) retires after this long without a call."""
+    forward_every: Duration = Field(default=0.25, gt=0)
+    """With several observers: how often the halves of pairs another observer owns are sent to it."""
+    forward_batch_cap: int = Field(default=50_000, ge=1)
+    """Most halves queued for one owner; beyond it they are counted as dropped."""
+    early_response_hold: Duration = Field(default=2.0, gt=0)
+    """How long a response that reached its owner before its (forwarded) call waits for it."""
+    early_response_cap: int = Field(default=50_000, ge=1)
     services: dict[str, ServiceObservation] = Field(default_factory=dict)
 
     def call_timeout_for(self, service: str) -> float:
