@@ -47,6 +47,29 @@ def test_multinode_spread_and_node_loss(session_broker: SessionBroker, tmp_path:
     assert seen["health_after_node_loss"] is True
 
 
+def test_sixty_services_monitors_spread_and_crashes_detected(session_broker: SessionBroker, tmp_path: Path) -> None:
+    """60 services on a simulated three-node cluster: one monitor each, spread over all three nodes
+    (none holding more than half); six of them have a real instance (the other 54 are configured and
+    monitored without one: 60 service processes beside 60 monitors do not fit two cores), placed
+    wherever SPREAD put their monitors; all six are killed together and each ``service_unavailable``
+    reaches the broker within 5 s of its kill (the single-node crash test's bound), and no other
+    service is reported down."""
+    for name in multinode.SPREAD_REAL:
+        session_broker.service_principal(name)
+    proc = subprocess.run([sys.executable, "-m", "tests.support.multinode", session_broker.plain_url, str(tmp_path),
+                           "spread"], cwd=REPO, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **session_broker.export()})
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("{")]
+    assert proc.returncode == 0 and lines, proc.stdout[-2000:] + proc.stderr[-3000:]
+    seen = json.loads(lines[-1])
+    print(seen)  # the figures (placement, detection times), shown with -s
+    assert seen["monitors"] == len(multinode.SPREAD_SERVICES)
+    per_node = seen["monitors_per_node"]
+    assert len(per_node) == 3 and max(per_node) <= len(multinode.SPREAD_SERVICES) // 2, per_node
+    assert seen["unavailable"] == sorted(multinode.SPREAD_REAL), seen
+    assert all(0 <= t <= 5.0 for t in seen["detect_s"].values()), seen["detect_s"]
+
+
 def ray_token_env(workdir: Path) -> dict[str, str]:
     """The environment for `ray start`, `ray job submit` and `ray stop`: token authentication with a
     token this test makes itself (a random secret in a file of its own), and an empty HOME, so the test

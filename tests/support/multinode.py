@@ -1,14 +1,20 @@
 """Run operate on a simulated multi-node Ray cluster (``ray.cluster_utils.Cluster``) in its own
 process, so the test session's Ray is untouched. Prints one JSON line with what it saw.
 
-``python -m tests.support.multinode BROKER_URL WORKDIR`` — on the test session's broker, BROKER_URL
-without credentials and ``SessionBroker.export()`` in the environment, with the ``SERVICES``
-principals already added (``tests.support.broker``).
+``python -m tests.support.multinode BROKER_URL WORKDIR [node-loss|spread]`` — on the test session's
+broker, BROKER_URL without credentials and ``SessionBroker.export()`` in the environment, with the
+``SERVICES`` (node-loss) or ``SPREAD_REAL`` (spread) principals already added (``tests.support.broker``).
 
-Steps: a head and two worker nodes; operate (observers, monitors, supervisor spread with the
-SPREAD strategy); a probe service whose internal errors open its breaker; the node hosting that
-services' monitors is removed; Ray restarts the monitor on a surviving node and it comes back with
-its breaker still open (restored from the store).
+node-loss (default): a head and two worker nodes; operate (observers, monitors, supervisor spread
+with the SPREAD strategy); a probe service whose internal errors open its breaker; the node hosting
+that services' monitors is removed; Ray restarts the monitor on a surviving node and it comes back
+with its breaker still open (restored from the store).
+
+spread: operate with the ``SPREAD_SERVICES`` (60) configured, one monitor actor each; where those
+monitors run; the ``SPREAD_REAL`` services get a real instance (a process each), are seen online by
+their monitors, are killed (SIGKILL) together, and the time from each kill to its
+``service_unavailable`` on the broker is measured. The other services have no instance (a real
+process each would not fit two cores beside 60 monitors): they are monitored, and must stay quiet.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import json
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +36,8 @@ from tests.support.broker import HARNESS, as_principal, attach_from_env
 from tests.support.operations import ServiceProcess, operations
 
 SERVICES = ("Payments", "Ledger", "Billing")
+SPREAD_SERVICES = tuple(f"Svc{i:02d}" for i in range(60))
+SPREAD_REAL = SPREAD_SERVICES[:6]
 
 
 def actor_nodes(address: str) -> dict[str, str]:
@@ -91,16 +100,73 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
     return out
 
 
+async def spread_scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
+    from adapters.mqtt import MqttBus, MqttConfig
+    from sdk import ServiceClient
+
+    out: dict[str, Any] = {}
+    begun = time.monotonic()
+    async with operations(broker, workdir, services=SPREAD_SERVICES) as ops:
+        prefix = f"sfa-monitor-{ops.cluster}-"
+        deadline = time.monotonic() + 120
+        monitors: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            monitors = {k[len(prefix):]: n for k, n in actor_nodes(cluster.address).items() if k.startswith(prefix)}
+            if len(monitors) == len(SPREAD_SERVICES):
+                break
+            await asyncio.sleep(0.5)
+        out["monitors"] = len(monitors)
+        out["monitors_per_node"] = sorted(Counter(monitors.values()).values())
+        out["monitors_up_s"] = round(time.monotonic() - begun, 1)
+        out["real_monitor_nodes"] = len({monitors.get(n) for n in SPREAD_REAL} - {None})
+        bus = MqttBus(config=MqttConfig.from_url(broker))
+        await bus.start()
+        await bus.wait_connected(10)
+        client = ServiceClient(bus)
+        await client.start()
+        procs = [ServiceProcess(broker, ops.cluster, n).start() for n in SPREAD_REAL]
+        try:
+            for name in SPREAD_REAL:  # answered, and seen online by its own monitor
+                assert (await client.call(name, "ok", {}, timeout=10))["ok"] is True
+                handle = ray.get_actor(f"{prefix}{name}", namespace="sfa-ops")
+                deadline = time.monotonic() + 20
+                while not any((await handle.state.remote()).get("instances", {}).values()):
+                    assert time.monotonic() < deadline, f"{name}'s monitor never saw its instance online"
+                    await asyncio.sleep(0.1)
+            killed: dict[str, float] = {}
+            for name, proc in zip(SPREAD_REAL, procs, strict=True):
+                killed[name] = time.time()
+                proc.kill()
+
+            def detected(w: Any) -> dict[str, float]:
+                return {d["service"]: t for t, _, d in w.messages
+                        if isinstance(d, dict) and d.get("type") == "service_unavailable"}
+
+            with contextlib.suppress(AssertionError):  # the assertions are the test's, on what is reported
+                await ops.watcher.wait(lambda w: set(detected(w)) >= set(SPREAD_REAL), 15, "every crash detected")
+            found = detected(ops.watcher)
+            out["unavailable"] = sorted(found)
+            out["detect_s"] = {n: round(found[n] - killed[n], 3) for n in SPREAD_REAL if n in found}
+        finally:
+            for p in procs:
+                p.stop()
+            await client.close()
+            await bus.stop()
+    out["total_s"] = round(time.monotonic() - begun, 1)
+    return out
+
+
 def main() -> None:
     attach_from_env()  # on the session's broker: operate as sfa-ops, services as theirs
     broker, workdir = as_principal(sys.argv[1], HARNESS), Path(sys.argv[2])
+    run = spread_scenario if sys.argv[3:4] == ["spread"] else scenario
     cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
     for _ in range(2):
         cluster.add_node(num_cpus=1)
     cluster.wait_for_nodes()
     ray.init(address=cluster.address, namespace="sfa-ops", log_to_driver=False)
     try:
-        result = asyncio.run(scenario(cluster, broker, workdir))
+        result = asyncio.run(run(cluster, broker, workdir))
     finally:
         ray.shutdown()
         cluster.shutdown()
