@@ -230,7 +230,12 @@ async def test_broker_restart_is_announced_and_operate_carries_on(tmp_path: Path
                          .get("status") == "healthy", 20, "mqtt_broker healthy in the health summary")
             assert broker.service is not None
             broker.service.terminate()  # SIGTERM: mosquitto saves its sessions
-            await asyncio.sleep(3.5)  # > 2 failed 1 s checks
+            # the broker stays down until its checker has seen enough failed checks to call it an error
+            checker = ray.get_actor(f"sfa-infra-{ops.cluster}-mqtt_broker", namespace="sfa-ops")
+            deadline = time.monotonic() + 30
+            while (await checker.status.remote())["state"] != "error":
+                assert time.monotonic() < deadline, "the broker checker never reported the outage"
+                await asyncio.sleep(0.2)
             restarted_at = time.time()
             broker.start()
             [err] = await w.wait(lambda: infra(w.on("/errors"), "infrastructure_error", "mqtt_broker"),
