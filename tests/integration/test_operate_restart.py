@@ -22,7 +22,7 @@ from policies.broker_acl import SFA_OPS
 from sdk import ServiceClient
 from sdk.errors import ServiceException
 from tests.support.broker import child_login
-from tests.support.http_receiver import HttpReceiver, http_receiver
+from tests.support.http_receiver import HttpReceiver, Received, http_receiver
 from tests.support.operations import ServiceProcess, Watcher, write_policies
 
 ALERTING = """
@@ -81,6 +81,12 @@ def receiver() -> Iterator[HttpReceiver]:
         yield rx
 
 
+def breaker_opened(got: list[Received]) -> list[str]:
+    """Services whose CircuitBreakerOpen alert was notified firing, in order."""
+    return [r.json["commonLabels"].get("service") for r in got
+            if r.json["commonLabels"].get("alertname") == "CircuitBreakerOpen" and r.json["status"] == "firing"]
+
+
 async def test_kill9_restores_breakers_alerts_and_notification_log(broker_url: str, tmp_path: Path,
                                                                    receiver: HttpReceiver) -> None:
     """Open breaker before the crash is still open after it (callers are still refused); the alert
@@ -109,9 +115,9 @@ async def test_kill9_restores_breakers_alerts_and_notification_log(broker_url: s
             with pytest.raises(ServiceException):
                 await client.call("Payments", "fail", {}, timeout=5)
         await watcher.wait(lambda w: any(e.get("to") == "open" for e in w.on("/circuit-breaker")), 10, "open")
-        await receiver.wait_for(1, path="/hook", timeout=15)
-        first = receiver.bodies("/hook")
-        assert first[0]["status"] == "firing" and first[0]["commonLabels"]["alertname"] == "CircuitBreakerOpen"
+        # The embedded metric rules may notify ServiceDegraded too, in either order: wait for the breaker's.
+        await receiver.wait_until(lambda got: breaker_opened(got) == ["Payments"], path="/hook", timeout=15,
+                                  what="CircuitBreakerOpen firing for Payments")
 
         await asyncio.sleep(2)
         before = [(b["groupKey"], b["status"]) for b in receiver.bodies("/hook")]
@@ -137,7 +143,8 @@ async def test_kill9_restores_breakers_alerts_and_notification_log(broker_url: s
             with pytest.raises(ServiceException):
                 await client.call("Ledger", "fail", {}, timeout=5)
         try:
-            await receiver.wait_for(len(after) + 1, path="/hook", timeout=15)
+            await receiver.wait_until(lambda got: breaker_opened(got) == ["Payments", "Ledger"], path="/hook",
+                                      timeout=15, what="CircuitBreakerOpen firing for Ledger")
         except AssertionError:
             events = [(e.get("service"), e.get("to")) for e in watcher.on("/circuit-breaker")]
             alerts = [(a.get("labels", {}).get("alertname"), a.get("labels", {}).get("service"), a.get("status"))
@@ -147,9 +154,7 @@ async def test_kill9_restores_breakers_alerts_and_notification_log(broker_url: s
         await asyncio.sleep(3)
         keys = [(b["groupKey"], b["status"]) for b in receiver.bodies("/hook")]
         assert len(keys) == len(set(keys)), f"a notification was repeated: {keys}"
-        opened = [b["commonLabels"]["service"] for b in receiver.bodies("/hook")
-                  if b["commonLabels"]["alertname"] == "CircuitBreakerOpen" and b["status"] == "firing"]
-        assert opened == ["Payments", "Ledger"]
+        assert breaker_opened(receiver.received("/hook")) == ["Payments", "Ledger"]
     finally:
         op.stop()
         for s in services:

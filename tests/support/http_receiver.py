@@ -20,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -96,6 +96,16 @@ class HttpReceiver:
         while len(got := self.received(path)) < n:
             if time.monotonic() > deadline:
                 raise AssertionError(f"got {len(got)} of {n} request(s) on {path or 'any path'} within {timeout}s")
+            await asyncio.sleep(0.02)
+        return got
+
+    async def wait_until(self, predicate: Callable[[list[Received]], bool], *, path: str | None = None,
+                         timeout: float = 5.0, what: str = "condition") -> list[Received]:
+        """Wait (without blocking the loop) until ``predicate`` holds for the requests so far."""
+        deadline = time.monotonic() + timeout
+        while not predicate(got := self.received(path)):
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{what} not met within {timeout}s; {len(got)} request(s) on {path or 'any path'}")
             await asyncio.sleep(0.02)
         return got
 
