@@ -55,7 +55,6 @@ _RECHECK_OFF_S = 1.0
 _configured = 0  # bumped each time configure_tracing sets the global provider
 
 _HEX = "0123456789abcdef"
-_LIMITS = {TRACEPARENT: TRACEPARENT_MAX, TRACESTATE: TRACESTATE_MAX}
 
 
 class UserPropertiesGetter(Getter[Sequence[tuple[str, str]]]):
@@ -80,22 +79,30 @@ GETTER = UserPropertiesGetter()
 SETTER = UserPropertiesSetter()
 
 
+def _first_headers(user_properties: Sequence[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """The first ``traceparent`` and the first ``tracestate`` value within their length caps."""
+    parent = state = None
+    for pair in user_properties:
+        if len(pair) != 2:
+            continue
+        key, value = pair
+        if key == TRACEPARENT:
+            if parent is None and isinstance(value, str) and len(value) <= TRACEPARENT_MAX:
+                parent = value
+        elif key == TRACESTATE and state is None and isinstance(value, str) and len(value) <= TRACESTATE_MAX:
+            state = value
+    return parent, state
+
+
 def trace_headers(user_properties: Sequence[tuple[str, str]]) -> Pairs:
     """The first ``traceparent`` and ``tracestate`` of ``user_properties`` within their length
     caps; ``()`` when there is no usable ``traceparent`` (a tracestate alone means nothing)."""
     if not user_properties:
         return ()
-    found: dict[str, str] = {}
-    for pair in user_properties:
-        if len(pair) != 2:
-            continue
-        key, value = pair
-        limit = _LIMITS.get(key)
-        if limit is not None and key not in found and isinstance(value, str) and len(value) <= limit:
-            found[key] = value
-    if TRACEPARENT not in found:
+    parent, state = _first_headers(user_properties)
+    if parent is None:
         return ()
-    return tuple((k, found[k]) for k in (TRACEPARENT, TRACESTATE) if k in found)
+    return ((TRACEPARENT, parent),) if state is None else ((TRACEPARENT, parent), (TRACESTATE, state))
 
 
 def span_context_headers(sc: SpanContext) -> list[tuple[str, str]]:
@@ -133,10 +140,10 @@ def parse_traceparent(value: str, tracestate: str | None = None) -> SpanContext 
 
 def extract_span_context(user_properties: Sequence[tuple[str, str]]) -> SpanContext | None:
     """The remote parent span context carried by ``user_properties``, or ``None``."""
-    headers = trace_headers(user_properties)
-    if not headers:
+    if not user_properties:
         return None
-    return parse_traceparent(headers[0][1], headers[1][1] if len(headers) > 1 else None)
+    parent, state = _first_headers(user_properties)
+    return None if parent is None else parse_traceparent(parent, state)
 
 
 def extract(user_properties: Sequence[tuple[str, str]]) -> Context | None:
