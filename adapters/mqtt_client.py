@@ -155,7 +155,7 @@ class ReceivedProperties(Properties):
     types = _TEMPLATE.types
     properties = _TEMPLATE.properties
 
-    def __init__(self, packetType: int) -> None:  # noqa: N803 (paho's name)
+    def __init__(self, packetType: int) -> None:  # paho's parameter name
         if packetType == PacketTypes.PUBLISH:
             self.__dict__["packetType"] = packetType
         else:
@@ -165,11 +165,11 @@ class ReceivedProperties(Properties):
         if self.packetType == PacketTypes.PUBLISH:
             try:
                 used = self._unpack_publish(buffer)
-            except Exception:  # noqa: BLE001 (paho decides below, with its own errors)
+            except Exception:  # paho decides below, with its own errors
                 used = None
             if used is not None:
                 return self, used
-        return super().unpack(buffer)  # type: ignore[no-any-return]
+        return super().unpack(buffer)
 
     def _unpack_publish(self, buffer: bytes | bytearray) -> int | None:
         """Fills the attributes and returns the bytes used, or ``None`` (leaving none set) when
