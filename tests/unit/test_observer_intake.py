@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -50,6 +51,7 @@ messages = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, max_size=40))
 def test_every_call_counted_exactly_once(batch: list[Message]) -> None:
@@ -111,6 +113,7 @@ def test_one_failing_answer_does_not_stop_the_others() -> None:
     assert sorted(o.topic for o in c.bus._outgoing) == [f"session/s{i}/response" for i in range(3)]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["session/s/response", "session/t/response"]),
                           st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode())

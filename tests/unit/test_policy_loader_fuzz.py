@@ -96,6 +96,7 @@ fuzz = settings(max_examples=250, deadline=None, suppress_health_check=[HealthCh
 names = st.sampled_from(sorted(LOADERS))
 
 
+@pytest.mark.slow
 @fuzz
 @given(name=names, content=st.binary(max_size=80) | yaml_texts.map(lambda t: t.encode("utf-8", "surrogatepass"))
        | values.map(_dump))
@@ -104,6 +105,7 @@ def test_arbitrary_override_files(name: str, content: bytes) -> None:
     _load(name, content)
 
 
+@pytest.mark.slow
 @fuzz
 @given(name=names, data=st.data())
 def test_default_with_one_value_replaced(name: str, data: st.DataObject) -> None:
