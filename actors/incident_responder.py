@@ -397,7 +397,7 @@ class Responder(IncidentEffects):
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()
         return {"pid": os.getpid(), "counts": dict(self.counts), "active": self.active_wire(now),
-                "pendingUndos": {k: v for k, v in sorted(self.undo_at.items(), key=lambda kv: kv[1])},
+                "pendingUndos": dict(sorted(self.undo_at.items(), key=lambda kv: kv[1])),
                 "pendingApprovals": sorted(self.pending_approvals),
                 "offenders": len(self.history.incidents), "store": self.store.stats().__dict__
                 if hasattr(self.store.stats(), "__dict__") else {}}

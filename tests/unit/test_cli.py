@@ -47,7 +47,7 @@ def test_help_lists_every_subcommand_and_the_exit_codes(tmp_path: Path) -> None:
     assert "--log-level" in r.stdout and "--log-format" in r.stdout
 
 
-@pytest.mark.parametrize("args, expect", [
+@pytest.mark.parametrize(("args", "expect"), [
     (("statsu",), "unknown subcommand 'statsu'; did you mean 'status'?"),
     (("--verbose",), "unknown option '--verbose'"),
     ((), "name a subcommand"),
