@@ -113,7 +113,7 @@ async def test_internal_errors_open_then_half_open_then_close(broker_url: str, t
         cb = parse_model(ErrorResponse, fast[0]).error.data
         assert cb is not None and cb.retry_after is not None and cb.timestamp is not None
         assert cb.retry_after > cb.timestamp and (cb.retry_after_seconds or 0) > 0
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(2.1)  # open_timeout 2 s: the breaker lets a probe through only after it
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
         await ops.watcher.wait(lambda w: breaker_states(ops, "Payments") == ["open", "half_open", "closed"], 5,
