@@ -1,6 +1,6 @@
 """Restart of operate itself (kill -9 of the whole process group, its local Ray included): breaker
 states, firing alerts and the alert notification log come back from the store; no alert is
-repeated and none is lost (issue 4 §4.7). operate runs as a real process here; the webhook
+repeated and none is lost. operate runs as a real process here; the webhook
 receiver is a real local HTTP server."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The operations job end to end: real mosquitto, real local Ray, SQLite; observed only on the
-broker, as the platform's clients see it (issue 4 §4)."""
+broker, as the platform's clients see it."""
 
 from __future__ import annotations
 
