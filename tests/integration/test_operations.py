@@ -35,8 +35,10 @@ async def test_instance_crash_answers_pending_and_recovers(broker_url: str, tmp_
         assert await client.call("Inventory", "ok", {}, timeout=5) == {"ok": True, "service": "Inventory"}
         await ops.watcher.wait(lambda w: any("Inventory" in h.get("services", {}) for h in w.on("/health")), 10,
                                "Inventory in the health summary")
+        calls = Collector()
+        await ops.bus.subscribe("service/Inventory", calls, qos=1)
         pending = [asyncio.create_task(client.call_raw("Inventory", "hang", {}, timeout=20)) for _ in range(5)]
-        await asyncio.sleep(0.5)
+        await calls.wait_for(5)  # the broker has routed the five calls (to the service and the observer too)
         svc.kill()
         answers = await asyncio.wait_for(asyncio.gather(*pending), 5)
         for doc in answers:
