@@ -29,6 +29,10 @@ from adapters.store.sqlite import SqliteStore
 
 __all__ = ["CapturingBus", "InMemoryStore", "Published"]
 
+_COUNTERS = ("received", "dispatched", "unmatched", "oversized", "incoming_dropped", "handler_errors", "published",
+             "publish_queued", "publish_dropped", "publish_oversized", "publish_refused", "publish_abandoned",
+             "dead_lettered", "connects", "reconnects")
+
 
 class _Clock(Protocol):
     def now(self) -> float: ...
@@ -75,6 +79,7 @@ class CapturingBus:
         self.subscriptions: dict[str, tuple[Handler, ...]] = {}
         self.connected = False
         self.handler_errors = 0
+        self.dispatched = 0
         self._matcher = TopicMatcher()
 
     async def start(self) -> None:
@@ -90,8 +95,11 @@ class CapturingBus:
         return None
 
     def stats(self) -> dict[str, int | bool]:
-        return {"published": len(self.published), "connected": self.connected,
-                "handler_errors": self.handler_errors, "outgoing_pending": 0}
+        """The real bus's counters (see ``MqttBus.stats``): those this double can count, zero the rest."""
+        out: dict[str, int | bool] = dict.fromkeys(_COUNTERS, 0)
+        out.update(published=len(self.published), dispatched=self.dispatched, handler_errors=self.handler_errors,
+                   outgoing_pending=0, connected=self.connected)
+        return out
 
     async def subscribe(self, topic_filter: str, handler: Handler, *, qos: int = 1,
                         shared_group: str | None = None) -> None:
@@ -131,6 +139,7 @@ class CapturingBus:
         validate_topic(topic)
         msg = Message(topic, encode_payload(payload), **fields)
         handlers = self._matcher.match(topic)
+        self.dispatched += bool(handlers)
         for handler in handlers:
             try:
                 result = handler(msg)
