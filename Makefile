@@ -22,9 +22,10 @@ lint: setup
 typecheck: setup
 	.venv/bin/mypy
 
-# The pure tests alone (no broker, database or Ray needed).
+# The pure tests alone (no broker, database or Ray needed), less the few slow property runs and
+# subprocess tests (marked `slow`; `make test` runs them).
 unit: setup
-	$(PY) -m pytest -q -p no:cacheprovider tests/unit
+	$(PY) -m pytest -q -p no:cacheprovider -m "unit and not slow" tests/unit
 
 # pytest exits 5 when nothing was collected; that is a failure here, as any non-zero exit.
 test: setup lint

@@ -353,8 +353,7 @@ class AuditWriterBody:
         """Run the retention purge now; the purge events written."""
         await self.start()
         await self.flush()
-        done = await self.trail.purge()
-        return done
+        return await self.trail.purge()
 
     async def _anchor_step(self) -> None:
         await self.anchor()

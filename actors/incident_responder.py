@@ -58,7 +58,7 @@ from actors.security_common import (
 from actors.settings import OperateSettings
 from adapters.enforcement import ENFORCED, Enforcement, own_addresses
 from adapters.mqtt import MqttBus
-from adapters.store import ActionRecord, IncidentRecord, StoreError, open_store
+from adapters.store import ActionRecord, IncidentRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.detection_rules import load_security_policy
 from policies.incident_expiry import incident_expired, last_event_at
@@ -91,16 +91,18 @@ class Responder(IncidentEffects):
     """The actor's body (also usable in-process); ``IncidentResponder`` is the Ray actor."""
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
-                 supervisor: Any = None, clock: Clock | None = None) -> None:
+                 supervisor: Any = None, clock: Clock | None = None, store: Store | None = None,
+                 bus: MqttBus | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.options = options or SecurityOptions()
         self.cluster = settings.cluster_id
         self.clock: Clock = clock or SystemClock()
         self.supervisor = supervisor
-        self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
-        self.bus: MqttBus | None = None
-        if supervisor is None:
+        self.store = BufferedStore(inner=store or open_store(settings.store_url),
+                                   max_queued=self.options.store_max_queued)
+        self.bus: MqttBus | None = bus
+        if bus is None and supervisor is None:
             self.bus = MqttBus(config=settings.mqtt_config(),
                                client_id=f"responder-{self.cluster}")
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
@@ -395,7 +397,7 @@ class Responder(IncidentEffects):
     async def status(self) -> dict[str, Any]:
         now = self.clock.now()
         return {"pid": os.getpid(), "counts": dict(self.counts), "active": self.active_wire(now),
-                "pendingUndos": {k: v for k, v in sorted(self.undo_at.items(), key=lambda kv: kv[1])},
+                "pendingUndos": dict(sorted(self.undo_at.items(), key=lambda kv: kv[1])),
                 "pendingApprovals": sorted(self.pending_approvals),
                 "offenders": len(self.history.incidents), "store": self.store.stats().__dict__
                 if hasattr(self.store.stats(), "__dict__") else {}}

@@ -40,7 +40,7 @@ class OperateSettings:
     kube_namespace: str = "default"
     kube_api: str | None = None
     """Explicit Kubernetes API host (tests, replay); None: in-cluster config, else kubeconfig."""
-    # Security analysis, incident response and the audit trail (issue 6).
+    # Security analysis, incident response and the audit trail.
     security: bool = True
     audit_calls: bool = True
     """Every observed call becomes an audit event (sanitized by the audit writer)."""

@@ -61,7 +61,7 @@ _LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhos
 
 def is_loopback_host(host: str) -> bool:
     """True for loopback names and addresses and for Unix-socket directories (``/run/postgresql``)."""
-    if not host or host.startswith("/") or host.startswith("%2F") or host.startswith("%2f"):
+    if not host or host.startswith(("/", "%2F", "%2f")):
         return True
     h = host.strip("[]").lower().rstrip(".")
     if h in _LOOPBACK_NAMES:

@@ -36,7 +36,7 @@ def stale_files(root: Path = WIRE_DIR) -> list[str]:
     want = expected_files()
     out = [p for p, text in want.items() if not (root / p).is_file() or (root / p).read_text() != text]
     have = {str(p.relative_to(root)) for p in root.rglob("*.json")} if root.is_dir() else set()
-    return sorted(out + [p for p in have - set(want)])
+    return sorted(out + list(have - set(want)))
 
 
 def write(root: Path = WIRE_DIR) -> int:

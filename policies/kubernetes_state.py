@@ -65,7 +65,7 @@ def parse_quantity(text: object) -> Decimal:
     if m["exp"] is not None:
         return value.scaleb(int(m["exp"]))
     if m["bin"] is not None:
-        return value * (1024 ** _BINARY[m["bin"]])
+        return value * Decimal(1024) ** _BINARY[m["bin"]]
     if m["dec"] is not None:
         return value.scaleb(_DECIMAL[m["dec"]])
     return value

@@ -51,7 +51,7 @@ EnforcementResult = ServiceFunctionError | None
 EnforcementCheck = Callable[
     [CallContext, UserContext | None], EnforcementResult | Awaitable[EnforcementResult]
 ]
-"""Run before dispatch (issue 6 fills it): return an error to refuse the call, ``None`` to allow."""
+"""Run before dispatch: return an error to refuse the call, ``None`` to allow."""
 
 _SECRET_HINTS = ("password", "secret", "token", "apikey", "api_key", "credential", "privatekey")
 _SHOWN_MAX = 100

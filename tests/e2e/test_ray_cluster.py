@@ -1,4 +1,4 @@
-"""operate on real Ray clusters (issue 4 §4.8): submitted as a Ray job to a `ray start --head`
+"""operate on real Ray clusters: submitted as a Ray job to a `ray start --head`
 cluster, and on a simulated three-node cluster where a node is removed under it. Both run in
 their own processes so the test session's Ray is untouched."""
 

@@ -136,7 +136,7 @@ async def test_postgres_long_transaction_is_a_warning(postgres_server: ChildServ
         tx = conn.transaction()
         await tx.start()
         await conn.execute("SELECT txid_current()")
-        await asyncio.sleep(0.3)
+        await asyncio.sleep(0.3)  # the transaction must grow older than the 0.2 s threshold
         probe = PostgresProbe.from_dsns([postgres_server.url], timeout_s=2.0,
                                         thresholds=PostgresThresholds(long_transaction=0.2))
         result = await probe.check()

@@ -50,6 +50,8 @@ async def test_hostile_calls_are_counted_never_answered_and_cost_no_finding(
         for flt, sink in sinks.items():
             await ops.bus.subscribe(flt, sink, qos=1)
         bad_topics = [actions, f"{prefix}/+/b", f"{prefix}/#", f"{prefix}/x\x00y", "$SYS/x"]
+        calls = Collector()
+        await ops.bus.subscribe("service/Inventory", calls, qos=1)
         pending = [asyncio.create_task(client.call_raw("Inventory", "hang", {}, timeout=20)) for _ in range(4)]
         for i, topic in enumerate(bad_topics):
             ops.bus.publish_nowait("service/Inventory", {"jsonrpc": "2.0", "id": f"bad-{i}", "method": "hang",
@@ -62,7 +64,9 @@ async def test_hostile_calls_are_counted_never_answered_and_cost_no_finding(
             lambda w: [h for h in w.on("/health")
                        if h["observed"].get("rejected", 0) >= 5 and h["observed"]["malformed"] >= 2], 10,
             "5 rejected and 2 malformed calls counted")
-        await asyncio.sleep(0.3)  # the hostile calls sit in the same window as the real pending ones
+        # Every call, hostile and real, has been routed by the broker (to the service and the observer
+        # too) before the crash: the hostile calls sit in the same window as the real pending ones.
+        await calls.wait_for(len(pending) + len(bad_topics) + 2)
         svc.kill()
         answers = await asyncio.wait_for(asyncio.gather(*pending), 10)
         for doc in answers:

@@ -1,5 +1,5 @@
 """The operations job end to end: real mosquitto, real local Ray, SQLite; observed only on the
-broker, as the platform's clients see it (issue 4 §4)."""
+broker, as the platform's clients see it."""
 
 from __future__ import annotations
 
@@ -35,8 +35,10 @@ async def test_instance_crash_answers_pending_and_recovers(broker_url: str, tmp_
         assert await client.call("Inventory", "ok", {}, timeout=5) == {"ok": True, "service": "Inventory"}
         await ops.watcher.wait(lambda w: any("Inventory" in h.get("services", {}) for h in w.on("/health")), 10,
                                "Inventory in the health summary")
+        calls = Collector()
+        await ops.bus.subscribe("service/Inventory", calls, qos=1)
         pending = [asyncio.create_task(client.call_raw("Inventory", "hang", {}, timeout=20)) for _ in range(5)]
-        await asyncio.sleep(0.5)
+        await calls.wait_for(5)  # the broker has routed the five calls (to the service and the observer too)
         svc.kill()
         answers = await asyncio.wait_for(asyncio.gather(*pending), 5)
         for doc in answers:
@@ -113,7 +115,7 @@ async def test_internal_errors_open_then_half_open_then_close(broker_url: str, t
         cb = parse_model(ErrorResponse, fast[0]).error.data
         assert cb is not None and cb.retry_after is not None and cb.timestamp is not None
         assert cb.retry_after > cb.timestamp and (cb.retry_after_seconds or 0) > 0
-        await asyncio.sleep(2.1)
+        await asyncio.sleep(2.1)  # open_timeout 2 s: the breaker lets a probe through only after it
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
         assert await client.call("Payments", "ok", {}, timeout=5) == {"ok": True, "service": "Payments"}
         await ops.watcher.wait(lambda w: breaker_states(ops, "Payments") == ["open", "half_open", "closed"], 5,

@@ -39,6 +39,9 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
+SLOW_STARTED: list[float] = []  # one entry per "slow" call the in-process service began
+
+
 def users_service(name: str) -> Service:
     svc = Service(name)
     from sdk import errors as e
@@ -65,6 +68,7 @@ def users_service(name: str) -> Service:
 
     @svc.function("slow", timeout=0.2)
     async def slow(seconds: float = 1.0) -> None:
+        SLOW_STARTED.append(seconds)
         await asyncio.sleep(seconds)
 
     @svc.function("buggy")
@@ -239,8 +243,9 @@ async def test_thousand_concurrent_calls_over_one_client(served: Any) -> None:
 async def test_slow_call_does_not_block_others(served: Any) -> None:
     """While a slow function runs, a fast one on the same instance answers immediately."""
     name, client, _ = served
+    started = len(SLOW_STARTED)
     slow = asyncio.create_task(client.call(name, "slow", {"seconds": 0.15}, timeout=5))
-    await asyncio.sleep(0.02)
+    await wait_until(lambda: len(SLOW_STARTED) > started)
     loop = asyncio.get_running_loop()
     t0 = loop.time()
     await client.call(name, "getUser", {"user_id": "u"}, user_context=UC)

@@ -9,7 +9,6 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,7 +72,7 @@ def _run(args: list[str], **kwargs: object) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.fixture(scope="module")
-def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     """(the built wheel, the python of a fresh venv with only it and its dependencies)."""
     out = tmp_path_factory.mktemp("sdk-wheel")
     wheel = sdk_wheel.build(out / "dist")
@@ -88,7 +87,7 @@ def wheel_venv(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     constraints = out / "constraints.txt"
     constraints.write_text("\n".join(line for line in frozen if "==" in line and not line.startswith("sfa-ops")))
     _run([uv, "pip", "install", "--quiet", "--python", str(python), "-c", str(constraints), str(wheel)], env=env)
-    yield wheel, python
+    return wheel, python
 
 
 def test_wheel_ships_only_sfa_sdk(wheel_venv: tuple[Path, Path]) -> None:

@@ -4,7 +4,6 @@ that is down."""
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import subprocess
 import sys
@@ -27,6 +26,7 @@ from adapters.store import ActionRecord, IncidentRecord, open_store
 from drivers import audit as audit_cli
 from drivers import incidents as incidents_cli
 from tests.support.operations import Watcher
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -72,9 +72,14 @@ async def test_audit_writer_actor_calls_data_access_violations_and_purge(
         alert = await watcher.wait(lambda w: [a for a in w.on("/alerts")
                                               if a["labels"]["alertname"] == "ComplianceViolation"], 45, "violation")
         assert alert[0]["labels"]["regulation"] == "HIPAA §164.312(a)"
-        await asyncio.sleep(0.5)
         async with open_store(pg_database) as store:
-            rows = {r.kind + ":" + str(r.payload.get("userId")): r async for r in store.audit_iter()}
+
+            async def audited() -> dict[str, Any] | None:
+                rows = {r.kind + ":" + str(r.payload.get("userId")): r async for r in store.audit_iter()}
+                wanted = ("service_call:alice", "data_access:carol", "compliance_violation:carol", "service_call:bob")
+                return rows if all(k in rows for k in wanted) else None
+
+            rows = await eventually(audited, 10, "the calls, the access and the violation in the audit log")
             call = rows["service_call:alice"].payload
             assert call["parameters"]["password"] == "[REDACTED]" and "jane@" not in orjson.dumps(call).decode()
             assert call["compliance"]["dataClassification"] == "pii" and call["correlationId"] == "c1"

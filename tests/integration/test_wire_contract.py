@@ -193,9 +193,13 @@ async def test_real_producers_parse_and_drive_the_platform_aware_client(broker_u
             # 3. Crash with pending calls, and the cascade to OrderManagement.
             await procs.set_mode("UserManagement", FaultMode(mode="hang", rate=1.0))
             await until_hung(traffic_client, "UserManagement")
+            calls = Tape()
+            await ops.bus.subscribe("service/UserManagement", calls, qos=1)
             pending = [asyncio.create_task(client.call("UserManagement", "getUser", {"userId": f"p{i}"},
                                                        timeout=18)) for i in range(3)]
-            await asyncio.sleep(0.5)  # the calls reach the service (and hang there) before it dies
+            # The calls reach the service (and hang there) before it dies: the broker has routed them.
+            await until(lambda: {d.get("params", {}).get("userId") for d in calls.docs("service/")}
+                        >= {"p0", "p1", "p2"}, 10, "the three pending calls routed by the broker")
             await procs.crash("UserManagement")
             await procs.set_mode("UserManagement", FaultMode())  # retained: the restarted instance is normal
             answers = await asyncio.gather(*pending, return_exceptions=True)

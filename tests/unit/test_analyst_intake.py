@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -75,6 +76,7 @@ def counted(a: Analyst) -> int:
     return ev["auth"] + ev["authz"] + ev["data_access"] + a.counts["service_events"] + a.counts["malformed"]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(messages, max_size=30))
@@ -97,6 +99,7 @@ logins = st.builds(
     st.booleans(), st.integers(0, 23))
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(logins, max_size=60))
@@ -143,6 +146,7 @@ def test_bad_role_change_details_are_malformed_not_raised(tmp_path: Path) -> Non
     assert a.analyzer.stats().events["role_change"] == 1 and a._pending_alerts
 
 
+@pytest.mark.slow
 def test_flood_of_distinct_keys_stays_within_the_caps(tmp_path: Path) -> None:
     """20 000 distinct users, IPs and services (auth failures, denials, data access, activity,
     service reports) through an analyst whose tables are capped at 500: each table holds at most

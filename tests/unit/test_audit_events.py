@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 
 import orjson
 import pytest
@@ -15,8 +14,8 @@ from hypothesis import strategies as st
 
 from actors.audit_writer import AuditTrail
 from actors.clock import FakeClock
-from adapters.store import open_store
 from adapters.store.buffer import BufferedStore
+from adapters.testing import InMemoryStore
 from policies.audit_events import (
     META_CHAIN,
     ComplianceTracker,
@@ -145,17 +144,17 @@ def _planted(s: str) -> tuple[dict[str, object], list[str]]:
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(secret=_secret, agent_secret=_secret)
-def test_planted_secrets_never_reach_store_or_logs(secret: str, agent_secret: str, tmp_path: Path,
+def test_planted_secrets_never_reach_store_or_logs(secret: str, agent_secret: str,
                                                    caplog: pytest.LogCaptureFixture) -> None:
     """Secrets planted in params, text, URLs, JWTs and card numbers survive neither into the stored
-    audit rows (SQLite, read back) nor into anything the audit trail logs."""
+    audit rows (the in-memory SQLite store, read back) nor into anything the audit trail logs."""
     params, forbidden = _planted(secret)
     record = {"ts": NOW, "service": "UserManagement", "method": "login", "userId": "u",
               "userAgent": f"curl/8 token={agent_secret}", "params": params, "result": {"token": secret}}
     forbidden.append(agent_secret)
 
     async def roundtrip() -> str:
-        store = BufferedStore(inner=open_store(f"sqlite:///{tmp_path}/audit.db"))
+        store = BufferedStore(inner=InMemoryStore(clock=FakeClock(NOW)))
         await store.open()
         try:
             trail = AuditTrail(store=store, policy=POLICY, cluster="c", max_pending=1, clock=FakeClock(NOW))

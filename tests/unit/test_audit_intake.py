@@ -10,6 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -74,6 +75,7 @@ def counted(w: AuditWriterBody) -> int:
     return c["calls"] + c["data_access"] + c["data_subject"] + c["auth"] + c["authz"] + c["malformed"]
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow,
                                                                   HealthCheck.function_scoped_fixture])
 @given(batch=st.lists(messages, max_size=30), records=st.lists(call_records, max_size=10))

@@ -1,4 +1,4 @@
-"""The security analyst reads the baselines the analysis job writes (issue 6 ↔ issue 7)."""
+"""The security analyst reads the baselines the analysis job writes."""
 
 from actors.security_analyst import parse_user_baselines
 

@@ -51,6 +51,7 @@ def split(frame: pd.DataFrame, cuts: list[float]) -> list[pd.DataFrame]:
     return [frame[(frame["ts"] >= lo) & (frame["ts"] < hi)] for lo, hi in itertools.pairwise(edges)]
 
 
+@pytest.mark.slow
 @settings(max_examples=15, deadline=None)
 @given(cuts=st.lists(st.floats(START, START + HOURS * HOUR), max_size=5), seed=st.integers(0, 3))
 def test_any_time_split_gives_the_same_baselines(cuts: list[float], seed: int) -> None:

@@ -47,7 +47,7 @@ def test_help_lists_every_subcommand_and_the_exit_codes(tmp_path: Path) -> None:
     assert "--log-level" in r.stdout and "--log-format" in r.stdout
 
 
-@pytest.mark.parametrize("args, expect", [
+@pytest.mark.parametrize(("args", "expect"), [
     (("statsu",), "unknown subcommand 'statsu'; did you mean 'status'?"),
     (("--verbose",), "unknown option '--verbose'"),
     ((), "name a subcommand"),
@@ -79,6 +79,7 @@ def test_a_subcommand_reports_usage_errors_under_its_own_name(tmp_path: Path) ->
     assert "usage: sfa-ops broker-acl" in r.stderr
 
 
+@pytest.mark.slow
 def test_log_format_json_reaches_the_subcommands_log_lines(tmp_path: Path) -> None:
     # Nothing listens on port 1: the MQTT adapter logs its failed connection attempts (WARNING).
     r = sfa_ops("status", "--broker", "mqtt://127.0.0.1:1", "--timeout", "1", "--log-format", "json", cwd=tmp_path)

@@ -4,13 +4,12 @@ redacted) parameters in the audit log until the action ends; other calls keep th
 from __future__ import annotations
 
 import asyncio
-from pathlib import Path
 from typing import Any
 
 from actors.audit_writer import AuditTrail
 from actors.clock import FakeClock
-from adapters.store import open_store
 from adapters.store.buffer import BufferedStore
+from adapters.testing import InMemoryStore
 from policies.audit_events import call_event, enhanced_redaction
 from policies.compliance import load_compliance_policy
 from policies.monitoring_watch import active_targets
@@ -57,14 +56,14 @@ def test_active_targets_of_enhanced_logging() -> None:
     assert active_targets(doc.actions, "enhanced_logging", NOW) == {"alice": NOW + 600, "carol": None}
 
 
-def test_audit_trail_records_targets_in_full_until_the_action_ends(tmp_path: Path) -> None:
-    """The audit trail, writing to a real SQLite store: alice's call (user under enhanced logging)
+def test_audit_trail_records_targets_in_full_until_the_action_ends() -> None:
+    """The audit trail, writing to the real SQLite store in memory: alice's call (user under enhanced logging)
     and one from a watched address are stored in full; bob's is capped; after expiry, alice's is
     capped again."""
     clock = FakeClock(NOW)
 
     async def run() -> list[dict[str, Any]]:
-        store = BufferedStore(inner=open_store(f"sqlite:///{tmp_path}/audit.db"))
+        store = BufferedStore(inner=InMemoryStore(clock=clock))
         await store.open()
         try:
             trail = AuditTrail(store=store, policy=POLICY, cluster="c", clock=clock)

@@ -108,6 +108,7 @@ def _json(value: object) -> bytes:
     return json.dumps(value).encode()  # stdlib: any integer, lone surrogates escaped
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(st.binary(max_size=200) | call_like.map(_json) | json_values.map(_json),
        st.none() | st.text(max_size=40), st.none() | st.binary(max_size=40))

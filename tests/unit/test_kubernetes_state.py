@@ -60,6 +60,7 @@ def test_parse_quantity_refuses_what_kubernetes_refuses(text: object) -> None:
         parse_quantity(text)
 
 
+@pytest.mark.slow
 @given(st.text(max_size=80))
 def test_parse_quantity_total(text: str) -> None:
     """Any string either parses to a finite number or raises QuantityError."""

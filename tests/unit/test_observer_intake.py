@@ -1,4 +1,4 @@
-"""``ObserverCore`` handlers without Ray or a broker (its bus is never started: answers only queue):
+"""``ObserverCore`` handlers without Ray or a broker (its bus a ``CapturingBus`` that records the answers):
 every call payload is counted exactly once, nothing raises, a bad pending call cannot stop the
 answers to the others."""
 
@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -13,6 +14,7 @@ from actors.clock import FakeClock
 from actors.observer import ObserverCore
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
+from adapters.testing import CapturingBus
 from policies.correlation import Pending
 from policies.monitoring import BreakerView, MonitorResult, Unavailable
 from policies.observation import ObservationPolicy
@@ -24,7 +26,9 @@ TOPICS = ["session/s/response", "a/+/b", "a/#", "a\x00b", "$SYS/x", "system/c/se
 def core(max_discovered: int = 3) -> ObserverCore:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",),
                         max_discovered_services=max_discovered)
-    return ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy())
+    c = ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy())
+    c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
+    return c
 
 
 def intake_total(c: ObserverCore) -> int:
@@ -50,6 +54,7 @@ messages = st.builds(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(messages, max_size=40))
 def test_every_call_counted_exactly_once(batch: list[Message]) -> None:
@@ -61,7 +66,7 @@ def test_every_call_counted_exactly_once(batch: list[Message]) -> None:
         c.on_call(m)
     assert intake_total(c) == len(batch)
     assert len(c.admission.discovered) <= 3
-    queued = [o.topic for o in c.bus._outgoing]
+    queued = [o.topic for o in c.bus.published]
     assert all(t == "session/s/response" or (t and not t.startswith(("$", "system/")) and "+" not in t
                                              and "#" not in t and "\x00" not in t) for t in queued)
 
@@ -80,9 +85,9 @@ def test_rejected_calls_are_counted_and_never_answered() -> None:
         c.on_call(Message("service/Users", json.dumps({"jsonrpc": "2.0", "id": bad_id, "method": "m",
                                                         "replyTo": "session/s/response"}).encode()))
     assert c.counters()["rejected"] == 6 and c.counters()["malformed"] == 2
-    assert not c.bus._outgoing
+    assert not c.bus.published
     c.on_call(Message("service/Users", b'{"jsonrpc":"2.0","id":3,"method":"m","replyTo":"session/s/response"}'))
-    assert [o.topic for o in c.bus._outgoing] == ["session/s/response"]
+    assert [o.topic for o in c.bus.published] == ["session/s/response"]
 
 
 def test_calls_to_made_up_names_beyond_the_cap_are_only_counted() -> None:
@@ -108,9 +113,10 @@ def test_one_failing_answer_does_not_stop_the_others() -> None:
                            unavailable=Unavailable("no_running_pods", None, 30.0))
     answered = c.apply_results([result], now=c.clock.now())
     assert answered == 3 and c.counters()["answerFailed"] == 1
-    assert sorted(o.topic for o in c.bus._outgoing) == [f"session/s{i}/response" for i in range(3)]
+    assert sorted(o.topic for o in c.bus.published) == [f"session/s{i}/response" for i in range(3)]
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(st.sampled_from(["session/s/response", "session/t/response"]),
                           st.binary(max_size=80) | json_values.map(lambda v: json.dumps(v).encode())

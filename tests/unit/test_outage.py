@@ -16,6 +16,7 @@ from actors.clock import FakeClock
 from actors.observer import ObserverCore
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
+from adapters.testing import CapturingBus
 from policies.circuit_breaker import BreakerSettings
 from policies.correlation import ServiceDelta
 from policies.health import Damping, DownRules, HealthPolicy, HealthStatus
@@ -165,11 +166,13 @@ def test_each_outage_is_published_once_and_recovered(seq: list[tuple[str, bool, 
 
 
 def test_observer_publishes_the_event_and_answers_pending_calls_at_once() -> None:
-    """Through ObserverCore (bus not started: publishes queue): observer 0 queues the service_unavailable
+    """Through ObserverCore (its bus a CapturingBus): observer 0 queues the service_unavailable
     on system/c/errors as the Last Will arrives, before any tick; observer 1 of two sees the same
     presence and publishes no message; each answers at once the pending calls it owns."""
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",), observers=2)
     cores = [ObserverCore(settings=s, index=i, clock=FakeClock(), policy=ObservationPolicy()) for i in (0, 1)]
+    for c in cores:
+        c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
     for i in range(4):
         call = json.dumps({"jsonrpc": "2.0", "id": i, "method": "m", "replyTo": f"session/s{i}/response"})
         for c in cores:
@@ -177,9 +180,9 @@ def test_observer_publishes_the_event_and_answers_pending_calls_at_once() -> Non
     for c in cores:
         c.on_presence(Message("system/c/presence/Users/i1", b'{"status":"online"}'))
         c.on_presence(Message("system/c/presence/Users/i1", b'{"status":"offline"}'))
-    errors = [o for o in cores[0].bus._outgoing if o.topic == "system/c/errors"]
+    errors = [o for o in cores[0].bus.published if o.topic == "system/c/errors"]
     assert len(errors) == 1
     ServiceUnavailable.model_validate_json(errors[0].payload)
-    answers = sorted(o.topic for c in cores for o in c.bus._outgoing if o.topic.startswith("session/"))
+    answers = sorted(o.topic for c in cores for o in c.bus.published if o.topic.startswith("session/"))
     assert answers == [f"session/s{i}/response" for i in range(4)]
-    assert not [o for o in cores[1].bus._outgoing if o.topic == "system/c/errors"]
+    assert not [o for o in cores[1].bus.published if o.topic == "system/c/errors"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,6 +35,7 @@ def core(index: int = 0, observers: int = 1) -> ObserverCore:
     return ObserverCore(settings=s, index=index, clock=FakeClock(), policy=ObservationPolicy())
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(topics, payloads), max_size=30))
 def test_every_presence_counted_exactly_once(batch: list[tuple[str, bytes]]) -> None:

@@ -21,7 +21,7 @@ def test_rewrite_moves_first_party_imports_under_sfa_sdk() -> None:
                             "from sfa_sdk import (\n    A,\n)\n")
 
 
-@pytest.mark.parametrize("source, why", [
+@pytest.mark.parametrize(("source", "why"), [
     ("from policies.config import parse_duration\n", "policies.config left after the rewrite"),
     ("import sfa_sdk._adapters.store\n", "binds sfa_sdk"),
     ("from sfa_sdk._adapters.store import Store\n", "sfa_sdk._adapters.store is not in the wheel"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from opentelemetry import trace
@@ -65,6 +66,7 @@ def traceparents(draw: st.DrawFn) -> str:
 tracestates = st.none() | st.sampled_from(["", "vendor=abc", "a=1,b=2", "bad state", "x" * 600]) | st.text(max_size=40)
 
 
+@pytest.mark.slow
 @settings(max_examples=1500, deadline=None)
 @given(traceparents() | st.text(max_size=60), tracestates, st.booleans())
 @example(PARENT, None, False)

@@ -1,6 +1,6 @@
 """W3C Trace Context over MQTT 5 user properties (``adapters.tracing``), and sfa-ops' -32503
-answers carrying the caller's trace (``ObserverCore`` without Ray: its bus is never started, answers
-only queue)."""
+answers carrying the caller's trace (``ObserverCore`` without Ray: its bus a ``CapturingBus`` that
+records the answers)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ from actors.observer import ObserverCore
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message
+from adapters.testing import CapturingBus
 from policies.monitoring import BreakerView, MonitorResult, Unavailable
 from policies.observation import ObservationPolicy
 
@@ -123,7 +124,9 @@ def test_otlp_endpoint_and_ray_environment() -> None:
 
 def observer(tp: TracerProvider) -> ObserverCore:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",))
-    return ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy(), tracer_provider=tp)
+    c = ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy(), tracer_provider=tp)
+    c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
+    return c
 
 
 def call(i: int, props: tuple[tuple[str, str], ...] = ()) -> Message:
@@ -133,8 +136,7 @@ def call(i: int, props: tuple[tuple[str, str], ...] = ()) -> Message:
 
 
 def queued_properties(c: ObserverCore) -> dict[str, list[tuple[str, str]]]:
-    return {o.topic: list(getattr(o.properties, "UserProperty", [])) if o.properties else []
-            for o in c.bus._outgoing}
+    return {o.topic: list(o.user_properties) for o in c.bus.published}
 
 
 def test_unavailable_answers_carry_the_callers_trace_and_record_a_span() -> None:
