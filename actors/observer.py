@@ -40,6 +40,7 @@ from opentelemetry import trace
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
+from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message, MqttBus
@@ -415,10 +416,28 @@ class Observer:
         self._report: Any = None
         self.peers: dict[int, Any] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._started: asyncio.Future[None] | None = None
+        start_if_restarted(f"observer {index}")
 
     async def start(self, known: list[str] | None = None) -> None:
-        """Connect and start ticking; ``known`` services are evaluated from the first tick."""
-        self.core.restore(known or [])
+        """Connect and start ticking; ``known`` services are evaluated from the first tick.
+        Idempotent: a restarted supervisor calls it again on a live observer. Restarted by Ray (its
+        process died), the observer starts itself with ``known`` None: the supervisor's monitored
+        services, so an open breaker refuses calls from the first tick again."""
+        if known:
+            self.core.restore(known)
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start(known)
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None  # the next start() tries again
+                raise
+        await asyncio.shield(self._started)
+
+    async def _start(self, known: list[str] | None) -> None:
         s = self.settings
         self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
         if s.security:
@@ -428,6 +447,12 @@ class Observer:
             self.peers = {i: ray.get_actor(s.actor_name("observer", str(i)), namespace=s.namespace)
                           for i in range(self.core.count) if i != self.index}
             self._forwarder = asyncio.create_task(self._forward_loop(), name=f"observer-{self.index}-forward")
+        if known is None:
+            try:
+                status = await asyncio.wait_for(self.supervisor.status.remote(), 30)
+                self.core.restore(list(status.get("monitors") or []))
+            except Exception:
+                logger.exception("observer %d: monitored services unknown; learnt again from traffic", self.index)
         await self.core.start()
         await self.core.bus.wait_connected(30)
         self._loop = asyncio.create_task(
