@@ -2,8 +2,8 @@
 at a random (seeded) moment, then a scripted service crash; per kind: findings lost, state
 restored, duplicates published, time to recover.
 
-Each trial runs a fresh operations job (real mosquitto, local Ray, SQLite, a local webhook as the
-alert receiver) and ``tests.support.actor_chaos.kill_trial``: steady traffic on one service, a
+All trials run in one operations job (real mosquitto, local Ray, SQLite, a local webhook as the
+alert receiver), each ``tests.support.actor_chaos.kill_trial`` with its own services: steady traffic on one service, a
 second service's breaker opened and its alert notified, then SIGKILL of the actor's worker process
 (never ``ray.kill``) after a random 0-3 s, then the first service's only instance crashed with
 calls pending on it. Lost: the crash's ``service_unavailable`` never published, or a pending call
@@ -27,44 +27,43 @@ from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
 from benchmarks.common import median, print_table, write_result
 from sdk import ServiceClient
-from tests.support.actor_chaos import CALL_TIMEOUT_S, KINDS, kill_trial, policies
+from tests.support.actor_chaos import CALL_TIMEOUT_S, KINDS, MAX_ROUNDS, kill_trial, policies
 from tests.support.http_receiver import http_receiver
 from tests.support.operations import ServiceProcess, operations
 
 
-async def _one(broker: str, kind: str, kill_after_s: float) -> dict[str, Any]:
+async def _trials(broker: str, kinds: tuple[str, ...], trials: int, seed: int) -> list[dict[str, Any]]:
+    """Every trial in one operations job (each with its own services): every kill after the first
+    also shows the job survived the ones before it."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
     bus = MqttBus(config=MqttConfig.from_url(broker))
     await bus.start()
     await bus.wait_connected(10)
     client = ServiceClient(bus)
     await client.start()
-    procs: list[ServiceProcess] = []
     try:
         with tempfile.TemporaryDirectory(prefix="sfa-chaos-") as tmp, http_receiver() as hook:
             async with operations(broker, Path(tmp), policies=policies(hook.url)) as ops:
-                trial = await kill_trial(ops, client, procs, hook, kind, kill_after_s=kill_after_s)
-            return trial.as_dict()
-    except Exception as exc:  # a trial that could not even be set up counts as lost
-        return {"kind": kind, "lost": 1, "restored": {"trial": False}, "duplicates": 0,
-                "recover_s": float("nan"), "detail": {"error": f"{type(exc).__name__}: {exc}"}}
+                for n in range(trials):
+                    for kind in kinds:
+                        delay = rng.uniform(0.0, 3.0)
+                        procs: list[ServiceProcess] = []
+                        try:
+                            r = (await kill_trial(ops, client, procs, hook, kind, n=n, kill_after_s=delay)).as_dict()
+                        except Exception as exc:  # a trial that could not even be set up counts as lost
+                            r = {"kind": kind, "lost": 1, "restored": {"trial": False}, "duplicates": 0,
+                                 "recover_s": float("nan"), "detail": {"error": f"{type(exc).__name__}: {exc}"}}
+                        finally:
+                            for p in procs:
+                                p.stop()
+                        r["kill_after_s"] = delay
+                        print(f"  {kind} #{n + 1}: lost {r['lost']}, restored {r['restored']}, "
+                              f"duplicates {r['duplicates']}, recovered in {r['recover_s']:.2f} s", flush=True)
+                        out.append(r)
     finally:
-        for p in procs:
-            p.stop()
         await client.close()
         await bus.stop()
-
-
-async def _trials(broker: str, kinds: tuple[str, ...], trials: int, seed: int) -> list[dict[str, Any]]:
-    rng = random.Random(seed)
-    out = []
-    for kind in kinds:
-        for n in range(trials):
-            delay = rng.uniform(0.0, 3.0)
-            r = await _one(broker, kind, delay)
-            r["kill_after_s"] = delay
-            print(f"  {kind} #{n + 1}: lost {r['lost']}, restored {r['restored']}, duplicates {r['duplicates']}, "
-                  f"recovered in {r['recover_s']:.2f} s", flush=True)
-            out.append(r)
     return out
 
 
@@ -102,11 +101,13 @@ def summarize(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m benchmarks.chaos.actors", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--trials", type=int, default=3, help="kills per actor kind (default 3)")
+    p.add_argument("--trials", type=int, default=3, help=f"kills per actor kind (default 3, at most {MAX_ROUNDS})")
     p.add_argument("--seed", type=int, default=1, help="seed of the kill moments (default 1)")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="actor kinds (default all)")
     p.add_argument("--json", metavar="PATH", help="also write every trial as JSON here")
     a = p.parse_args(argv)
+    if not 1 <= a.trials <= MAX_ROUNDS:
+        p.error(f"--trials must be 1..{MAX_ROUNDS}")
     results = run(a.trials, a.seed, tuple(a.kinds))
     rows = summarize(results)
     print_table(f"kill -9 of one sfa-ops actor process under traffic (seed {a.seed}; recovery bound "

@@ -53,17 +53,33 @@ def policies(hook_url: str) -> dict[str, str]:
                           f"    webhook_configs:\n      - url: {hook_url}/hook\n"),
     }
 
-ATTACKER_BEFORE = "203.0.113.7"
-ATTACKER_AFTER = "203.0.113.8"
 
 
-def actor_names(kind: str, cluster: str) -> list[str]:
+MAX_ROUNDS = 31
+"""Trials of one kind in one operations job (the attackers' addresses are unique up to this)."""
+
+
+def services(kind: str, n: int = 0) -> tuple[str, str]:
+    """The crashed and the breaker-opened service of trial ``n`` of ``kind`` (unique per kind and
+    trial: many trials can share one operations job)."""
+    tag = f"{kind.capitalize()}{n or ''}"
+    return f"Orders{tag}", f"Ledger{tag}"
+
+
+def attackers(kind: str, n: int = 0) -> tuple[str, str]:
+    """The IPs banned before and after the kill (unique per kind and trial)."""
+    k = n * len(KINDS) + KINDS.index(kind) + 1
+    assert n < MAX_ROUNDS
+    return f"203.0.113.{k}", f"198.51.100.{k}"
+
+
+def actor_names(kind: str, cluster: str, n: int = 0) -> list[str]:
     base = {"observer": f"sfa-observer-{cluster}-0", "supervisor": f"sfa-supervisor-{cluster}",
             "alertmanager": f"sfa-alertmanager-{cluster}", "analyst": f"sfa-analyst-{cluster}",
             "responder": f"sfa-responder-{cluster}", "audit": f"sfa-audit-{cluster}",
             "infra": f"sfa-infra-{cluster}-mqtt_broker"}
     if kind == "monitor":
-        return [f"sfa-monitor-{cluster}-Ledger", f"sfa-monitor-{cluster}-Orders"]
+        return [f"sfa-monitor-{cluster}-{name}" for name in services(kind, n)]
     return [base[kind]]
 
 
@@ -148,11 +164,11 @@ def _failed_logins(ops: Operations, ip: str) -> None:
                                                        "timestamp": "2026-01-01T00:00:00Z"}, qos=1)
 
 
-async def _traffic(client: ServiceClient, counts: dict[str, int], stop: asyncio.Event) -> None:
-    """Steady traffic on Orders: one call at a time, every 20 ms."""
+async def _traffic(client: ServiceClient, service: str, counts: dict[str, int], stop: asyncio.Event) -> None:
+    """Steady traffic on ``service``: one call at a time, every 20 ms."""
     while not stop.is_set():
         try:
-            await client.call("Orders", "ok", {}, timeout=5, user_context={"userId": "chaos-traffic"})
+            await client.call(service, "ok", {}, timeout=5, user_context={"userId": "chaos-traffic"})
             counts["ok"] += 1
         except Exception:
             counts["failed"] += 1
@@ -175,33 +191,35 @@ async def _audited(store_url: str, user: str) -> bool:
 
 
 async def kill_trial(ops: Operations, client: ServiceClient, procs: list[ServiceProcess], hook: HttpReceiver,
-                     kind: str, *,
-                     kill_after_s: float = 0.0, wait_s: float = 20.0) -> Trial:
-    """One kill -9 of ``kind`` under traffic, then the fault; never raises on a lost finding (counted)."""
+                     kind: str, *, n: int = 0, kill_after_s: float = 0.0, wait_s: float = 20.0) -> Trial:
+    """Trial ``n`` of ``kind``: one kill -9 under traffic, then the fault; never raises on a lost
+    finding (counted)."""
     trial = Trial(kind)
-    orders = ServiceProcess(ops.broker_url, ops.cluster, "Orders").start()
+    o, led = services(kind, n)
+    ip_before = attackers(kind, n)[0]
+    orders = ServiceProcess(ops.broker_url, ops.cluster, o).start()
     procs.append(orders)
-    procs.append(ServiceProcess(ops.broker_url, ops.cluster, "Ledger").start())
-    await ops.watcher.wait(lambda w: {"Orders", "Ledger"} <= set((w.on("/health") or [{}])[-1].get("services", {})),
-                           30, "Orders and Ledger in the health summary")
+    procs.append(ServiceProcess(ops.broker_url, ops.cluster, led).start())
+    await ops.watcher.wait(lambda w: {o, led} <= set((w.on("/health") or [{}])[-1].get("services", {})),
+                           30, "both services in the health summary")
     for _ in range(6):
         with contextlib.suppress(ServiceException):
-            await client.call("Ledger", "fail", {}, timeout=5)
+            await client.call(led, "fail", {}, timeout=5)
     await ops.watcher.wait(lambda w: [e for e in w.on("/circuit-breaker")
-                                      if e.get("service") == "Ledger" and e.get("to") == "open"], 10, "Ledger open")
-    await hook.wait_until(lambda _: bool(_notified(hook, "CircuitBreakerOpen", "Ledger")), path="/hook",
-                          timeout=15, what="CircuitBreakerOpen notified for Ledger")
+                                      if e.get("service") == led and e.get("to") == "open"], 10, "breaker open")
+    await hook.wait_until(lambda _: bool(_notified(hook, "CircuitBreakerOpen", led)), path="/hook",
+                          timeout=15, what="CircuitBreakerOpen notified")
     security = kind in ("analyst", "responder")
     if security:
-        _failed_logins(ops, ATTACKER_BEFORE)
-        await ops.watcher.wait(lambda w: _blocks(ops, ATTACKER_BEFORE), 20, "block_ip before the kill")
+        _failed_logins(ops, ip_before)
+        await ops.watcher.wait(lambda w: _blocks(ops, ip_before), 20, "block_ip before the kill")
     counts = {"ok": 0, "failed": 0}
     stop = asyncio.Event()
-    traffic = asyncio.create_task(_traffic(client, counts, stop))
+    traffic = asyncio.create_task(_traffic(client, o, counts, stop))
     try:
         await ops.watcher.wait(lambda w: counts["ok"] >= 5, 10, "traffic flowing")
         await asyncio.sleep(kill_after_s)  # the benchmark's random moment (0 in the test)
-        names = actor_names(kind, ops.cluster)
+        names = actor_names(kind, ops.cluster, n)
         before = {n: (await pid_and_whole(n))[0] for n in names}
         killed = time.time()
         for pid in before.values():
@@ -218,16 +236,16 @@ async def kill_trial(ops: Operations, client: ServiceClient, procs: list[Service
             trial.recover_s = time.time() - killed
         trial.detail["traffic_during_kill"] = dict(counts)
         if kind == "audit":  # a call observed after the restart must reach the audit trail
-            await client.call("Orders", "ok", {}, timeout=5, user_context={"userId": "chaos-after"})
+            await client.call(o, "ok", {}, timeout=5, user_context={"userId": f"chaos-after-{o}"})
         # The fault: calls pending on Orders, then its only instance is killed.
-        pending = [asyncio.create_task(client.call_raw("Orders", "hang", {}, timeout=CALL_TIMEOUT_S + 5))
+        pending = [asyncio.create_task(client.call_raw(o, "hang", {}, timeout=CALL_TIMEOUT_S + 5))
                    for _ in range(3)]
-        await client.call("Orders", "ok", {}, timeout=5)  # sent after the hangs: they reached the broker
+        await client.call(o, "ok", {}, timeout=5)  # sent after the hangs: they reached the broker
         stop.set()
         await traffic
         fault_at = time.time()
         orders.kill()
-        found = await _wait(_async(lambda: _unavailable_after(ops, "Orders", fault_at)), wait_s)
+        found = await _wait(_async(lambda: _unavailable_after(ops, o, fault_at)), wait_s)
         trial.lost += 0 if found else 1
         answers = await asyncio.gather(*pending, return_exceptions=True)
         unanswered = 0
@@ -236,11 +254,11 @@ async def kill_trial(ops: Operations, client: ServiceClient, procs: list[Service
             unanswered += 0 if ok else 1
         trial.lost += unanswered
         trial.detail["pending_unanswered"] = unanswered
-        await _check_state(ops, client, hook, kind, trial)
-        trial.duplicates += max(0, len(_unavailable_after(ops, "Orders", fault_at)) - 1)
-        trial.duplicates += max(0, len(_notified(hook, "CircuitBreakerOpen", "Ledger")) - 1)
+        await _check_state(ops, hook, kind, n, trial)
+        trial.duplicates += max(0, len(_unavailable_after(ops, o, fault_at)) - 1)
+        trial.duplicates += max(0, len(_notified(hook, "CircuitBreakerOpen", led)) - 1)
         if security:
-            trial.duplicates += max(0, len(_blocks(ops, ATTACKER_BEFORE)) - 1)
+            trial.duplicates += max(0, len(_blocks(ops, ip_before)) - 1)
     finally:
         stop.set()
         with contextlib.suppress(Exception):
@@ -254,35 +272,36 @@ def _async(fn: Callable[[], Any]) -> Callable[[], Awaitable[Any]]:
     return call
 
 
-async def _check_state(ops: Operations, client: ServiceClient, hook: HttpReceiver, kind: str,
-                       trial: Trial) -> None:
-    """What the killed actor must have got back, plus the shared view of the Ledger breaker."""
-    # The observer's own view of the breaker (what refuses calls; a live Ledger instance answers too).
-    trial.restored["observer_breaker"] = bool(await _wait(lambda: _observer_breaker(ops.cluster, "Ledger"), 10))
+async def _check_state(ops: Operations, hook: HttpReceiver, kind: str, n: int, trial: Trial) -> None:
+    """What the killed actor must have got back, plus the shared view of the opened breaker."""
+    o, led = services(kind, n)
+    ip_before, ip_after = attackers(kind, n)
+    # The observer's own view of the breaker (what refuses calls; a live instance answers too).
+    trial.restored["observer_breaker"] = bool(await _wait(lambda: _observer_breaker(ops.cluster, led), 10))
     health = await _wait(_async(lambda: [h for h in ops.watcher.on("/health")
-                                         if h.get("services", {}).get("Orders", {}).get("status") == "down"]), 15)
-    trial.restored["health"] = bool(health) and health[-1]["services"]["Ledger"]["breaker"] == "open"
+                                         if h.get("services", {}).get(o, {}).get("status") == "down"]), 15)
+    trial.restored["health"] = bool(health) and health[-1]["services"][led]["breaker"] == "open"
     if kind == "monitor":
-        state = await ray.get_actor(f"sfa-monitor-{ops.cluster}-Ledger", namespace="sfa-ops").state.remote()
+        state = await ray.get_actor(f"sfa-monitor-{ops.cluster}-{led}", namespace="sfa-ops").state.remote()
         trial.restored["monitor_breaker"] = state["breaker"]["state"] == "open"
     elif kind == "supervisor":
         status = await ray.get_actor(f"sfa-supervisor-{ops.cluster}", namespace="sfa-ops").status.remote()
-        trial.restored["supervisor_breakers"] = status["breakers"].get("Ledger") == "open"
+        trial.restored["supervisor_breakers"] = status["breakers"].get(led) == "open"
     elif kind == "alertmanager":
         # Whole again: the crash's alert is notified by the restarted alert manager.
         trial.restored["alert_after"] = bool(await _wait(_async(
             lambda: [b for b in hook.bodies("/hook") if isinstance(b, dict) and b.get("status") == "firing"
-                     and (b.get("commonLabels") or {}).get("service") == "Orders"]), 15))
+                     and (b.get("commonLabels") or {}).get("service") == o]), 15))
     elif kind in ("analyst", "responder"):
-        _failed_logins(ops, ATTACKER_AFTER)
-        found = await _wait(_async(lambda: _blocks(ops, ATTACKER_AFTER)), 20)
+        _failed_logins(ops, ip_after)
+        found = await _wait(_async(lambda: _blocks(ops, ip_after)), 20)
         trial.lost += 0 if found else 1
         if kind == "responder":
             status = await ray.get_actor(f"sfa-responder-{ops.cluster}", namespace="sfa-ops").status.remote()
             targets = {a.get("target") for a in status["active"]} if isinstance(status["active"], list) else set()
-            trial.restored["ban"] = ATTACKER_BEFORE in targets
+            trial.restored["ban"] = ip_before in targets
     elif kind == "audit":
-        trial.restored["audit_after"] = bool(await _wait(lambda: _audited(ops.store_url, "chaos-after"), 15))
+        trial.restored["audit_after"] = bool(await _wait(lambda: _audited(ops.store_url, f"chaos-after-{o}"), 15))
     elif kind == "infra":
         name = f"sfa-infra-{ops.cluster}-mqtt_broker"
         handle = ray.get_actor(name, namespace="sfa-ops")
