@@ -18,11 +18,11 @@
   a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
   resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
-Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which schedules
-nothing: every public method first awaits ``ensure_started()``, which restores the state from the
-store (namespace ``alertmanager``, key ``dispatcher``) and starts the loop. A restarted actor
-therefore delivers nothing until a call reaches it: its owner should poll ``status()`` (the
-supervisor's health poll does) so pending notifications resume within one poll interval.
+Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which queues
+``start()`` on itself (``actors.restart``); every public method also first awaits
+``ensure_started()``, which restores the state from the store (namespace ``alertmanager``, key
+``dispatcher``) and starts the loop once. So pending notifications resume as soon as the restarted
+actor is up, without waiting for a call.
 """
 
 from __future__ import annotations
