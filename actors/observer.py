@@ -417,7 +417,8 @@ class Observer:
         self.peers: dict[int, Any] = {}
         self._sending: set[asyncio.Task[None]] = set()
         self._started: asyncio.Future[None] | None = None
-        start_if_restarted(f"observer {index}")
+        self._core_started = False
+        start_if_restarted(f"observer {index}", method="restart")
 
     async def start(self, known: list[str] | None = None) -> None:
         """Connect and start ticking; ``known`` services are evaluated from the first tick.
@@ -437,6 +438,17 @@ class Observer:
                 raise
         await asyncio.shield(self._started)
 
+    async def restart(self) -> None:
+        """Ray restarted this observer (its process died): start until started; a failed attempt
+        (the supervisor or the broker briefly away) is logged and tried again."""
+        while True:
+            try:
+                await self.start(None)
+                return
+            except Exception:
+                logger.exception("observer %d: start after a restart failed; trying again in 1 s", self.index)
+                await asyncio.sleep(1.0)
+
     async def _start(self, known: list[str] | None) -> None:
         s = self.settings
         self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
@@ -446,6 +458,7 @@ class Observer:
         if self.core.count > 1:
             self.peers = {i: ray.get_actor(s.actor_name("observer", str(i)), namespace=s.namespace)
                           for i in range(self.core.count) if i != self.index}
+        if self.core.count > 1 and self._forwarder is None:
             self._forwarder = asyncio.create_task(self._forward_loop(), name=f"observer-{self.index}-forward")
         if known is None:
             try:
@@ -453,7 +466,9 @@ class Observer:
                 self.core.restore(list(status.get("monitors") or []))
             except Exception:
                 logger.exception("observer %d: monitored services unknown; learnt again from traffic", self.index)
-        await self.core.start()
+        if not self._core_started:  # subscribed once: a retried start must not subscribe twice
+            await self.core.start()
+            self._core_started = True
         await self.core.bus.wait_connected(30)
         self._loop = asyncio.create_task(
             run_every(self.core.policy.tick, self._tick, name=f"observer-{self.index}", logger=logger),

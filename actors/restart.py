@@ -24,11 +24,12 @@ def restarted_by_ray() -> bool:
         return False
 
 
-def start_if_restarted(what: str, *args: Any) -> bool:
-    """From an actor's constructor: when Ray restarted it, queue ``start(*args)`` on itself (it runs
-    right after the constructor), so the actor is whole again without anyone asking."""
+def start_if_restarted(what: str, *args: Any, method: str = "start") -> bool:
+    """From an actor's constructor: when Ray restarted it, queue ``method(*args)`` (default
+    ``start``) on itself (it runs right after the constructor), so the actor is whole again without
+    anyone asking. Nobody waits for that call: a ``method`` that can fail should retry itself."""
     if not restarted_by_ray():
         return False
     logger.warning("%s was restarted by Ray; starting again", what)
-    ray.get_runtime_context().current_actor.start.remote(*args)
+    getattr(ray.get_runtime_context().current_actor, method).remote(*args)
     return True
