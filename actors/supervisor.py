@@ -443,6 +443,10 @@ class Supervisor:
             self.bus.publish_nowait(topics.system_health(self.cluster), summary, qos=1, retain=True)
 
     async def _housekeeping(self) -> None:
+        # A restarted observer starts itself; should that call be lost, this one (idempotent, one
+        # per observer every 5 s) starts it. Not awaited: a restarting observer must not hold this up.
+        for o in self.observers:
+            o.start.remote(None)
         if self.security_actors and self.clock.now() >= self._board_synced + BOARD_SYNC_S:
             self._board_synced, changes = self.clock.now(), self.board.incident_changes
             try:  # incidents resolved outside operate (drivers.incidents resolve) leave the board
