@@ -18,11 +18,11 @@
   a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
   resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
-Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which schedules
-nothing: every public method first awaits ``ensure_started()``, which restores the state from the
-store (namespace ``alertmanager``, key ``dispatcher``) and starts the loop. A restarted actor
-therefore delivers nothing until a call reaches it: its owner should poll ``status()`` (the
-supervisor's health poll does) so pending notifications resume within one poll interval.
+Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which queues
+``start()`` on itself (``actors.restart``); every public method also first awaits
+``ensure_started()``, which restores the state from the store (namespace ``alertmanager``, key
+``dispatcher``) and starts the loop once. So pending notifications resume as soon as the restarted
+actor is up, without waiting for a call.
 """
 
 from __future__ import annotations
@@ -40,6 +40,7 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
+from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters.alert_delivery import (
     DEFAULT_ALERTS_TOPIC,
@@ -83,7 +84,7 @@ class AlertManager:
         tick_s: float = 0.25, save_every_s: float = 10.0, clock: Clock | None = None,
         max_concurrent: int = 16,
     ) -> None:
-        # Nothing is scheduled here: Ray calls __init__ again on restart, outside any event loop.
+        # Ray calls __init__ again on restart, outside any event loop: only a remote start() is queued.
         self.settings = settings
         self.mirror, self.retry, self.tick_s, self.save_every_s = mirror, retry or RetryPolicy(), tick_s, save_every_s
         self.clock: Clock = clock or SystemClock()
@@ -99,6 +100,7 @@ class AlertManager:
         self._partial: dict[tuple[str, str], tuple[tuple[frozenset[str], frozenset[str]], frozenset[int]]] = {}
         self._saved_at = 0.0
         self._started_at = 0.0
+        start_if_restarted("alert manager")  # delivery resumes at once, not at the next call
 
     # ---------------------------------------------------------------- lifecycle
 

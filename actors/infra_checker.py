@@ -29,7 +29,6 @@ import logging
 import os
 import time
 import uuid
-import warnings
 from collections import deque
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -38,6 +37,7 @@ import ray
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
+from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters.infra import Probe
 from policies.infra_alerts import (
@@ -72,12 +72,6 @@ logger = logging.getLogger("sfa_ops.infra")
 GUARD_S = 1.0  # the outer timeout's margin over the probe's own
 OUTBOX_CAP = 100  # unsent transitions kept while the supervisor is unreachable
 REPORT_TIMEOUT_S = 10.0
-
-
-def _reconstructed() -> bool:
-    with warnings.catch_warnings():  # Ray 2.60 warns about its own use of a deprecated accessor
-        warnings.simplefilter("ignore")
-        return bool(ray.get_runtime_context().was_current_actor_reconstructed)
 
 
 def _host_label(url: str) -> str:
@@ -137,10 +131,8 @@ class InfraChecker:
         self._wake: asyncio.Event | None = None
         self._drain_lock = asyncio.Lock()
         self._buses: list[Any] = []
-        if _reconstructed():
+        if start_if_restarted(f"infra checker {component}"):
             self.restarted_at = self.clock.now()
-            logger.warning("infra checker %s was restarted; resuming", component)
-            ray.get_runtime_context().current_actor.start.remote()
 
     # -- lifecycle ----------------------------------------------------------------------------------
 

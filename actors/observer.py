@@ -40,6 +40,7 @@ from opentelemetry import trace
 
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
+from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message, MqttBus
@@ -415,10 +416,40 @@ class Observer:
         self._report: Any = None
         self.peers: dict[int, Any] = {}
         self._sending: set[asyncio.Task[None]] = set()
+        self._started: asyncio.Future[None] | None = None
+        self._core_started = False
+        start_if_restarted(f"observer {index}", method="restart")
 
     async def start(self, known: list[str] | None = None) -> None:
-        """Connect and start ticking; ``known`` services are evaluated from the first tick."""
-        self.core.restore(known or [])
+        """Connect and start ticking; ``known`` services are evaluated from the first tick.
+        Idempotent: a restarted supervisor calls it again on a live observer. Restarted by Ray (its
+        process died), the observer starts itself with ``known`` None: the supervisor's monitored
+        services, so an open breaker refuses calls from the first tick again."""
+        if known:
+            self.core.restore(known)
+        if self._started is None:
+            self._started = asyncio.get_running_loop().create_future()
+            try:
+                await self._start(known)
+                self._started.set_result(None)
+            except BaseException as exc:
+                self._started.set_exception(exc)
+                self._started = None  # the next start() tries again
+                raise
+        await asyncio.shield(self._started)
+
+    async def restart(self) -> None:
+        """Ray restarted this observer (its process died): start until started; a failed attempt
+        (the supervisor or the broker briefly away) is logged and tried again."""
+        while True:
+            try:
+                await self.start(None)
+                return
+            except Exception:
+                logger.exception("observer %d: start after a restart failed; trying again in 1 s", self.index)
+                await asyncio.sleep(1.0)
+
+    async def _start(self, known: list[str] | None) -> None:
         s = self.settings
         self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
         if s.security:
@@ -427,8 +458,17 @@ class Observer:
         if self.core.count > 1:
             self.peers = {i: ray.get_actor(s.actor_name("observer", str(i)), namespace=s.namespace)
                           for i in range(self.core.count) if i != self.index}
+        if self.core.count > 1 and self._forwarder is None:
             self._forwarder = asyncio.create_task(self._forward_loop(), name=f"observer-{self.index}-forward")
-        await self.core.start()
+        if known is None:
+            try:
+                status = await asyncio.wait_for(self.supervisor.status.remote(), 30)
+                self.core.restore(list(status.get("monitors") or []))
+            except Exception:
+                logger.exception("observer %d: monitored services unknown; learnt again from traffic", self.index)
+        if not self._core_started:  # subscribed once: a retried start must not subscribe twice
+            await self.core.start()
+            self._core_started = True
         await self.core.bus.wait_connected(30)
         self._loop = asyncio.create_task(
             run_every(self.core.policy.tick, self._tick, name=f"observer-{self.index}", logger=logger),

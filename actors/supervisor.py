@@ -26,6 +26,7 @@ from actors.loops import run_every
 from actors.monitor import STATE_NAMESPACE as MONITOR_STATE
 from actors.monitor import ServiceMonitor
 from actors.observer import Observer
+from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters.mqtt import MqttBus
 from adapters.outbox import UnackedOutbox
@@ -52,11 +53,20 @@ BOARD_SYNC_S = 30.0
 _SEVERITY_ORDER = {"healthy": 0, "unknown": 0, "degraded": 1, "down": 2}
 
 
-def named(actor_class: Any, name: str, namespace: str) -> Any:
+def named(actor_class: Any, name: str, namespace: str, *, detached: bool = False) -> Any:
     """A named actor's options: the existing one if it is alive (a restarted supervisor finds its
-    observers and monitors again), else a new one."""
+    observers and monitors again), else a new one. ``detached``: it does not die with its creator
+    (the supervisor's actors outlive a crash of the supervisor's process; its ``stop`` kills them)."""
     # SPREAD: on a multi-node cluster losing one node loses a share of the actors, not all of them.
-    return actor_class.options(name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD")
+    opts: dict[str, Any] = {"lifetime": "detached"} if detached else {}
+    return actor_class.options(name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD",
+                               **opts)
+
+
+def child(actor_class: Any, name: str, namespace: str) -> Any:
+    """An actor the supervisor owns: detached, so a kill -9 of the supervisor's process loses none
+    of them (the restarted supervisor finds them by name)."""
+    return named(actor_class, name, namespace, detached=True)
 
 
 @ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
@@ -105,6 +115,7 @@ class Supervisor:
         self._trackers: dict[str, set[int]] = {}
         """Observers tracking each service (a retired service's monitor stops when none is left)."""
         self._edges: dict[tuple[str, str], int] = {}
+        start_if_restarted("supervisor")
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -124,7 +135,7 @@ class Supervisor:
         try:
             from actors.alertmanager import AlertManager
 
-            self.alertmanager = named(AlertManager, s.actor_name("alertmanager"), ns).remote(s)
+            self.alertmanager = child(AlertManager, s.actor_name("alertmanager"), ns).remote(s)
             await self.alertmanager.start.remote()
         except ImportError:
             logger.warning("alert manager actor not available; alerts are published by the supervisor")
@@ -134,7 +145,7 @@ class Supervisor:
         if s.security:
             await self._start_security()
         self.observers = [
-            named(Observer, s.actor_name("observer", str(i)), ns).remote(s, i)
+            child(Observer, s.actor_name("observer", str(i)), ns).remote(s, i)
             for i in range(max(1, s.observers))
         ]
         await asyncio.gather(*(o.start.remote(known) for o in self.observers))
@@ -158,6 +169,11 @@ class Supervisor:
             for dep in await self.store.inner.dependencies_list():
                 self.graph.observe_edge(dep.caller, dep.callee, dep.last_seen, dep.count)
             self.known_services = sorted(await self.store.inner.state_list(MONITOR_STATE))
+            for name in self.known_services:  # the breakers' last states, for the cascade and status
+                saved = await self.store.inner.state_get(MONITOR_STATE, name)
+                breaker = (saved or {}).get("breaker")
+                if isinstance(breaker, dict) and isinstance(breaker.get("state"), str):
+                    self.breakers[name] = breaker["state"]
             for alert in await self.store.inner.alerts_list("firing"):
                 # Sent long ago as far as we know: the first housekeeping re-sends what is held.
                 self._firing.hold({"labels": dict(alert.labels), "annotations": dict(alert.annotations),
@@ -188,10 +204,10 @@ class Supervisor:
             redis_url=s.enforcement_redis, emqx_url=s.emqx_api, emqx_api_key=s.emqx_api_key,
             emqx_api_secret=s.emqx_api_secret))
         me = ray.get_runtime_context().current_actor
-        responder = named(IncidentResponder, s.actor_name("responder"), s.namespace).remote(s, opts, supervisor=me)
-        analyst = named(SecurityAnalyst, s.actor_name("analyst"), s.namespace).remote(
+        responder = child(IncidentResponder, s.actor_name("responder"), s.namespace).remote(s, opts, supervisor=me)
+        analyst = child(SecurityAnalyst, s.actor_name("analyst"), s.namespace).remote(
             s, opts, responder=responder, supervisor=me)
-        audit = named(AuditWriter, s.actor_name("audit"), s.namespace).remote(s, opts, supervisor=me)
+        audit = child(AuditWriter, s.actor_name("audit"), s.namespace).remote(s, opts, supervisor=me)
         self.security_actors = {"responder": responder, "analyst": analyst, "audit": audit}
         results = await asyncio.gather(*(a.start.remote() for a in self.security_actors.values()),
                                        return_exceptions=True)
@@ -205,7 +221,7 @@ class Supervisor:
 
         s = self.settings
         for component in components_for(s):
-            self.checkers[component] = named(InfraChecker, s.actor_name("infra", component), s.namespace).remote(
+            self.checkers[component] = child(InfraChecker, s.actor_name("infra", component), s.namespace).remote(
                 s, component)
         results = await asyncio.gather(*(c.start.remote() for c in self.checkers.values()), return_exceptions=True)
         for component, res in zip(self.checkers, results, strict=True):
@@ -252,6 +268,17 @@ class Supervisor:
                 logger.exception("alert manager stop failed")
         await self.bus.stop()
         await self.store.close()
+        self._kill_children()
+
+    def _kill_children(self) -> None:
+        """Detached actors outlive their creator: the supervisor ends them when it stops."""
+        handles = [*self.checkers.values(), *self.observers, *self.security_actors.values(),
+                   *self.monitors.values(), *([self.alertmanager] if self.alertmanager is not None else [])]
+        for h in handles:
+            try:
+                ray.kill(h, no_restart=True)
+            except Exception:
+                logger.exception("could not end an actor at stop")
 
     # -- actors ---------------------------------------------------------------------------------
 
@@ -261,7 +288,7 @@ class Supervisor:
         for name in services:
             self._trackers.setdefault(name, set()).update(range(max(1, s.observers)) if index is None else (index,))
             if name not in self.monitors:
-                self.monitors[name] = named(ServiceMonitor, s.actor_name("monitor", name), s.namespace).remote(s, name)
+                self.monitors[name] = child(ServiceMonitor, s.actor_name("monitor", name), s.namespace).remote(s, name)
         return {n: self.monitors[n] for n in services}
 
     async def mark_real(self, services: list[str]) -> None:
@@ -416,6 +443,10 @@ class Supervisor:
             self.bus.publish_nowait(topics.system_health(self.cluster), summary, qos=1, retain=True)
 
     async def _housekeeping(self) -> None:
+        # A restarted observer starts itself; should that call be lost, this one (idempotent, one
+        # per observer every 5 s) starts it. Not awaited: a restarting observer must not hold this up.
+        for o in self.observers:
+            o.start.remote(None)
         if self.security_actors and self.clock.now() >= self._board_synced + BOARD_SYNC_S:
             self._board_synced, changes = self.clock.now(), self.board.incident_changes
             try:  # incidents resolved outside operate (drivers.incidents resolve) leave the board

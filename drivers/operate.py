@@ -265,6 +265,16 @@ async def _keep_started(supervisor: Any) -> None:
         print("sfa-ops: the supervisor was restarted by Ray; its actors are started again", flush=True)
 
 
+def _end_actors(ray: Any, namespace: str, cluster: str) -> None:
+    """End this cluster id's actors (detached: they outlive the supervisor that created them)."""
+    for a in ray.util.list_named_actors(all_namespaces=True):
+        name = a.get("name", "")
+        if a.get("namespace") == namespace and name.startswith("sfa-") and (
+                name.endswith(f"-{cluster}") or f"-{cluster}-" in name):
+            with contextlib.suppress(Exception):
+                ray.kill(ray.get_actor(name, namespace=namespace), no_restart=True)
+
+
 async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
               stop: asyncio.Event | None = None) -> int:
     """Run the operations job until ``stop`` is set (default: SIGINT/SIGTERM) or ``--duration``."""
@@ -377,6 +387,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
             await http.stop()
         with contextlib.suppress(Exception):
             ray.kill(supervisor)
+        with contextlib.suppress(Exception):  # the supervisor's stop ends them; not if it never ran
+            _end_actors(ray, settings.namespace, settings.cluster_id)
         if started_ray:
             ray.shutdown()
         if embedded is not None:
