@@ -59,6 +59,7 @@ import random
 import socket
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -95,6 +96,7 @@ _SENDERS = 8  # concurrent publish awaits per connection: pipelines QoS 1 PUBACK
 _HIGH_WATER = 1024  # while connected, `await publish()` waits when this many are queued
 _YIELD_EVERY = 256  # the dispatcher yields to the loop this often so I/O keeps flowing
 _DEAD_LETTERS_KEPT = 100
+_MAX_SUB_ID = 268_435_455  # MQTT 5 Subscription Identifier: 1 .. 2^28 - 1
 
 
 class MqttSubscribeError(MqttBusError):
@@ -205,7 +207,6 @@ class MqttBus:
 
         self._subs: dict[str, _Subscription] = {}  # by broker filter
         self._subs_by_id: dict[int, _Subscription] = {}
-        self._next_sub_id = 1
         self._matcher = TopicMatcher()
 
         self._incoming: deque[paho.MQTTMessage] = deque()
@@ -341,8 +342,7 @@ class MqttBus:
         broker_filter = f"$share/{shared_group}/{topic_filter}" if shared_group else topic_filter
         sub = self._subs.get(broker_filter)
         if sub is None:
-            sub = _Subscription(topic_filter, broker_filter, qos, self._next_sub_id, (handler,))
-            self._next_sub_id += 1
+            sub = _Subscription(topic_filter, broker_filter, qos, self._sub_id_for(broker_filter), (handler,))
             self._subs[broker_filter] = sub
             self._subs_by_id[sub.sub_id] = sub
             send = True
@@ -359,6 +359,15 @@ class MqttBus:
             except MqttSubscribeError:
                 self._remove_handler(sub, handler)
                 raise
+
+    def _sub_id_for(self, broker_filter: str) -> int:
+        """The filter's subscription identifier: derived from the filter, so a restarted process gets
+        the same one and messages a resumed session queued under the old identifier reach the same
+        subscription (a counter would hand them to whichever filter was subscribed in that place)."""
+        sub_id = zlib.crc32(broker_filter.encode()) % _MAX_SUB_ID + 1
+        while sub_id in self._subs_by_id:  # a collision: the next free one
+            sub_id = sub_id % _MAX_SUB_ID + 1
+        return sub_id
 
     async def unsubscribe(self, topic_filter: str, *, shared_group: str | None = None) -> None:
         """Remove every handler of this filter and unsubscribe at the broker."""
