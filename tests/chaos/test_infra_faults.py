@@ -24,6 +24,7 @@ from adapters.store.base import StoreError
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
 from sdk import ServiceClient
+from sdk.errors import ServiceCallError
 from tests.support.chaos import PersistentBroker, RestartablePostgres, SteadyCaller, wait_until
 from tests.support.operations import ServiceProcess, operations
 
@@ -40,6 +41,21 @@ async def observer_counters(cluster: str) -> dict[str, int]:
 
 async def pending_at_least(cluster: str, n: int) -> bool:
     return (await observer_counters(cluster))["pending"] >= n
+
+
+async def quiet_window(ops: Any, caller: SteadyCaller) -> bool:
+    """10 more calls answered without the observer fast-failing one (the restart's false outage over)."""
+    start = await observer_counters(ops.cluster)
+    await caller.wait_answered(10, 30)
+    return (await observer_counters(ops.cluster))["fastFailed"] == start["fastFailed"]
+
+
+async def close_by_calls(client: ServiceClient, ops: Any, service: str) -> bool:
+    if await breaker_settled(ops, service):
+        return True
+    with contextlib.suppress(ServiceCallError):
+        await client.call(service, "ok", {}, timeout=5)
+    return False
 
 
 def opened(ops: Any, service: str) -> list[dict[str, Any]]:
@@ -76,8 +92,7 @@ async def test_broker_restart_under_traffic_loses_nothing(tmp_path: Path) -> Non
             assert before["calls"] >= 20 and before["responses"] >= 20, before
 
             await restart_broker(broker, caller)
-            await caller.wait_answered(10, 60)
-            await wait_until(lambda: breaker_settled(ops, HEALTHY), 30, "the healthy service's breaker closed")
+            await wait_until(lambda: quiet_window(ops, caller), 60, "10 calls in a row not fast-failed")
             settled = await observer_counters(ops.cluster)
             await caller.wait_answered(40, 60)
             after = await observer_counters(ops.cluster)
@@ -91,6 +106,9 @@ async def test_broker_restart_under_traffic_loses_nothing(tmp_path: Path) -> Non
 
             # a fault injected after the restart is published, its pending calls answered
             async with ServiceClient(caller.bus) as client:
+                # the restart's false outage (see the xfail below) left the idle service's breaker
+                # open: trial calls close it, so the fault's calls wait at the service as they should
+                await wait_until(lambda: close_by_calls(client, ops, FAULTY), 30, "the faulty service's breaker closed")
                 pending = [asyncio.create_task(client.call_raw(FAULTY, "hang", {}, timeout=30)) for _ in range(3)]
                 await wait_until(lambda: pending_at_least(ops.cluster, 3), 10, "the hanging calls pending")
                 down_from = len([d for d in ops.watcher.of_type("service_unavailable") if d.get("service") == FAULTY])
