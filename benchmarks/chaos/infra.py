@@ -8,8 +8,8 @@ crashed (kill -9, pending calls) as the scripted service fault:
 - broker restart: operate's private mosquitto (``persistence true``) gets SIGTERM and starts again on
   the same port; then the service fault is injected. Lost: the fault's ``service_unavailable`` not
   published or a pending call not answered. Restored: the healthy service's breaker closed and the
-  observer counting calls and responses again. Recovery: broker back -> 10 more calls answered with
-  the healthy breaker closed.
+  observer counting calls and responses again. Recovery: broker back -> 10 calls in a row answered
+  without the observer fast-failing one. ``healthy breakers opened`` counts the false outages.
 - PostgreSQL stop 30 s (operate's store): the service crashes and comes back during the outage. Lost:
   a finding published during the outage missing from the store's outbox 60 s after it is back.
   Duplicates: findings published or stored twice. Recovery: PostgreSQL back -> all findings stored.
@@ -35,7 +35,15 @@ from adapters.store import open_store
 from adapters.store.base import StoreError
 from benchmarks.common import median, print_table
 from sdk import ServiceClient
-from tests.support.chaos import PersistentBroker, RestartablePostgres, SteadyCaller, wait_until
+from tests.support.chaos import (
+    PersistentBroker,
+    RestartablePostgres,
+    SteadyCaller,
+    close_by_calls,
+    observer_counters,
+    quiet_window,
+    wait_until,
+)
 from tests.support.operations import Operations, ServiceProcess, operations
 
 HEALTHY, FAULTY = "Ledger", "Orders"
@@ -56,24 +64,15 @@ def _published_since(ops: Operations, since: float, n: int) -> bool:
     return len(_findings(ops, since)) >= n
 
 
-def _breaker_closed(ops: Operations, service: str) -> bool:
-    events = [e for e in ops.watcher.on("/circuit-breaker") if e.get("service") == service and e.get("to")]
-    return not events or events[-1]["to"] == "closed"
-
-
-async def _counters(cluster: str) -> dict[str, int]:
-    got: dict[str, int] = await ray.get_actor(f"sfa-observer-{cluster}-0", namespace="sfa-ops").counters.remote()
-    return got
-
-
 async def _crash_with_pending(ops: Operations, procs: list[ServiceProcess], client: ServiceClient) -> int:
     """Kill the faulty service with 3 calls pending: how many of (its service_unavailable, the 3
     answers) never came (0 when nothing was lost)."""
+    await wait_until(partial(close_by_calls, client, ops, FAULTY), 30, "the faulty service's breaker closed")
     before = len([d for d in ops.watcher.of_type("service_unavailable") if d.get("service") == FAULTY])
     pending = [asyncio.create_task(client.call_raw(FAULTY, "hang", {}, timeout=20)) for _ in range(3)]
 
     async def all_pending() -> bool:
-        return (await _counters(ops.cluster))["pending"] >= 3
+        return (await observer_counters(ops.cluster))["pending"] >= 3
 
     await wait_until(all_pending, 10, "the hanging calls pending")
     procs[1].kill()
@@ -115,12 +114,11 @@ async def broker_restarts(trials: int, rng: random.Random) -> list[dict[str, Any
                     await wait_until(lambda c=caller: not c.bus.connected, 10, "the broker gone")
                     broker.start()
                     up = time.monotonic()
-                    await caller.wait_answered(10, 60)
-                    await wait_until(lambda: _breaker_closed(ops, HEALTHY), 60, "healthy breaker closed")
+                    await wait_until(partial(quiet_window, ops, caller), 60, "10 calls in a row not fast-failed")
                     recover_s = time.monotonic() - up
-                    settled = await _counters(ops.cluster)
+                    settled = await observer_counters(ops.cluster)
                     await caller.wait_answered(20, 60)
-                    after = await _counters(ops.cluster)
+                    after = await observer_counters(ops.cluster)
                     restored = (after["responses"] - settled["responses"] >= after["calls"] - settled["calls"] - 2
                                 and after["fastFailed"] == settled["fastFailed"])
                     async with ServiceClient(caller.bus) as client:

@@ -24,8 +24,15 @@ from adapters.store.base import StoreError
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
 from sdk import ServiceClient
-from sdk.errors import ServiceCallError
-from tests.support.chaos import PersistentBroker, RestartablePostgres, SteadyCaller, wait_until
+from tests.support.chaos import (
+    PersistentBroker,
+    RestartablePostgres,
+    SteadyCaller,
+    close_by_calls,
+    observer_counters,
+    quiet_window,
+    wait_until,
+)
 from tests.support.operations import ServiceProcess, operations
 
 pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("ray_session")]
@@ -33,29 +40,8 @@ pytestmark = [pytest.mark.chaos, pytest.mark.usefixtures("ray_session")]
 HEALTHY, FAULTY = "Ledger", "Orders"
 
 
-async def observer_counters(cluster: str) -> dict[str, int]:
-    observer = ray.get_actor(f"sfa-observer-{cluster}-0", namespace="sfa-ops")
-    counters: dict[str, int] = await observer.counters.remote()
-    return counters
-
-
 async def pending_at_least(cluster: str, n: int) -> bool:
     return (await observer_counters(cluster))["pending"] >= n
-
-
-async def quiet_window(ops: Any, caller: SteadyCaller) -> bool:
-    """10 more calls answered without the observer fast-failing one (the restart's false outage over)."""
-    start = await observer_counters(ops.cluster)
-    await caller.wait_answered(10, 30)
-    return (await observer_counters(ops.cluster))["fastFailed"] == start["fastFailed"]
-
-
-async def close_by_calls(client: ServiceClient, ops: Any, service: str) -> bool:
-    if await breaker_settled(ops, service):
-        return True
-    with contextlib.suppress(ServiceCallError):
-        await client.call(service, "ok", {}, timeout=5)
-    return False
 
 
 def opened(ops: Any, service: str) -> list[dict[str, Any]]:
@@ -66,11 +52,6 @@ async def restart_broker(broker: PersistentBroker, caller: SteadyCaller) -> None
     broker.terminate()  # SIGTERM: mosquitto saves its sessions (and publishes every client's Last Will)
     await wait_until(lambda: not caller.bus.connected, 10, "the caller to see the broker go")
     broker.start()
-
-
-async def breaker_settled(ops: Any, service: str) -> bool:
-    events = [e for e in ops.watcher.on("/circuit-breaker") if e.get("service") == service and e.get("to")]
-    return not events or events[-1]["to"] == "closed"
 
 
 async def test_broker_restart_under_traffic_loses_nothing(tmp_path: Path) -> None:

@@ -143,3 +143,35 @@ async def wait_until(predicate: Any, timeout: float, what: str, every: float = 0
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
         await asyncio.sleep(every)
+
+
+async def observer_counters(cluster: str, index: int = 0) -> dict[str, int]:
+    """An observer's counters (calls, responses, fastFailed, pending…), from its actor."""
+    import ray
+
+    observer = ray.get_actor(f"sfa-observer-{cluster}-{index}", namespace="sfa-ops")
+    counters: dict[str, int] = await observer.counters.remote()
+    return counters
+
+
+def breaker_closed(ops: Any, service: str) -> bool:
+    """No breaker event for ``service`` seen yet, or the last one closed it."""
+    events = [e for e in ops.watcher.on("/circuit-breaker") if e.get("service") == service and e.get("to")]
+    return not events or events[-1]["to"] == "closed"
+
+
+async def quiet_window(ops: Any, caller: SteadyCaller, calls: int = 10) -> bool:
+    """``calls`` more calls answered without the observer fast-failing one."""
+    start = await observer_counters(ops.cluster)
+    await caller.wait_answered(calls, 30)
+    return (await observer_counters(ops.cluster))["fastFailed"] == start["fastFailed"]
+
+
+async def close_by_calls(client: ServiceClient, ops: Any, service: str) -> bool:
+    """One trial call unless ``service``'s breaker is closed (an idle service's breaker needs calls
+    to pass half-open); True once it is closed."""
+    if breaker_closed(ops, service):
+        return True
+    with contextlib.suppress(ServiceCallError):
+        await client.call(service, "ok", {}, timeout=5)
+    return False
