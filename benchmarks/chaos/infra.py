@@ -217,9 +217,15 @@ async def _run(trials: int, seed: int) -> list[dict[str, Any]]:
 def run(trials: int, seed: int) -> list[dict[str, Any]]:
     """Every trial of every fault, one dict each (fault, lost, restored, duplicates, recover_s)."""
     started = not ray.is_initialized()
-    if started:
-        ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
-                 configure_logging=False)
+    for attempt in range(3 if started else 0):  # a loaded machine can miss Ray's 30 s startup
+        try:
+            ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
+            break
+        except Exception:
+            ray.shutdown()
+            if attempt == 2:
+                raise
     try:
         return asyncio.run(_run(trials, seed))
     finally:
