@@ -1,9 +1,13 @@
 """Infrastructure faults under steady traffic with operate running (drivers.operate in-test, the
-session's Ray): nothing sfa-ops must publish is lost, no healthy service is blamed.
+session's Ray): nothing sfa-ops must publish is lost.
 
 - the broker (a private mosquitto with ``persistence true``, so sessions survive its restart)
-  restarted under traffic: calls and responses are both observed again, no healthy service's breaker
-  opens, a service fault injected afterwards is published and its pending calls answered;
+  restarted under traffic: calls and responses are both observed again (no call fast-failed or timed
+  out once the restart is over), the observer's session is resumed, and a service fault injected
+  afterwards is published with its pending calls answered. Not asserted, because not fixed: a stopping
+  mosquitto publishes every client's Last Will, which the observer can take for crashes (a false
+  ``service_unavailable`` and breaker opening for ``open_timeout``, in about half the restarts;
+  ``benchmarks.chaos.infra`` counts them as "healthy breakers opened");
 - the store's PostgreSQL stopped for 30 s under traffic: every finding raised during the outage is
   in the store afterwards, in order, and none is published twice.
 """
@@ -87,8 +91,9 @@ async def test_broker_restart_under_traffic_loses_nothing(tmp_path: Path) -> Non
 
             # a fault injected after the restart is published, its pending calls answered
             async with ServiceClient(caller.bus) as client:
-                # the restart's false outage (see the xfail below) left the idle service's breaker
-                # open: trial calls close it, so the fault's calls wait at the service as they should
+                # a restart's false outage (every Last Will published by the stopping broker, taken for
+                # crashes; not fixed yet, counted by benchmarks.chaos.infra) may have left the idle
+                # service's breaker open: trial calls close it, so the fault's calls wait at the service
                 await wait_until(lambda: close_by_calls(client, ops, FAULTY), 30, "the faulty service's breaker closed")
                 pending = [asyncio.create_task(client.call_raw(FAULTY, "hang", {}, timeout=30)) for _ in range(3)]
                 await wait_until(lambda: pending_at_least(ops.cluster, 3), 10, "the hanging calls pending")
@@ -100,32 +105,6 @@ async def test_broker_restart_under_traffic_loses_nothing(tmp_path: Path) -> Non
                 await ops.watcher.wait(lambda w: len([d for d in w.of_type("service_unavailable")
                                                       if d.get("service") == FAULTY]) > down_from, 15,
                                        "service_unavailable for the faulty service")
-    finally:
-        if caller is not None:
-            await caller.stop()
-        for p in procs:
-            p.stop()
-        broker.stop()
-
-
-@pytest.mark.xfail(strict=True, reason="a stopping mosquitto publishes every client's Last Will: the observer "
-                   "takes the services' offline presence for a crash, publishes service_unavailable and opens "
-                   "their breakers for open_timeout, then service_recovered when they reconnect")
-async def test_broker_restart_opens_no_healthy_breaker(tmp_path: Path) -> None:
-    broker = PersistentBroker()
-    broker.start()
-    procs: list[ServiceProcess] = []
-    caller: SteadyCaller | None = None
-    try:
-        async with operations(broker.url, tmp_path, services=(HEALTHY,)) as ops:
-            procs.append(ServiceProcess(broker.url, ops.cluster, HEALTHY).start())
-            caller = SteadyCaller(broker.url, HEALTHY)
-            await caller.start()
-            await caller.wait_answered(20, 30)
-            await restart_broker(broker, caller)
-            await caller.wait_answered(40, 60)
-            assert not opened(ops, HEALTHY), opened(ops, HEALTHY)
-            assert not ops.watcher.of_type("service_unavailable")
     finally:
         if caller is not None:
             await caller.stop()
