@@ -168,10 +168,11 @@ async def quiet_window(ops: Any, caller: SteadyCaller, calls: int = 10) -> bool:
 
 
 async def close_by_calls(client: ServiceClient, ops: Any, service: str) -> bool:
-    """One trial call unless ``service``'s breaker is closed (an idle service's breaker needs calls
-    to pass half-open); True once it is closed."""
-    if breaker_closed(ops, service):
-        return True
-    with contextlib.suppress(ServiceCallError):
+    """One trial call to ``service``; True when it was not fast-failed by the observer (its breaker is
+    closed: an idle service's breaker needs calls to pass half-open)."""
+    before = (await observer_counters(ops.cluster))["fastFailed"]
+    try:
         await client.call(service, "ok", {}, timeout=5)
-    return False
+    except ServiceCallError:
+        return False
+    return (await observer_counters(ops.cluster))["fastFailed"] == before and breaker_closed(ops, service)
