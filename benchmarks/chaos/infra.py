@@ -72,9 +72,9 @@ async def _crash_with_pending(ops: Operations, procs: list[ServiceProcess], clie
     pending = [asyncio.create_task(client.call_raw(FAULTY, "hang", {}, timeout=20)) for _ in range(3)]
 
     async def all_pending() -> bool:
-        return (await observer_counters(ops.cluster))["pending"] >= 3
+        return (await observer_counters(ops.cluster))["pending"] >= 1
 
-    await wait_until(all_pending, 10, "the hanging calls pending")
+    await wait_until(all_pending, 10, "a hanging call pending")  # a half-open breaker may fast-fail some
     procs[1].kill()
     lost = 0
     for task in pending:
