@@ -30,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import uuid
 from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
@@ -128,8 +127,7 @@ class AlertManager:
         self.store = BufferedStore(inner=open_store(s.store_url))
         await self.store.open()
         self.dispatcher = await self._restore()
-        self.bus = MqttBus(config=s.mqtt_config(),
-                           client_id=f"alertmanager-{s.cluster_id}-{uuid.uuid4().hex[:6]}")
+        self.bus = MqttBus(config=s.mqtt_config(), client_id=f"alertmanager-{s.cluster_id}")
         await self.bus.start()
         self.poster = JsonPoster(timeout_s=self.retry.timeout_s)
         self.ctx = DeliveryContext(cluster_id=s.cluster_id, poster=self.poster, bus=self.bus, retry=self.retry,

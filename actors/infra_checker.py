@@ -164,7 +164,8 @@ class InfraChecker:
             from adapters.infra.mqtt_probe import BrokerProbe
             from adapters.mqtt import MqttBus
 
-            bus = MqttBus(config=s.mqtt_config(),
+            # A probe measures the broker now: nothing queued from before is worth receiving.
+            bus = MqttBus(config=s.mqtt_config(persistent=False),
                           client_id=f"infra-{self.cluster}-{self.component}-{uuid.uuid4().hex[:6]}")
             self._buses.append(bus)
             await bus.start()

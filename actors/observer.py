@@ -140,9 +140,11 @@ class ObserverCore:
     async def start(self) -> None:
         await self.bus.start()
         group = self.share_group
-        await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=0, shared_group=group)
-        await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=0, shared_group=group)
-        await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=0, shared_group=group)
+        # QoS 1: with the persistent session the broker queues what arrives while we reconnect (a
+        # response missed after its call was seen would count as a timeout against a healthy service).
+        await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=1, shared_group=group)
+        await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=1, shared_group=group)
+        await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=1, shared_group=group)
         # Every observer learns which services announced presence (so they are never counted as
         # traffic-only names); observer 0 alone feeds presence to the monitors.
         await self.bus.subscribe(topics.presence_filter(self.settings.cluster_id), self.on_presence, qos=1)

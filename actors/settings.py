@@ -14,6 +14,9 @@ class OperateSettings:
     # URLs/DSNs may carry passwords (and webhook URLs tokens): kept out of repr (logs).
     broker_url: str = field(repr=False)
     cluster_id: str = "local"
+    mqtt_session_expiry_s: int = 300
+    """Every actor's bus keeps a persistent MQTT 5 session (``clean_start=False``) that the broker
+    holds this long after a lost connection, queueing QoS 1 messages; 0: clean sessions."""
     store_url: str = field(default="sqlite:///var/sfa-ops.db", repr=False)
     policies_dir: str | None = None
     observers: int = 1
@@ -58,11 +61,15 @@ class OperateSettings:
     signing_key_file: str | None = None
     """Ed25519 private key (PEM, absolute path readable on every node): system messages are signed."""
 
-    def mqtt_config(self) -> MqttConfig:
-        """How every actor's bus connects (and signs what it publishes under ``system/``)."""
+    def mqtt_config(self, *, persistent: bool = True) -> MqttConfig:
+        """How every actor's bus connects (and signs what it publishes under ``system/``): with a
+        persistent session unless ``persistent=False`` or ``mqtt_session_expiry_s`` is 0 (an actor
+        with a persistent session needs a client id that is the same after its restart)."""
         from adapters.mqtt_config import MqttConfig
 
-        return MqttConfig.from_url(self.broker_url, signing_key_file=self.signing_key_file)
+        expiry = self.mqtt_session_expiry_s if persistent else 0
+        return MqttConfig.from_url(self.broker_url, signing_key_file=self.signing_key_file,
+                                   clean_start=not expiry, session_expiry_s=expiry)
 
     def actor_name(self, kind: str, suffix: str = "") -> str:
         base = f"sfa-{kind}-{self.cluster_id}"

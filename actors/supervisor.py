@@ -338,7 +338,9 @@ class Supervisor:
                     await self._breaker_event(ev, now)
                 if r.health_message is not None:
                     if r.health_published:  # published by the observer as an event (policies.outage)
-                        self.published["tier2"] = self.published.get("tier2", 0) + 1
+                        # kept in the outbox all the same (as published): the store holds every finding
+                        await self._record_published(topics.system_errors(self.cluster), r.health_message,
+                                                     kind="tier2")
                     else:
                         await self._publish(topics.system_errors(self.cluster), r.health_message, kind="tier2")
                     self._pending_alerts += alerts_for_health(r.health_message, self.cluster, now)
@@ -380,6 +382,12 @@ class Supervisor:
         """Outbox first, then the bus (QoS 1); marked published once the broker acknowledged it."""
         msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
         self.unpublished.add(msg_id, self.bus.publish_nowait(topic, payload, qos=1, retain=retain))
+        self.published[kind] = self.published.get(kind, 0) + 1
+
+    async def _record_published(self, topic: str, payload: dict[str, Any], *, kind: str) -> None:
+        """A finding another actor already published: into the outbox, marked published."""
+        msg_id = await self.store.outbox_add(topic, payload, qos=1, kind=kind)
+        await self.store.outbox_mark_published([msg_id])
         self.published[kind] = self.published.get(kind, 0) + 1
 
     async def _flush_and_mark(self, timeout: float) -> None:

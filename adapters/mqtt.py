@@ -7,6 +7,12 @@ How it behaves:
   doubling to ``reconnect_max_s``, reset only after a connection stayed up ``reconnect_stable_s``)
   keeps one connection up. On every (re)connect it re-subscribes everything registered, *then*
   counts as connected and flushes the outgoing queue.
+- Sessions: ``MqttConfig.clean_start=False`` with a ``session_expiry_s`` makes the session
+  persistent (the broker keeps subscriptions and queues QoS ≥ 1 messages while we are away). Every
+  subscription is sent again on every connect all the same, whether or not CONNACK says
+  ``session_present`` (a restarted broker without persistence, or one that expired us, has none);
+  ``sessions_resumed`` counts the CONNACKs that did. ``stop()`` ends the session (DISCONNECT with
+  expiry 0); only a lost connection or a killed process leaves it to expire.
 - ``publish`` never blocks on a down broker: QoS ≥ 1 messages wait in a bounded queue and are sent
   after reconnect (at least once: a message in flight when the connection died is sent again);
   QoS 0 messages published while disconnected are counted as dropped. Overflow is counted and logged.
@@ -53,6 +59,7 @@ import random
 import socket
 import time
 import uuid
+import zlib
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -89,6 +96,7 @@ _SENDERS = 8  # concurrent publish awaits per connection: pipelines QoS 1 PUBACK
 _HIGH_WATER = 1024  # while connected, `await publish()` waits when this many are queued
 _YIELD_EVERY = 256  # the dispatcher yields to the loop this often so I/O keeps flowing
 _DEAD_LETTERS_KEPT = 100
+_MAX_SUB_ID = 268_435_455  # MQTT 5 Subscription Identifier: 1 .. 2^28 - 1
 
 
 class MqttSubscribeError(MqttBusError):
@@ -199,7 +207,6 @@ class MqttBus:
 
         self._subs: dict[str, _Subscription] = {}  # by broker filter
         self._subs_by_id: dict[int, _Subscription] = {}
-        self._next_sub_id = 1
         self._matcher = TopicMatcher()
 
         self._incoming: deque[paho.MQTTMessage] = deque()
@@ -221,7 +228,7 @@ class MqttBus:
         self._c = dict.fromkeys(
             ("received", "dispatched", "unmatched", "oversized", "incoming_dropped", "handler_errors",
              "published", "publish_queued", "publish_dropped", "publish_oversized", "publish_refused",
-             "publish_abandoned", "dead_lettered", "connects", "reconnects"), 0)
+             "publish_abandoned", "dead_lettered", "connects", "reconnects", "sessions_resumed"), 0)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -243,6 +250,8 @@ class MqttBus:
             with contextlib.suppress(MqttTimeout):
                 await self.flush(flush_timeout)
         self._closed = True
+        if self._client is not None and self.config.session_expiry_s:
+            self._client.end_session = True  # a clean stop: the broker need not keep our session
         if self._runner is not None:
             self._runner.cancel()
             # Bounded: a connection attempt stuck in the client library must not hang stop().
@@ -299,7 +308,8 @@ class MqttBus:
         (QoS 0 while disconnected, queue overflow, unsent at stop, rejected by the client library).
         ``dead_lettered`` counts messages given up on (see :meth:`dead_letters`), split into
         ``publish_oversized``, ``publish_refused`` (by the broker's PUBACK) and ``publish_abandoned``
-        (in flight at ``max_send_attempts`` connection losses). ``connects`` counts CONNACKs.
+        (in flight at ``max_send_attempts`` connection losses). ``connects`` counts CONNACKs,
+        ``sessions_resumed`` those whose ``session_present`` flag said the broker kept our session.
         """
         out: dict[str, int | bool] = dict(self._c)
         out["outgoing_pending"] = self._pending()
@@ -332,8 +342,7 @@ class MqttBus:
         broker_filter = f"$share/{shared_group}/{topic_filter}" if shared_group else topic_filter
         sub = self._subs.get(broker_filter)
         if sub is None:
-            sub = _Subscription(topic_filter, broker_filter, qos, self._next_sub_id, (handler,))
-            self._next_sub_id += 1
+            sub = _Subscription(topic_filter, broker_filter, qos, self._sub_id_for(broker_filter), (handler,))
             self._subs[broker_filter] = sub
             self._subs_by_id[sub.sub_id] = sub
             send = True
@@ -350,6 +359,15 @@ class MqttBus:
             except MqttSubscribeError:
                 self._remove_handler(sub, handler)
                 raise
+
+    def _sub_id_for(self, broker_filter: str) -> int:
+        """The filter's subscription identifier: derived from the filter, so a restarted process gets
+        the same one and messages a resumed session queued under the old identifier reach the same
+        subscription (a counter would hand them to whichever filter was subscribed in that place)."""
+        sub_id = zlib.crc32(broker_filter.encode()) % _MAX_SUB_ID + 1
+        while sub_id in self._subs_by_id:  # a collision: the next free one
+            sub_id = sub_id % _MAX_SUB_ID + 1
+        return sub_id
 
     async def unsubscribe(self, topic_filter: str, *, shared_group: str | None = None) -> None:
         """Remove every handler of this filter and unsubscribe at the broker."""
@@ -585,13 +603,18 @@ class MqttBus:
         if sub_ids:
             if len(sub_ids) == 1:
                 sub = self._subs_by_id.get(sub_ids[0])
-                return sub.handlers if sub is not None else ()
-            merged: dict[Handler, None] = {}
-            for sid in sub_ids:
-                sub = self._subs_by_id.get(sid)
                 if sub is not None:
-                    merged.update(dict.fromkeys(sub.handlers))
-            return tuple(merged)
+                    return sub.handlers
+            else:
+                merged: dict[Handler, None] = {}
+                for sid in sub_ids:
+                    sub = self._subs_by_id.get(sid)
+                    if sub is not None:
+                        merged.update(dict.fromkeys(sub.handlers))
+                if merged:
+                    return tuple(merged)
+            # An identifier we never gave (a message a resumed session queued for an earlier
+            # process's subscriptions): route it by topic instead of dropping it.
         return self._matcher.match(topic)
 
     # -- connection --------------------------------------------------------------------------
@@ -607,8 +630,13 @@ class MqttBus:
         if self._will is not None:
             w = self._will
             will = aiomqtt.Will(w.topic, encode_payload(w.payload), w.qos, w.retain)
+        props = None
+        if cfg.session_expiry_s:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = cfg.session_expiry_s
         return BusClient(
             sink=self._on_paho_message,
+            properties=props,
             hostname=cfg.host,
             port=cfg.port,
             username=cfg.username,
@@ -656,13 +684,18 @@ class MqttBus:
 
     async def _run_connection(self, client: BusClient) -> None:
         self._client = client
+        if client.session_present:
+            self._c["sessions_resumed"] += 1
+        # Always subscribe again, session present or not: the broker may have lost the session
+        # (restarted without persistence, expired it) or kept one from before our last subscribe.
         subs = list(self._subs.values())
         if subs:
             await asyncio.gather(*(self._subscribe_at_broker(client, s) for s in subs))
         self._connected = True
         self._connected_event.set()
-        self._log.info("mqtt %s connected to %s (%d subscription(s), %d queued, broker max packet %s)",
-                       self.client_id, self.config.redacted_url, len(subs), self._pending(), client.max_packet_size)
+        self._log.info("mqtt %s connected to %s (session %s, %d subscription(s), %d queued, broker max packet %s)",
+                       self.client_id, self.config.redacted_url, "resumed" if client.session_present else "new",
+                       len(subs), self._pending(), client.max_packet_size)
         async with asyncio.TaskGroup() as tg:
             tg.create_task(_watch_disconnect(client), name=f"mqtt-watch:{self.client_id}")
             tg.create_task(self._senders(client), name=f"mqtt-senders:{self.client_id}")

@@ -253,6 +253,8 @@ class BusClient(aiomqtt.Client):
         self._bus_sink = sink
         self._bus_acks: dict[int, asyncio.Future[int]] = {}
         self.max_packet_size: int | None = None  # from CONNACK; None: the broker named no limit
+        self.session_present = False  # from CONNACK: the broker resumed our session
+        self.end_session = False  # set before leaving the context: DISCONNECT with Session Expiry 0
         self._bus_lost = False
 
     async def __aenter__(self) -> BusClient:
@@ -263,6 +265,22 @@ class BusClient(aiomqtt.Client):
                 await self.__aexit__(None, None, None)
             raise aiomqtt.MqttError("the broker closed the connection right after its CONNACK")
         return self
+
+    async def __aexit__(self, *exc: Any) -> None:
+        if not self.end_session:
+            await super().__aexit__(*exc)
+            return
+        # aiomqtt's __aexit__ sends a bare DISCONNECT: the session would outlive a clean stop. Send
+        # it with Session Expiry Interval 0 instead (MQTT 5: allowed when CONNECT set a non-zero one).
+        paho_client = self._client
+        props = Properties(PacketTypes.DISCONNECT)
+        props.SessionExpiryInterval = 0
+        original = paho_client.disconnect
+        paho_client.disconnect = lambda *a, **k: original(properties=props)  # type: ignore[method-assign]
+        try:
+            await super().__aexit__(*exc)
+        finally:
+            paho_client.disconnect = original  # type: ignore[method-assign]
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason_code: ReasonCode,
                        properties: Properties | None = None) -> None:
@@ -276,6 +294,7 @@ class BusClient(aiomqtt.Client):
                     properties: Properties | None = None) -> None:
         limit = getattr(properties, "MaximumPacketSize", None) if properties is not None else None
         self.max_packet_size = int(limit) if isinstance(limit, int) and limit > 0 else None
+        self.session_present = bool(getattr(flags, "session_present", False))
         super()._on_connect(client, userdata, flags, reason_code, properties)
 
     def _on_publish(self, client: paho.Client, userdata: Any, mid: int, reason_code: ReasonCode,

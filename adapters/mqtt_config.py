@@ -53,6 +53,12 @@ class MqttConfig:
     keepalive_s: int = 30
     client_id_prefix: str = "sfa-ops"
     clean_start: bool = True
+    # MQTT 5 Session Expiry Interval (s) sent in CONNECT: how long the broker keeps this client's
+    # session (subscriptions, queued QoS >= 1 messages) after the connection drops. 0: the session
+    # ends with the connection. With ``clean_start=False`` and a non-zero expiry a reconnect within
+    # the expiry resumes the session; the bus re-subscribes anyway (the broker may have lost it) and
+    # ends the session on ``stop()`` (DISCONNECT with expiry 0), so only a lost connection keeps it.
+    session_expiry_s: int = 0
     connect_timeout_s: float = 10.0
     reconnect_min_s: float = 0.1
     reconnect_max_s: float = 5.0
@@ -87,6 +93,8 @@ class MqttConfig:
                 f"MQTT reconnect backoff needs 0 < reconnect_min_s <= reconnect_max_s, "
                 f"got {self.reconnect_min_s} and {self.reconnect_max_s}"
             )
+        if not 0 <= self.session_expiry_s <= 0xFFFFFFFF:
+            raise MqttConfigError(f"MQTT session_expiry_s {self.session_expiry_s} out of range 0..4294967295")
         if self.reconnect_stable_s < 0:
             raise MqttConfigError(f"MQTT reconnect_stable_s {self.reconnect_stable_s} must be >= 0")
 

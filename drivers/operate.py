@@ -41,6 +41,9 @@ OPTIONS = [
     Option("broker-password-file", "file holding the broker password (keeps it off the command line; "
            "or SFA_OPS_MQTT_PASSWORD in the environment)", metavar="FILE"),
     Option("cluster-id", "cluster id used in system/{cluster}/... topics", default="local"),
+    Option("mqtt-session-expiry", "how long the broker keeps each sfa-ops actor's MQTT session (its "
+           "subscriptions and queued QoS 1 messages) after a lost connection; 0: clean sessions",
+           default=300.0, convert=seconds, metavar="DURATION"),
     Option("store", "sqlite:///path or postgresql://user@host/db", default="sqlite:///var/sfa-ops.db", metavar="URL"),
     Option("policies", "directory of policy YAML files overriding the defaults in policies/", metavar="DIR"),
     Option("ray-address", "Ray cluster to join (default: start a local Ray, or the job's cluster)", metavar="ADDR"),
@@ -299,6 +302,7 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     settings = OperateSettings(
         broker_url=broker,
         cluster_id=opts["cluster_id"],
+        mqtt_session_expiry_s=int(opts.get("mqtt_session_expiry", 300.0)),
         store_url=_absolute_store(opts["store"]),
         policies_dir=str(Path(opts["policies"]).resolve()) if opts["policies"] else None,
         observers=opts["observers"],
