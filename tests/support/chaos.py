@@ -22,6 +22,7 @@ from adapters.processes import (
 )
 from sdk import ServiceClient
 from sdk.errors import ServiceCallError
+from tests.support.waiting import eventually
 
 
 class PersistentBroker:
@@ -132,17 +133,9 @@ class SteadyCaller:
 
 
 async def wait_until(predicate: Any, timeout: float, what: str, every: float = 0.1) -> Any:
-    """Poll ``predicate`` (sync or async) until it returns something truthy."""
-    deadline = time.monotonic() + timeout
-    while True:
-        got = predicate()
-        if asyncio.iscoroutine(got):
-            got = await got
-        if got:
-            return got
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        await asyncio.sleep(every)
+    """Poll ``predicate`` (sync or async) every ``every`` s until it returns something truthy
+    (predicates here may make calls, so a slower poll than ``eventually``'s default)."""
+    return await eventually(predicate, timeout, what, interval=every)
 
 
 async def observer_counters(cluster: str, index: int = 0) -> dict[str, int]:
