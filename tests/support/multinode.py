@@ -35,7 +35,9 @@ from ray.util.state import list_actors
 from tests.support.broker import HARNESS, as_principal, attach_from_env
 from tests.support.operations import ServiceProcess, operations
 
-SERVICES = ("Payments", "Ledger", "Billing")
+# Five monitors: SPREAD is best effort, and with three all of them sometimes landed on the head node
+# (seen once in a clean-clone run), leaving no worker-node monitor whose node the test could remove.
+SERVICES = ("Payments", "Ledger", "Billing", "Invoices", "Shipping")
 SPREAD_SERVICES = tuple(f"Svc{i:02d}" for i in range(60))
 SPREAD_REAL = SPREAD_SERVICES[:6]
 
@@ -69,7 +71,7 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
                         await client.call(name, "fail", {}, timeout=5)
             await ops.watcher.wait(
                 lambda w: {e.get("service") for e in w.on("/circuit-breaker") if e.get("to") == "open"} >= set(names),
-                20, "three breakers open")
+                30, "every breaker open")
             nodes = actor_nodes(cluster.address)
             ours = {k: n for k, n in nodes.items() if k.startswith("sfa-")}
             out["actor_nodes"] = len(set(ours.values()))
