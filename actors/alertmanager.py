@@ -18,11 +18,16 @@
   a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
   resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
+Decisions are pure (``policies.alert_enrichment``: runbook and recent events, status changes;
+``policies.alert_delivery_plan``: mirror integration, partial deliveries, when a notification
+counts as delivered, when to save; ``policies.alerting``: routing and the notification log); the
+body (:class:`AlertManagerBody`, an ``actors.chassis.Chassis``) carries them out.
+
 Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which queues
-``start()`` on itself (``actors.restart``); every public method also first awaits
-``ensure_started()``, which restores the state from the store (namespace ``alertmanager``, key
-``dispatcher``) and starts the loop once. So pending notifications resume as soon as the restarted
-actor is up, without waiting for a call.
+``ensure_started()`` on itself (``Chassis.start_when_restarted``); every public method also first
+awaits ``ensure_started()``, which restores the state from the store (namespace ``alertmanager``,
+key ``dispatcher``) and starts the loops once. So pending notifications resume as soon as the
+restarted actor is up, without waiting for a call.
 """
 
 from __future__ import annotations
@@ -30,16 +35,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from dataclasses import asdict
 from typing import Any
 
-import orjson
 import ray
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
-from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
 from adapters.alert_delivery import (
     DEFAULT_ALERTS_TOPIC,
@@ -53,16 +56,16 @@ from adapters.alert_delivery import (
 )
 from adapters.http_client import JsonPoster, redact_url
 from adapters.mqtt import MqttBus, MqttBusError
-from adapters.store import AlertRecord, StoreError, open_store
+from adapters.store import AlertRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
-from policies.alert_enrichment import RecentEvents, event_of, runbook_steps
+from policies.alert_delivery_plan import MIRROR_KEY, PartialDeliveries, save_due, with_mirror
+from policies.alert_enrichment import RecentEvents, StatusChanges, enrich, event_of
 from policies.alert_forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
 from policies.alerting import (
     Alert,
     Dispatcher,
     Integration,
     Notification,
-    Receiver,
     Silence,
     load_alerting_policy,
 )
@@ -73,44 +76,34 @@ logger = logging.getLogger("sfa_ops.alertmanager")
 
 STATE_NAMESPACE = "alertmanager"
 STATE_KEY = "dispatcher"
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class AlertManager:
+class AlertManagerBody(Chassis):
     """See the module docstring. Options: ``mirror`` (publish every notification on the alerts
-    topic), ``retry`` (attempts within one delivery), ``tick_s``, ``save_every_s``."""
+    topic), ``retry`` (attempts within one delivery), ``tick_s``, ``save_every_s``; ``clock``,
+    ``store`` and ``bus`` default to the real ones."""
+
+    what = "alert manager"
 
     def __init__(
         self, settings: OperateSettings, *, mirror: bool = True, retry: RetryPolicy | None = None,
         tick_s: float = 0.25, save_every_s: float = 10.0, clock: Clock | None = None,
-        max_concurrent: int = 16,
+        max_concurrent: int = 16, store: Store | None = None, bus: MqttBus | None = None,
     ) -> None:
-        # Ray calls __init__ again on restart, outside any event loop: only a remote start() is queued.
-        self.settings = settings
+        s = self.settings = settings
         self.mirror, self.retry, self.tick_s, self.save_every_s = mirror, retry or RetryPolicy(), tick_s, save_every_s
         self.clock: Clock = clock or SystemClock()
         self.max_concurrent = max_concurrent
-        self._started = False
-        self._start_lock: asyncio.Lock | None = None
-        self._loop: asyncio.Task[None] | None = None
-        self._forward_loop: asyncio.Task[None] | None = None
+        self.store = BufferedStore(inner=store or open_store(s.store_url))
+        self.bus = bus or MqttBus(config=s.mqtt_config(), client_id=f"alertmanager-{s.cluster_id}")
+        self._loops: list[asyncio.Task[None]] = []
         self._counters: dict[str, dict[str, int]] = {}
         self._rejected = 0
         self._recent = RecentEvents()
-        self._last_status: OrderedDict[str, str] = OrderedDict()  # fingerprint -> last status seen
-        self._partial: dict[tuple[str, str], tuple[tuple[frozenset[str], frozenset[str]], frozenset[int]]] = {}
+        self._changes = StatusChanges()
+        self._partial = PartialDeliveries()
         self._saved_at = 0.0
         self._started_at = 0.0
-        start_if_restarted("alert manager")  # delivery resumes at once, not at the next call
 
     # ---------------------------------------------------------------- lifecycle
-
-    async def ensure_started(self) -> None:
-        """Open the store, restore the dispatcher, connect MQTT and start the delivery loop (once)."""
-        if self._started:
-            return
-        self._start_lock = self._start_lock or asyncio.Lock()
-        async with self._start_lock:
-            if not self._started:
-                await self._start()
 
     async def start(self) -> None:
         """Same as :meth:`ensure_started` (the supervisor calls it once after creating the actor)."""
@@ -124,31 +117,25 @@ class AlertManager:
             self.runbooks = load_runbooks(s.policies_dir)
         except PolicyConfigError:
             logger.exception("alertmanager %s: runbooks not loaded; alerts go without runbook steps", s.cluster_id)
-        self.store = BufferedStore(inner=open_store(s.store_url))
         await self.store.open()
         self.dispatcher = await self._restore()
-        self.bus = MqttBus(config=s.mqtt_config(), client_id=f"alertmanager-{s.cluster_id}")
         await self.bus.start()
         self.poster = JsonPoster(timeout_s=self.retry.timeout_s)
         self.ctx = DeliveryContext(cluster_id=s.cluster_id, poster=self.poster, bus=self.bus, retry=self.retry,
                                    log=logging.getLogger("sfa_ops.alert_delivery"))
         self._sem = asyncio.Semaphore(self.max_concurrent)
         self._mirror_integration = Integration(type="mqtt", settings={"topic": DEFAULT_ALERTS_TOPIC},
-                                               send_resolved=True)
+                                               send_resolved=True) if self.mirror else None
         self.forwarding = Forwarding(targets=forward_targets(
             self.policy, s.alertmanager_urls, ForwardSettings(resend_interval=s.alertmanager_resend_s)))
         self.forwarding.observe(self.dispatcher.alerts(), self._receivers_of, self.clock.now())
         self._saved_at = self.clock.now()
-        if self.forwarding:
-            self._forward_loop = asyncio.create_task(
-                run_every(self.tick_s, self._forward, name=f"alertmanager-forward-{s.cluster_id}", logger=logger,
+        loops = [("forward", self._forward)] if self.forwarding else []
+        for name, step in [*loops, ("loop", self._tick)]:
+            self._loops.append(asyncio.create_task(
+                run_every(self.tick_s, step, name=f"alertmanager-{name}-{s.cluster_id}", logger=logger,
                           slow_after_s=max(2.0, self.tick_s)),
-                name=f"alertmanager-forward-{s.cluster_id}")
-        self._loop = asyncio.create_task(
-            run_every(self.tick_s, self._tick, name=f"alertmanager-{s.cluster_id}", logger=logger,
-                      slow_after_s=max(2.0, self.tick_s)),
-            name=f"alertmanager-loop-{s.cluster_id}")
-        self._started = True
+                name=f"alertmanager-{name}-{s.cluster_id}"))
         self._started_at = self.clock.now()
         logger.info("alertmanager %s started (%d group(s) restored)", s.cluster_id,
                     self.dispatcher.status(self.clock.now()).groups)
@@ -174,15 +161,15 @@ class AlertManager:
         return Dispatcher(policy=self.policy)
 
     async def stop(self) -> None:
-        """Stop the loop, save the state, close MQTT, HTTP and the store."""
-        if not self._started:
+        """Stop the loops, save the state, close MQTT, HTTP and the store."""
+        if not self.started:
             return
-        self._started = False
-        for task in (self._loop, self._forward_loop):
-            if task is not None:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+        self._starting = None
+        loops, self._loops = self._loops, []
+        for task in loops:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self._save()
         await self.bus.stop()
         await self.poster.close()
@@ -200,18 +187,19 @@ class AlertManager:
         for raw in alerts:
             try:
                 # Stamped with the resolve timeout here, so the forwarder sees what the dispatcher holds.
-                parsed.append(self.policy.timed(self._enrich(Alert.from_dict(raw, now=now)), now))
+                alert = enrich(Alert.from_dict(raw, now=now), runbooks=self.runbooks, recent=self._recent)
+                parsed.append(self.policy.timed(alert, now))
             except (ValueError, TypeError, KeyError, AttributeError) as exc:
                 rejected += 1
                 logger.warning("alertmanager: malformed alert dropped: %s", exc)
         self._rejected += rejected
         result = self.dispatcher.ingest(parsed, now)
         self.forwarding.observe(parsed, self._receivers_of, now)
-        changed = [a for a in parsed if self._status_changed(a, now)]
+        changed = [a for a in parsed if self._changes.changed(a, now)]
         for alert in changed:
             self._recent.note(event_of(alert, alert.status(now)))
         if self.mirror:
-            self._mirror_unrouted([a for a in changed if not self._routed(a)], now)
+            self._mirror_unrouted([a for a in changed if not self._receivers_of(a)], now)
         for a in parsed:
             await self.store.alert_upsert(AlertRecord(
                 fingerprint=a.fingerprint, labels=dict(a.labels), annotations=dict(a.annotations),
@@ -246,36 +234,10 @@ class AlertManager:
             "store": asdict(self.store.stats()),
         }
 
-    # ---------------------------------------------------------------- enrichment and mirror
-
-    def _enrich(self, alert: Alert) -> Alert:
-        extra: dict[str, str] = {}
-        if "runbook" not in alert.annotations and self.runbooks is not None:
-            steps = runbook_steps(alert.labels, self.runbooks)
-            if steps:
-                extra["runbook"] = orjson.dumps(steps).decode()
-        if "recentEvents" not in alert.annotations:
-            related = self._recent.related(alert.labels)
-            if related:
-                extra["recentEvents"] = orjson.dumps(related).decode()
-        if not extra:
-            return alert
-        return Alert(labels=alert.labels, annotations={**alert.annotations, **extra},
-                     starts_at=alert.starts_at, ends_at=alert.ends_at, generator_url=alert.generator_url)
-
-    def _status_changed(self, alert: Alert, now: float) -> bool:
-        fp, status = alert.fingerprint, alert.status(now)
-        changed = self._last_status.pop(fp, None) != status
-        self._last_status[fp] = status
-        while len(self._last_status) > 10_000:
-            self._last_status.popitem(last=False)
-        return changed
+    # ---------------------------------------------------------------- mirror and delivery
 
     def _receivers_of(self, alert: Alert) -> frozenset[str]:
         return receivers_of(self.policy, alert)
-
-    def _routed(self, alert: Alert) -> bool:
-        return any(r.opts.receiver is not None for r in self.policy.root.match(alert.labels))
 
     def _mirror_unrouted(self, alerts: list[Alert], now: float) -> None:
         if not alerts:
@@ -283,32 +245,19 @@ class AlertManager:
         try:
             publish_alerts(self.ctx, self.ctx.topic(None), [(a, a.status(now)) for a in alerts],
                            receiver=None, group_key=None)
-            self._count("mirror", DeliveryResult(type="mqtt", outcome=Outcome.SENT))
+            self._count(MIRROR_KEY, DeliveryResult(type="mqtt", outcome=Outcome.SENT))
         except MqttBusError as exc:
             logger.warning("alertmanager: unrouted alerts not mirrored: %s", exc)
-
-    def _integrations(self, receiver: Receiver) -> list[Integration]:
-        out = list(receiver.integrations)
-        mirror_topic = self.ctx.topic(None)
-        if self.mirror and not any(
-            i.type == "mqtt" and self.ctx.topic(i.settings.get("topic")) == mirror_topic for i in out
-        ):
-            out.append(self._mirror_integration)
-        return out
-
-    # ---------------------------------------------------------------- delivery loop
 
     async def _tick(self) -> None:
         now = self.clock.now()
         notifications = self.dispatcher.due(now)
-        if not notifications:
-            if now - self._saved_at >= self.save_every_s:
-                await self._save()
+        if not save_due(saved_at=self._saved_at, now=now, every_s=self.save_every_s, attempted=notifications):
             return
         outcomes = await asyncio.gather(*(self._deliver(n) for n in notifications))
         done_at = self.clock.now()
-        for n, (settled, _) in zip(notifications, outcomes, strict=True):
-            if settled:
+        for n, (delivered, _) in zip(notifications, outcomes, strict=True):
+            if delivered:
                 self.dispatcher.mark_delivered(n, done_at)
         await self._save()
         # Counted after the save, so a caller that sees a count also sees it persisted.
@@ -317,25 +266,14 @@ class AlertManager:
                 self._count(key, r)
 
     async def _deliver(self, n: Notification) -> tuple[bool, list[tuple[str, DeliveryResult]]]:
-        integrations = self._integrations(self.policy.receivers[n.receiver])
-        key = (n.group_key, n.receiver)
-        content = (frozenset(a.fingerprint for a in n.firing), frozenset(a.fingerprint for a in n.resolved))
-        prev = self._partial.get(key)
-        # Integrations that already took this very content are not sent it again on a retry.
-        done = prev[1] if prev is not None and prev[0] == content else frozenset()
+        integrations = with_mirror(self.policy.receivers[n.receiver].integrations, self._mirror_integration,
+                                   self.ctx.topic)
         async with self._sem:
-            results = await deliver_notification(n, integrations, self.ctx, done=done)
-        done = done | {i for i, r in results.items() if r.settled}
-        settled = len(done) == len(integrations)
-        if settled:
-            self._partial.pop(key, None)
-        else:
-            self._partial[key] = (content, done)
-            if len(self._partial) > 10_000:  # groups that vanished undelivered leave entries behind
-                self._partial.pop(next(iter(self._partial)))
-        named = [("mirror" if integrations[i] is self._mirror_integration else n.receiver, r)
+            results = await deliver_notification(n, integrations, self.ctx, done=self._partial.done(n))
+        outcome = self._partial.settle(n, len(integrations), (i for i, r in results.items() if r.settled))
+        named = [(MIRROR_KEY if integrations[i] is self._mirror_integration else n.receiver, r)
                  for i, r in results.items()]
-        return settled, named
+        return outcome.delivered, named
 
     async def _forward(self) -> None:
         # A permanent refusal (Alertmanager answers 400 for an invalid alert but keeps the valid
@@ -357,6 +295,38 @@ class AlertManager:
             self._saved_at = self.clock.now()
         except StoreError:
             logger.exception("alertmanager: could not save dispatcher state")
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class AlertManager:
+    """The Ray actor around :class:`AlertManagerBody` (options as there). Ray restarts it by
+    running this constructor again, which starts the body at once: pending notifications resume
+    without waiting for a call."""
+
+    def __init__(self, settings: OperateSettings, **options: Any) -> None:
+        self.body = AlertManagerBody(settings, **options)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> None:
+        await self.body.ensure_started()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def ingest(self, alerts: list[dict[str, Any]]) -> dict[str, Any]:
+        return await self.body.ingest(alerts)
+
+    async def note_event(self, event: dict[str, Any]) -> None:
+        await self.body.note_event(event)
+
+    async def add_silence(self, silence: dict[str, Any]) -> str:
+        return await self.body.add_silence(silence)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.body.status()
 
 
 def alertmanager_actor(settings: OperateSettings, **options: Any) -> Any:

@@ -1,18 +1,24 @@
 """Alert enrichment, pure: the recent events shown with an alert and its rendered runbook steps.
 
-The AlertManager actor adds both to an alert's annotations (``recentEvents``, ``runbook``) as JSON.
+:func:`enrich` adds both to an alert's annotations (``recentEvents``, ``runbook``) as JSON, unless
+the alert brings its own. :class:`RecentEvents` keeps the events per service/component, fed with
+every change of an alert's status (:class:`StatusChanges`) and with the events the AlertManager
+is told about. The AlertManager actor only holds these objects and calls them.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict, deque
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
+
+import orjson
 
 from policies.alert_model import Alert, format_time
 from policies.runbooks import RunbookError, RunbookPolicy, render_runbook, select_runbook
 
-__all__ = ["RECENT_SHOWN", "RecentEvents", "event_of", "runbook_steps"]
+__all__ = ["RECENT_SHOWN", "RecentEvents", "StatusChanges", "enrich", "event_of", "runbook_steps"]
 
 RECENT_SHOWN = 5
 _EVENT_KEYS = ("timestamp", "type", "event", "alertname", "severity", "status", "service", "component",
@@ -68,3 +74,39 @@ def event_of(alert: Alert, status: str) -> dict[str, Any]:
     return {**alert.labels, "type": "alert", "status": status,
             "timestamp": format_time(alert.ends_at if status == "resolved" and alert.ends_at else alert.starts_at),
             "summary": alert.annotations.get("summary", "")}
+
+
+def enrich(alert: Alert, *, runbooks: RunbookPolicy | None, recent: RecentEvents) -> Alert:
+    """``alert`` with ``runbook`` (rendered steps) and ``recentEvents`` (the last related events)
+    annotations as JSON, each only when the alert has none of its own and there is something to show."""
+    extra: dict[str, str] = {}
+    if "runbook" not in alert.annotations and runbooks is not None:
+        steps = runbook_steps(alert.labels, runbooks)
+        if steps:
+            extra["runbook"] = orjson.dumps(steps).decode()
+    if "recentEvents" not in alert.annotations:
+        related = recent.related(alert.labels)
+        if related:
+            extra["recentEvents"] = orjson.dumps(related).decode()
+    return replace(alert, annotations={**alert.annotations, **extra}) if extra else alert
+
+
+class StatusChanges:
+    """The last status seen per alert fingerprint (at most ``max_alerts``, least recently seen
+    forgotten first): an alert counts as an event only when its status changed."""
+
+    def __init__(self, *, max_alerts: int = 10_000) -> None:
+        self.max_alerts = max_alerts
+        self._last: OrderedDict[str, str] = OrderedDict()
+
+    def changed(self, alert: Alert, now: float) -> bool:
+        """Record the alert's status at ``now``; True when it differs from the last one seen."""
+        fp, status = alert.fingerprint, alert.status(now)
+        changed = self._last.pop(fp, None) != status
+        self._last[fp] = status
+        while len(self._last) > self.max_alerts:
+            self._last.popitem(last=False)
+        return changed
+
+    def __len__(self) -> int:
+        return len(self._last)
