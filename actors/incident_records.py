@@ -1,19 +1,14 @@
-"""How the IncidentResponder writes incidents and actions: wire shapes of stored records and the
-bounded incident log. No I/O beyond the store lookups named as such."""
+"""How the IncidentResponder writes incidents and actions: wire shapes of stored records. No I/O
+beyond the store lookup named as such (the incident log is ``policies.response_incident``)."""
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
-from policies.response import EscalationDecision
 from policies.security_events import SEVERITY_RANK
-from protocol.base import rfc3339_from_epoch
 from protocol.security import EnforcementAction, IncidentMessage
-
-LOG_CAP = 200  # entries kept in an incident's log
 
 
 def incident_message(inc: IncidentRecord, event: str, cluster: str, now: float,
@@ -37,16 +32,6 @@ def action_wire(rec: ActionRecord) -> dict[str, Any]:
     """A stored action as its ``EnforcementAction`` wire dict."""
     return EnforcementAction(action=rec.action, target=rec.target, incident_id=rec.incident_id, action_id=rec.id,
                              params=dict(rec.params), until=rec.until).to_wire()
-
-
-def escalation_wire(e: EscalationDecision) -> dict[str, Any]:
-    return {"level": e.level, "reason": e.reason, "rule": e.rule, "notify": list(e.notify), "at": rfc3339_from_epoch(e.at)}
-
-
-def append_log(log: list[dict[str, Any]], entry: dict[str, Any]) -> None:
-    """Append ``entry`` (None and infinite values dropped), keeping the last ``LOG_CAP``."""
-    log.append({k: v for k, v in entry.items() if v is not None and not (isinstance(v, float) and math.isinf(v))})
-    del log[:-LOG_CAP]
 
 
 async def stored(store: BufferedStore, inc_id: str) -> bool:

@@ -1,8 +1,11 @@
 """IncidentResponder actor (seed: IncidentResponseAutomation): a security alert in, an incident
 and its enforcement out.
 
-For each alert (``handle(alert_wire)``): ``policies.response.plan_response`` decides; this shell
-writes the incident and every action to the store *before* carrying them out (so a crash
+For each alert (``handle(alert_wire)``): ``policies.response_incident`` decides (``admit``, then
+``conclude`` once the actions were carried out) and returns effects as values
+(``policies.response_effects``: ``Remember``, ``Persist``, ``Hold``, ``Enforce``, ``Publish``,
+``Escalate``, ``Notify``, ``Fold``); this shell carries them out in order
+(``actors.incident_effects``): it writes the incident and every action to the store *before* carrying them out (so a crash
 mid-way is restored, not lost), applies enforced actions to Redis/EMQX (``adapters.enforcement``),
 publishes each action on ``system/{cluster}/security/actions`` and the current set, retained, on
 ``system/{cluster}/security/actions/active``, records each success and failure in the incident's
@@ -26,7 +29,10 @@ policy's ``incident_ttl`` is resolved as ``expired`` (``policies.incident_expiry
 retained active set is republished when ``active_refresh_s`` passed since the last one (SDKs with a
 trust refuse a set older than their maximum age).
 
-Restart: Ray re-runs the constructor, which schedules ``start()``; it restores offender history,
+The body, :class:`ResponderBody` (an ``actors.chassis.Chassis``; clock, store and bus injected), runs
+in-process in tests; ``IncidentResponder`` is the thin Ray actor around it.
+
+Restart: Ray re-runs the constructor, which queues ``ensure_started()`` (``Chassis.start_when_restarted``); it restores offender history,
 active actions (re-applied to Redis/EMQX: idempotent) and pending undos from the store, runs undos
 whose time passed while it was down, and republishes the retained set.
 """
@@ -37,58 +43,53 @@ import asyncio
 import logging
 import os
 from collections import OrderedDict
-from dataclasses import replace
 from typing import Any
 
 import ray
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
-from actors.incident_effects import IncidentEffects
+from actors.incident_effects import OFFENDERS, IncidentEffects, stored_incident
 from actors.incident_records import action_wire as _wire
-from actors.incident_records import escalation_wire, stored
 from actors.incident_records import incident_message as incident_message
+from actors.incident_records import stored
 from actors.loops import run_every
-from actors.security_common import (
-    Outlet,
-    SecurityOptions,
-    alert_from_wire,
-    plain_alert,
-    schedule_self_start,
-)
+from actors.security_common import Outlet, SecurityOptions, alert_from_wire
 from actors.settings import OperateSettings
 from adapters.enforcement import ENFORCED, Enforcement, own_addresses
 from adapters.mqtt import MqttBus
-from adapters.store import ActionRecord, IncidentRecord, Store, StoreError, open_store
+from adapters.store import ActionRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.detection_rules import load_security_policy
 from policies.incident_expiry import incident_expired, last_event_at
-from policies.response import (
-    OffenderHistory,
-    ResponsePolicy,
-    incident_id,
-    load_response_policy,
-    on_action_failed,
-    plan_response,
-)
-from policies.response_guard import (
-    APPROVALS,
-    ProtectedTargets,
-    approval_steps,
-    capped_escalation,
-    gate_actions,
-    source_over_limit,
+from policies.response import OffenderHistory, ResponsePolicy, incident_id, load_response_policy
+from policies.response_effects import Enforce, Fold, Persist
+from policies.response_guard import APPROVALS, ProtectedTargets, approval_steps
+from policies.response_incident import (
+    Carried,
+    active_refresh_due,
+    admit,
+    conclude,
+    due_undos,
+    fold_summary,
+    restored_history,
+    summary,
+    undo_reason,
 )
 
 logger = logging.getLogger("sfa_ops.responder")
 
-OFFENDERS = "security_offenders"
 _FAR = 10 * 365 * 86400.0
 _SEEN_CAP = 10_000
-_LEVEL_SEVERITY = {1: "error", 2: "critical"}
+_COUNTS = ("alerts", "incidents", "duplicates", "malformed", "actions", "failures", "undos", "escalations",
+           "restored", "refused", "awaiting_approval", "approved", "rejected", "approvals_expired", "folded",
+           "notifications", "evidence", "expired")
 
 
-class Responder(IncidentEffects):
-    """The actor's body (also usable in-process); ``IncidentResponder`` is the Ray actor."""
+class ResponderBody(IncidentEffects, Chassis):
+    """The responder's body (module docstring); ``IncidentResponder`` is the Ray actor around it."""
+
+    what = "incident responder"
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
                  supervisor: Any = None, clock: Clock | None = None, store: Store | None = None,
@@ -103,8 +104,7 @@ class Responder(IncidentEffects):
                                    max_queued=self.options.store_max_queued)
         self.bus: MqttBus | None = bus
         if bus is None and supervisor is None:
-            self.bus = MqttBus(config=settings.mqtt_config(),
-                               client_id=f"responder-{self.cluster}")
+            self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"responder-{self.cluster}")
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.enforcement = Enforcement(self.options.enforcement)
         self.policy: ResponsePolicy = load_response_policy(settings.policies_dir)
@@ -118,34 +118,17 @@ class Responder(IncidentEffects):
         self.active_published_at = float("-inf")
         self.undo_at: dict[str, float] = {}
         self.seen: OrderedDict[str, None] = OrderedDict()
-        self.counts = dict.fromkeys(("alerts", "incidents", "duplicates", "malformed", "actions", "failures",
-                                     "undos", "escalations", "restored", "refused", "awaiting_approval",
-                                     "approved", "rejected", "approvals_expired", "folded",
-                                     "notifications", "evidence", "expired"), 0)
+        self.counts = dict.fromkeys(_COUNTS, 0)
         self._lock = asyncio.Lock()
-        self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
-        if self.options.self_start:
-            schedule_self_start()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
         """Idempotent: open store and bus, restore from the store, start the undo loops."""
-        await self._ensure_started()
+        await self.ensure_started()
         return await self.status()
-
-    async def _ensure_started(self) -> None:
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._start()
-                self._started.set_result(None)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                raise
-        await asyncio.shield(self._started)
 
     async def _start(self) -> None:
         if self.security_policy.protected.own_hosts:
@@ -156,13 +139,11 @@ class Responder(IncidentEffects):
             await self.bus.start()
             await self.bus.wait_connected(30)
         await self._restore()
-        self._loops = [
-            asyncio.create_task(run_every(self.options.undo_poll_s, self._undo_step, name="undo", logger=logger)),
-            asyncio.create_task(run_every(self.options.store_poll_s, self._store_poll, name="undo-store",
-                                          logger=logger)),
-            asyncio.create_task(run_every(self.options.housekeeping_s, self._housekeeping, name="housekeeping",
-                                          logger=logger)),
-        ]
+        o = self.options
+        self._loops = [asyncio.create_task(run_every(every, step, name=name, logger=logger), name=name)
+                       for every, step, name in ((o.undo_poll_s, self._undo_step, "undo"),
+                                                 (o.store_poll_s, self._store_poll, "undo-store"),
+                                                 (o.housekeeping_s, self._housekeeping, "housekeeping"))]
 
     async def stop(self) -> None:
         for t in [*self._loops, *self._background]:
@@ -182,11 +163,8 @@ class Responder(IncidentEffects):
         except StoreError:
             logger.exception("could not restore from the store; starting empty")
             return
-        self.history = OffenderHistory(incidents={
-            e: tuple(float(t) for t in d.get("incidents", [])) for e, d in docs.items()
-        }).pruned(now - self.policy.repeat.lookback)
-        self.last_incident = OrderedDict((e, str(d["lastIncident"])) for e, d in docs.items()
-                                         if e in self.history.incidents and d.get("lastIncident"))
+        self.history, last = restored_history(docs, now, self.policy)
+        self.last_incident = OrderedDict(last)
         for rec in [*active, *pending]:
             if rec.undone_at is not None:
                 continue
@@ -209,7 +187,7 @@ class Responder(IncidentEffects):
     async def handle(self, alert_wire: dict[str, Any]) -> dict[str, Any] | None:
         """One SecurityAlert wire dict → incident, actions, undo schedule, escalation. Returns a
         summary (``incidentId``, ``actions``, ``escalation``), or None for a duplicate/malformed."""
-        await self._ensure_started()
+        await self.ensure_started()
         self.counts["alerts"] += 1
         try:
             alert = alert_from_wire(alert_wire)
@@ -226,76 +204,42 @@ class Responder(IncidentEffects):
             while len(self.seen) > _SEEN_CAP:
                 self.seen.popitem(last=False)
             now = self.clock.now()
-            if source_over_limit(self.history, alert.source, now, self.policy.per_source):
-                return await self._fold(alert, now)
-            plan = plan_response(alert, self.history, now, self.policy)
-            gated = gate_actions(plan, alert, self.protected, self.policy, pending=len(self.pending_approvals))
-            self.history = self.history.recorded(plan.offenders(), now)
-            for entity in plan.offenders():
-                self.last_incident[entity] = plan.incident.id
-                self.last_incident.move_to_end(entity)
-                await self.store.state_put(OFFENDERS, entity, {"incidents": list(self.history.incidents[entity]),
-                                                               "lastIncident": plan.incident.id})
-            while len(self.last_incident) > _SEEN_CAP:
-                self.last_incident.popitem(last=False)
-            inc = plan.incident
-            carried = [g.action for g in gated if g.verdict == "carry_out"]
-            data: dict[str, Any] = {"alertType": inc.alert_type, "target": inc.target, "offence": plan.offence,
-                                    "automatedResponse": [a.action for a in carried], "alert": alert_wire,
-                                    "skipped": [{"action": s.action, "reason": s.reason} for s in plan.skipped],
-                                    "awaitingApproval": [g.action.action_id for g in gated if g.verdict == "approval"],
-                                    "refused": [g.action.action_id for g in gated if g.verdict == "refused"],
-                                    "log": []}
-            record = IncidentRecord(id=inc.id, type=inc.type, severity=inc.severity, title=inc.title,
-                                    description=inc.description, source=inc.source, status="open",
-                                    automated_response=bool(carried), created_at=now, data=data)
-            await self.store.incident_upsert(record)  # before its actions: they reference it
-            for g in gated:
-                if g.verdict != "carry_out":
-                    await self._hold(g, now, data["log"])
-            escalation, failed, enforced = capped_escalation(plan.escalation, alert, self.policy), 0, 0
-            for action in carried:
-                error = await self._carry_out(action, alert.description, now, data["log"], alert)
-                enforced += action.action in ENFORCED and error is None
-                if error is not None:
-                    failed += 1
-                    later = on_action_failed(plan, action, error, now, self.policy, failed_count=failed)
-                    if later is not None and (escalation is None or later.level > escalation.level):
-                        escalation = later
-            status = "escalated" if escalation is not None else "contained" if enforced else "open"
-            if escalation is not None:
-                data["escalation"] = escalation_wire(escalation)
-            record = replace(record, status=status, data=data)
-            await self.store.incident_upsert(record)
+            decision = admit(alert, alert_wire, history=self.history, last_incident=self.last_incident, now=now,
+                             policy=self.policy, protected=self.protected, pending=len(self.pending_approvals))
+            if isinstance(decision, Fold):
+                await self._fold(decision)
+                return fold_summary(decision)
+            self.history = decision.history
+            carried: list[Carried] = []
+            for effect in decision.effects:
+                error = await self._effect(effect, now, alert=alert)
+                if isinstance(effect, Enforce):
+                    carried.append(Carried(action=effect.action, error=error))
+            outcome = conclude(decision, carried, now=now, policy=self.policy, cluster=self.cluster,
+                               enforced=ENFORCED)
+            record = None
+            for after in outcome.effects:
+                if isinstance(after, Persist):
+                    record = stored_incident(after)
+                await self._effect(after, now, alert=alert, incident=record)
             self.counts["incidents"] += 1
-            await self._publish_incident(record, "created", now)
-            if escalation is not None:
-                self.counts["escalations"] += 1
-                await self._publish_incident(record, "escalated", now)
-                await self.outlet.alert([plain_alert(
-                    "SecurityIncidentEscalated", _LEVEL_SEVERITY.get(escalation.level, "emergency"), self.cluster,
-                    now, f"{inc.title} ({inc.target}) escalated to level {escalation.level}: {escalation.reason}",
-                    {"incident": inc.id, "level": str(escalation.level), "notify": ",".join(escalation.notify)},
-                    resolve_after=self.security_policy.alert_resolve_after)])
             await self._publish_active(now)
             await self.outlet.flush()
-        return {"incidentId": inc.id, "status": status, "offence": plan.offence,
-                "actions": [a.to_wire() for a in carried], "awaitingApproval": data["awaitingApproval"],
-                "refused": data["refused"], "escalation": escalation_wire(escalation) if escalation else None}
+        return summary(decision, outcome)
 
     # -- undo -----------------------------------------------------------------------------------
 
     async def _undo_step(self) -> None:
         now = self.clock.now()
-        due = sorted((at, aid) for aid, at in self.undo_at.items() if at <= now)
+        due = due_undos(self.undo_at, now)
         if not due:
             return
         async with self._lock:
-            for _, aid in due:
+            for aid in due:
                 rec = self.active.get(aid)
                 self.undo_at.pop(aid, None)
                 if rec is not None:
-                    await self._undo(rec, now, "expired" if rec.until is not None and rec.until <= now else "lifted")
+                    await self._undo(rec, now, undo_reason(rec.until, now))
             await self._publish_active(now)
             await self.outlet.flush()
 
@@ -334,7 +278,7 @@ class Responder(IncidentEffects):
 
     async def lift(self, action_id: str) -> bool:
         """Undo one active action now (same effect as ``drivers.incidents lift``)."""
-        await self._ensure_started()
+        await self.ensure_started()
         async with self._lock:
             rec = self.active.get(action_id)
             if rec is None:
@@ -348,7 +292,7 @@ class Responder(IncidentEffects):
 
     async def resolve(self, incident_id: str, note: str = "") -> bool:
         """Mark an incident resolved and publish it (its actions keep their own schedule)."""
-        await self._ensure_started()
+        await self.ensure_started()
         inc = await self.store.inner.incident_get(incident_id)
         if inc is None:
             return False
@@ -359,7 +303,7 @@ class Responder(IncidentEffects):
     async def _housekeeping(self) -> None:
         await self._expire_incidents()
         now = self.clock.now()
-        if now - self.active_published_at >= self.options.active_refresh_s:
+        if active_refresh_due(self.active_published_at, now, self.options.active_refresh_s):
             async with self._lock:
                 await self._publish_active(now)
                 await self.outlet.flush()
@@ -403,4 +347,33 @@ class Responder(IncidentEffects):
                 if hasattr(self.store.stats(), "__dict__") else {}}
 
 
-IncidentResponder: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Responder)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class IncidentResponder:
+    """The Ray actor around :class:`ResponderBody` (same arguments). Ray restarts it by running this
+    constructor again, which starts the body at once (restore, undos due, the retained set)."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 supervisor: Any = None) -> None:
+        self.body = ResponderBody(settings, options, supervisor=supervisor)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> dict[str, Any]:
+        return await self.body.start()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def handle(self, alert_wire: dict[str, Any]) -> dict[str, Any] | None:
+        return await self.body.handle(alert_wire)
+
+    async def lift(self, action_id: str) -> bool:
+        return await self.body.lift(action_id)
+
+    async def resolve(self, incident_id: str, note: str = "") -> bool:
+        return await self.body.resolve(incident_id, note)
+
+    async def status(self) -> dict[str, Any]:
+        return await self.body.status()

@@ -1,4 +1,11 @@
-"""What the non-enforcement response actions produce, as data (the IncidentResponder sends it):
+"""The responder's effects as values, and what the non-enforcement response actions produce.
+
+Effects (returned by ``policies.response_incident``; the IncidentResponder only carries them out,
+in order): :class:`Remember` an offender, :class:`Persist` the incident, :class:`Hold` an action
+(refused, or waiting for approval), :class:`Enforce` an action, :class:`Publish` the incident,
+:class:`Escalate` it (publish and :class:`Notify`), :class:`Fold` an alert into an incident.
+
+Notification content (the IncidentResponder sends it):
 
 - ``notify_security_team`` → an alert labelled ``notify=security-team``, which the shipped
   alerting tree routes to the ``security-team`` receiver (``security_team_alert``);
@@ -12,9 +19,10 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
-from policies.response import PlannedAction
+from policies.response import EscalationDecision, IncidentRecord, PlannedAction
 from policies.security_events import SecurityAlert
 from protocol.security import SecurityNotice
 
@@ -35,6 +43,83 @@ _USER_TEXT: Mapping[str, str] = {
 }
 _USER_DEFAULT = "Unusual activity on your account was detected{from_ip}. If this was not you, contact support."
 _USER_ADVICE = ("Change your password", "Review your recent sign-ins")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Remember:
+    """Store ``entity``'s offence times and latest incident (restored after a restart)."""
+
+    entity: str
+    incidents: tuple[float, ...]
+    last_incident: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Persist:
+    """Write the incident with this status and data (before its actions: they reference it)."""
+
+    incident: IncidentRecord
+    status: str
+    data: Mapping[str, Any]
+    automated_response: bool
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Hold:
+    """Record ``action`` as refused (``waiting`` False) or store its approval request."""
+
+    action: PlannedAction
+    waiting: bool
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Enforce:
+    """Carry out ``action``: persisted first, then applied to Redis/EMQX, or the notification sent,
+    or the evidence preserved; published on the actions topic. Its outcome goes back to the policy."""
+
+    action: PlannedAction
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Publish:
+    """Publish the incident, as stored, with ``event`` on each of ``topics``."""
+
+    event: str
+    topics: tuple[str, ...]
+    resolution: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Notify:
+    """Raise a security-component alert (through the alert manager)."""
+
+    name: str
+    severity: str
+    summary: str
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Escalate:
+    """The incident was escalated: publish it (``publish``) and raise ``alert``."""
+
+    decision: EscalationDecision
+    publish: Publish
+    alert: Notify
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Fold:
+    """A source over its incident limit: log ``entry`` in its latest incident (None: there is
+    none to fold it into), count it, carry nothing out."""
+
+    incident_id: str | None
+    entry: Mapping[str, Any]
+
+
+Effect = Remember | Persist | Hold | Enforce | Publish | Escalate | Notify
 
 
 def _cut(text: str, limit: int) -> str:

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from actors.clock import Clock, FakeClock
-from actors.incident_responder import Responder
+from actors.incident_responder import ResponderBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
 from adapters.signing import ensure_key_pair, public_key_path
@@ -59,11 +59,11 @@ def active_set(ips: list[str], at: datetime) -> dict[str, Any]:
 
 @asynccontextmanager
 async def responder(broker_url: str, tmp_path: Path, key: Path, clock: Clock | None = None,
-                    **options: float) -> AsyncIterator[Responder]:
+                    **options: float) -> AsyncIterator[ResponderBody]:
     settings = OperateSettings(broker_url=broker_url, cluster_id=f"t{uuid.uuid4().hex[:8]}",
                                store_url=f"sqlite:///{tmp_path / 'ops.db'}", signing_key_file=str(key))
     opts = SecurityOptions(self_start=False, **({"undo_poll_s": 3600.0, "store_poll_s": 3600.0} | options))
-    r = Responder(settings, opts, clock=clock)
+    r = ResponderBody(settings, opts, clock=clock)
     await r.start()
     try:
         yield r

@@ -1,4 +1,4 @@
-"""The incident responder's body (``Responder``) run in-process on the shipped doubles: a
+"""The incident responder's body (``ResponderBody``) run in-process on the shipped doubles: a
 ``FakeClock``, an ``InMemoryStore`` and a ``CapturingBus`` — no Ray, broker or database server. What
 it publishes is parsed with the ``protocol`` models the SDK parses it with."""
 
@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from actors.clock import FakeClock
-from actors.incident_responder import Responder
+from actors.incident_responder import ResponderBody
 from actors.security_common import SecurityOptions, active_actions_topic
 from actors.settings import OperateSettings
 from adapters.testing import CapturingBus, InMemoryStore
@@ -22,10 +22,10 @@ CLUSTER = "c1"
 
 
 @pytest.fixture
-async def doubles() -> AsyncIterator[tuple[Responder, FakeClock, InMemoryStore, CapturingBus]]:
+async def doubles() -> AsyncIterator[tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]]:
     clock, store, bus = FakeClock(T0), InMemoryStore(clock=FakeClock(T0)), CapturingBus()
     settings = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id=CLUSTER, store_url="sqlite://:memory:")
-    body = Responder(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=bus)
+    body = ResponderBody(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=bus)
     await body.start()
     yield body, clock, store, bus
     await body.stop()
@@ -37,7 +37,7 @@ def brute_force(ip: str, at: float) -> SecurityAlert:
 
 
 async def test_start_publishes_the_retained_active_set(
-        doubles: tuple[Responder, FakeClock, InMemoryStore, CapturingBus]) -> None:
+        doubles: tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]) -> None:
     """A started responder publishes its (empty) active set, retained, at its clock's time."""
     _, _, _, bus = doubles
     [active] = bus.on(active_actions_topic(CLUSTER))
@@ -47,7 +47,7 @@ async def test_start_publishes_the_retained_active_set(
 
 
 async def test_an_alert_becomes_a_stored_and_published_incident(
-        doubles: tuple[Responder, FakeClock, InMemoryStore, CapturingBus]) -> None:
+        doubles: tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]) -> None:
     """A security alert is stored as an incident (created at the fake clock's time) and published
     on the incidents topic; the same alert again is a duplicate and publishes nothing more."""
     body, clock, store, bus = doubles
@@ -66,13 +66,13 @@ async def test_an_alert_becomes_a_stored_and_published_incident(
 
 
 async def test_a_restarted_body_restores_offenders_from_the_store(
-        doubles: tuple[Responder, FakeClock, InMemoryStore, CapturingBus]) -> None:
+        doubles: tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]) -> None:
     """What one body stored, a new body on the same store restores: a repeat offender's second
     incident counts the first."""
     body, clock, store, _ = doubles
     first = await body.handle(brute_force("203.0.113.9", T0).to_wire())
     assert first is not None
     settings = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id=CLUSTER, store_url="sqlite://:memory:")
-    fresh = Responder(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=CapturingBus())
+    fresh = ResponderBody(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=CapturingBus())
     await fresh._restore()
     assert list(fresh.history.incidents["203.0.113.9"]) == list(body.history.incidents["203.0.113.9"])
