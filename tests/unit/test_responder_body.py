@@ -15,7 +15,7 @@ from actors.settings import OperateSettings
 from adapters.testing import CapturingBus, InMemoryStore
 from policies.security_events import SecurityAlert
 from protocol import topics
-from protocol.security import ActiveActions, IncidentMessage
+from protocol.security import ActiveActions, AlertMessage, IncidentMessage
 
 T0 = 1_700_000_000.0
 CLUSTER = "c1"
@@ -76,3 +76,24 @@ async def test_a_restarted_body_restores_offenders_from_the_store(
     fresh = ResponderBody(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=CapturingBus())
     await fresh._restore()
     assert list(fresh.history.incidents["203.0.113.9"]) == list(body.history.incidents["203.0.113.9"])
+
+
+async def test_a_critical_incident_is_escalated_on_the_emergency_topic_too(
+        doubles: tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]) -> None:
+    """The body carries out what the policy decided: the block is applied (active set, stored
+    action), the incident is created and escalated on the incidents and emergency topics, and the
+    escalation alert goes out on the alerts topic."""
+    body, _, store, bus = doubles
+    summary = await body.handle(brute_force("203.0.113.11", T0).to_wire())
+    assert summary is not None and summary["escalation"]["level"] == 1
+    for topic in (topics.system_incidents(CLUSTER), topics.system_emergency(CLUSTER)):
+        events = [IncidentMessage.model_validate(p).event for p in bus.payloads(topic)]
+        assert events == ["created", "escalated"], topic
+    [escalated] = [AlertMessage.model_validate(p) for p in bus.payloads(topics.system_alerts(CLUSTER))
+                   if p["labels"]["alertname"] == "SecurityIncidentEscalated"]
+    assert escalated.labels["incident"] == summary["incidentId"] and escalated.labels["severity"] == "error"
+    active = ActiveActions.model_validate(bus.payloads(active_actions_topic(CLUSTER))[-1])
+    assert [a.target for a in active.actions if a.action == "block_ip"] == ["203.0.113.11"]
+    stored = await store.incident_get(summary["incidentId"])
+    assert stored is not None and stored.status == "escalated"
+    assert [e["result"] for e in stored.data["log"]] == ["applied"] * 3
