@@ -76,6 +76,8 @@ logger = logging.getLogger("sfa_ops.alertmanager")
 
 STATE_NAMESPACE = "alertmanager"
 STATE_KEY = "dispatcher"
+
+
 class AlertManagerBody(Chassis):
     """See the module docstring. Options: ``mirror`` (publish every notification on the alerts
     topic), ``retry`` (attempts within one delivery), ``tick_s``, ``save_every_s``; ``clock``,
