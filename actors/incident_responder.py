@@ -5,8 +5,8 @@ For each alert (``handle(alert_wire)``): ``policies.response_incident`` decides 
 ``conclude`` once the actions were carried out) and returns effects as values
 (``policies.response_effects``: ``Remember``, ``Persist``, ``Hold``, ``Enforce``, ``Publish``,
 ``Escalate``, ``Notify``, ``Fold``); this shell carries them out in order
-(``actors.incident_effects``): it writes the incident and every action to the store *before* carrying them out (so a crash
-mid-way is restored, not lost), applies enforced actions to Redis/EMQX (``adapters.enforcement``),
+(``actors.incident_effects``): it writes the incident and every action to the store *before*
+carrying them out (so a crash mid-way is restored, not lost), applies enforced actions to Redis/EMQX (``adapters.enforcement``),
 publishes each action on ``system/{cluster}/security/actions`` and the current set, retained, on
 ``system/{cluster}/security/actions/active``, records each success and failure in the incident's
 log (seed: LogAction/LogActionFailure), escalates per policy, and publishes incident changes on
@@ -29,12 +29,13 @@ policy's ``incident_ttl`` is resolved as ``expired`` (``policies.incident_expiry
 retained active set is republished when ``active_refresh_s`` passed since the last one (SDKs with a
 trust refuse a set older than their maximum age).
 
-The body, :class:`ResponderBody` (an ``actors.chassis.Chassis``; clock, store and bus injected), runs
-in-process in tests; ``IncidentResponder`` is the thin Ray actor around it.
+The body, :class:`ResponderBody` (an ``actors.chassis.Chassis``; clock, store and bus injected),
+runs in-process in tests; ``IncidentResponder`` is the thin Ray actor around it.
 
-Restart: Ray re-runs the constructor, which queues ``ensure_started()`` (``Chassis.start_when_restarted``); it restores offender history,
-active actions (re-applied to Redis/EMQX: idempotent) and pending undos from the store, runs undos
-whose time passed while it was down, and republishes the retained set.
+Restart: Ray re-runs the constructor, which queues ``ensure_started()``
+(``Chassis.start_when_restarted``); it restores offender history, active actions (re-applied to
+Redis/EMQX: idempotent) and pending undos from the store, runs undos whose time passed while it
+was down, and republishes the retained set.
 """
 
 from __future__ import annotations
