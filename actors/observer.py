@@ -41,34 +41,20 @@ from actors.observer_tick import ObserverLinks
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message, MqttBus
-from policies.correlation import Answer, Correlator, Pending, ServiceDelta
+from policies.correlation import Correlator, ServiceDelta
 from policies.discovery import ServiceAdmission
 from policies.health import load_health_policy
 from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MonitorResult, Unavailable
 from policies.observation import ObservationPolicy, load_observation_policy
+from policies.observation_answers import circuit_open_answer, unavailable_answer
 from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, owner_of
 from protocol import topics
 from protocol.intake import is_call_id
-from protocol.rpc import circuit_open_response, service_unavailable_response
 
 logger = logging.getLogger("sfa_ops.observer")
 
 _IDLE_EVALUATION_S = 1.0  # services without traffic are still evaluated this often (damping, recovery)
-
-
-def circuit_open_answer(a: Answer, now: float) -> dict[str, Any]:
-    """-32503 "Circuit Breaker Open" for a call refused while its service's breaker is open."""
-    return circuit_open_response(call_id=a.call_id, service=a.service, retry_after_seconds=a.retry_after_s,
-                                 correlation_id=a.correlation_id, timestamp=now).to_wire()
-
-
-def unavailable_answer(p: Pending, reason: str, estimate: str | None, retry_after_s: float,
-                       now: float) -> dict[str, Any]:
-    """-32503 "Service Temporarily Unavailable" for a call pending when its service went down."""
-    return service_unavailable_response(call_id=p.call_id, service=p.service, reason=reason,
-                                        estimated_recovery=estimate, retry_after_seconds=retry_after_s,
-                                        correlation_id=p.correlation_id, timestamp=now).to_wire()
 
 
 class ObserverBody(Chassis):

@@ -57,7 +57,8 @@ class InstanceWatch:
         self._failed = failed
         self.prefix = f"system/{cluster_id}/presence/"
         self.outages = OutageWatch(cluster_id=cluster_id, owner=index == 0, health=health)
-        self.hold = OfflineHold(echo_timeout=policy.offline_echo_timeout, recheck=policy.offline_recheck)
+        self.hold = OfflineHold(echo_timeout=policy.offline_echo_timeout, recheck=policy.offline_recheck,
+                                settle=policy.offline_settle)
         self.echo_topic = f"{PROBE_PREFIX}/{cluster_id}/{index}"
         self._nonce = uuid.uuid4().hex[:12]
         self._watch: asyncio.Task[None] | None = None

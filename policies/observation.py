@@ -37,6 +37,9 @@ class ObservationPolicy(PolicyModel):
     offline_recheck: Duration = Field(default=5.0, gt=0)
     """After a reconnect, how long an offline received around the broker's restart waits for its
     instance to announce itself online again before it is believed (``policies.outage_hold``)."""
+    offline_settle: Duration = Field(default=1.0, gt=0)
+    """After a reconnect, offlines received this soon (maybe Wills queued by the stopping broker) wait
+    ``offline_recheck`` for their instance too, instead of being confirmed by an echo."""
     services: dict[str, ServiceObservation] = Field(default_factory=dict)
 
     def call_timeout_for(self, service: str) -> float:

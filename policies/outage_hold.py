@@ -14,9 +14,10 @@ once the broker proves it is still up after sending it:
   offline arrived while disconnected, the offline waits for the reconnect, then ``recheck`` more
   seconds in which live instances announce themselves again; an ``online`` from that instance
   cancels it, otherwise it is believed then.
-- **settling**: for ``recheck`` seconds after a reconnect, and for a retained offline (the broker's
-  stored state, not an event), an offline also waits out the window (a resumed session may deliver
-  Wills the broker queued for us while stopping).
+- **settling**: an offline received within ``settle`` seconds after a reconnect (a resumed session
+  may deliver Wills the broker queued for us while stopping, and the dispatcher may still be working
+  through them) or a retained one (the broker's stored state, not an event) also waits ``recheck``
+  seconds for its instance's ``online``.
 
 An offline of an instance not online in the observer's view is no event and passes at once, as do
 onlines (which also cancel a held offline of the same instance). Held offlines are bounded
@@ -67,9 +68,10 @@ PASS = Decision(True)
 class OfflineHold:
     """The offlines an observer has received but does not believe yet."""
 
-    def __init__(self, *, echo_timeout: float, recheck: float) -> None:
+    def __init__(self, *, echo_timeout: float, recheck: float, settle: float = 1.0) -> None:
         self.echo_timeout = echo_timeout
         self.recheck = recheck
+        self.settle = settle
         self.held: dict[tuple[str, str], _Held] = {}
         self.epoch = 0
         self.connected = False
@@ -95,7 +97,7 @@ class OfflineHold:
                 h.stage, h.deadline = "away", None
         if connected and (new_link or not self.connected):
             if epoch > 1:  # a re-connect: the first connection has nothing to settle
-                self.settle_until = now + self.recheck
+                self.settle_until = now + self.settle
             for h in self.held.values():
                 if h.deadline is None:
                     h.deadline = now + self.recheck
@@ -119,8 +121,7 @@ class OfflineHold:
             self.held[key] = _Held(off, "away", 0, None)
             return Decision(False)
         if retained or now < self.settle_until:
-            self.held[key] = _Held(off, "settle", 0, max(self.settle_until, now + self.recheck)
-                                   if retained else self.settle_until)
+            self.held[key] = _Held(off, "settle", 0, now + self.recheck)
             return Decision(False)
         self._token += 1
         self.held[key] = _Held(off, "echo", self._token, now + self.echo_timeout)

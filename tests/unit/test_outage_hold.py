@@ -80,21 +80,25 @@ def test_a_replaced_connection_is_seen_even_without_seeing_it_down() -> None:
     assert h.due(1.5 + 4.9) == [] and h.due(6.5) == [Offline("Users", "i1", 1.0)]
 
 
-def test_offlines_while_disconnected_and_while_settling_after_a_reconnect_wait_out_the_window() -> None:
-    """An offline delivered while disconnected, or within the recheck window after a reconnect (a
-    resumed session may deliver Wills queued while the broker stopped), or retained (stored state),
-    waits for the window: no echo."""
-    h = hold(connected=False)
+def test_offlines_while_disconnected_and_while_settling_after_a_reconnect_wait_for_the_recheck() -> None:
+    """An offline delivered while disconnected, or within ``settle`` after a reconnect (a resumed
+    session may deliver Wills queued while the broker stopped), or retained (stored state), waits
+    ``recheck`` for its instance's online: no echo. Later ones are confirmed by an echo again."""
+    h = OfflineHold(echo_timeout=0.25, recheck=5.0, settle=1.0)
+    h.link(True, 1, 0.0)
+    h.link(False, 1, 0.5)
     d = h.offline("A", "i", 1.0, was_online=True)
     assert not d.release and d.echo is None
-    h.link(True, 2, 2.0)
-    d = h.offline("B", "i", 3.0, was_online=True)
+    h.link(True, 2, 2.0)  # reconnected: A waits until 7.0; the settling window ends at 3.0
+    d = h.offline("B", "i", 2.5, was_online=True)
     assert not d.release and d.echo is None
-    h.link(True, 2, 8.0)
-    d = h.offline("C", "i", 8.0, was_online=True, retained=True)
+    d = h.offline("C", "i", 3.5, was_online=True, retained=True)
     assert not d.release and d.echo is None
-    assert sorted(o.service for o in h.due(7.0)) == ["A", "B"]
-    assert h.due(12.9) == [] and [o.service for o in h.due(13.0)] == ["C"]
+    token = h.offline("D", "i", 3.5, was_online=True).echo
+    assert token is not None and h.echoed(token) == [Offline("D", "i", 3.5)]
+    assert [o.service for o in h.due(7.0)] == ["A"]
+    assert [o.service for o in h.due(7.5)] == ["B"]
+    assert h.due(8.4) == [] and [o.service for o in h.due(8.5)] == ["C"]
 
 
 def test_a_first_connection_settles_nothing() -> None:

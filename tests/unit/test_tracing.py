@@ -125,7 +125,8 @@ def test_otlp_endpoint_and_ray_environment() -> None:
 def observer(tp: TracerProvider) -> ObserverBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",))
     # its bus records what the real bus would send
-    return ObserverBody(settings=s, clock=FakeClock(), bus=CapturingBus(), policy=ObservationPolicy(), tracer_provider=tp)
+    return ObserverBody(settings=s, clock=FakeClock(), bus=CapturingBus(), policy=ObservationPolicy(),
+                        tracer_provider=tp)
 
 
 def call(i: int, props: tuple[tuple[str, str], ...] = ()) -> Message:
