@@ -1,14 +1,9 @@
 """Observer actor: watches calls, responses, presence and UI changes on the broker, correlates them
 in-process (``policies.correlation``), and once per tick hands per-service deltas to the service
-monitors and their decisions to the supervisor. It answers on a service's behalf: -32503 "Circuit
-Breaker Open" for new calls while a breaker refuses them, and -32503 "Service Temporarily
-Unavailable" for every pending call when a service goes down.
-
-A lost instance is an event: when the Last Will of a service's last online instance arrives,
-observer 0 (the one that feeds presence to the monitors) publishes ``service_unavailable`` and
-every observer answers the pending calls it owns at once, as ``policies.outage`` decides; the monitor's
-conclusion on the next tick reaches the supervisor marked as already published (no second message),
-and the supervisor still raises the alerts and runs the cascade on it.
+monitors and their decisions to the supervisor (``actors.observer_tick``). It answers on a service's
+behalf: -32503 "Circuit Breaker Open" for new calls while a breaker refuses them, and -32503 "Service
+Temporarily Unavailable" for every pending call when a service goes down — at once when the Last Will
+of its last online instance is believed (``actors.observer_presence``), else on the monitor's tick.
 
 With several observers, calls, responses and UI changes arrive through MQTT 5 shared
 subscriptions (``$share/sfa-ops-{cluster}/…``): each message reaches one observer. A pair is
@@ -38,58 +33,48 @@ import orjson
 import ray
 from opentelemetry import trace
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
-from actors.restart import start_if_restarted
+from actors.observer_presence import InstanceWatch
+from actors.observer_tick import ObserverLinks
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message, MqttBus
-from policies.correlation import Answer, Correlator, Pending, ServiceDelta
+from policies.correlation import Correlator, ServiceDelta
 from policies.discovery import ServiceAdmission
 from policies.health import load_health_policy
 from policies.intake import IntakeCall, Refused, read_call
 from policies.monitoring import MonitorResult, Unavailable
 from policies.observation import ObservationPolicy, load_observation_policy
-from policies.outage import LastInstanceLost, OutageWatch
-from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, encode_batch, owner_of
+from policies.observation_answers import circuit_open_answer, unavailable_answer
+from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, owner_of
 from protocol import topics
 from protocol.intake import is_call_id
-from protocol.names import is_segment, is_service_name
-from protocol.rpc import circuit_open_response, service_unavailable_response
 
 logger = logging.getLogger("sfa_ops.observer")
 
 _IDLE_EVALUATION_S = 1.0  # services without traffic are still evaluated this often (damping, recovery)
 
 
-def circuit_open_answer(a: Answer, now: float) -> dict[str, Any]:
-    """-32503 "Circuit Breaker Open" for a call refused while its service's breaker is open."""
-    return circuit_open_response(call_id=a.call_id, service=a.service, retry_after_seconds=a.retry_after_s,
-                                 correlation_id=a.correlation_id, timestamp=now).to_wire()
-
-
-def unavailable_answer(p: Pending, reason: str, estimate: str | None, retry_after_s: float,
-                       now: float) -> dict[str, Any]:
-    """-32503 "Service Temporarily Unavailable" for a call pending when its service went down."""
-    return service_unavailable_response(call_id=p.call_id, service=p.service, reason=reason,
-                                        estimated_recovery=estimate, retry_after_seconds=retry_after_s,
-                                        correlation_id=p.correlation_id, timestamp=now).to_wire()
-
-
-class ObserverCore:
-    """The observer without Ray: message handlers and the tick, for the actor and for tests.
+class ObserverBody(Chassis):
+    """The observer without Ray: message handlers and the tick's steps (testable with ``FakeClock``
+    and ``CapturingBus``); ``ensure_started()`` connects, links to the other actors and starts the
+    loops.
 
     Every call payload is counted exactly once across observers: as a tracked call (``calls``), a
     call to an unknown service beyond the discovery cap (``unknownServices``), ``malformed`` or
     ``rejected`` (a reply topic sfa-ops never publishes on). A payload is counted where it is
     parsed: by the observer that owns its reply topic, or by the one that received it when no
     observer owns it (refused, or no reply topic). Forwarded halves go out through
-    :meth:`take_forward` and come in through :meth:`on_forwarded`. Every presence message is counted once, by observer 0: ``presence``, ``malformed``, or
-    ``presenceRefused`` (a new service name beyond ``policies.discovery.MAX_PRESENT``).
+    :meth:`take_forward` and come in through :meth:`on_forwarded`. Presence is counted by
+    :class:`~actors.observer_presence.InstanceWatch`.
     """
 
+    what = "observer"
+
     def __init__(self, *, settings: OperateSettings, index: int = 0, clock: Clock | None = None,
-                 policy: ObservationPolicy | None = None,
+                 bus: MqttBus | None = None, policy: ObservationPolicy | None = None,
                  tracer_provider: trace.TracerProvider | None = None) -> None:
         self.settings = settings
         self.index = index
@@ -100,9 +85,8 @@ class ObserverCore:
                                      per_service_timeout_s=self.policy.per_service_timeouts(),
                                      pending_cap=self.policy.pending_cap,
                                      audit=settings.security and settings.audit_calls)
-        self.bus = MqttBus(config=settings.mqtt_config(),
-                           client_id=f"observer-{settings.cluster_id}-{index}",
-                           max_payload_bytes=self.policy.max_payload_bytes, incoming_queue_size=200_000)
+        self.bus = bus or MqttBus(config=settings.mqtt_config(), client_id=f"observer-{settings.cluster_id}-{index}",
+                                  max_payload_bytes=self.policy.max_payload_bytes, incoming_queue_size=200_000)
         # Each observer admits its share of traffic-only names: together they never pass the cap.
         self.admission = ServiceAdmission(configured=settings.services,
                                           max_discovered=settings.max_discovered_services // self.count,
@@ -111,20 +95,21 @@ class ObserverCore:
         self.rejected = 0
         self.answer_failed = 0
         self.ui_changes = 0
-        self.presence = 0
-        self.presence_prefix = f"system/{settings.cluster_id}/presence/"
-        self.new_real: list[str] = []
-        """Services whose first instance announced itself since the last tick."""
         self._last_eval: dict[str, float] = {}
         self._service_cache: dict[str, str | None] = {}
         self._tracing = tracing.TracerSource("sfa_ops.observer", tracer_provider)
-        self.outages = OutageWatch(cluster_id=settings.cluster_id, owner=index == 0,
-                                   health=load_health_policy(settings.policies_dir))
+        self.instances = InstanceWatch(cluster_id=settings.cluster_id, index=index, bus=self.bus, clock=self.clock,
+                                       policy=self.policy, health=load_health_policy(settings.policies_dir),
+                                       correlator=self.correlator, admission=self.admission,
+                                       answer_pending=self._answer_pending, failed=self._answer_failed)
         self._tick_no = 0
         self.forward = ForwardBatches(index=index, count=self.count, max_batch=self.policy.forward_batch_cap)
         self.early = EarlyResponses(hold_s=self.policy.early_response_hold, cap=self.policy.early_response_cap)
         self.share_group = f"sfa-ops-{settings.cluster_id}" if self.count > 1 else None
         """With one observer nothing is shared (plain subscriptions, nothing forwarded)."""
+        self.links: ObserverLinks | None = None
+        self._known_given = False
+        self._loops: list[asyncio.Task[None]] = []
 
     @property
     def known(self) -> set[str]:
@@ -133,11 +118,31 @@ class ObserverCore:
 
     def restore(self, services: list[str] | tuple[str, ...]) -> None:
         """Services monitored before (from the supervisor): evaluated from the first tick."""
+        self._known_given = True
         self.admission.restore(services, self.clock.now())
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def start(self) -> None:
+    async def _start(self) -> None:
+        """Link to the other actors, restore the monitored services (asked from the supervisor when
+        nobody passed them: a restart by Ray), connect and subscribe, then start the loops."""
+        links = ObserverLinks(self)
+        if not self._known_given:
+            try:
+                self.admission.restore(await links.monitored(), self.clock.now())
+            except Exception:
+                logger.exception("observer %d: monitored services unknown; learnt again from traffic", self.index)
+        await self.subscribe()
+        await self.bus.wait_connected(30)
+        self.links = links
+        self._loops.append(asyncio.create_task(
+            run_every(self.policy.tick, links.tick, name=f"observer-{self.index}", logger=logger),
+            name=f"observer-{self.index}-tick"))
+        if self.count > 1:
+            self._loops.append(asyncio.create_task(links.forward_loop(), name=f"observer-{self.index}-forward"))
+
+    async def subscribe(self) -> None:
+        """Start the bus (idempotent) and register every subscription (idempotent per handler)."""
         await self.bus.start()
         group = self.share_group
         # QoS 1: with the persistent session the broker queues what arrives while we reconnect (a
@@ -145,11 +150,13 @@ class ObserverCore:
         await self.bus.subscribe(topics.CALLS_FILTER, self.on_call, qos=1, shared_group=group)
         await self.bus.subscribe(topics.RESPONSES_FILTER, self.on_response, qos=1, shared_group=group)
         await self.bus.subscribe(topics.UI_CHANGES_FILTER, self.on_ui_change, qos=1, shared_group=group)
-        # Every observer learns which services announced presence (so they are never counted as
-        # traffic-only names); observer 0 alone feeds presence to the monitors.
-        await self.bus.subscribe(topics.presence_filter(self.settings.cluster_id), self.on_presence, qos=1)
+        await self.instances.subscribe()
 
     async def stop(self) -> None:
+        for task in self._loops:
+            task.cancel()
+        self.instances.stop()
+        await self.bus.flush(2.0)
         await self.bus.stop()
 
     # -- handlers (per message: cheap, never raise) --------------------------------------------
@@ -257,50 +264,16 @@ class ObserverCore:
     def on_ui_change(self, msg: Message) -> None:
         self.ui_changes += 1
 
-    def on_presence(self, msg: Message) -> None:
-        rest = msg.topic[len(self.presence_prefix):].split("/")
-        ok = len(rest) == 2 and is_service_name(rest[0]) and is_segment(rest[1])
-        try:
-            doc = orjson.loads(msg.payload) if msg.payload else {"status": "offline"}
-        except orjson.JSONDecodeError:
-            doc = None
-        status = doc.get("status") if isinstance(doc, dict) else None
-        if not ok or status not in ("online", "offline"):
-            if self.index == 0:
-                self.malformed += 1
-            return
-        service = rest[0]
-        if not self.admission.may_announce(service):
-            return  # counted in presenceRefused (reported by observer 0, as malformed is)
-        if self.index == 0:
-            self.presence += 1
-        if self.admission.announce(service):
-            self.new_real.append(service)
-        if self.index == 0:
-            self.correlator.on_presence(service, rest[1], status == "online")
-        lost = self.outages.on_presence(service, rest[1], status == "online", self.clock.now())
-        if lost is not None:
-            self.publish_lost(lost)
-
-    def publish_lost(self, lost: LastInstanceLost) -> None:
-        """The service's last instance went offline: ``service_unavailable`` now (observer 0), then
-        the pending calls this observer owns."""
-        if lost.message is not None:
-            try:
-                self.bus.publish_nowait(topics.system_errors(self.settings.cluster_id), lost.message, qos=1)
-            except Exception:
-                self._answer_failed("service_unavailable event")
-        self._answer_pending(lost.service, lost.unavailable, self.clock.now())
-
     # -- the tick --------------------------------------------------------------------------------
 
     def collect(self) -> tuple[float, dict[str, ServiceDelta], dict[tuple[str, str], int]]:
         """Expire, drain, and add empty deltas for idle services due an evaluation."""
+        self.instances.release_held()
         now = self.clock.now()
         self.correlator.expire(now)
         self.correlator.counters.unmatched_responses += self.early.expire(now)
         deltas, edges = self.correlator.drain()
-        self._tick_no = self.outages.begin_tick()
+        self._tick_no = self.instances.outages.begin_tick()
         for name in self.known:
             if name not in deltas and now - self._last_eval.get(name, 0.0) >= _IDLE_EVALUATION_S:
                 deltas[name] = ServiceDelta(name)
@@ -317,7 +290,7 @@ class ObserverCore:
                 self.admission.restore([name], now)
                 continue
             self.correlator.forget(name)
-            self.outages.forget(name)
+            self.instances.forget(name)
             self._last_eval.pop(name, None)
             gone.append(name)
         return gone
@@ -352,7 +325,7 @@ class ObserverCore:
     def reconcile(self, results: list[MonitorResult]) -> list[MonitorResult]:
         """This tick's results with the outages already published by event marked so; publishes the
         ``service_recovered`` of an announced outage the monitor never saw (``policies.outage``)."""
-        results, recovered = self.outages.reconcile(results, self._tick_no, self.clock.now())
+        results, recovered = self.instances.outages.reconcile(results, self._tick_no, self.clock.now())
         for msg in recovered:
             try:
                 self.bus.publish_nowait(topics.system_errors(self.settings.cluster_id), msg, qos=1)
@@ -386,209 +359,45 @@ class ObserverCore:
         c = self.correlator.counters
         bus = self.bus.stats()
         dropped = int(bus["oversized"]) + int(bus["incoming_dropped"]) + c.pending_overflow + self.forward.dropped
-        return {"calls": c.calls, "responses": c.responses, "timeouts": c.timeouts, "malformed": self.malformed,
+        return {"calls": c.calls, "responses": c.responses, "timeouts": c.timeouts, "malformed": self.malformed + self.instances.malformed,
                 "rejected": self.rejected, "unknownServices": self.admission.refused,
                 "answerFailed": self.answer_failed, "capped": c.capped,
                 "dropped": dropped, "fastFailed": c.fast_failed, "uiChanges": self.ui_changes,
                 "unmatchedResponses": c.unmatched_responses, "pending": len(self.correlator.pending),
                 "auditDropped": self.correlator.audit_dropped, "activityDropped": self.correlator.activity_dropped,
-                "presence": self.presence, "forwarded": self.forward.forwarded,
+                "forwarded": self.forward.forwarded,
                 "forwardDropped": self.forward.dropped, "earlyMatched": self.early.matched,
-                "presenceRefused": self.admission.presence_refused if self.index == 0 else 0}
+                "presenceRefused": self.admission.presence_refused if self.index == 0 else 0,
+                **self.instances.counters()}
 
 
 @ray.remote(num_cpus=0, max_restarts=-1)
 class Observer:
-    """Ray shell around :class:`ObserverCore`: runs the tick loop, talks to monitors/supervisor."""
+    """Ray shell around :class:`ObserverBody`. Restarted by Ray (its process died), it starts itself
+    (``start_when_restarted``), asking the supervisor for the monitored services, so an open breaker
+    refuses calls from the first tick again; the supervisor's idempotent ``start`` is the backstop."""
 
     def __init__(self, settings: OperateSettings, index: int) -> None:
         logging.basicConfig(level=logging.INFO)
         tracing.configure_tracing("sfa-ops")  # only when OTEL_EXPORTER_OTLP_ENDPOINT is set
-        self.core = ObserverCore(settings=settings, index=index)
-        self.settings = settings
-        self.index = index
-        self.monitors: dict[str, Any] = {}
-        self._starting: dict[str, asyncio.Task[None]] = {}
-        self._held: dict[str, ServiceDelta] = {}
-        self.supervisor: Any = None
-        self.analyst: Any = None
-        self.audit: Any = None
-        self._loop: asyncio.Task[None] | None = None
-        self._forwarder: asyncio.Task[None] | None = None
-        self._report: Any = None
-        self.peers: dict[int, Any] = {}
-        self._sending: set[asyncio.Task[None]] = set()
-        self._started: asyncio.Future[None] | None = None
-        self._core_started = False
-        start_if_restarted(f"observer {index}", method="restart")
+        self.body = ObserverBody(settings=settings, index=index)
+        self.body.start_when_restarted(f"observer {index}")
 
     async def start(self, known: list[str] | None = None) -> None:
-        """Connect and start ticking; ``known`` services are evaluated from the first tick.
-        Idempotent: a restarted supervisor calls it again on a live observer. Restarted by Ray (its
-        process died), the observer starts itself with ``known`` None: the supervisor's monitored
-        services, so an open breaker refuses calls from the first tick again."""
-        if known:
-            self.core.restore(known)
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._start(known)
-                self._started.set_result(None)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                self._started = None  # the next start() tries again
-                raise
-        await asyncio.shield(self._started)
+        """Connect and start ticking; ``known`` services are evaluated from the first tick. Idempotent."""
+        if known is not None:
+            self.body.restore(known)
+        await self.body.ensure_started()
 
-    async def restart(self) -> None:
-        """Ray restarted this observer (its process died): start until started; a failed attempt
-        (the supervisor or the broker briefly away) is logged and tried again."""
-        while True:
-            try:
-                await self.start(None)
-                return
-            except Exception:
-                logger.exception("observer %d: start after a restart failed; trying again in 1 s", self.index)
-                await asyncio.sleep(1.0)
-
-    async def _start(self, known: list[str] | None) -> None:
-        s = self.settings
-        self.supervisor = ray.get_actor(s.actor_name("supervisor"), namespace=s.namespace)
-        if s.security:
-            self.analyst = ray.get_actor(s.actor_name("analyst"), namespace=s.namespace)
-            self.audit = ray.get_actor(s.actor_name("audit"), namespace=s.namespace)
-        if self.core.count > 1:
-            self.peers = {i: ray.get_actor(s.actor_name("observer", str(i)), namespace=s.namespace)
-                          for i in range(self.core.count) if i != self.index}
-        if self.core.count > 1 and self._forwarder is None:
-            self._forwarder = asyncio.create_task(self._forward_loop(), name=f"observer-{self.index}-forward")
-        if known is None:
-            try:
-                status = await asyncio.wait_for(self.supervisor.status.remote(), 30)
-                self.core.restore(list(status.get("monitors") or []))
-            except Exception:
-                logger.exception("observer %d: monitored services unknown; learnt again from traffic", self.index)
-        if not self._core_started:  # subscribed once: a retried start must not subscribe twice
-            await self.core.start()
-            self._core_started = True
-        await self.core.bus.wait_connected(30)
-        self._loop = asyncio.create_task(
-            run_every(self.core.policy.tick, self._tick, name=f"observer-{self.index}", logger=logger),
-            name=f"observer-{self.index}-tick")
-
-    async def _forward_loop(self) -> None:
-        """Every ``forward_every``: one call per owner with something queued (never per message)."""
-        every = self.core.policy.forward_every
-        while True:
-            await asyncio.sleep(every)
-            try:
-                for owner, batch in self.core.take_forward().items():
-                    task = asyncio.create_task(self._send(owner, batch), name=f"observer-{self.index}-to-{owner}")
-                    self._sending.add(task)
-                    task.add_done_callback(self._sending.discard)
-            except Exception:
-                logger.exception("observer %d: forwarding step failed", self.index)
-
-    async def _send(self, owner: int, batch: list[Half]) -> None:
-        try:
-            await self.peers[owner].forwarded.remote(encode_batch(batch))
-        except Exception:
-            # The owner restarts (max_restarts=-1): these halves are lost, counted, never retried.
-            self.core.forward.dropped += len(batch)
-            logger.exception("observer %d: %d halves for observer %d lost", self.index, len(batch), owner)
-        finally:
-            self.core.forward.sent(owner)
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
 
     async def forwarded(self, batch: bytes) -> None:
         """Halves of pairs this observer owns, received by another observer (``encode_batch``)."""
-        self.core.on_forwarded(decode_batch(batch))
-
-    async def _tick(self) -> None:
-        self._retire()
-        now, deltas, edges = self.core.collect()
-        if self.core.new_real:
-            real, self.core.new_real = self.core.new_real, []
-            self.supervisor.mark_real.remote(real)
-        new = [s for s in deltas if s not in self.monitors]
-        if new:
-            self.monitors.update(await self.supervisor.monitors_for.remote(new, self.index))
-            for name in new:
-                self._starting[name] = asyncio.create_task(self._until_ready(name), name=f"monitor-ready-{name}")
-        # A monitor that is still starting (a new worker process: ~1 s) must not hold up every
-        # other service's tick: its deltas wait here, merged, until it answers.
-        for name in [n for n in deltas if n in self._starting]:
-            held = self._held.get(name)
-            if held is None:
-                self._held[name] = deltas.pop(name)
-            else:
-                held.merge(deltas.pop(name))
-        for name, task in list(self._starting.items()):
-            if task.done():
-                del self._starting[name]
-                if name in self._held:
-                    deltas[name] = self._held.pop(name)
-        results = self.core.reconcile(await self._apply(deltas, now))
-        self.core.refresh_breakers(results)
-        # Decisions reach the supervisor before any answer is sent: no answer can cost a finding.
-        if self._report is not None:
-            try:
-                await self._report  # surfaces a failed report in this step's log, keeps order
-            except Exception:
-                logger.exception("supervisor report failed")
-        self._report = self.supervisor.report.remote(self.index, results, self.core.counters(), edges,
-                                                     self.core.correlator.inflight())
-        self.core.answer_unavailable(results, now)
-        activity, audit = self.core.correlator.drain_security()
-        # One call per tick each, fire and forget: the analyst and the writer buffer and count.
-        if activity and self.analyst is not None:
-            self.analyst.activity.remote(activity, now)
-        if audit and self.audit is not None:
-            self.audit.calls.remote(audit)
-
-    async def _apply(self, deltas: dict[str, ServiceDelta], now: float) -> list[MonitorResult]:
-        """Each monitor's decision; one failing monitor costs only its own result this tick."""
-        names = [s for s in deltas if s in self.monitors]
-        if not names:
-            return []
-        got = await asyncio.gather(*(self.monitors[s].apply.remote(deltas[s], now) for s in names),
-                                   return_exceptions=True)
-        results: list[MonitorResult] = []
-        for name, res in zip(names, got, strict=True):
-            if isinstance(res, BaseException):
-                logger.error("monitor for %s failed this tick: %s", name, res)
-                if isinstance(res, ray.exceptions.ActorDiedError):
-                    self.monitors.pop(name, None)  # retired elsewhere or gone: asked for again next tick
-            else:
-                results.append(res)
-        return results
-
-    def _retire(self) -> None:
-        """Forget idle traffic-only services and tell the supervisor (which stops their monitor
-        once no observer tracks them)."""
-        gone = self.core.retire_idle()
-        if not gone:
-            return
-        for name in gone:
-            self.monitors.pop(name, None)
-            self._held.pop(name, None)
-            task = self._starting.pop(name, None)
-            if task is not None:
-                task.cancel()
-        self.supervisor.retire.remote(self.index, gone)
-
-    async def _until_ready(self, name: str) -> None:
-        try:
-            await self.monitors[name].state.remote()
-        except Exception:
-            logger.exception("monitor for %s did not start; its deltas go to it anyway", name)
+        self.body.on_forwarded(decode_batch(batch))
 
     async def counters(self) -> dict[str, int]:
-        return self.core.counters()
+        return self.body.counters()
 
     async def stop(self) -> None:
-        if self._loop is not None:
-            self._loop.cancel()
-        if self._forwarder is not None:
-            self._forwarder.cancel()
-        await self.core.bus.flush(2.0)
-        await self.core.stop()
+        await self.body.stop()

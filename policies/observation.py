@@ -31,6 +31,15 @@ class ObservationPolicy(PolicyModel):
     early_response_hold: Duration = Field(default=2.0, gt=0)
     """How long a response that reached its owner before its (forwarded) call waits for it."""
     early_response_cap: int = Field(default=50_000, ge=1)
+    offline_echo_timeout: Duration = Field(default=0.25, gt=0)
+    """A service instance's offline is believed once the observer's echo returns through the broker
+    (a stopping broker publishes every Will); on a live connection it is not waited for longer."""
+    offline_recheck: Duration = Field(default=5.0, gt=0)
+    """After a reconnect, how long an offline received around the broker's restart waits for its
+    instance to announce itself online again before it is believed (``policies.outage_hold``)."""
+    offline_settle: Duration = Field(default=1.0, gt=0)
+    """After a reconnect, offlines received this soon (maybe Wills queued by the stopping broker) wait
+    ``offline_recheck`` for their instance too, instead of being confirmed by an echo."""
     services: dict[str, ServiceObservation] = Field(default_factory=dict)
 
     def call_timeout_for(self, service: str) -> float:

@@ -151,6 +151,10 @@ class OutageWatch:
                     downtime_seconds=round(max(0.0, now - a.at), 3)).to_wire())
         return out, recovered
 
+    def is_online(self, service: str, instance: str) -> bool:
+        """Whether ``instance`` of ``service`` is online as this watch saw it."""
+        return self.online.get(service, {}).get(instance, False)
+
     def forget(self, service: str) -> None:
         self.online.pop(service, None)
         self.down.discard(service)

@@ -99,8 +99,9 @@ def _pid_and_whole(actor: Any) -> tuple[int, bool]:
         whole = started.done() and not started.cancelled() and started.exception() is None
     elif type(actor).__name__.startswith("ServiceMonitor"):
         whole = actor.core is not None
-    elif hasattr(actor, "_loop") and hasattr(actor, "core"):  # the observer
-        whole = running(actor._loop) and actor.core.bus.connected
+    elif type(actor).__name__.startswith("Observer"):
+        body = actor.body
+        whole = body.started and body.bus.connected and bool(body._loops) and all(running(t) for t in body._loops)
     else:
         whole = bool(started)
     if whole and isinstance(getattr(actor, "_loops", None), list):
@@ -324,7 +325,7 @@ async def _more_checks(handle: Any, first: int) -> bool:
 
 
 def _breaker_view(observer: Any, service: str) -> str | None:
-    view = observer.core.correlator.breakers.get(service)
+    view = observer.body.correlator.breakers.get(service)
     return None if view is None else str(view.state)
 
 

@@ -1,4 +1,4 @@
-"""``ObserverCore`` handlers without Ray or a broker (its bus a ``CapturingBus`` that records the answers):
+"""``ObserverBody`` handlers without Ray or a broker (its bus a ``CapturingBus`` that records the answers):
 every call payload is counted exactly once, nothing raises, a bad pending call cannot stop the
 answers to the others."""
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.clock import FakeClock
-from actors.observer import ObserverCore
+from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
 from adapters.testing import CapturingBus
@@ -23,15 +23,13 @@ TOPICS = ["session/s/response", "a/+/b", "a/#", "a\x00b", "$SYS/x", "system/c/se
           "x" * 300]
 
 
-def core(max_discovered: int = 3) -> ObserverCore:
+def core(max_discovered: int = 3) -> ObserverBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",),
                         max_discovered_services=max_discovered)
-    c = ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy())
-    c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
-    return c
+    return ObserverBody(settings=s, clock=FakeClock(), bus=CapturingBus(), policy=ObservationPolicy())
 
 
-def intake_total(c: ObserverCore) -> int:
+def intake_total(c: ObserverBody) -> int:
     n = c.counters()
     return n["calls"] + n["unknownServices"] + n["malformed"] + n["rejected"]
 
@@ -145,7 +143,7 @@ def test_presence_never_raises(batch: list[tuple[str, str, bytes]]) -> None:
     or counted malformed, never an exception."""
     c = core()
     for service, instance, payload in batch:
-        c.on_presence(Message(f"system/c/presence/{service}/{instance}", payload))
+        c.instances.on_presence(Message(f"system/c/presence/{service}/{instance}", payload))
     _, deltas, _ = c.collect()
     seen = sum(len(d.presence or {}) for d in deltas.values())
     assert seen <= len(batch) and c.malformed <= len(batch)

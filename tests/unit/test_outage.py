@@ -13,7 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.clock import FakeClock
-from actors.observer import ObserverCore
+from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
 from adapters.testing import CapturingBus
@@ -166,20 +166,26 @@ def test_each_outage_is_published_once_and_recovered(seq: list[tuple[str, bool, 
 
 
 def test_observer_publishes_the_event_and_answers_pending_calls_at_once() -> None:
-    """Through ObserverCore (its bus a CapturingBus): observer 0 queues the service_unavailable
-    on system/c/errors as the Last Will arrives, before any tick; observer 1 of two sees the same
-    presence and publishes no message; each answers at once the pending calls it owns."""
+    """Through ObserverBody (its bus a CapturingBus): observer 0 queues the service_unavailable
+    on system/c/errors as soon as its echo proves the broker up after the Last Will arrived, before
+    any tick; observer 1 of two sees the same presence and publishes no message; each answers at once
+    the pending calls it owns."""
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",), observers=2)
-    cores = [ObserverCore(settings=s, index=i, clock=FakeClock(), policy=ObservationPolicy()) for i in (0, 1)]
+    cores = [ObserverBody(settings=s, index=i, clock=FakeClock(), bus=CapturingBus(), policy=ObservationPolicy())
+             for i in (0, 1)]
     for c in cores:
-        c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
+        c.bus.connected = True
     for i in range(4):
         call = json.dumps({"jsonrpc": "2.0", "id": i, "method": "m", "replyTo": f"session/s{i}/response"})
         for c in cores:
             c.on_call(Message("service/Users", call.encode()))
     for c in cores:
-        c.on_presence(Message("system/c/presence/Users/i1", b'{"status":"online"}'))
-        c.on_presence(Message("system/c/presence/Users/i1", b'{"status":"offline"}'))
+        c.instances.on_presence(Message("system/c/presence/Users/i1", b'{"status":"online"}'))
+        c.instances.on_presence(Message("system/c/presence/Users/i1", b'{"status":"offline"}'))
+    assert not [o for c in cores for o in c.bus.published if not o.topic.startswith("sfa-ops/probe/")]
+    for c in cores:  # the broker returns each observer's echo
+        [echo] = [o for o in c.bus.published if o.topic == c.instances.echo_topic]
+        c.instances.on_echo(Message(echo.topic, echo.payload))
     errors = [o for o in cores[0].bus.published if o.topic == "system/c/errors"]
     assert len(errors) == 1
     ServiceUnavailable.model_validate_json(errors[0].payload)

@@ -1,4 +1,4 @@
-"""Presence messages through ``ObserverCore`` (no Ray, no broker): every message is counted exactly
+"""Presence messages through ``ObserverBody`` (no Ray, no broker): every message is counted exactly
 once by observer 0 (presence, malformed or presenceRefused), never raises, and a flood of made-up
 service names cannot make more than ``max_present`` services real."""
 
@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.clock import FakeClock
-from actors.observer import ObserverCore
+from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
 from policies.discovery import ServiceAdmission
@@ -30,9 +30,9 @@ topics = st.tuples(names, st.sampled_from(["i1", "i2", "", "x" * 300, "a+", "\x0
                    st.sampled_from(["", "/extra"])).map(lambda t: f"system/c/presence/{t[0]}/{t[1]}{t[2]}")
 
 
-def core(index: int = 0, observers: int = 1) -> ObserverCore:
+def core(index: int = 0, observers: int = 1) -> ObserverBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",), observers=observers)
-    return ObserverCore(settings=s, index=index, clock=FakeClock(), policy=ObservationPolicy())
+    return ObserverBody(settings=s, index=index, clock=FakeClock(), policy=ObservationPolicy())
 
 
 @pytest.mark.slow
@@ -45,7 +45,7 @@ def test_every_presence_counted_exactly_once(batch: list[tuple[str, bytes]]) -> 
     cores[0].admission.max_present = 2
     for c in cores:
         for topic, payload in batch:
-            c.on_presence(Message(topic, payload))
+            c.instances.on_presence(Message(topic, payload))
     n = cores[0].counters()
     assert n["presence"] + n["malformed"] + n["presenceRefused"] == len(batch)
     assert len(cores[0].admission.present) <= 2
@@ -59,10 +59,10 @@ def test_presence_flood_of_made_up_names_is_capped() -> None:
     c = core()
     c.admission.max_present = 100
     for i in range(5000):
-        c.on_presence(Message(f"system/c/presence/Fake{i}/i1", b'{"status":"online"}'))
-    c.on_presence(Message("system/c/presence/Fake0/i2", b'{"status":"online"}'))
-    c.on_presence(Message("system/c/presence/Users/i1", b'{"status":"online"}'))
-    assert len(c.admission.present) == 100 and len(c.new_real) == 100
+        c.instances.on_presence(Message(f"system/c/presence/Fake{i}/i1", b'{"status":"online"}'))
+    c.instances.on_presence(Message("system/c/presence/Fake0/i2", b'{"status":"online"}'))
+    c.instances.on_presence(Message("system/c/presence/Users/i1", b'{"status":"online"}'))
+    assert len(c.admission.present) == 100 and len(c.instances.new_real) == 100
     n = c.counters()
     assert n["presence"] == 102 and n["presenceRefused"] == 4900
     _, deltas, _ = c.collect()

@@ -1,5 +1,5 @@
 """Observers sharing the load: ownership, bounded per-owner batches, early responses (pure), and
-two ``ObserverCore``s wired together without Ray or a broker, every message given to one of them
+two ``ObserverBody``s wired together without Ray or a broker, every message given to one of them
 as a shared subscription would: every pair still meets in its owner."""
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.clock import FakeClock
-from actors.observer import ObserverCore
+from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
 from policies.observation import ObservationPolicy
@@ -73,13 +73,13 @@ def test_early_responses_are_held_bounded_and_expire() -> None:
 
 # -- two observers, each message delivered to one of them ------------------------------------------
 
-def pair_of_cores(clock: FakeClock) -> list[ObserverCore]:
+def pair_of_cores(clock: FakeClock) -> list[ObserverBody]:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",), observers=2)
-    return [ObserverCore(settings=s, index=i, clock=clock, policy=ObservationPolicy(call_timeout=5.0))
+    return [ObserverBody(settings=s, index=i, clock=clock, policy=ObservationPolicy(call_timeout=5.0))
             for i in range(2)]
 
 
-def exchange(cores: list[ObserverCore]) -> int:
+def exchange(cores: list[ObserverBody]) -> int:
     """Deliver every queued batch to its owner (what the actors do each ``forward_every``)."""
     n = 0
     for c in cores:
@@ -181,7 +181,7 @@ def test_response_topic_property_forwards_unparsed() -> None:
 def test_one_observer_forwards_nothing_and_shares_nothing() -> None:
     """With one observer: plain subscriptions, no forwarding, an unknown response is unmatched at once."""
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",))
-    c = ObserverCore(settings=s, clock=FakeClock(1000.0), policy=ObservationPolicy())
+    c = ObserverBody(settings=s, clock=FakeClock(1000.0), policy=ObservationPolicy())
     assert c.share_group is None
     c.on_call(call(1, "session/a/response"))
     c.on_response(response(2, "session/a/response"))

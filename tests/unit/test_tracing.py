@@ -1,5 +1,5 @@
 """W3C Trace Context over MQTT 5 user properties (``adapters.tracing``), and sfa-ops' -32503
-answers carrying the caller's trace (``ObserverCore`` without Ray: its bus a ``CapturingBus`` that
+answers carrying the caller's trace (``ObserverBody`` without Ray: its bus a ``CapturingBus`` that
 records the answers)."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 
 from actors.clock import FakeClock
-from actors.observer import ObserverCore
+from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters import tracing
 from adapters.mqtt import Message
@@ -122,11 +122,11 @@ def test_otlp_endpoint_and_ray_environment() -> None:
         "env_vars": {"OTEL_SERVICE_NAME": "ops"}}
 
 
-def observer(tp: TracerProvider) -> ObserverCore:
+def observer(tp: TracerProvider) -> ObserverBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", services=("Users",))
-    c = ObserverCore(settings=s, clock=FakeClock(), policy=ObservationPolicy(), tracer_provider=tp)
-    c.bus = CapturingBus()  # type: ignore[assignment]  # records what the real bus would send
-    return c
+    # its bus records what the real bus would send
+    return ObserverBody(settings=s, clock=FakeClock(), bus=CapturingBus(), policy=ObservationPolicy(),
+                        tracer_provider=tp)
 
 
 def call(i: int, props: tuple[tuple[str, str], ...] = ()) -> Message:
@@ -135,7 +135,7 @@ def call(i: int, props: tuple[tuple[str, str], ...] = ()) -> Message:
                    user_properties=props)
 
 
-def queued_properties(c: ObserverCore) -> dict[str, list[tuple[str, str]]]:
+def queued_properties(c: ObserverBody) -> dict[str, list[tuple[str, str]]]:
     return {o.topic: list(o.user_properties) for o in c.bus.published}
 
 
