@@ -113,15 +113,18 @@ async def node_trial(cluster: Cluster, ops: Operations, client: ServiceClient, h
         removed = time.time()
         await asyncio.to_thread(cluster.remove_node, workers[victim], not sigkill)
 
+        whole_after: dict[str, float] = {}  # each lost actor: removal -> answering whole on another node
+
         async def whole_elsewhere() -> bool:
             now = await asyncio.to_thread(actor_nodes, cluster.address)
             for a in lost:
-                if now.get(a) in (None, victim) or not (await pid_and_whole(a))[1]:
-                    return False
-            return True
+                if a not in whole_after and now.get(a) not in (None, victim) and (await pid_and_whole(a))[1]:
+                    whole_after[a] = round(time.time() - removed, 2)
+            return len(whole_after) == len(lost)
 
         if await _wait(whole_elsewhere, RECOVERY_WAIT_S):
             trial.recover_s = time.time() - removed
+        trial.detail["whole_after_s"] = {a.removeprefix("sfa-"): t for a, t in whole_after.items()}
         back = time.time()
         trial.detail["traffic_during_loss"] = {"answered": caller.answered - trial.detail["answered_before"],
                                                "errors": len(caller.errors)}
