@@ -146,6 +146,11 @@ async def node_trial(cluster: Cluster, ops: Operations, client: ServiceClient, h
         trial.duplicates += max(0, len(_unavailable_after(ops, orders, fault_at)) - 1)
         for led in ledgers:
             trial.duplicates += _opened(ops, led, removed) + max(0, len(_notified(hook, "CircuitBreakerOpen", led)) - 1)
+        # Not lost, not duplicated, but false: a ledger (breaker open, never called again) announced healthy.
+        trial.detail["recovered_published"] = {led: len([d for t, _, d in ops.watcher.messages if t >= removed
+                                                         and isinstance(d, dict) and d.get("service") == led
+                                                         and d.get("type") == "service_recovered"])
+                                               for led in ledgers}
     finally:
         if caller is not None:
             await caller.stop()
