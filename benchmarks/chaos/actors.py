@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import random
 import tempfile
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +30,14 @@ from adapters.processes import start_mosquitto
 from benchmarks.common import median, print_table, write_result
 from sdk import ServiceClient
 from tests.support.actor_chaos import CALL_TIMEOUT_S, KINDS, MAX_ROUNDS, kill_trial, policies
-from tests.support.http_receiver import http_receiver
-from tests.support.operations import ServiceProcess, operations
+from tests.support.http_receiver import HttpReceiver, http_receiver
+from tests.support.operations import Operations, ServiceProcess, operations
 
 
-async def _trials(broker: str, kinds: tuple[str, ...], trials: int, seed: int) -> list[dict[str, Any]]:
-    """Every trial in one operations job (each with its own services): every kill after the first
-    also shows the job survived the ones before it."""
-    rng = random.Random(seed)
-    out: list[dict[str, Any]] = []
+@contextlib.asynccontextmanager
+async def chaos_job(broker: str) -> AsyncIterator[tuple[Operations, ServiceClient, HttpReceiver]]:
+    """One operations job on ``broker`` with the chaos policies (alerts to a local webhook), a
+    client of its own, and that webhook; shared by every chaos part that runs trials in one job."""
     bus = MqttBus(config=MqttConfig.from_url(broker))
     await bus.start()
     await bus.wait_connected(10)
@@ -45,25 +46,43 @@ async def _trials(broker: str, kinds: tuple[str, ...], trials: int, seed: int) -
     try:
         with tempfile.TemporaryDirectory(prefix="sfa-chaos-") as tmp, http_receiver() as hook:
             async with operations(broker, Path(tmp), policies=policies(hook.url)) as ops:
-                for n in range(trials):
-                    for kind in kinds:
-                        delay = rng.uniform(0.0, 3.0)
-                        procs: list[ServiceProcess] = []
-                        try:
-                            r = (await kill_trial(ops, client, procs, hook, kind, n=n, kill_after_s=delay)).as_dict()
-                        except Exception as exc:  # a trial that could not even be set up counts as lost
-                            r = {"kind": kind, "lost": 1, "restored": {"trial": False}, "duplicates": 0,
-                                 "recover_s": float("nan"), "detail": {"error": f"{type(exc).__name__}: {exc}"}}
-                        finally:
-                            for p in procs:
-                                p.stop()
-                        r["kill_after_s"] = delay
-                        print(f"  {kind} #{n + 1}: lost {r['lost']}, restored {r['restored']}, "
-                              f"duplicates {r['duplicates']}, recovered in {r['recover_s']:.2f} s", flush=True)
-                        out.append(r)
+                yield ops, client, hook
     finally:
         await client.close()
         await bus.stop()
+
+
+def failed_trial(kind: str, exc: Exception) -> dict[str, Any]:
+    """A trial that could not even be set up: it counts as lost."""
+    return {"kind": kind, "lost": 1, "restored": {"trial": False}, "duplicates": 0, "recover_s": float("nan"),
+            "detail": {"error": f"{type(exc).__name__}: {exc}"}}
+
+
+def print_trial(label: str, r: dict[str, Any]) -> None:
+    print(f"  {label}: lost {r['lost']}, restored {r['restored']}, duplicates {r['duplicates']}, "
+          f"recovered in {r['recover_s']:.2f} s", flush=True)
+
+
+async def _trials(broker: str, kinds: tuple[str, ...], trials: int, seed: int) -> list[dict[str, Any]]:
+    """Every trial in one operations job (each with its own services): every kill after the first
+    also shows the job survived the ones before it."""
+    rng = random.Random(seed)
+    out: list[dict[str, Any]] = []
+    async with chaos_job(broker) as (ops, client, hook):
+        for n in range(trials):
+            for kind in kinds:
+                delay = rng.uniform(0.0, 3.0)
+                procs: list[ServiceProcess] = []
+                try:
+                    r = (await kill_trial(ops, client, procs, hook, kind, n=n, kill_after_s=delay)).as_dict()
+                except Exception as exc:
+                    r = failed_trial(kind, exc)
+                finally:
+                    for p in procs:
+                        p.stop()
+                r["kill_after_s"] = delay
+                print_trial(f"{kind} #{n + 1}", r)
+                out.append(r)
     return out
 
 
@@ -109,23 +128,29 @@ def main(argv: list[str] | None = None) -> int:
     if not 1 <= a.trials <= MAX_ROUNDS:
         p.error(f"--trials must be 1..{MAX_ROUNDS}")
     results = run(a.trials, a.seed, tuple(a.kinds))
+    report(results, name="chaos_actors", first="actor", json_path=a.json,
+           title=f"kill -9 of one sfa-ops actor process under traffic (seed {a.seed}; recovery bound "
+                 f"{CALL_TIMEOUT_S:g} s = the call timeout)")
+    return 0
+
+
+def report(results: list[dict[str, Any]], *, name: str, first: str, title: str, json_path: str | None) -> None:
+    """The table (one row per ``kind``), every trial as JSON at ``json_path`` if given, and
+    ``var/bench/NAME.json`` with whether the targets were met."""
     rows = summarize(results)
-    print_table(f"kill -9 of one sfa-ops actor process under traffic (seed {a.seed}; recovery bound "
-                f"{CALL_TIMEOUT_S:g} s = the call timeout)",
-                ["actor", "trials", "findings lost", "state restored %", "duplicates", "recover median s",
-                 "recover max s", "unrecovered"],
+    print_table(title, [first, "trials", "findings lost", "state restored %", "duplicates", "recover median s",
+                        "recover max s", "unrecovered"],
                 [[r["kind"], r["trials"], r["lost"], r["restored_pct"], r["duplicates"], r["recover_median_s"],
                   r["recover_max_s"], r["unrecovered"]] for r in rows])
     met = all(r["lost"] == 0 and r["restored_pct"] == 100.0 and r["duplicates"] == 0 and r["unrecovered"] == 0
               and r["recover_max_s"] <= CALL_TIMEOUT_S for r in rows)
-    if a.json:
+    if json_path:
         import orjson
 
-        Path(a.json).write_bytes(orjson.dumps({"summary": rows, "trials": results}, option=orjson.OPT_INDENT_2))
-    write_result("chaos_actors", results={"summary": rows}, baseline={"recovery_bound_s": CALL_TIMEOUT_S},
+        Path(json_path).write_bytes(orjson.dumps({"summary": rows, "trials": results}, option=orjson.OPT_INDENT_2))
+    write_result(name, results={"summary": rows}, baseline={"recovery_bound_s": CALL_TIMEOUT_S},
                  ratio=None, target="0 findings lost, 100 % state restored, 0 duplicates, recovery <= call timeout",
                  met=met)
-    return 0
 
 
 if __name__ == "__main__":

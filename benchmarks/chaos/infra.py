@@ -13,7 +13,7 @@ crashed (kill -9, pending calls) as the scripted service fault:
 - PostgreSQL stop 30 s (operate's store): the service crashes and comes back during the outage. Lost:
   a finding published during the outage missing from the store's outbox 60 s after it is back.
   Duplicates: findings published or stored twice. Recovery: PostgreSQL back -> all findings stored.
-- node removal (3-node simulated cluster) is measured by tests/e2e/test_ray_cluster.py and not here.
+- node removal (3-node simulated cluster) is measured by ``benchmarks.chaos.nodes``.
 """
 
 from __future__ import annotations
@@ -244,7 +244,6 @@ def summary(rows: list[dict[str, Any]]) -> list[list[Any]]:
                       100.0 * sum(bool(r["restored"]) for r in mine) / len(mine),
                       sum(r["duplicates"] for r in mine), sum(r["false_breaker_opens"] for r in mine),
                       median(times) if times else "-", max(times) if times else "-"])
-    table.append(["node removal", "-", "see tests/e2e/test_ray_cluster.py", "-", "-", "-", "-", "-"])
     return table
 
 

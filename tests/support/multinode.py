@@ -47,7 +47,7 @@ def actor_nodes(address: str) -> dict[str, str]:
     without it the state API picks "the latest" of the Ray instances on this machine, which in the
     test suite may be the session's own Ray rather than this cluster."""
     alive = list_actors(address=address, filters=[("state", "=", "ALIVE")], limit=1000)
-    return {a.name: a.node_id for a in alive if a.name}
+    return {a.name: a.node_id for a in alive if a.name and a.node_id}
 
 
 async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
@@ -75,8 +75,8 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
             nodes = actor_nodes(cluster.address)
             ours = {k: n for k, n in nodes.items() if k.startswith("sfa-")}
             out["actor_nodes"] = len(set(ours.values()))
-            on_workers = [k for k in ours if k.startswith(f"sfa-monitor-{ops.cluster}-")
-                          and ours[k] != cluster.head_node.node_id]
+            head = cluster.head_node.node_id if cluster.head_node is not None else None
+            on_workers = [k for k in ours if k.startswith(f"sfa-monitor-{ops.cluster}-") and ours[k] != head]
             out["monitors_on_workers"] = len(on_workers)
             if on_workers:
                 monitor = on_workers[0]
