@@ -28,7 +28,7 @@ lets a time bucket leave the window.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from math import ceil, log
@@ -369,6 +369,19 @@ class _Bucket:
         self.keys: dict[int | None, int] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class BucketCounts:
+    """One time bucket's counts, copied out of (or into) a :class:`TimeWindow` (persistence)."""
+
+    start_s: float
+    calls: int
+    slow_calls: int
+    total_duration_s: float
+    outcomes: Mapping[int, int]
+    keys: Mapping[int | None, int]
+    """Latency sketch buckets (``None``: the zero bucket); empty for a window without latencies."""
+
+
 class TimeWindow(_Totals):
     """The calls of the last ``length_s`` seconds, in ``granularity_s`` buckets.
 
@@ -475,11 +488,47 @@ class TimeWindow(_Totals):
         self._advance(now)
         return self._metrics()
 
+    def buckets(self, now: float) -> Iterator[BucketCounts]:
+        """The buckets still in the window at ``now`` that hold calls, oldest first (copies)."""
+        head = self._advance(now).epoch
+        n = len(self._buckets)
+        for e in range(head - n + 1, head + 1):
+            b = self._buckets[e % n]
+            if b.epoch == e and b.calls:
+                yield BucketCounts(e * self.granularity_s, b.calls, b.slow_calls, b.total_duration_s,
+                                   dict(b.outcomes), dict(b.keys))
+
+    def add_counts(self, now: float, counts: BucketCounts) -> bool:
+        """Put a bucket's counts back at its own time (a restore, oldest first); ``False`` when it
+        is no longer in the window at ``now``. A bucket later than ``now`` lands in the newest one."""
+        epoch = int(min(counts.start_s, now) // self.granularity_s)
+        if epoch <= int(now // self.granularity_s) - len(self._buckets):
+            return False
+        b = self._head if epoch <= self._head.epoch else self._advance(epoch * self.granularity_s)
+        b.calls += counts.calls
+        self.calls += counts.calls
+        b.slow_calls += counts.slow_calls
+        self.slow_calls += counts.slow_calls
+        b.total_duration_s += counts.total_duration_s
+        self.total_duration_s += counts.total_duration_s
+        for code, c in counts.outcomes.items():
+            b.outcomes[code] = b.outcomes.get(code, 0) + c
+            self.outcomes[code] = self.outcomes.get(code, 0) + c
+            if self._failure(code):
+                b.failures += c
+                self.failures += c
+        if self.sketch is not None:
+            for key, c in counts.keys.items():
+                b.keys[key] = b.keys.get(key, 0) + c
+                self.sketch.add_key(key, c)
+        return True
+
 
 __all__ = [
     "DEFAULT_ALPHA",
     "MIN_LATENCY_S",
     "UNANSWERED",
+    "BucketCounts",
     "CountWindow",
     "Gate",
     "LatencySketch",
