@@ -29,8 +29,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from policies.windows import UNANSWERED, BucketCounts, TimeWindow, is_failure
 
@@ -43,6 +44,7 @@ MAX_LOG_LATENCY: Final[float] = 600.0
 """A restored latency bucket's value stays below e**600 (far beyond any duration, still a float)."""
 MAX_CALLS: Final[int] = 10**12
 _CODE_LIMIT: Final[int] = 2**31
+_ZERO: Final[frozenset[None]] = frozenset({None})
 
 
 @dataclass(slots=True)
@@ -60,15 +62,31 @@ class WindowRestore:
             self.reasons.append(why)
 
 
-def dump_window(window: TimeWindow, now: float) -> dict[str, Any]:
-    """The calls still in ``window`` at ``now``, as a bounded JSON-able document."""
+SegmentCache = dict[tuple[tuple[float, int], ...], list[Any]]
+"""Encoded segments by their buckets' (start, calls): a bucket only grows, so equal keys mean an
+unchanged segment, and a dump re-encodes only the segments that got calls since the last one."""
+
+
+def dump_window(window: TimeWindow, now: float, cache: SegmentCache | None = None) -> dict[str, Any]:
+    """The calls still in ``window`` at ``now``, as a bounded JSON-able document. ``cache`` (kept by
+    the caller between dumps of the same window) is updated to hold this dump's segments only."""
     per = max(1, math.ceil(math.ceil(window.length_s / window.granularity_s) / MAX_SEGMENTS))
     width = per * window.granularity_s
     merged: dict[int, list[BucketCounts]] = {}
     for b in window.buckets(now):
         merged.setdefault(int(b.start_s // width), []).append(b)
+    old = cache.copy() if cache is not None else {}
+    if cache is not None:
+        cache.clear()
+    segments = []
+    for _, parts in sorted(merged.items()):
+        key = tuple((b.start_s, b.calls) for b in parts)
+        seg = old.get(key) or _segment(parts)
+        if cache is not None:
+            cache[key] = seg
+        segments.append(seg)
     alpha = window.sketch.alpha if window.sketch is not None else None
-    return {"v": VERSION, "a": alpha, "s": [_segment(parts) for _, parts in sorted(merged.items())]}
+    return {"v": VERSION, "a": alpha, "s": segments}
 
 
 def _segment(parts: list[BucketCounts]) -> list[Any]:
@@ -76,15 +94,12 @@ def _segment(parts: list[BucketCounts]) -> list[Any]:
     slow = sum(b.slow_calls for b in parts)
     duration = sum(b.total_duration_s for b in parts)
     outcomes: dict[int, int] = {}
-    keys: dict[int | None, int] = {}
     for b in parts:
         for code, c in b.outcomes.items():
             outcomes[code] = outcomes.get(code, 0) + c
-        for key, c in b.keys.items():
-            keys[key] = keys.get(key, 0) + c
-    zero = keys.get(None, 0)
-    shift, offset, counts = _dense({k: c for k, c in keys.items() if k is not None})
+    shift, offset, counts = _dense(parts)
     flat = [x for code, c in _fold_codes(outcomes) for x in (code, c)]
+    zero = sum(b.keys.get(None, 0) for b in parts)
     return [parts[-1].start_s, calls, slow, round(duration, 6), flat, shift, zero, offset, counts]
 
 
@@ -101,21 +116,24 @@ def _fold_codes(outcomes: dict[int, int]) -> list[tuple[int, int]]:
     return list(kept.items())
 
 
-def _dense(keys: dict[int, int]) -> tuple[int, int, list[int]]:
-    """(shift, offset, counts): the keys as a dense run of at most MAX_KEY_SPAN counts."""
-    if not keys:
+def _dense(parts: list[BucketCounts]) -> tuple[int, int, list[int]]:
+    """(shift, offset, counts): the buckets' latency keys as one dense run of at most MAX_KEY_SPAN
+    counts, neighbours merged ``shift`` times (one pass over the keys: this runs in the tick)."""
+    ranges = [(min(ks), max(ks)) for ks in (cast("AbstractSet[int]", b.keys.keys() - _ZERO) for b in parts) if ks]
+    if not ranges:
         return 0, 0, []
+    lo, hi = min(r[0] for r in ranges), max(r[1] for r in ranges)
     shift = 0
-    while True:
-        m = 1 << shift
-        coarse: dict[int, int] = {}
-        for k, c in keys.items():
-            ck = -(-k // m)  # ceil(k / m): the coarse bucket holding fine key k
-            coarse[ck] = coarse.get(ck, 0) + c
-        lo, hi = min(coarse), max(coarse)
-        if hi - lo < MAX_KEY_SPAN:
-            return shift, lo, [coarse.get(k, 0) for k in range(lo, hi + 1)]
+    while -(-hi // (1 << shift)) - -(-lo // (1 << shift)) >= MAX_KEY_SPAN:
         shift += 1
+    m = 1 << shift
+    offset = -(-lo // m)  # ceil(k / m): the coarse bucket holding fine key k
+    counts = [0] * (-(-hi // m) - offset + 1)
+    for b in parts:
+        for k, c in b.keys.items():
+            if k is not None:
+                counts[-(-k // m) - offset] += c
+    return shift, offset, counts
 
 
 def restore_window(window: TimeWindow, data: object, now: float) -> WindowRestore:

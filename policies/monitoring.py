@@ -20,7 +20,7 @@ from typing import Any
 from policies.circuit_breaker import BadBreakerSnapshot, BreakerSettings, BreakerState, CircuitBreaker
 from policies.correlation import ServiceDelta
 from policies.health import HealthDecision, HealthInputs, HealthPolicy, HealthState, HealthStatus, evaluate
-from policies.health_window_state import dump_window, restore_window
+from policies.health_window_state import SegmentCache, dump_window, restore_window
 from policies.windows import UNANSWERED, TimeWindow, is_failure
 from protocol.system import (
     DegradedDetails,
@@ -110,6 +110,7 @@ class MonitorCore:
         self._window_dirty = False
         """Calls went into the window since the last snapshot."""
         self._window_saved_at = now
+        self._window_segments: SegmentCache = {}
         self._window_mattered = False
         """The last snapshot's window said something other than healthy."""
         self.restore_refused = 0
@@ -135,7 +136,7 @@ class MonitorCore:
             "methods": sorted(self.methods)[:100],
             "lastSuccess": self.last_success,
             "started": self.started,
-            "window": dump_window(self.window, at),
+            "window": dump_window(self.window, at, self._window_segments),
         }
 
     def _restore(self, data: dict[str, Any], now: float) -> None:
