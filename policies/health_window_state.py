@@ -12,8 +12,8 @@ Bounded on both sides::
                                 [code, n, code, n, ...], shift, zero_count, offset, [n, n, ...]], ...]}
 
 - at most :data:`MAX_SEGMENTS` segments: the window's buckets are merged into segments of
-  ``ceil(buckets / MAX_SEGMENTS)`` buckets, each saved at its newest bucket's start (a call leaves
-  the restored window at most one segment late: 5 s for a 2-minute window of 1-second buckets);
+  ``ceil(buckets / (MAX_SEGMENTS - 1))`` buckets, each saved at its newest bucket's start (a call
+  leaves the restored window at most one segment late: 6 s for a 2-minute window of 1-second buckets);
 - at most :data:`MAX_CODES` outcome codes per segment: the rarer codes are folded into the most
   frequent dropped code of the same kind (failure or not), so failure and unanswered counts —
   what health decides on — are kept exactly;
@@ -70,7 +70,9 @@ unchanged segment, and a dump re-encodes only the segments that got calls since 
 def dump_window(window: TimeWindow, now: float, cache: SegmentCache | None = None) -> dict[str, Any]:
     """The calls still in ``window`` at ``now``, as a bounded JSON-able document. ``cache`` (kept by
     the caller between dumps of the same window) is updated to hold this dump's segments only."""
-    per = max(1, math.ceil(math.ceil(window.length_s / window.granularity_s) / MAX_SEGMENTS))
+    # Segments are aligned on multiples of their width, so the window's two ends may each cut one:
+    # with MAX_SEGMENTS - 1 widths over the window there are never more than MAX_SEGMENTS.
+    per = max(1, math.ceil(math.ceil(window.length_s / window.granularity_s) / (MAX_SEGMENTS - 1)))
     width = per * window.granularity_s
     merged: dict[int, list[BucketCounts]] = {}
     for b in window.buckets(now):
