@@ -11,14 +11,16 @@ at once) and observers answer every pending call with -32503 "Service Temporaril
 
 from __future__ import annotations
 
+import math
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
+from policies.circuit_breaker import BadBreakerSnapshot, BreakerSettings, BreakerState, CircuitBreaker
 from policies.correlation import ServiceDelta
 from policies.health import HealthDecision, HealthInputs, HealthPolicy, HealthState, HealthStatus, evaluate
+from policies.health_window_state import SegmentCache, dump_window, restore_window
 from policies.windows import UNANSWERED, TimeWindow, is_failure
 from protocol.system import (
     DegradedDetails,
@@ -34,6 +36,12 @@ MAX_INSTANCES = 256
 """Presence instances kept per service; a new instance beyond it is counted in ``instancesDropped``."""
 MAX_AFFECTED_OPERATIONS = 20
 """Methods listed in ``affectedOperations``; the rest are counted in ``affectedOperationsOmitted``."""
+MAX_METHODS = 200
+"""Methods whose call counts are kept (and restored: the first 100)."""
+MAX_REASONS = 16
+WINDOW_SAVE_INTERVAL_S = 5.0
+"""While the health window matters (a status other than healthy observed or announced), new calls
+in it are saved at most this often; a restart loses at most this many seconds of them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,37 +106,92 @@ class MonitorCore:
         self._epoch = 0
         self._last_trial = now
         self._trial_stall_s = max(10.0, 2.0 * breaker.open_timeout)
+        self._now = now
+        self._window_dirty = False
+        """Calls went into the window since the last snapshot."""
+        self._window_saved_at = now
+        self._window_segments: SegmentCache = {}
+        self._window_mattered = False
+        """The last snapshot's window said something other than healthy."""
+        self.restore_refused = 0
+        """Parts of the saved snapshot refused as invalid (a corrupt or hostile document)."""
         if restored:
             self._restore(restored, now)
 
     # -- persistence ----------------------------------------------------------------------
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+        """The state to persist: breaker, health (with its damping), presence, and the health
+        window's recent calls with their times (``policies.health_window_state``)."""
+        at = self._now if now is None else now
+        h = self.health_state
         return {
             "version": 1,
             "breaker": self.breaker.snapshot(),
-            "health": {"announced": self.health_state.announced.value, "reasons": list(self.health_state.reasons),
-                       "since": self.health_state.since},
+            "health": {"announced": h.announced.value, "reasons": list(h.reasons), "since": h.since,
+                       "candidate": None if h.candidate is None else h.candidate.value,
+                       "candidateSince": h.candidate_since, "candidateCount": h.candidate_count},
             "instances": dict(self.instances),
             "downSince": self.down_since,
             "methods": sorted(self.methods)[:100],
+            "lastSuccess": self.last_success,
+            "started": self.started,
+            "window": dump_window(self.window, at, self._window_segments),
         }
 
     def _restore(self, data: dict[str, Any], now: float) -> None:
+        """Rebuild from ``snapshot()``; an older snapshot (no window) restores what it has, and
+        anything invalid is left at its default and counted in ``restore_refused``."""
         b = data.get("breaker")
         if isinstance(b, dict):
-            self.breaker = CircuitBreaker.restore(b, config=self.breaker_settings, now=now)
-        h = data.get("health") or {}
-        try:
-            self.health_state = HealthState(announced=HealthStatus(h.get("announced", "healthy")),
-                                            reasons=tuple(h.get("reasons") or ()), since=h.get("since"))
-        except ValueError:
-            self.health_state = HealthState()
+            try:
+                self.breaker = CircuitBreaker.restore(b, config=self.breaker_settings, now=now)
+            except BadBreakerSnapshot:
+                self.restore_refused += 1
+        self.health_state = self._restore_health(data.get("health"))
         instances = data.get("instances")
         items = list(instances.items())[:MAX_INSTANCES] if isinstance(instances, dict) else []
         self.instances = {str(k): bool(v) for k, v in items}
-        self.down_since = data.get("downSince")
-        self.methods = dict.fromkeys(data.get("methods") or (), 0)
+        self.down_since = self._time(data.get("downSince"), now)
+        self.last_success = self._time(data.get("lastSuccess"), now)
+        self.started = self._time(data.get("started"), now) or now
+        methods = data.get("methods")
+        self.methods = dict.fromkeys((str(m) for m in methods[:100]), 0) if isinstance(methods, list) else {}
+        if "window" in data:
+            report = restore_window(self.window, data["window"], now)
+            self.restore_refused += report.refused
+            self._window_mattered = True  # saved again at the next change, whatever it holds
+
+    def _restore_health(self, h: object) -> HealthState:
+        if not isinstance(h, dict):
+            return HealthState()
+        try:
+            reasons = h.get("reasons") or ()
+            if not isinstance(reasons, list | tuple):
+                raise ValueError("reasons")
+            candidate = h.get("candidate")
+            count = h.get("candidateCount", 0)
+            return HealthState(
+                announced=HealthStatus(h.get("announced", "healthy")),
+                reasons=tuple(str(r) for r in reasons[:MAX_REASONS]),
+                since=self._time(h.get("since"), math.inf),
+                candidate=None if candidate is None else HealthStatus(candidate),
+                candidate_since=self._time(h.get("candidateSince"), math.inf),
+                candidate_count=count if type(count) is int and 0 <= count <= 1_000_000 else 0,
+            )
+        except ValueError:
+            self.restore_refused += 1
+            return HealthState()
+
+    def _time(self, value: object, latest: float) -> float | None:
+        """A saved time: a finite number not after ``latest``, else None (counted when present)."""
+        if value is None:
+            return None
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value) \
+                and value <= latest:
+            return float(value)
+        self.restore_refused += 1
+        return None
 
     # -- the tick -------------------------------------------------------------------------
 
@@ -152,7 +215,7 @@ class MonitorCore:
         for d in deltas:
             calls += d.calls
             for m, n in d.methods.items():
-                if len(self.methods) < 200 or m in self.methods:
+                if len(self.methods) < MAX_METHODS or m in self.methods:
                     self.methods[m] = self.methods.get(m, 0) + n
             if d.last_success is not None:
                 self.last_success = max(self.last_success or 0.0, d.last_success)
@@ -161,6 +224,7 @@ class MonitorCore:
                 persist = True
             for dur, code in d.outcomes:
                 self.window.add(now, dur, code)
+            self._window_dirty |= bool(d.outcomes or d.trials)
             events.extend(e.to_wire(self.cluster_id) for e in self.breaker.on_results(now, d.outcomes))
             for dur, code in d.trials:
                 self._last_trial = now
@@ -193,6 +257,13 @@ class MonitorCore:
             persist = True
             self._epoch += 1
             self._last_trial = now
+        self._now = max(self._now, now)
+        matters = decision.status is not HealthStatus.HEALTHY or decision.observed is not HealthStatus.HEALTHY
+        if persist or self._window_worth_saving(matters, now):
+            persist = True
+            self._window_mattered = matters
+            self._window_dirty = False
+            self._window_saved_at = now
         return MonitorResult(
             service=self.service,
             breaker_events=tuple(events),
@@ -201,8 +272,15 @@ class MonitorCore:
             view=self.view(now),
             unavailable=unavailable,
             summary=self._summary(now, decision),
-            snapshot=self.snapshot() if persist else None,
+            snapshot=self.snapshot(now) if persist else None,
         )
+
+    def _window_worth_saving(self, matters: bool, now: float) -> bool:
+        """Whether the window alone calls for a snapshot: what it says changed since the last one
+        (healthy or not), or it holds new calls, says something other than healthy, and the last
+        save is ``WINDOW_SAVE_INTERVAL_S`` old."""
+        due = self._window_dirty and now - self._window_saved_at >= WINDOW_SAVE_INTERVAL_S
+        return matters != self._window_mattered or (matters and due)
 
     def _presence(self, changes: dict[str, bool]) -> None:
         for instance, online in changes.items():
@@ -212,6 +290,7 @@ class MonitorCore:
                 self.instances_dropped += 1
 
     def preemptive_open(self, now: float, reason: str) -> tuple[dict[str, Any], ...]:
+        self._now = max(self._now, now)
         if not self.breaker.allows(BreakerState.OPEN) or self.breaker.state in _REFUSING:
             return ()
         self._epoch += 1

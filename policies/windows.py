@@ -20,29 +20,26 @@ Outcome codes: ``None`` is a success; a JSON-RPC error code is a failure when
 answer within its call timeout (a failure, like -32007, but kept distinct so health can compute a
 response rate).
 
-Latency quantiles come from :class:`LatencySketch`, a DDSketch-like log-bucketed histogram with
-relative accuracy ``alpha`` (1 % by default): buckets can be added and subtracted, which is what
-lets a time bucket leave the window.
+Latency quantiles come from :class:`~policies.latency_sketch.LatencySketch` (re-exported here), a
+DDSketch-like log-bucketed histogram with relative accuracy ``alpha`` (1 % by default): buckets can
+be added and subtracted, which is what lets a time bucket leave the window.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from enum import Enum
 from math import ceil, log
 from typing import Final, Protocol
 
+from policies.latency_sketch import DEFAULT_ALPHA, MIN_LATENCY_S, LatencySketch
 from protocol.errors import counts_against_service
 
 UNANSWERED: Final[int] = -39999
 """Outcome code of a call with no answer within its timeout. Outside every code range the wire
 uses (JSON-RPC reserves -32768..-32000; services use that range), so no real answer collides."""
-
-DEFAULT_ALPHA: Final[float] = 0.01
-MIN_LATENCY_S: Final[float] = 1e-6
-"""Durations at or below this (1 µs) go to the zero bucket and are reported as 0."""
 
 
 def is_failure(code: int | None) -> bool:
@@ -81,102 +78,6 @@ class Snapshot:
     def gate(self, minimum_calls: int) -> Gate:
         """Whether enough calls were seen for the rates to mean anything."""
         return Gate.ENOUGH_CALLS if self.calls >= minimum_calls else Gate.BELOW_MINIMUM_CALLS
-
-
-class LatencySketch:
-    """Log-bucketed latency histogram (DDSketch-like): any quantile within ``alpha`` relative error.
-
-    A value ``x`` goes to bucket ``ceil(log(x) / log(gamma))`` with ``gamma = (1+alpha)/(1-alpha)``;
-    the bucket's representative ``2·gamma^k/(gamma+1)`` is within ``alpha`` of every value in it.
-    Sketches merge (add) and subtract bucket by bucket.
-    """
-
-    __slots__ = ("_log_gamma", "_rep_factor", "alpha", "count", "counts", "gamma", "zero_count")
-
-    def __init__(self, *, alpha: float = DEFAULT_ALPHA) -> None:
-        if not 0 < alpha < 1:
-            raise ValueError(f"alpha must be in (0, 1), got {alpha}")
-        self.alpha = alpha
-        self.gamma = (1 + alpha) / (1 - alpha)
-        self._log_gamma = math.log(self.gamma)
-        self._rep_factor = 2.0 / (self.gamma + 1.0)
-        self.counts: dict[int, int] = {}
-        self.zero_count = 0
-        self.count = 0
-
-    def key(self, value: float) -> int | None:
-        """The bucket of a value; ``None`` for the zero bucket."""
-        if value <= MIN_LATENCY_S:
-            return None
-        return math.ceil(math.log(value) / self._log_gamma)
-
-    def add_key(self, key: int | None, n: int = 1) -> None:
-        if key is None:
-            self.zero_count += n
-        else:
-            self.counts[key] = self.counts.get(key, 0) + n
-        self.count += n
-
-    def remove_key(self, key: int | None, n: int = 1) -> None:
-        if key is None:
-            self.zero_count -= n
-        else:
-            left = self.counts[key] - n
-            if left:
-                self.counts[key] = left
-            else:
-                del self.counts[key]
-        self.count -= n
-
-    def add(self, value: float) -> None:
-        self.add_key(self.key(value))
-
-    def merge(self, other: LatencySketch) -> None:
-        """Add another sketch's counts (same ``alpha``)."""
-        self._check_compatible(other)
-        for k, n in other.counts.items():
-            self.counts[k] = self.counts.get(k, 0) + n
-        self.zero_count += other.zero_count
-        self.count += other.count
-
-    def subtract(self, other: LatencySketch) -> None:
-        """Remove another sketch's counts; ``other`` must have been merged in before."""
-        self._check_compatible(other)
-        for k, n in other.counts.items():
-            self.remove_key(k, n)
-        self.zero_count -= other.zero_count
-        self.count -= other.zero_count
-
-    def copy(self) -> LatencySketch:
-        out = LatencySketch(alpha=self.alpha)
-        out.counts = dict(self.counts)
-        out.zero_count = self.zero_count
-        out.count = self.count
-        return out
-
-    def value_of(self, key: int) -> float:
-        return self._rep_factor * self.gamma**key
-
-    def quantile(self, q: float) -> float | None:
-        """The ``q``-quantile (0..1) of the values added: the value at rank ``floor(q·(n-1))``
-        of the sorted values, within ``alpha``; ``None`` when empty."""
-        if not 0 <= q <= 1:
-            raise ValueError(f"quantile must be in [0, 1], got {q}")
-        if self.count == 0:
-            return None
-        rank = math.floor(q * (self.count - 1))
-        seen = self.zero_count
-        if seen > rank:
-            return 0.0
-        for k in sorted(self.counts):
-            seen += self.counts[k]
-            if seen > rank:
-                return self.value_of(k)
-        return self.value_of(max(self.counts))  # unreachable while counts are consistent
-
-    def _check_compatible(self, other: LatencySketch) -> None:
-        if other.alpha != self.alpha:
-            raise ValueError(f"cannot combine sketches of alpha {self.alpha} and {other.alpha}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -369,6 +270,19 @@ class _Bucket:
         self.keys: dict[int | None, int] = {}
 
 
+@dataclass(frozen=True, slots=True)
+class BucketCounts:
+    """One time bucket's counts, copied out of (or into) a :class:`TimeWindow` (persistence)."""
+
+    start_s: float
+    calls: int
+    slow_calls: int
+    total_duration_s: float
+    outcomes: Mapping[int, int]
+    keys: Mapping[int | None, int]
+    """Latency sketch buckets (``None``: the zero bucket); empty for a window without latencies."""
+
+
 class TimeWindow(_Totals):
     """The calls of the last ``length_s`` seconds, in ``granularity_s`` buckets.
 
@@ -475,11 +389,47 @@ class TimeWindow(_Totals):
         self._advance(now)
         return self._metrics()
 
+    def buckets(self, now: float) -> Iterator[BucketCounts]:
+        """The buckets still in the window at ``now`` that hold calls, oldest first (copies)."""
+        head = self._advance(now).epoch
+        n = len(self._buckets)
+        for e in range(head - n + 1, head + 1):
+            b = self._buckets[e % n]
+            if b.epoch == e and b.calls:
+                yield BucketCounts(e * self.granularity_s, b.calls, b.slow_calls, b.total_duration_s,
+                                   dict(b.outcomes), dict(b.keys))
+
+    def add_counts(self, now: float, counts: BucketCounts) -> bool:
+        """Put a bucket's counts back at its own time (a restore, oldest first); ``False`` when it
+        is no longer in the window at ``now``. A bucket later than ``now`` lands in the newest one."""
+        epoch = int(min(counts.start_s, now) // self.granularity_s)
+        if epoch <= int(now // self.granularity_s) - len(self._buckets):
+            return False
+        b = self._head if epoch <= self._head.epoch else self._advance(epoch * self.granularity_s)
+        b.calls += counts.calls
+        self.calls += counts.calls
+        b.slow_calls += counts.slow_calls
+        self.slow_calls += counts.slow_calls
+        b.total_duration_s += counts.total_duration_s
+        self.total_duration_s += counts.total_duration_s
+        for code, c in counts.outcomes.items():
+            b.outcomes[code] = b.outcomes.get(code, 0) + c
+            self.outcomes[code] = self.outcomes.get(code, 0) + c
+            if self._failure(code):
+                b.failures += c
+                self.failures += c
+        if self.sketch is not None:
+            for key, c in counts.keys.items():
+                b.keys[key] = b.keys.get(key, 0) + c
+                self.sketch.add_key(key, c)
+        return True
+
 
 __all__ = [
     "DEFAULT_ALPHA",
     "MIN_LATENCY_S",
     "UNANSWERED",
+    "BucketCounts",
     "CountWindow",
     "Gate",
     "LatencySketch",
