@@ -118,6 +118,7 @@ MOVES: dict[str, str] = {
     "policies/broker_acl.py": "policies/security/broker_acl.py",
     "policies/broker_acl_render.py": "policies/security/broker_acl_render.py",
     # policies/supervision: the supervisor's decisions — discovery, status views, the ops board.
+    "policies/supervision.py": "policies/supervision/core.py",
     "policies/discovery.py": "policies/supervision/discovery.py",
     "policies/status_view.py": "policies/supervision/status_view.py",
     "policies/ops_board.py": "policies/supervision/ops_board.py",
@@ -369,7 +370,8 @@ class Rewriter:
         self.from_import = re.compile(
             r"(?<![\w.])from([ \t]+)((?:sfa_sdk\._)?(?:" + "|".join(ROOTS) + r")(?:\.\w+)*)([ \t]+)import[ \t]+"
             r"(\([^)]*\)|[^\n\"'#\\;]*[^\n\"'#\\; \t])")
-        self.file_path = re.compile(r"(?<![\w-])((?:" + "|".join(ROOTS) + r")/(?:\w+/)*\w+\.py)(?!\w)")
+        # ``policies/x.py``, and ``policies/security_rules_<topic>.py`` as docs write a pattern
+        self.file_path = re.compile(r"(?<![\w-])((?:" + "|".join(ROOTS) + r")/(?:\w+/)*(?:\w|<\w+>)+\.py)(?!\w)")
         dirs = sorted((k for k in self.paths if not k.endswith(".py")), key=len, reverse=True)
         self.dir_path = re.compile(r"(?<![\w-])(" + "|".join(map(re.escape, dirs)) + r")(?!\w)") if dirs else None
 
@@ -390,6 +392,8 @@ class Rewriter:
         after = m.string[m.end():m.end() + 12]
         if re.search(r"\bfrom\s+$", before) and re.match(r"\s+import\b", after):
             return m.group(0)  # handled by _from_import, which knows the imported names
+        if name in self.shadowed and after.startswith("*"):
+            return m.group(0)  # ``policies.response*``: the modules of a concern, now its package
         return prefix + self.rename(name)
 
     def _from_import(self, m: re.Match[str]) -> str:
@@ -430,7 +434,8 @@ class Rewriter:
         for old, new in self.paths.items():
             if not old.endswith(".py") and path.startswith(old + "/"):
                 return new + path[len(old):]
-        return path
+        # a module named by a prefix rule that is not (or no longer) a file: a pattern in a docstring
+        return _prefix_target(path) or path
 
     def text(self, text: str, python: bool) -> str:
         text = self.file_path.sub(self._file_path, text)
