@@ -318,8 +318,28 @@ def plan(root: Path) -> Plan:
             p.paths[old] = new
             if (root / old / "__init__.py").exists() or (root / new / "__init__.py").exists():
                 p.modules[module_of(old)] = module_of(new)
+    _moved_earlier(root, p)
     p.problems.extend(_shadowing(root, p))
     return p
+
+
+def _moved_earlier(root: Path, p: Plan) -> None:
+    """Modules a prefix rule moved in an earlier run: references to their old names that arrive
+    later (a branch merged after the move) are rewritten too."""
+    for prefix, target, strip in PREFIX_RULES:
+        top, start = prefix.rsplit("/", 1)
+        d = root / target
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.py")):
+            if f.stem == "__init__" or not (strip or f.stem.startswith(start)):
+                continue
+            old = f"{prefix}{f.stem}.py" if strip else f"{top}/{f.stem}.py"
+            if old in MOVES or (root / old).exists():
+                continue
+            new = f"{target}/{f.name}"
+            p.modules.setdefault(module_of(old), module_of(new))
+            p.paths.setdefault(old, new)
 
 
 def submodules(package: str, p: Plan, root: Path) -> set[str]:
