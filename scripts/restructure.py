@@ -281,9 +281,7 @@ def _prefix_target(rel: str) -> str | None:
 
 def plan(root: Path) -> Plan:
     p = Plan()
-    known_dirs = set(PACKAGES) | set(DIR_MOVES.values()) | {"adapters/store", "adapters/__pycache__",
-                                                                    "policies/__pycache__"}
-    # Every entry of the table takes part in rewriting once its target exists (or is about to).
+    known_dirs = set(PACKAGES) | set(DIR_MOVES.values()) | {"adapters/__pycache__", "policies/__pycache__"}
     for top in ROOTS:
         for entry in sorted((root / top).iterdir()):
             rel = f"{top}/{entry.name}"
@@ -308,6 +306,7 @@ def plan(root: Path) -> Plan:
     targets = [t for _, t in p.moves]
     for t in sorted({t for t in targets if targets.count(t) > 1}):
         p.problems.append(f"several files would become {t}: " + ", ".join(s for s, d in p.moves if d == t))
+    # Every entry of the table takes part in rewriting once its target exists (or is about to).
     moving = dict(p.moves)
     for old, new in [*MOVES.items(), *moving.items()]:
         if old in moving or (root / new).exists():
@@ -457,7 +456,7 @@ class Rewriter:
         # a module named by a prefix rule that is not (or no longer) a file: a pattern in a docstring
         return _prefix_target(path) or path
 
-    def text(self, text: str, python: bool) -> str:
+    def text(self, text: str) -> str:
         text = self.file_path.sub(self._file_path, text)
         if self.dir_path is not None:
             text = self.dir_path.sub(lambda m: self.paths[m.group(1)], text)
@@ -533,7 +532,7 @@ def apply(root: Path, p: Plan, say: Callable[[str], None]) -> list[Path]:
             continue
         if not any(r in text for r in ROOTS):
             continue
-        new = rewriter.text(text, path.suffix == ".py")
+        new = rewriter.text(text)
         if new != text:
             path.write_text(new, encoding="utf-8")
             changed.append(path)
