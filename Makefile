@@ -2,6 +2,8 @@
 SHELL := /bin/bash
 PY := .venv/bin/python
 PACKAGES := protocol policies adapters sdk actors drivers benchmarks
+# This checkout's code, also in subprocesses and Ray workers (whatever an editable install points at).
+export PYTHONPATH := $(CURDIR)
 
 .PHONY: run test setup lint typecheck unit bench sdk-wheel clean
 

@@ -54,7 +54,7 @@ from adapters.alert_delivery import (
     forward_alerts,
     publish_alerts,
 )
-from adapters.http_client import JsonPoster, redact_url
+from adapters.http_client import HttpClient, redact_url
 from adapters.mqtt import MqttBus, MqttBusError
 from adapters.store import AlertRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
@@ -122,7 +122,7 @@ class AlertManagerBody(Chassis):
         await self.store.open()
         self.dispatcher = await self._restore()
         await self.bus.start()
-        self.poster = JsonPoster(timeout_s=self.retry.timeout_s)
+        self.poster = HttpClient(timeout_s=self.retry.timeout_s, user_agent="sfa-ops-alertmanager")
         self.ctx = DeliveryContext(cluster_id=s.cluster_id, poster=self.poster, bus=self.bus, retry=self.retry,
                                    log=logging.getLogger("sfa_ops.alert_delivery"))
         self._sem = asyncio.Semaphore(self.max_concurrent)

@@ -32,7 +32,7 @@ from typing import Any
 
 import orjson
 
-from adapters.http_client import HttpBadUrl, HttpUnreachable, JsonPoster, redact_url
+from adapters.http_client import HttpBadUrl, HttpClient, HttpUnreachable, redact_url
 from adapters.mqtt import MqttBus, MqttBusClosed, MqttBusError
 from policies.alerting import Alert, Integration, Notification, to_api_v2_alerts, to_webhook_payload
 from policies.config import parse_duration
@@ -107,7 +107,7 @@ class DeliveryContext:
     """What deliveries need: the cluster id, the HTTP poster, the MQTT bus, the retry policy."""
 
     cluster_id: str
-    poster: JsonPoster
+    poster: HttpClient
     bus: MqttBus | None = None
     retry: RetryPolicy = field(default_factory=RetryPolicy)
     external_url: str = ""

@@ -38,7 +38,7 @@ import orjson
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from adapters.http import HttpClient, HttpError
+from adapters.http_client import HttpClient, HttpError
 from protocol.base import rfc3339_from_epoch
 
 # action -> (key kind, entity); an undo names the action it reverses through `undoes`.

@@ -40,7 +40,7 @@ def _digest(users: dict[str, Any], services: dict[str, Any]) -> str:
 
 def child_single(url: str, start: float, end: float) -> dict[str, Any]:
     """Single-process pandas: the whole window as one frame, the same partials and finalisation."""
-    from actors.analysis_tasks import baseline_partials, compute_local, rss_peak_mb
+    from drivers.analysis_tasks import baseline_partials, compute_local, rss_peak_mb
     from policies.baselines import Window, finalize
 
     t0 = time.perf_counter()
@@ -54,7 +54,7 @@ def child_ray(url: str, start: float, end: float, partition_rows: int, cluster_n
     """The Ray driver's computation (plan, tasks, fold, finalise) on a local or simulated cluster."""
     import ray
 
-    from actors.analysis_tasks import baseline_partials, fold_partials, rss_peak_mb, run_partitions
+    from drivers.analysis_tasks import baseline_partials, fold_partials, rss_peak_mb, run_partitions
     from drivers.baselines import plan
     from policies.baselines import Window, empty_partials, finalize
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import pybreaker
 
+from benchmarks.alert_routing import routing_throughput
 from benchmarks.common import median, print_table, write_result
-from policies.alerting import routing_throughput
 from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
 from policies.windows import TimeWindow
 

@@ -18,6 +18,10 @@ from typing import Any
 
 import orjson
 
+from drivers.tables import print_table
+
+__all__ = ["BENCH_DIR", "machine", "median", "print_table", "quantile", "write_result"]
+
 BENCH_DIR = Path("var/bench")
 
 
@@ -50,24 +54,6 @@ def quantile(values: Sequence[float], q: float) -> float:
     s = sorted(values)
     idx = min(len(s) - 1, max(0, round(q * (len(s) - 1))))
     return float(s[idx])
-
-
-def print_table(title: str, header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-    cells = [[str(h) for h in header]] + [[_fmt(c) for c in row] for row in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    print(f"\n{title}")
-    for n, row in enumerate(cells):
-        print("  " + "  ".join(c.rjust(w) if n else c.ljust(w) for c, w in zip(row, widths, strict=True)))
-        if n == 0:
-            print("  " + "  ".join("-" * w for w in widths))
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if value == 0 or abs(value) >= 100:
-            return f"{value:,.0f}"
-        return f"{value:.3g}"
-    return str(value)
 
 
 def write_result(

@@ -1,18 +1,19 @@
 """What the analysis drivers (generate, baselines, recommend, report) share: time options,
-joining Ray, opening the store with a clear exit-2 message, and the closing summary."""
+joining Ray, opening the store with a clear exit-2 message, the closing summary, and the one
+``job_main`` the batch jobs (baselines, recommend, report) run as their ``main()``."""
 
 from __future__ import annotations
 
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from adapters.logs import ray_logging_config
 from adapters.store import Store, StoreConfigError, StoreError, StoreUnavailable, open_store, redact_url
-from drivers.options import OptionError, seconds
+from drivers.options import Option, OptionError, configure_logs, fail, resolve, seconds
 from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -98,3 +99,26 @@ def print_summary(title: str, rows: list[tuple[str, Any]]) -> None:
     print(f"\n{title}")
     for key, value in rows:
         print(f"  {key.ljust(width)}  {value}")
+
+
+Summary = tuple[str, list[tuple[str, Any]]]
+
+
+def job_main(
+    argv: Sequence[str] | None, *, prog: str, description: str, options: Sequence[Option],
+    run: Callable[[dict[str, Any]], dict[str, Any]], summary: Callable[[dict[str, Any]], Summary],
+    usage: str | None = None,
+) -> int:
+    """A batch job's ``main()``: options (``usage`` is the program name argparse shows), logs, ``run``,
+    then the closing summary; bad options and a failing store exit 2 with one line on stderr."""
+    try:
+        opts = resolve(options, argv, prog=usage or prog, description=description)
+        configure_logs(opts)
+        out = run(opts)
+    except OptionError as exc:
+        fail(prog, str(exc))
+    except StoreError as exc:
+        fail(prog, f"the store failed: {exc}")
+    title, rows = summary(out)
+    print_summary(title, rows)
+    return 0

@@ -20,18 +20,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from actors.analysis_tasks import ACCESS_KIND, CALL_KIND, baseline_partials, fold_partials, run_partitions
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_hour_counts, require_shared
-from drivers.analysis_cli import duration, ensure_ray, iso, open_checked, parse_time, print_summary
+from drivers.analysis_cli import Summary, duration, ensure_ray, iso, job_main, open_checked, parse_time
+from drivers.analysis_tasks import ACCESS_KIND, CALL_KIND, baseline_partials, fold_partials, run_partitions
 from drivers.options import (
     LOG_OPTIONS,
     Option,
     OptionError,
-    configure_logs,
-    fail,
     positive_int,
-    resolve,
     seconds,
 )
 from drivers.progress import Progress
@@ -116,16 +113,7 @@ def run(opts: dict[str, Any]) -> dict[str, Any]:
             "seconds": time.perf_counter() - started}
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
-    try:
-        opts = resolve(OPTIONS, argv, prog=PROG, description=DESCRIPTION)
-        configure_logs(opts)
-        out = run(opts)
-    except OptionError as exc:
-        fail(PROG, str(exc))
-    except StoreError as exc:
-        fail(PROG, f"the store failed: {exc}")
+def _summary(out: dict[str, Any]) -> Summary:
     w: Window = out["window"]
     stats = out["stats"]
     nodes = sorted({s.node_id[:8] for s in stats})
@@ -144,8 +132,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         lat = svc["latencyMs"]
         rows.append((f"  {name}", f"p50 {lat['p50']:.0f} ms, p95 {lat['p95']:.0f} ms, p99 {lat['p99']:.0f} ms, "
                                   f"errors {svc['errorRate']:.2%}, {svc['requestsPerHour']:.1f} req/h"))
-    print_summary("baselines", rows)
-    return 0
+    return "baselines", rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
+    return job_main(argv, prog=PROG, description=DESCRIPTION, options=OPTIONS, run=run, summary=_summary)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from pydantic import Field
 from adapters.mqtt import Message, MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
 from adapters.urls import redact_url
-from benchmarks.common import print_table
+from drivers.tables import print_table
 from protocol import topics
 from protocol.system import ServiceUnavailable
 from sdk import errors

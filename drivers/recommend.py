@@ -20,29 +20,21 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.analysis_tasks import CALL_KIND, MessagePartials, fold_messages, message_partials, run_partitions
 from adapters.reports import Chart, Report, Section, Table, write_report
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_hour_counts, require_shared
 from drivers.analysis_cli import (
     REPORTS_DIR,
+    Summary,
     duration,
     ensure_ray,
     iso,
+    job_main,
     open_checked,
     parse_time,
-    print_summary,
 )
-from drivers.options import (
-    LOG_OPTIONS,
-    Option,
-    OptionError,
-    configure_logs,
-    fail,
-    positive_int,
-    resolve,
-    seconds,
-)
+from drivers.analysis_tasks import CALL_KIND, MessagePartials, fold_messages, message_partials, run_partitions
+from drivers.options import LOG_OPTIONS, Option, OptionError, positive_int, seconds
 from drivers.progress import Progress
 from policies.baselines import Window, plan_partitions
 from policies.config import PolicyConfigError
@@ -183,16 +175,7 @@ def build_report(w: Window, recs: list[Recommendation], summaries: Sequence[Any]
                   generated_at=time.time(), sections=sections, data=data)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
-    try:
-        opts = resolve(OPTIONS, argv, prog=PROG, description=DESCRIPTION)
-        configure_logs(opts)
-        out = run(opts)
-    except OptionError as exc:
-        fail(PROG, str(exc))
-    except StoreError as exc:
-        fail(PROG, f"the store failed: {exc}")
+def _summary(out: dict[str, Any]) -> Summary:
     w: Window = out["window"]
     recs: list[Recommendation] = out["recommendations"]
     rows: list[tuple[str, Any]] = [
@@ -203,8 +186,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     ]
     rows += [(f"  {r.priority.value}", f"{r.target}: {r.title} (impact {r.impact:.2f})") for r in recs[:10]]
     rows += [(f"report ({k})", str(p)) for k, p in out["paths"].items()]
-    print_summary("recommendations", rows)
-    return 0
+    return "recommendations", rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
+    return job_main(argv, prog=PROG, description=DESCRIPTION, options=OPTIONS, run=run, summary=_summary)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from actors.analysis_tasks import (
+from adapters.reports import write_report
+from adapters.store import StoreError, redact_url
+from adapters.store.analysis import audit_bounds, audit_hour_counts, require_shared
+from drivers.analysis_cli import REPORTS_DIR, Summary, ensure_ray, iso, job_main, open_checked, parse_time
+from drivers.analysis_tasks import (
     ACTIVITY_BUCKET_S,
     CALL_KIND,
     REPORT_KINDS,
@@ -29,11 +33,7 @@ from actors.analysis_tasks import (
     report_partials,
     run_partitions,
 )
-from adapters.reports import write_report
-from adapters.store import StoreError, redact_url
-from adapters.store.analysis import audit_bounds, audit_hour_counts, require_shared
-from drivers.analysis_cli import REPORTS_DIR, ensure_ray, iso, open_checked, parse_time, print_summary
-from drivers.options import LOG_OPTIONS, Option, OptionError, configure_logs, fail, positive_int, resolve
+from drivers.options import LOG_OPTIONS, Option, OptionError, positive_int
 from drivers.progress import Progress
 from drivers.report_sections import gdpr_report, security_report
 from policies.baselines import USER_KIND, Window, plan_partitions, user_baselines
@@ -146,27 +146,27 @@ def _empty_activity() -> Any:
     return pd.DataFrame({"user": [], "bucket": [], "service": [], "n": []})
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
-    args = list(sys.argv[1:] if argv is None else argv)
-    kind = args.pop(0) if args and args[0] in KINDS else None
-    try:
-        opts = resolve(OPTIONS, args, prog=f"{PROG} {{gdpr,security}}", description=DESCRIPTION)
-        configure_logs(opts)
-        if kind is None:
-            raise OptionError(f"name the report first: {PROG} gdpr|security --from DATE --to DATE")
-        out = run(kind, opts)
-    except OptionError as exc:
-        fail(PROG, str(exc))
-    except StoreError as exc:
-        fail(PROG, f"the store failed: {exc}")
+def _summary(kind: str, out: dict[str, Any]) -> Summary:
     w: Window = out["window"]
     rows: list[tuple[str, Any]] = [("period", f"{iso(w.start)} .. {iso(w.end)}"),
                                    ("events read", f"{out['events']:,}"), ("ray", out["cluster"])]
     rows += list(out["headline"].items())
     rows += [(f"report ({k})", str(p)) for k, p in out["paths"].items()]
-    print_summary(f"{kind} report", rows)
-    return 0
+    return f"{kind} report", rows
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point; returns the exit status (2 on bad options, an unreachable or empty store)."""
+    args = list(sys.argv[1:] if argv is None else argv)
+    kind = args.pop(0) if args and args[0] in KINDS else None
+
+    def run_kind(opts: dict[str, Any]) -> dict[str, Any]:
+        if kind is None:
+            raise OptionError(f"name the report first: {PROG} gdpr|security --from DATE --to DATE")
+        return run(kind, opts)
+
+    return job_main(args, prog=PROG, description=DESCRIPTION, options=OPTIONS, run=run_kind,
+                    summary=lambda out: _summary(str(kind), out), usage=f"{PROG} {{gdpr,security}}")
 
 
 if __name__ == "__main__":

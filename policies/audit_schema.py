@@ -1,5 +1,5 @@
 """The audit log's event schema: the kinds and field names the live audit writer records
-(``policies.audit_events``) and the analysis jobs read (``actors.analysis_tasks``,
+(``policies.audit_events``) and the analysis jobs read (``drivers.analysis_tasks``,
 ``drivers.report_sections``, ``policies.security_replay``). ``drivers.generate`` writes the same
 shape with a subset of the fields (no parameters, no compliance block): the live writer is the
 truth, the generator its synthetic stand-in. Pure constants.

@@ -19,7 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from adapters.http import HttpClient, HttpError
+from adapters.http_client import HttpClient, HttpError
 from adapters.infra import ProbeConfigError, ProbeError, ProbeResult, Problem, run_check
 from adapters.urls import redact_url
 from policies.infrastructure import EmqxThresholds
@@ -54,11 +54,11 @@ def parse_memory(value: object) -> int:
 
 class EmqxClient:
     """GET helpers for the EMQX v5 API; every method raises :class:`EmqxAuthError`,
-    :class:`EmqxApiError` or ``adapters.http.HttpUnavailable``."""
+    :class:`EmqxApiError` or ``adapters.http_client.HttpUnreachable``."""
 
     def __init__(self, *, base_url: str, api_key: str, api_secret: str, timeout: float = 5.0) -> None:
         self._http = HttpClient(base_url=base_url, timeout_s=timeout, username=api_key, password=api_secret)
-        self.base_url = self._http.base_url
+        self.base_url = base_url.rstrip("/")
 
     async def _get(self, path: str, params: Mapping[str, str] | None = None) -> Any:
         resp = await self._http.get(f"/api/v5/{path.lstrip('/')}", params=params)

@@ -27,7 +27,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import orjson
 
@@ -41,10 +41,8 @@ from adapters.store.base import (
     audit_input,
     chain_hash,
 )
+from adapters.store.conn import Conn
 from policies.audit_anchors import ChainState
-
-if TYPE_CHECKING:
-    from adapters.store.sql import Conn
 
 AUDIT_COLUMNS = ("id", "chain", "ts", "kind", "payload", "prev_hash", "hash")
 _SELECT = "SELECT id, chain, ts, kind, payload, prev_hash, hash FROM audit_events"

@@ -21,8 +21,9 @@ from adapters.store.base import (
     StoreError,
     StoreUnavailable,
 )
+from adapters.store.conn import Conn
 from adapters.store.migrations import migrations, schema_version_ddl
-from adapters.store.sql import Conn, SqlStore
+from adapters.store.sql import SqlStore
 
 # pg_advisory_lock key held while migrating, so concurrent openers apply each version once.
 MIGRATION_LOCK_KEY = 0x5FA0_0001

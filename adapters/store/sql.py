@@ -8,7 +8,7 @@ import abc
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Any, Protocol
+from typing import Any
 
 import orjson
 
@@ -25,30 +25,7 @@ from adapters.store.base import (
     Store,
     StoreError,
 )
-
-
-class Conn(Protocol):
-    """A connection inside a transaction; rows support ``row["column"]``."""
-
-    async def execute(self, sql: str, *args: Any) -> int:
-        """Run one statement; returns the number of rows it changed (when known)."""
-        ...
-
-    async def executemany(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        """Run one statement per parameter row."""
-        ...
-
-    async def fetch(self, sql: str, *args: Any) -> list[Any]:
-        """All rows."""
-        ...
-
-    async def fetchrow(self, sql: str, *args: Any) -> Any | None:
-        """The first row or None."""
-        ...
-
-    async def fetchval(self, sql: str, *args: Any) -> Any:
-        """The first column of the first row, or None."""
-        ...
+from adapters.store.conn import Conn
 
 
 def dumps(data: Any) -> str:

@@ -19,8 +19,9 @@ from typing import Any, TypeVar
 
 from adapters.store.audit import AUDIT_COLUMNS
 from adapters.store.base import IntegrityError, SchemaError, StoreError, StoreUnavailable
+from adapters.store.conn import Conn
 from adapters.store.migrations import migrations, schema_version_ddl
-from adapters.store.sql import Conn, SqlStore
+from adapters.store.sql import SqlStore
 
 T = TypeVar("T")
 

@@ -24,7 +24,7 @@ from adapters.alert_delivery import (
     deliver,
     deliver_notification,
 )
-from adapters.http_client import HttpResult, JsonPoster
+from adapters.http_client import HttpClient, HttpResponse
 from adapters.store import open_store
 from policies.alerting import Alert, Integration, Notification, NotifyReason, load_alerting_policy, parse_time
 from protocol.security import AlertMessage
@@ -59,7 +59,7 @@ def rx() -> Iterator[HttpReceiver]:
 
 @pytest.fixture
 async def ctx() -> AsyncIterator[DeliveryContext]:
-    poster = JsonPoster(timeout_s=2.0)
+    poster = HttpClient(timeout_s=2.0)
     yield DeliveryContext(cluster_id="c1", poster=poster, retry=FAST)
     await poster.close()
 
@@ -99,7 +99,7 @@ async def test_backoff_is_exponential(rx: HttpReceiver) -> None:
         waits.append(s)
 
     rx.script([500, 500, 500])
-    async with JsonPoster() as poster:
+    async with HttpClient() as poster:
         c = DeliveryContext(cluster_id="c1", poster=poster, sleep=record)
         result = await deliver(note(down()), webhook(f"{rx.url}/hook"), c)
     assert result.outcome is Outcome.FAILED and not result.settled
@@ -119,8 +119,8 @@ async def test_redirects_followed_only_within_the_origin(rx: HttpReceiver) -> No
     port = rx.url.rsplit(":", 1)[1]
     rx.script([Answer(307, headers={"Location": "/moved"})], path="/same")
     rx.script([Answer(307, headers={"Location": f"http://localhost:{port}/elsewhere"})], path="/other")
-    async with JsonPoster() as poster:
-        same: HttpResult = await poster.post_json(f"{rx.url}/same", {"a": 1})
+    async with HttpClient() as poster:
+        same: HttpResponse = await poster.post_json(f"{rx.url}/same", {"a": 1})
         other = await poster.post_json(f"{rx.url}/other", {"a": 2})
     assert same.status == 200 and same.url.endswith("/moved")
     assert rx.bodies("/moved") == [{"a": 1}]

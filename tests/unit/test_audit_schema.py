@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from actors.analysis_tasks import BASELINE_FIELDS, CALL_KIND, MESSAGE_FIELDS, REPORT_FIELDS, REPORT_KINDS
 from drivers import history_model as hm
+from drivers.analysis_tasks import BASELINE_FIELDS, CALL_KIND, MESSAGE_FIELDS, REPORT_FIELDS, REPORT_KINDS
 from policies import audit_schema as schema
 from policies.audit_events import auth_event, authz_event, call_event, data_access_event
 from policies.compliance import DataAccess, load_compliance_policy
