@@ -1,14 +1,10 @@
 """Supervisor actor: owns the other actors, persists every decision before publishing it, runs
 cascades, and keeps the retained health summary.
 
-The decisions are ``policies.supervision``'s: this module gathers their inputs (observer ticks,
-infrastructure reports, the store's state after a restart, the injected clock) and carries out the
-effects that come back (``policies.supervision_effects``). Per observer tick ``report(index,
-results, counters, edges)``: breaker events go to ``system/{cluster}/circuit-breaker`` and the
-retained ``…/circuit-breaker/{Service}``; health changes to ``system/{cluster}/errors``; a service
-going down opens its dependents' breakers first; alerts go to the AlertManager actor. Every
-message is written to the store's outbox first and marked published once the broker acknowledged
-it (``adapters.outbox``).
+The decisions are ``policies.supervision``'s (see there what each observer tick leads to): this
+module gathers their inputs (observer ticks, infrastructure reports, the store's state after a
+restart, the injected clock) and carries out the effects that come back. Every message is written
+to the store's outbox first and marked published once the broker acknowledged it (``adapters.outbox``).
 
 The monitors' cumulative call counts and the observers' in-flight counts ride along with the
 reports into :meth:`SupervisorBody.status` (operate's ``/metrics``); once a second the same metric
@@ -74,8 +70,7 @@ class SupervisorBody(Chassis):
         self.store = BufferedStore(inner=store or open_store(settings.store_url),
                                    on_unavailable=self._store_down, on_recovered=self._store_up,
                                    on_drop=self._store_drop)
-        self.reader = self.store.inner
-        """Reads bypass the buffer (it holds writes only)."""
+        self.reader = self.store.inner  # reads bypass the buffer (it holds writes only)
         self.children = children or RayChildren(settings)
         if export is None:
             from adapters.ray_metrics import RayFamilyExporter
@@ -225,7 +220,7 @@ class SupervisorBody(Chassis):
             logger.exception("could not delete the saved state of retired service %s", service)
         logger.info("service %s retired (traffic-only, idle)", service)
 
-    async def _send_alerts(self, now: float) -> None:
+    async def _send_alerts(self, now: float) -> None:  # the pending alerts that are news
         await self._carry_out(self.policy.alerts_due(now, alert_manager=self.alertmanager is not None), now)
 
     # -- actors ---------------------------------------------------------------------------------
@@ -295,8 +290,7 @@ class SupervisorBody(Chassis):
     # -- periodic --------------------------------------------------------------------------------
 
     async def health_step(self) -> None:
-        now = self.clock.now()
-        await self._carry_out(self.policy.health_step(now), now)
+        await self._carry_out(self.policy.health_step(now := self.clock.now()), now)
 
     async def rules_step(self) -> None:
         """The metric rules on this supervisor's own series; their alerts go the usual way."""
