@@ -18,7 +18,7 @@ from typing import Any
 
 from adapters.enforcement import EnforcementConfig
 from adapters.mqtt import MqttBus
-from adapters.outbox import UnackedOutbox
+from adapters.outbox import Outbox
 from adapters.store import Store
 from policies.security_events import SecurityAlert
 from protocol import topics
@@ -125,7 +125,7 @@ class Outlet:
         self.store = store
         self.bus = bus
         self.supervisor = supervisor
-        self._unmarked = UnackedOutbox(store=store, logger=logger)
+        self._outbox = Outbox(store=store, bus=bus, logger=logger) if bus is not None else None
         self.published = 0
 
     async def publish(self, topic: str, payload: dict[str, Any], *, retain: bool = False, kind: str) -> None:
@@ -133,9 +133,8 @@ class Outlet:
         if self.supervisor is not None:
             await self.supervisor.publish.remote(topic, payload, retain, kind)
             return
-        assert self.bus is not None, "an Outlet without a supervisor needs a bus"
-        msg_id = await self.store.outbox_add(topic, payload, qos=1, retain=retain, kind=kind)
-        self._unmarked.add(msg_id, self.bus.publish_nowait(topic, payload, qos=1, retain=retain))
+        assert self._outbox is not None, "an Outlet without a supervisor needs a bus"
+        await self._outbox.publish(topic, payload, retain=retain, kind=kind)
 
     async def alert(self, alerts: list[dict[str, Any]]) -> None:
         if not alerts:
@@ -154,8 +153,8 @@ class Outlet:
 
     async def flush(self, timeout: float = 1.0) -> None:
         """Wait for the bus, then mark what the broker acknowledged as published in the outbox."""
-        if self.bus is not None:
-            await self._unmarked.mark(self.bus, timeout)
+        if self._outbox is not None:
+            await self._outbox.flush(timeout)
 
 
 def schedule_self_start() -> None:

@@ -1,0 +1,100 @@
+"""The actors the supervisor owns, created through Ray: :class:`RayChildren` is what
+``SupervisorBody`` uses by default to start (or find again, after its own restart) the alert
+manager, the service monitors, the security actors, the observers and the infrastructure checkers.
+A unit test gives the body an in-process stand-in with the same methods instead."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Protocol
+
+import ray
+
+from actors.settings import OperateSettings
+
+logger = logging.getLogger("sfa_ops.supervisor")
+
+
+def named(actor_class: Any, name: str, namespace: str, *, detached: bool = False) -> Any:
+    """A named actor's options: the existing one if it is alive (a restarted supervisor finds its
+    observers and monitors again), else a new one. ``detached``: it does not die with its creator
+    (the supervisor's actors outlive a crash of the supervisor's process; its ``stop`` kills them)."""
+    # SPREAD: on a multi-node cluster losing one node loses a share of the actors, not all of them.
+    opts: dict[str, Any] = {"lifetime": "detached"} if detached else {}
+    return actor_class.options(name=name, namespace=namespace, get_if_exists=True, scheduling_strategy="SPREAD",
+                               **opts)
+
+
+def child(actor_class: Any, name: str, namespace: str) -> Any:
+    """An actor the supervisor owns: detached, so a kill -9 of the supervisor's process loses none
+    of them (the restarted supervisor finds them by name)."""
+    return named(actor_class, name, namespace, detached=True)
+
+
+class Children(Protocol):
+    """Handles to the supervisor's actors (their methods are called as ``handle.method.remote(...)``)."""
+
+    def alertmanager(self) -> Any | None: ...
+    def monitor(self, service: str) -> Any: ...
+    def security(self) -> dict[str, Any]: ...
+    def observer(self, index: int) -> Any: ...
+    def checkers(self) -> dict[str, Any]: ...
+    def kill(self, handle: Any) -> None: ...
+
+
+class RayChildren:
+    """:class:`Children` as detached named Ray actors of ``settings``' namespace."""
+
+    def __init__(self, settings: OperateSettings) -> None:
+        self.settings = settings
+
+    def alertmanager(self) -> Any | None:
+        try:
+            from actors.alertmanager import AlertManager
+        except ImportError:
+            logger.warning("alert manager actor not available; alerts are published by the supervisor")
+            return None
+        s = self.settings
+        return child(AlertManager, s.actor_name("alertmanager"), s.namespace).remote(s)
+
+    def monitor(self, service: str) -> Any:
+        from actors.monitor import ServiceMonitor
+
+        s = self.settings
+        return child(ServiceMonitor, s.actor_name("monitor", service), s.namespace).remote(s, service)
+
+    def security(self) -> dict[str, Any]:
+        """Incident responder first (the analyst hands it alerts), then analyst and audit writer;
+        observers find the analyst and the writer by name."""
+        from actors.audit_writer import AuditWriter
+        from actors.incident_responder import IncidentResponder
+        from actors.security_analyst import SecurityAnalyst
+        from actors.security_common import SecurityOptions
+        from adapters.enforcement import EnforcementConfig
+
+        s = self.settings
+        opts = SecurityOptions(enforcement=EnforcementConfig(
+            redis_url=s.enforcement_redis, emqx_url=s.emqx_api, emqx_api_key=s.emqx_api_key,
+            emqx_api_secret=s.emqx_api_secret))
+        me = ray.get_runtime_context().current_actor
+        responder = child(IncidentResponder, s.actor_name("responder"), s.namespace).remote(s, opts, supervisor=me)
+        analyst = child(SecurityAnalyst, s.actor_name("analyst"), s.namespace).remote(
+            s, opts, responder=responder, supervisor=me)
+        audit = child(AuditWriter, s.actor_name("audit"), s.namespace).remote(s, opts, supervisor=me)
+        return {"responder": responder, "analyst": analyst, "audit": audit}
+
+    def observer(self, index: int) -> Any:
+        from actors.observer import Observer
+
+        s = self.settings
+        return child(Observer, s.actor_name("observer", str(index)), s.namespace).remote(s, index)
+
+    def checkers(self) -> dict[str, Any]:
+        """One InfraChecker per configured component (the broker's always runs)."""
+        from actors.infra_checker import InfraChecker, components_for
+
+        s = self.settings
+        return {c: child(InfraChecker, s.actor_name("infra", c), s.namespace).remote(s, c) for c in components_for(s)}
+
+    def kill(self, handle: Any) -> None:
+        ray.kill(handle, no_restart=True)
