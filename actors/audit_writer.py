@@ -35,6 +35,7 @@ from typing import Any, TypeVar
 import ray
 from pydantic import BaseModel, ValidationError
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.security_common import (
@@ -42,12 +43,11 @@ from actors.security_common import (
     SecurityOptions,
     active_actions_topic,
     plain_alert,
-    schedule_self_start,
 )
 from actors.settings import OperateSettings
 from adapters.audit_anchor_file import append_anchor
 from adapters.mqtt import Message, MqttBus
-from adapters.store import StoreError, open_store
+from adapters.store import Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.audit_anchors import build_anchor
 from policies.audit_events import (
@@ -214,71 +214,64 @@ class AuditTrail:
         return done
 
 
-class AuditWriterBody:
-    """The actor's body (also usable in-process); ``AuditWriter`` is the Ray actor."""
+class AuditWriterBody(Chassis):
+    """The actor's body (also usable in-process); ``AuditWriter`` is the Ray actor. ``store``
+    (wrapped in a ``BufferedStore``) and ``bus`` default to the real ones."""
+
+    what = "audit writer"
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
-                 supervisor: Any = None, clock: Clock | None = None) -> None:
+                 supervisor: Any = None, clock: Clock | None = None, store: Store | None = None,
+                 bus: MqttBus | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.options = options or SecurityOptions()
         self.cluster = settings.cluster_id
         self.clock: Clock = clock or SystemClock()
         key = settings.audit_key.encode() if settings.audit_key else None
-        self.store = BufferedStore(inner=open_store(settings.store_url, audit_key=key), max_queued=self.options.store_max_queued,
-                                   on_drop=self._dropped)
+        self.store = BufferedStore(inner=store or open_store(settings.store_url, audit_key=key),
+                                   max_queued=self.options.store_max_queued, on_drop=self._dropped)
         self.trail = AuditTrail(store=self.store, policy=load_compliance_policy(settings.policies_dir),
                                 cluster=self.cluster, max_pending=self.options.audit_max_pending, clock=self.clock)
-        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"audit-{self.cluster}",
-                           incoming_queue_size=self.options.incoming_queue_size)
+        self.bus = bus or MqttBus(config=settings.mqtt_config(), client_id=f"audit-{self.cluster}",
+                                  incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
-        self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._last_anchored: list[AuditChainAnchor] | None = None
-        if self.options.self_start:
-            schedule_self_start()
 
     def _dropped(self, kind: str, n: int) -> None:
         if kind == "audit":
             self.trail.lose(n, "store unavailable and its queue full")
 
     async def start(self) -> dict[str, Any]:
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self.store.open()
-                await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.DATA_SUBJECT_FILTER, self._on_data_subject,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=self.options.subscribe_qos)
-                await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.start()
-                await self.bus.wait_connected(30)
-                o = self.options
-                self._loops = [
-                    asyncio.create_task(run_every(o.audit_flush_s, self.flush, name="audit-flush", logger=logger)),
-                    asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge",
-                                                  logger=logger)),
-                ]
-                if self.settings.audit_anchor_s > 0:
-                    self._loops.append(asyncio.create_task(run_every(
-                        self.settings.audit_anchor_s, self._anchor_step, name="audit-anchor", logger=logger)))
-                self._started.set_result(None)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                raise
-        await asyncio.shield(self._started)
+        """Idempotent: open the store, subscribe, start the flush, purge and anchor loops."""
+        await self.ensure_started()
         return await self.stats()
+
+    async def _start(self) -> None:
+        await self.store.open()
+        q = self.options.subscribe_qos
+        await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access, qos=q)
+        await self.bus.subscribe(topics.DATA_SUBJECT_FILTER, self._on_data_subject, qos=q)
+        await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=q)
+        await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=q)
+        await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions, qos=q)
+        await self.bus.start()
+        await self.bus.wait_connected(30)
+        o = self.options
+        self._loops = [
+            asyncio.create_task(run_every(o.audit_flush_s, self.flush, name="audit-flush", logger=logger)),
+            asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge", logger=logger)),
+        ]
+        if self.settings.audit_anchor_s > 0:
+            self._loops.append(asyncio.create_task(run_every(
+                self.settings.audit_anchor_s, self._anchor_step, name="audit-anchor", logger=logger)))
 
     async def stop(self) -> None:
         for t in self._loops:
             t.cancel()
         await self.flush()
-        started = self._started
-        if started is not None and started.done() and not started.cancelled() and started.exception() is None:
+        if self.started:
             await self.store.drain(2.0)
             await self.anchor(wait=2.0)
         await self.outlet.flush(2.0)
@@ -388,4 +381,35 @@ class AuditWriterBody:
                 "dataSubjectRequests": {**self.trail.requests.counts, "open": len(self.trail.requests)}}
 
 
-AuditWriter: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class AuditWriter:
+    """The Ray actor: an :class:`AuditWriterBody`, whole again after Ray restarted it."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 supervisor: Any = None) -> None:
+        self.body = AuditWriterBody(settings, options, supervisor=supervisor)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> dict[str, Any]:
+        return await self.body.start()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def calls(self, events: list[dict[str, Any]]) -> None:
+        await self.body.calls(events)
+
+    async def flush(self) -> None:
+        await self.body.flush()
+
+    async def purge(self) -> list[dict[str, Any]]:
+        return await self.body.purge()
+
+    async def anchor(self, wait: float = 0.0) -> dict[str, Any] | None:
+        return await self.body.anchor(wait)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.body.stats()

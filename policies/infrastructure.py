@@ -21,6 +21,7 @@ as its own state and never counts towards N.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -28,19 +29,18 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from policies.config import Duration, Percent, PolicyModel, load_policy
-from protocol.system import InfrastructureError, InfrastructureRecovered
+from protocol.system import InfraComponent, InfrastructureError, InfrastructureRecovered
 
 POLICY_FILE = "infrastructure.yaml"
 Severity = Literal["info", "warning", "error", "critical", "emergency"]
-Component = Literal[
-    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
-]
-COMPONENTS: tuple[str, ...] = get_args(Component)
+Component = InfraComponent
+"""A component name (bounded pattern); the registered ones are ``adapters.infra.PROBES``."""
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
 BROKER_COMPONENTS = frozenset({"mqtt_broker", "emqx_cluster"})
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 # -- check results ------------------------------------------------------------------------------
@@ -141,6 +141,11 @@ class KubernetesThresholds(PolicyModel):
 
 
 class Thresholds(PolicyModel):
+    """Per component; a component without a field here (a newly registered probe) keeps its
+    section as a mapping, which its probe validates (``InfrastructurePolicy.thresholds_for``)."""
+
+    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
+
     mqtt_broker: BrokerThresholds = Field(default_factory=BrokerThresholds)
     emqx_cluster: EmqxThresholds = Field(default_factory=EmqxThresholds)
     postgresql_cluster: PostgresThresholds = Field(default_factory=PostgresThresholds)
@@ -177,18 +182,30 @@ class InfrastructurePolicy(PolicyModel):
 
     @model_validator(mode="after")
     def _check_timing(self) -> InfrastructurePolicy:
-        for name in COMPONENTS:
-            cfg = self.component(name)
+        for name in self.thresholds.model_extra or {}:
+            if not _NAME.match(name):
+                raise ValueError(f"thresholds.{name}: not a component name (lower-case letters, digits, _)")
+        # A component without a section runs on the defaults: checking them covers it.
+        for key, cfg in (("defaults", self.component("")),
+                         *((f"components.{n}", self.component(n)) for n in self.components)):
             if cfg.interval < 1.0:
-                raise ValueError(f"components.{name}.interval = {cfg.interval:g}s: must be at least 1s")
+                raise ValueError(f"{key}.interval = {cfg.interval:g}s: must be at least 1s")
             if not 0 < cfg.timeout <= cfg.interval:
-                raise ValueError(f"components.{name}.timeout = {cfg.timeout:g}s: must be > 0 and at most "
+                raise ValueError(f"{key}.timeout = {cfg.timeout:g}s: must be > 0 and at most "
                                  f"the interval ({cfg.interval:g}s), or checks would overlap")
         return self
 
+    def thresholds_for(self, name: str) -> Any:
+        """The ``thresholds.<name>`` section: its typed model, or the mapping as written (empty
+        when absent) for a component the model does not name."""
+        typed = type(self.thresholds).model_fields.get(name)
+        if typed is not None:
+            return getattr(self.thresholds, name)
+        return dict((self.thresholds.model_extra or {}).get(name) or {})
+
     def component(self, name: str) -> ComponentConfig:
         """Effective settings for ``name`` (a component without a section gets the defaults)."""
-        own = self.components.get(name, ComponentSettings())  # type: ignore[call-overload]
+        own = self.components.get(name, ComponentSettings())
         d = self.defaults
         return ComponentConfig(
             component=name,

@@ -28,6 +28,7 @@ from typing import Any
 
 import ray
 
+from actors.chassis import Chassis
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
 from sdk import ServiceClient
@@ -90,8 +91,11 @@ def _pid_and_whole(actor: Any) -> tuple[int, bool]:
     def running(task: Any) -> bool:
         return task is not None and not task.done()
 
+    actor = getattr(actor, "body", actor)  # a chassis actor: the state is its body's
     started = getattr(actor, "_started", None)
-    if isinstance(started, asyncio.Future):
+    if isinstance(actor, Chassis):
+        whole = actor.started
+    elif isinstance(started, asyncio.Future):
         whole = started.done() and not started.cancelled() and started.exception() is None
     elif type(actor).__name__.startswith("ServiceMonitor"):
         whole = actor.core is not None
