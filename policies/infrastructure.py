@@ -29,9 +29,16 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from pydantic import ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from policies.config import Duration, Percent, PolicyModel, load_policy
+from policies.config import Duration, PolicyModel, load_policy
+from policies.infrastructure_thresholds import BrokerThresholds as BrokerThresholds
+from policies.infrastructure_thresholds import EmqxThresholds as EmqxThresholds
+from policies.infrastructure_thresholds import KubernetesThresholds as KubernetesThresholds
+from policies.infrastructure_thresholds import MongoThresholds as MongoThresholds
+from policies.infrastructure_thresholds import PostgresThresholds as PostgresThresholds
+from policies.infrastructure_thresholds import RedisThresholds as RedisThresholds
+from policies.infrastructure_thresholds import Thresholds
 from protocol.system import InfraComponent, InfrastructureError, InfrastructureRecovered
 
 POLICY_FILE = "infrastructure.yaml"
@@ -104,54 +111,6 @@ class Defaults(PolicyModel):
     timeout: Duration = 5.0
     failures_before_error: int = Field(default=2, ge=1)
     successes_before_recovery: int = Field(default=1, ge=1)
-
-
-class BrokerThresholds(PolicyModel):
-    round_trip_p95: Duration = 0.1
-    latency_window: int = Field(default=50, ge=1)
-    dropped_per_check: int = Field(default=1, ge=1)
-
-
-class EmqxThresholds(PolicyModel):
-    node_memory: Percent = 90.0
-    dropped_per_check: int = Field(default=1000, ge=1)
-
-
-class PostgresThresholds(PolicyModel):
-    replication_lag: Duration = 30.0
-    connections: Percent = 80.0
-    long_transaction: Duration = 300.0
-
-
-class MongoThresholds(PolicyModel):
-    replication_lag: Duration = 30.0
-    connections: Percent = 80.0
-    max_members: int = Field(default=50, ge=1)
-
-
-class RedisThresholds(PolicyModel):
-    memory: Percent = 90.0
-    blocked_clients: int = Field(default=10, ge=1)
-
-
-class KubernetesThresholds(PolicyModel):
-    restarts: int = Field(default=5, ge=1)
-    pod_cpu: Percent = 80.0  # seed runbook: "CPU should be <80%, Memory should be <90%" of the limits
-    pod_memory: Percent = 90.0
-
-
-class Thresholds(PolicyModel):
-    """Per component; a component without a field here (a newly registered probe) keeps its
-    section as a mapping, which its probe validates (``InfrastructurePolicy.thresholds_for``)."""
-
-    model_config = ConfigDict(extra="allow", frozen=True, populate_by_name=True)
-
-    mqtt_broker: BrokerThresholds = Field(default_factory=BrokerThresholds)
-    emqx_cluster: EmqxThresholds = Field(default_factory=EmqxThresholds)
-    postgresql_cluster: PostgresThresholds = Field(default_factory=PostgresThresholds)
-    mongodb_cluster: MongoThresholds = Field(default_factory=MongoThresholds)
-    redis: RedisThresholds = Field(default_factory=RedisThresholds)
-    kubernetes_cluster: KubernetesThresholds = Field(default_factory=KubernetesThresholds)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

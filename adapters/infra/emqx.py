@@ -23,7 +23,7 @@ from typing import Any
 from adapters.http import HttpClient, HttpError
 from adapters.infra import ProbeConfigError, ProbeError, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
 from adapters.urls import redact_url
-from policies.infrastructure import EmqxThresholds
+from policies.infrastructure_thresholds import EmqxThresholds
 
 COMPONENT = "emqx_cluster"
 API_KEY_SETTING = "emqx.api_key / emqx.api_secret (SFA_OPS_EMQX_API_KEY / SFA_OPS_EMQX_API_SECRET)"

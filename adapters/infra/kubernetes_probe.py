@@ -25,7 +25,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
 from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
-from policies.infrastructure import KubernetesThresholds
+from policies.infrastructure_thresholds import KubernetesThresholds
 from policies.kubernetes_state import (
     MAX_DEPLOYMENTS,
     deployments_unavailable,

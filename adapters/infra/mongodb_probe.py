@@ -20,7 +20,7 @@ from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.errors import OperationFailure
 
 from adapters.infra import ProbeConfigError, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
-from policies.infrastructure import MongoThresholds
+from policies.infrastructure_thresholds import MongoThresholds
 
 COMPONENT = "mongodb_cluster"
 PRIMARY, SECONDARY, ARBITER = 1, 2, 7  # replSetGetStatus member ``state`` codes

@@ -20,7 +20,7 @@ from typing import Any
 
 from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
 from adapters.mqtt import Message, MqttBus
-from policies.infrastructure import BrokerThresholds
+from policies.infrastructure_thresholds import BrokerThresholds
 
 logger = logging.getLogger("sfa_ops.infra")
 

@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import asyncpg
 
 from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
-from policies.infrastructure import PostgresThresholds
+from policies.infrastructure_thresholds import PostgresThresholds
 
 COMPONENT = "postgresql_cluster"
 

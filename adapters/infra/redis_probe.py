@@ -13,7 +13,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry
 
 from adapters.infra import Probe, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
-from policies.infrastructure import RedisThresholds
+from policies.infrastructure_thresholds import RedisThresholds
 
 COMPONENT = "redis"
 
