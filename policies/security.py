@@ -36,6 +36,7 @@ from policies.security_events import (
     UserBaseline,
 )
 from policies.security_rules import DETECTION_RULES, DetectionRule, EventKind, SecurityEvent
+from policies.security_rules_login import BruteForce
 from policies.security_state import IpState, RuleState, SecurityStats, UserState
 
 
@@ -57,6 +58,8 @@ class SecurityAnalyzer:
                 by_kind.setdefault(kind, []).append(rule)
         self._auth, self._authz, self._roles, self._access, self._activity = (
             tuple(by_kind.get(k, ())) for k in ("auth", "authz", "role_change", "data_access", "activity"))
+        # Per-IP brute force creates every failing source's entry itself.
+        self._tracks_ips = any(isinstance(r, BruteForce) and r.rule.per_ip for r in self.rules)
 
     @property
     def logins(self) -> LoginPatterns:
@@ -98,7 +101,7 @@ class SecurityAnalyzer:
             if not event.success:
                 st.allowlisted += 1
             return []
-        if not event.success and ip is not None:
+        if not event.success and ip is not None and not self._tracks_ips:
             st.ips.get_or_create(ip, IpState)  # a failing source is tracked whatever the rules say
         return self._run(self._auth, event, now)
 
@@ -125,7 +128,11 @@ class SecurityAnalyzer:
         if event.user_id in st.allow_users:
             st.allowlisted += 1
             return []
-        st.users.get_or_create(event.user_id, UserState)
+        if not self._access:  # the user is tracked whatever the rules say (the rules touch it too)
+            st.users.get_or_create(event.user_id, UserState)
+            return []
+        if baselines is None:
+            return self._run(self._access, event, now)
         st.baselines_override = baselines
         try:
             return self._run(self._access, event, now)
@@ -147,7 +154,9 @@ class SecurityAnalyzer:
                 if act.user_id in st.allow_users:
                     st.allowlisted += 1
                     continue
-                st.users.get_or_create(act.user_id, UserState)
+                if not self._activity:
+                    st.users.get_or_create(act.user_id, UserState)
+                    continue
                 alerts += self._run(self._activity, act, now)
         finally:
             st.baselines_override = None

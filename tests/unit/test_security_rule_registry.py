@@ -32,6 +32,7 @@ def test_a_disabled_rule_is_not_run() -> None:
     alerts = [a for i in range(10) for a in analyzer.on_auth(
         AuthEvent(user_id="u", ip_address="192.0.2.1", success=False, timestamp=T0 + i), T0 + i)]
     assert "brute_force_attempt" not in {a.type for a in alerts}
+    assert analyzer.stats().tracked["ips"] == 1  # a failing source is tracked whatever the rules say
     enabled = SecurityAnalyzer(config=SecurityPolicy())
     found = [a for i in range(10) for a in enabled.on_auth(
         AuthEvent(user_id="u", ip_address="192.0.2.1", success=False, timestamp=T0 + i), T0 + i)]
