@@ -29,43 +29,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from typing import Any, TypeVar
 
 import ray
 from pydantic import BaseModel, ValidationError
 
+from actors.audit_trail import MAX_PENDING_VIOLATIONS, VIOLATIONS, AuditTrail
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.security_common import (
     Outlet,
     SecurityOptions,
     active_actions_topic,
-    plain_alert,
-    schedule_self_start,
 )
 from actors.settings import OperateSettings
 from adapters.audit_anchor_file import append_anchor
 from adapters.mqtt import Message, MqttBus
-from adapters.store import StoreError, open_store
+from adapters.store import Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.audit_anchors import build_anchor
-from policies.audit_events import (
-    ComplianceTracker,
-    auth_event,
-    authz_event,
-    call_event,
-    data_access_event,
-    enhanced_redaction,
-    loss_event,
-    purge_event,
-    purge_plan,
-    retention_chains,
-    violation_alert,
-    violation_record,
-)
-from policies.compliance import CompliancePolicy, DataAccess, load_compliance_policy
-from policies.data_subject import RequestMemo, record_request
+from policies.compliance import load_compliance_policy
 from policies.monitoring_watch import active_targets
 from protocol import parse_model, topics
 from protocol import security as wire
@@ -74,211 +58,67 @@ from protocol.system import AuditChainAnchor
 logger = logging.getLogger("sfa_ops.audit")
 _M = TypeVar("_M", bound=BaseModel)
 
-VIOLATIONS = "compliance_violations"
-MAX_PENDING_VIOLATIONS = 1_000
-"""Violation alerts and state entries waiting for the next flush; beyond that a violation is
-still audited (in the batch) but counted as ``violations_unalerted`` instead."""
+__all__ = ["MAX_PENDING_VIOLATIONS", "VIOLATIONS", "AuditTrail", "AuditWriter", "AuditWriterBody"]
 
 
-class AuditTrail:
-    """The in-process part: build, batch, append, purge; owns no connection of its own."""
+class AuditWriterBody(Chassis):
+    """The actor's body (also usable in-process); ``AuditWriter`` is the Ray actor. ``store``
+    (wrapped in a ``BufferedStore``) and ``bus`` default to the real ones."""
 
-    def __init__(self, *, store: BufferedStore, policy: CompliancePolicy, cluster: str, max_pending: int = 10_000,
-                 clock: Clock | None = None) -> None:
-        self.store = store
-        self.policy = policy
-        self.cluster = cluster
-        self.clock: Clock = clock or SystemClock()
-        self.tracker = ComplianceTracker(policy=policy)
-        self.max_pending = max_pending
-        self.pending: list[dict[str, Any]] = []
-        self.counts = dict.fromkeys(("calls", "data_access", "data_subject", "auth", "authz", "violations",
-                                     "appended", "lost",
-                                     "purged", "malformed", "enhanced", "anchors", "anchor_failed",
-                                     "violations_unalerted"), 0)
-        self.enhanced: dict[str, float | None] = {}
-        """Users and addresses under ``enhanced_logging``, with the action's expiry."""
-        self.enhanced_policy = enhanced_redaction(policy.redaction)
-        self.requests = RequestMemo()
-        """Open data-subject requests: when each was received."""
-        self._lost_unrecorded = 0
-        self._loss_alert: dict[str, Any] | None = None
-        self.alerts: list[dict[str, Any]] = []
-        self.violation_entries: list[dict[str, Any]] = []
-
-    def _enqueue(self, event: dict[str, Any]) -> None:
-        if len(self.pending) >= self.max_pending:
-            self.lose(1, "audit batch full")
-            return
-        self.pending.append(event)
-
-    def lose(self, n: int, reason: str) -> None:
-        """Count ``n`` events lost, alert, and remember to record the loss once the store is back.
-        One AuditEventsLost alert (and log line) per flush interval, carrying the running total."""
-        self.counts["lost"] += n
-        self._lost_unrecorded += n
-        alert = plain_alert("AuditEventsLost", "critical", self.cluster, self.clock.now(),
-                            f"{self.counts['lost']} audit events lost so far ({reason})")
-        if self._loss_alert is not None and self._loss_alert in self.alerts:
-            self.alerts[self.alerts.index(self._loss_alert)] = alert
-        else:
-            logger.error("audit: %d event(s) lost (%s); %d in total", n, reason, self.counts["lost"])
-            self.alerts.append(alert)
-        self._loss_alert = alert
-
-    def _is_enhanced(self, record: Mapping[str, Any], now: float) -> bool:
-        for key in ("userId", "ipAddress"):
-            v = record.get(key)
-            if isinstance(v, str) and v in self.enhanced:
-                until = self.enhanced[v]
-                if until is None or until > now:
-                    return True
-        return False
-
-    def calls(self, records: Sequence[Mapping[str, Any]]) -> None:
-        now = self.clock.now()
-        for r in records:
-            try:
-                enhanced = bool(self.enhanced) and self._is_enhanced(r, now)
-                self._enqueue(call_event(r, self.policy, now, enhanced=self.enhanced_policy if enhanced else None))
-                self.counts["calls"] += 1
-                self.counts["enhanced"] += enhanced
-            except (TypeError, ValueError, AttributeError):
-                self.counts["malformed"] += 1
-
-    def auth(self, m: wire.AuthEvent) -> None:
-        self._enqueue(auth_event(user_id=m.user_id, ip_address=m.ip_address, success=m.success,
-                                 timestamp=m.timestamp.timestamp(), method=m.method, user_agent=m.user_agent,
-                                 reason=m.reason, policy=self.policy, now=self.clock.now()))
-        self.counts["auth"] += 1
-
-    def authz(self, m: wire.AuthzEvent) -> None:
-        self._enqueue(authz_event(user_id=m.user_id, service=m.service, method=m.method, allowed=m.allowed,
-                                  timestamp=m.timestamp.timestamp(), roles=m.roles, ip_address=m.ip_address,
-                                  policy=self.policy, now=self.clock.now()))
-        self.counts["authz"] += 1
-
-    def data_access(self, service: str, m: wire.DataAccessEvent) -> None:
-        now = self.clock.now()
-        access = DataAccess(user_id=m.user_id, roles=frozenset(m.roles), service=service, collection=m.collection,
-                            operation=m.operation, record_count=m.records, timestamp=m.timestamp.timestamp())
-        self._enqueue(data_access_event(access, m.record_ids, self.policy, now))
-        self.counts["data_access"] += 1
-        for v in self.tracker.observe(access, now):
-            self.counts["violations"] += 1
-            record = violation_record(v, now)
-            self._enqueue(record)
-            if len(self.violation_entries) >= MAX_PENDING_VIOLATIONS:
-                self.counts["violations_unalerted"] += 1
-                continue
-            self.alerts.append(violation_alert(v, self.cluster, now))
-            self.violation_entries.append(record)
-
-    def data_subject(self, service: str, m: wire.DataSubjectRequest) -> None:
-        self._enqueue(record_request(
-            self.requests, service=service, request_id=m.request_id, user_id=m.user_id,
-            request_type=m.request_type, status=m.status, timestamp=m.timestamp.timestamp(),
-            received_at=None if m.received_at is None else m.received_at.timestamp(), reason=m.reason,
-            policy=self.policy, now=self.clock.now()))
-        self.counts["data_subject"] += 1
-
-    async def flush(self) -> int:
-        """Append the batch (through the buffered store); returns how many were handed over."""
-        batch, self.pending = self.pending, []
-        entries, self.violation_entries = self.violation_entries, []
-        if self._lost_unrecorded and self.store.stats().available:
-            batch.append(loss_event(self._lost_unrecorded, "store unavailable or batch full", self.clock.now()))
-            self._lost_unrecorded = 0
-        for e in entries:
-            await self.store.state_put(VIOLATIONS, f"{e['ts']:.6f}-{e['type']}-{e['userId']}", e)
-        if batch:
-            await self.store.audit_append(batch)
-            self.counts["appended"] += len(batch)
-        return len(batch)
-
-    async def purge(self) -> list[dict[str, Any]]:
-        """Purge every retention chain; each purge that deleted rows is audited."""
-        now = self.clock.now()
-        done: list[dict[str, Any]] = []
-        for chain, before in purge_plan(retention_chains(self.policy), now):
-            try:
-                n = await self.store.audit_purge(before, chain)
-            except StoreError as exc:
-                logger.warning("audit purge of %s skipped: %s", chain, exc)
-                continue
-            if n:
-                self.counts["purged"] += n
-                done.append(purge_event(chain, before, n, now))
-        if done:
-            await self.store.audit_append(done)
-        return done
-
-
-class AuditWriterBody:
-    """The actor's body (also usable in-process); ``AuditWriter`` is the Ray actor."""
+    what = "audit writer"
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
-                 supervisor: Any = None, clock: Clock | None = None) -> None:
+                 supervisor: Any = None, clock: Clock | None = None, store: Store | None = None,
+                 bus: MqttBus | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.options = options or SecurityOptions()
         self.cluster = settings.cluster_id
         self.clock: Clock = clock or SystemClock()
         key = settings.audit_key.encode() if settings.audit_key else None
-        self.store = BufferedStore(inner=open_store(settings.store_url, audit_key=key), max_queued=self.options.store_max_queued,
-                                   on_drop=self._dropped)
+        self.store = BufferedStore(inner=store or open_store(settings.store_url, audit_key=key),
+                                   max_queued=self.options.store_max_queued, on_drop=self._dropped)
         self.trail = AuditTrail(store=self.store, policy=load_compliance_policy(settings.policies_dir),
                                 cluster=self.cluster, max_pending=self.options.audit_max_pending, clock=self.clock)
-        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"audit-{self.cluster}",
-                           incoming_queue_size=self.options.incoming_queue_size)
+        self.bus = bus or MqttBus(config=settings.mqtt_config(), client_id=f"audit-{self.cluster}",
+                                  incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
-        self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
         self._last_anchored: list[AuditChainAnchor] | None = None
-        if self.options.self_start:
-            schedule_self_start()
 
     def _dropped(self, kind: str, n: int) -> None:
         if kind == "audit":
             self.trail.lose(n, "store unavailable and its queue full")
 
     async def start(self) -> dict[str, Any]:
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self.store.open()
-                await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.DATA_SUBJECT_FILTER, self._on_data_subject,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=self.options.subscribe_qos)
-                await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=self.options.subscribe_qos)
-                await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions,
-                                         qos=self.options.subscribe_qos)
-                await self.bus.start()
-                await self.bus.wait_connected(30)
-                o = self.options
-                self._loops = [
-                    asyncio.create_task(run_every(o.audit_flush_s, self.flush, name="audit-flush", logger=logger)),
-                    asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge",
-                                                  logger=logger)),
-                ]
-                if self.settings.audit_anchor_s > 0:
-                    self._loops.append(asyncio.create_task(run_every(
-                        self.settings.audit_anchor_s, self._anchor_step, name="audit-anchor", logger=logger)))
-                self._started.set_result(None)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                raise
-        await asyncio.shield(self._started)
+        """Idempotent: open the store, subscribe, start the flush, purge and anchor loops."""
+        await self.ensure_started()
         return await self.stats()
+
+    async def _start(self) -> None:
+        await self.store.open()
+        q = self.options.subscribe_qos
+        await self.bus.subscribe(topics.DATA_ACCESS_FILTER, self._on_data_access, qos=q)
+        await self.bus.subscribe(topics.DATA_SUBJECT_FILTER, self._on_data_subject, qos=q)
+        await self.bus.subscribe(topics.AUTH_FILTER, self._on_auth, qos=q)
+        await self.bus.subscribe(topics.AUTHZ_FILTER, self._on_authz, qos=q)
+        await self.bus.subscribe(active_actions_topic(self.cluster), self._on_active_actions, qos=q)
+        await self.bus.start()
+        await self.bus.wait_connected(30)
+        o = self.options
+        self._loops = [
+            asyncio.create_task(run_every(o.audit_flush_s, self.flush, name="audit-flush", logger=logger)),
+            asyncio.create_task(run_every(o.audit_purge_s, self._purge_step, name="audit-purge", logger=logger)),
+        ]
+        if self.settings.audit_anchor_s > 0:
+            self._loops.append(asyncio.create_task(run_every(
+                self.settings.audit_anchor_s, self._anchor_step, name="audit-anchor", logger=logger)))
 
     async def stop(self) -> None:
         for t in self._loops:
             t.cancel()
         await self.flush()
-        started = self._started
-        if started is not None and started.done() and not started.cancelled() and started.exception() is None:
+        if self.started:
             await self.store.drain(2.0)
             await self.anchor(wait=2.0)
         await self.outlet.flush(2.0)
@@ -388,4 +228,35 @@ class AuditWriterBody:
                 "dataSubjectRequests": {**self.trail.requests.counts, "open": len(self.trail.requests)}}
 
 
-AuditWriter: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(AuditWriterBody)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class AuditWriter:
+    """The Ray actor: an :class:`AuditWriterBody`, whole again after Ray restarted it."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 supervisor: Any = None) -> None:
+        self.body = AuditWriterBody(settings, options, supervisor=supervisor)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> dict[str, Any]:
+        return await self.body.start()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def calls(self, events: list[dict[str, Any]]) -> None:
+        await self.body.calls(events)
+
+    async def flush(self) -> None:
+        await self.body.flush()
+
+    async def purge(self) -> list[dict[str, Any]]:
+        return await self.body.purge()
+
+    async def anchor(self, wait: float = 0.0) -> dict[str, Any] | None:
+        return await self.body.anchor(wait)
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.body.stats()

@@ -9,17 +9,18 @@ alert when the tracker announced a transition. Reports go through a small outbox
 own task, so a slow supervisor (the broker being down makes its flushes wait) never delays a
 check, the latest health replaces an unsent one, and transitions are kept in order until sent.
 
-Components and their probes: ``mqtt_broker`` (round trip over the operated broker), or
+Components and their probes come from the registry ``adapters.infra.PROBES`` (the checker only
+looks the component up there): ``mqtt_broker`` (round trip over the operated broker), or
 ``emqx_cluster`` when EMQX's API is configured (that round trip plus the API probe, merged);
 ``postgresql_cluster`` (all DSNs, one probe); ``mongodb_cluster`` (all URIs, one probe); ``redis`` (one probe per URL, merged);
 ``kubernetes_cluster`` (nodes, plus pod status per service, which goes to the supervisor's
 ``pod_status`` and from there to the service monitors).
 
 Ray restarts a crashed checker (``max_restarts=-1``): ``__init__`` runs again, notices it is a
-reconstruction, and schedules its own ``start``, which restores an announced outage from the
-supervisor's health summary (so its recovery is still announced) and reports the restart (an
-``InfraCheckerRestarted`` info alert, resolved after the first check, and ``checkerRestartedAt``
-in the health entry).
+reconstruction (``Chassis.start_when_restarted``) and starts itself, restoring an announced outage
+from the supervisor's health summary (so its recovery is still announced) and reporting the
+restart (an ``InfraCheckerRestarted`` info alert, resolved after the first check, and
+``checkerRestartedAt`` in the health entry).
 """
 
 from __future__ import annotations
@@ -30,16 +31,15 @@ import os
 import time
 import uuid
 from collections import deque
-from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
+from typing import Any
 
 import ray
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
-from actors.restart import start_if_restarted
 from actors.settings import OperateSettings
-from adapters.infra import Probe
+from adapters.infra import PROBES, ProbeSet, ProbeSetup, build_probes, unknown_components
 from policies.infra_alerts import (
     affected_services,
     health_entry,
@@ -64,9 +64,6 @@ from policies.infrastructure import (
 from policies.runbooks import load_runbooks
 from protocol.names import is_service_name
 
-if TYPE_CHECKING:
-    from adapters.infra.kubernetes_probe import KubernetesProbe
-
 logger = logging.getLogger("sfa_ops.infra")
 
 GUARD_S = 1.0  # the outer timeout's margin over the probe's own
@@ -74,33 +71,21 @@ OUTBOX_CAP = 100  # unsent transitions kept while the supervisor is unreachable
 REPORT_TIMEOUT_S = 10.0
 
 
-def _host_label(url: str) -> str:
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
-
-
 def components_for(settings: OperateSettings) -> list[str]:
-    """The components checked under ``settings``; the broker is always one of them."""
-    out = ["emqx_cluster" if settings.emqx_api else "mqtt_broker"]
-    if settings.check_postgres:
-        out.append("postgresql_cluster")
-    if settings.check_mongodb:
-        out.append("mongodb_cluster")
-    if settings.check_redis:
-        out.append("redis")
-    if settings.kubernetes:
-        out.append("kubernetes_cluster")
-    return out
+    """The components checked under ``settings`` (``PROBES`` order); the broker is always one."""
+    return [name for name, kind in PROBES.items() if kind.wanted(settings)]
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class InfraChecker:
-    """See the module docstring. ``supervisor``: the name (in ``settings.namespace``) of an actor
-    with ``infrastructure_report``, ``alert``, ``pod_status`` and ``status``; default: the
-    supervisor of ``settings``. A name, not a handle: a handle argument lives in the object store,
-    and Ray cannot restart an actor whose constructor arguments were lost."""
+class InfraCheckerBody(Chassis):
+    """See the module docstring. ``supervisor``: an actor handle with ``infrastructure_report``,
+    ``alert``, ``pod_status`` and ``status`` (or anything whose methods have ``.remote``), or its
+    name in ``settings.namespace`` (default: the supervisor of ``settings``). ``probes`` replaces
+    the registry's (tests)."""
 
-    def __init__(self, settings: OperateSettings, component: str, supervisor: str | None = None) -> None:
+    what = "infra checker"
+
+    def __init__(self, settings: OperateSettings, component: str, supervisor: Any = None, *,
+                 clock: Clock | None = None, probes: ProbeSet | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.component = component
@@ -109,108 +94,66 @@ class InfraChecker:
         self.config = self.policy.component(component)
         self.runbooks = load_runbooks(settings.policies_dir)
         self.tracker = ComponentTracker(config=self.config)
-        self.clock: Clock = SystemClock()
-        self.supervisor_name = supervisor or settings.actor_name("supervisor")
-        self.supervisor: Any = None
+        self.clock: Clock = clock or SystemClock()
+        self.supervisor: Any = supervisor if not isinstance(supervisor, str | None) else None
+        self.supervisor_name = supervisor if isinstance(supervisor, str) else settings.actor_name("supervisor")
         self.affected = affected_services(component, self.policy.service_dependencies)
-        self.probes: dict[str, Probe] = {}
-        self.k8s: KubernetesProbe | None = None
-        self.hosts: list[str] = []
+        self.probes = probes or ProbeSet(probes={})
+        self._given_probes = probes is not None
         self.setup_error: str | None = None
         self.checks = 0
         self.last: ProbeResult | None = None
         self.restarted_at: float | None = None
         self._restart_resolved = False
-        self._started = False
         self._tasks: list[asyncio.Task[None]] = []
         self._outbox: deque[tuple[dict[str, Any] | None, list[dict[str, Any]]]] = deque()
         self._dropped = 0
         self._health: dict[str, Any] | None = None
         self._sent_health: dict[str, Any] | None = None
         self._pods: dict[str, dict[str, Any]] | None = None
-        self._wake: asyncio.Event | None = None
+        self._wake = asyncio.Event()
         self._drain_lock = asyncio.Lock()
-        self._buses: list[Any] = []
-        if start_if_restarted(f"infra checker {component}"):
+
+    def start_when_restarted(self, what: str | None = None) -> bool:
+        restarted = super().start_when_restarted(what or f"infra checker {self.component}")
+        if restarted:
             self.restarted_at = self.clock.now()
+        return restarted
 
     # -- lifecycle ----------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
         """Idempotent: build the probes, restore after a restart, start the check loop."""
-        if not self._started:
-            self._started = True
-            self.supervisor = ray.get_actor(self.supervisor_name, namespace=self.settings.namespace)
-            self._wake = asyncio.Event()
-            try:
-                await self._build_probes()
-            except Exception as exc:  # reported as a configuration error by every check
-                logger.exception("infra checker %s: cannot set up its probes", self.component)
-                self.setup_error = f"cannot set up the {self.component} check: {type(exc).__name__}: {exc}"
-            if self.restarted_at is not None:
-                await self._restore()
-            self._tasks = [
-                asyncio.create_task(run_every(self.config.interval, self._step, name=f"infra-{self.component}",
-                                              logger=logger, slow_after_s=self.config.timeout + GUARD_S),
-                                    name=f"infra-{self.component}"),
-                asyncio.create_task(self._reporter(), name=f"infra-{self.component}-reports"),
-            ]
+        await self.ensure_started()
         return {"component": self.component, "interval": self.config.interval, "pid": os.getpid(),
                 "restarted": self.restarted_at is not None}
 
-    async def _build_probes(self) -> None:
-        s, t, timeout = self.settings, self.policy.thresholds, self.config.timeout
-        if self.component in ("mqtt_broker", "emqx_cluster"):
-            from adapters.infra.mqtt_probe import BrokerProbe
-            from adapters.mqtt import MqttBus
-
-            # A probe measures the broker now: nothing queued from before is worth receiving.
-            bus = MqttBus(config=s.mqtt_config(persistent=False),
-                          client_id=f"infra-{self.cluster}-{self.component}-{uuid.uuid4().hex[:6]}")
-            self._buses.append(bus)
-            await bus.start()
-            broker = BrokerProbe(bus=bus, timeout_s=timeout, thresholds=t.mqtt_broker)
-            self.probes["broker"] = broker
+    async def _start(self) -> None:
+        if self.supervisor is None:
+            self.supervisor = ray.get_actor(self.supervisor_name, namespace=self.settings.namespace)
+        if not self._given_probes:
             try:
-                await broker.start(connect_timeout_s=timeout)
-            except Exception:  # not connected yet: the checks say so; the bus keeps reconnecting
-                logger.warning("infra checker %s: broker not reachable at start", self.component)
-            if self.component == "emqx_cluster":
-                from adapters.infra.emqx import EmqxClient, EmqxProbe
+                self.probes = await self._build_probes()
+            except Exception as exc:  # reported as a configuration error by every check
+                logger.exception("infra checker %s: cannot set up its probes", self.component)
+                self.setup_error = f"cannot set up the {self.component} check: {type(exc).__name__}: {exc}"
+        if self.restarted_at is not None:
+            await self._restore()
+        self._tasks = [
+            asyncio.create_task(run_every(self.config.interval, self._step, name=f"infra-{self.component}",
+                                          logger=logger, slow_after_s=self.config.timeout + GUARD_S),
+                                name=f"infra-{self.component}"),
+            asyncio.create_task(self._reporter(), name=f"infra-{self.component}-reports"),
+        ]
 
-                client = EmqxClient(base_url=str(s.emqx_api), api_key=s.emqx_api_key or "",
-                                    api_secret=s.emqx_api_secret or "", timeout=timeout)
-                self.probes["api"] = EmqxProbe(client=client, timeout_s=timeout, thresholds=t.emqx_cluster)
-        elif self.component == "postgresql_cluster":
-            from adapters.infra.postgres_probe import PostgresProbe
-
-            probe = PostgresProbe.from_dsns(s.check_postgres, timeout_s=timeout, thresholds=t.postgresql_cluster,
-                                            expected_replicas=s.expect_replicas)
-            self.probes["postgresql"] = probe
-            self.hosts = [tg.label.split(":")[0] for tg in probe.targets]
-        elif self.component == "mongodb_cluster":
-            from adapters.infra.mongodb_probe import MongoProbe
-
-            mongo = MongoProbe(uris=s.check_mongodb, timeout_s=timeout, thresholds=t.mongodb_cluster,
-                               expected_replicas=s.expect_replicas)
-            self.probes["mongodb"] = mongo
-            self.hosts = mongo.hosts
-        elif self.component == "redis":
-            from adapters.infra.redis_probe import RedisProbe
-
-            for url in s.check_redis:
-                self.probes[_host_label(url)] = RedisProbe(url=url, timeout_s=timeout, thresholds=t.redis,
-                                                           expected_replicas=s.expect_replicas)
-                self.hosts.append(urlsplit(url).hostname or "localhost")
-        elif self.component == "kubernetes_cluster":
-            from adapters.infra.kubernetes_probe import KubernetesProbe, api_client
-
-            api = await asyncio.to_thread(api_client, host=s.kube_api)
-            self.k8s = KubernetesProbe(api=api, timeout_s=timeout, thresholds=t.kubernetes_cluster,
-                                       namespace=s.kube_namespace, services=s.services)
-            self.probes["kubernetes"] = self.k8s
-        else:
-            raise ValueError(f"unknown infrastructure component {self.component!r}")
+    async def _build_probes(self) -> ProbeSet:
+        unknown = unknown_components(self.policy)
+        if unknown:
+            raise ValueError(f"infrastructure.yaml names components no probe is registered for: {unknown}")
+        setup = ProbeSetup(component=self.component, cluster=self.cluster, timeout=self.config.timeout,
+                           thresholds=self.policy.thresholds_for(self.component), settings=self.settings,
+                           policy=self.policy)
+        return await build_probes(self.component, setup)
 
     async def _restore(self) -> None:
         """Resume an outage announced before the restart, and report the restart."""
@@ -238,13 +181,11 @@ class InfraChecker:
                     logger.warning("infra checker %s: %d reports unsent at stop", self.component, len(self._outbox))
             for task in self._tasks:
                 task.cancel()
-        for probe in self.probes.values():
+        for close in [p.close for p in self.probes.probes.values()] + self.probes.closers:
             try:
-                await asyncio.wait_for(probe.close(), 2.0)
+                await asyncio.wait_for(close(), 2.0)
             except Exception:
                 logger.debug("closing a %s probe failed", self.component, exc_info=True)
-        for bus in self._buses:
-            await bus.stop()
 
     async def status(self) -> dict[str, Any]:
         last = self.last
@@ -265,24 +206,24 @@ class InfraChecker:
         pods: dict[str, dict[str, Any]] | None = None
         try:
             async with asyncio.timeout(self.config.timeout + GUARD_S):
-                if self.k8s is not None:
-                    snap = await self.k8s.snapshot()
+                if self.probes.pods is not None:
+                    snap = await self.probes.pods.snapshot()
                     results = {"kubernetes": snap.result}
                     if snap.result.error is None:
                         pods = {name: monitor_pods(running=p.running, ready=p.ready, total=p.total, reason=p.reason,
                                                    failure_reason=p.failure_reason) for name, p in snap.pods.items()}
                 else:
-                    labels = list(self.probes)
-                    done = await asyncio.gather(*(self.probes[n].check() for n in labels))
+                    probes = self.probes.probes
+                    labels = list(probes)
+                    done = await asyncio.gather(*(probes[n].check() for n in labels))
                     results = dict(zip(labels, done, strict=True))
         except TimeoutError:
             msg = f"{self.component} check hung past {self.config.timeout + GUARD_S:g}s (probe timeout not honoured)"
-            severity: Severity = "error" if self.component == "kubernetes_cluster" else "critical"
+            severity: Severity = self.probes.timeout_severity
             return ProbeResult.build(
                 component=self.component, latency_ms=(time.perf_counter() - started) * 1000.0, error=msg,
                 problems=[Problem(code="timeout", severity=severity, message=msg)]), None
-        primary = "api" if self.component == "emqx_cluster" else None
-        return merge_results(self.component, results, primary=primary), pods
+        return merge_results(self.component, results, primary=self.probes.primary), pods
 
     async def _step(self) -> None:
         result, pods = await self._check()
@@ -310,7 +251,6 @@ class InfraChecker:
                                     restarted_at=self.restarted_at)
         if pods is not None:
             self._pods = pods
-        assert self._wake is not None
         self._wake.set()
 
     def _announce(
@@ -322,7 +262,7 @@ class InfraChecker:
         summary = str(message["message"]) if message and message.get("message") else describe(t.result, self.config)
         alerts = transition_alerts(t, cluster_id=self.cluster, previous_severity=previous_severity,
                                    runbooks=self.runbooks, summary=summary,
-                                   values=runbook_values(t.result, hosts=self.hosts), affected=self.affected)
+                                   values=runbook_values(t.result, hosts=self.probes.hosts), affected=self.affected)
         log = logger.info if t.kind.value in ("recovered", "config_resolved") else logger.warning
         log("infrastructure %s %s (%s): %s", self.component, t.kind.value, t.severity, summary)
         return message, alerts
@@ -330,7 +270,6 @@ class InfraChecker:
     # -- reports ------------------------------------------------------------------------------------
 
     async def _reporter(self) -> None:
-        assert self._wake is not None
         while True:
             await self._wake.wait()
             self._wake.clear()
@@ -402,8 +341,32 @@ class InfraChecker:
 
     def _track_services(self, known: Any) -> None:
         """Check the pods of every service the supervisor monitors (not only those given at start)."""
-        if self.k8s is None or not isinstance(known, list | tuple):
+        k8s = self.probes.pods
+        if k8s is None or not isinstance(known, list | tuple):
             return
         wanted = tuple(sorted({*self.settings.services, *(str(n) for n in known if is_service_name(str(n)))}))
-        if wanted != self.k8s.services:
-            self.k8s.services = wanted  # validated names: they go into a label selector
+        if wanted != k8s.services:
+            k8s.services = wanted  # validated names: they go into a label selector
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class InfraChecker:
+    """The Ray actor: an :class:`InfraCheckerBody`. ``supervisor`` is a name, not a handle: a
+    handle argument lives in the object store, and Ray cannot restart an actor whose constructor
+    arguments were lost."""
+
+    def __init__(self, settings: OperateSettings, component: str, supervisor: str | None = None) -> None:
+        self.body = InfraCheckerBody(settings, component, supervisor)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> dict[str, Any]:
+        return await self.body.start()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def status(self) -> dict[str, Any]:
+        return await self.body.status()

@@ -29,6 +29,7 @@ from typing import Any
 
 import ray
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
 from adapters.ray_metrics import RayCallHistogram
@@ -53,19 +54,25 @@ def metric_row(r: MinuteRollup) -> MetricRollup:
                         concurrency_avg=r.concurrency_avg, timeouts=r.timeouts, queue_depth=r.queue_depth)
 
 
-@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
-class ServiceMonitor:
-    def __init__(self, settings: OperateSettings, service: str) -> None:
+class MonitorBody(Chassis):
+    """One service's monitor without Ray (the actor below forwards to it). ``store`` defaults to
+    the one of ``settings``; a store that cannot be opened at start leaves the monitor running
+    without saved state (it does not retry: the breaker must work without the store)."""
+
+    what = "service monitor"
+
+    def __init__(self, settings: OperateSettings, service: str, *, clock: Clock | None = None,
+                 store: Store | None = None) -> None:
         self.settings = settings
         self.service = service
-        self.clock: Clock = SystemClock()
-        self.core: MonitorCore | None = None
+        self.clock: Clock = clock or SystemClock()
+        self._store = store
         self.store: Store | None = None
+        self.core: MonitorCore | None = None
         self.pods: dict[str, Any] | None = None
         self._unsaved: dict[str, Any] | None = None
         self._save_wanted = asyncio.Event()
         self._saver: asyncio.Task[None] | None = None
-        self._init_lock = asyncio.Lock()
         self.rollups = RollupBuilder(service=service)
         self._unwritten: list[MetricRollup] = []
         self._rollup_writer: asyncio.Task[None] | None = None
@@ -74,19 +81,17 @@ class ServiceMonitor:
         self.calls = CallTotals()
         self.call_histogram = RayCallHistogram(cluster=settings.cluster_id, service=service)
 
-    async def _ensure(self) -> MonitorCore:
-        if self.core is not None:
-            return self.core
-        # Calls run concurrently in an async actor (a restarted monitor gets the observer's apply
-        # and other callers at once): only the first builds the core, the others wait for it.
-        async with self._init_lock:
-            if self.core is not None:
-                return self.core
-            return await self._build()
+    async def _core(self) -> MonitorCore:
+        """The core, built on first use: calls run concurrently in an async actor (a restarted
+        monitor gets the observer's apply and other callers at once); they share one start."""
+        if self.core is None:
+            await self.ensure_started()
+        assert self.core is not None
+        return self.core
 
-    async def _build(self) -> MonitorCore:
+    async def _start(self) -> None:
         restored: dict[str, Any] | None = None
-        store = open_store(self.settings.store_url)
+        store = self._store or open_store(self.settings.store_url)
         try:
             await store.open()
             restored = await store.state_get(STATE_NAMESPACE, self.service)
@@ -98,10 +103,9 @@ class ServiceMonitor:
         health = load_health_policy(self.settings.policies_dir)
         self.core = MonitorCore(service=self.service, cluster_id=self.settings.cluster_id, breaker=breaker,
                                 health=health, now=self.clock.now(), restored=restored)
-        return self.core
 
     async def apply(self, delta: ServiceDelta, now: float) -> MonitorResult:
-        core = await self._ensure()
+        core = await self._core()
         result = core.apply([delta], now, pods=self.pods)
         if result.snapshot is not None:
             self._save_later(result.snapshot)
@@ -162,14 +166,14 @@ class ServiceMonitor:
         self.pods = pods
 
     async def preemptive_open(self, reason: str, now: float) -> tuple[dict[str, Any], ...]:
-        core = await self._ensure()
+        core = await self._core()
         events = core.preemptive_open(now, reason)
         if events:
             self._save_later(core.snapshot())
         return events
 
     async def state(self) -> dict[str, Any]:
-        core = await self._ensure()
+        core = await self._core()
         return core.snapshot()
 
     def _save_later(self, snapshot: dict[str, Any]) -> None:
@@ -206,3 +210,30 @@ class ServiceMonitor:
             if self._unsaved is None and not self._save_wanted.is_set():
                 return
             await asyncio.sleep(0.05)
+
+
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class ServiceMonitor:
+    """The Ray actor: a :class:`MonitorBody`, whole again (state restored) after Ray restarted it."""
+
+    def __init__(self, settings: OperateSettings, service: str) -> None:
+        self.body = MonitorBody(settings, service)
+        self.body.start_when_restarted(f"service monitor {service}")
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def apply(self, delta: ServiceDelta, now: float) -> MonitorResult:
+        return await self.body.apply(delta, now)
+
+    async def set_pods(self, pods: dict[str, Any]) -> None:
+        await self.body.set_pods(pods)
+
+    async def preemptive_open(self, reason: str, now: float) -> tuple[dict[str, Any], ...]:
+        return await self.body.preemptive_open(reason, now)
+
+    async def state(self) -> dict[str, Any]:
+        return await self.body.state()
+
+    async def flush(self) -> None:
+        await self.body.flush()

@@ -38,14 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-import orjson
 import ray
 from pydantic import ValidationError
 
+from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.security_common import (
@@ -53,18 +52,16 @@ from actors.security_common import (
     SecurityOptions,
     active_actions_topic,
     plain_alert,
-    schedule_self_start,
     security_alert_dict,
 )
 from actors.settings import OperateSettings
 from adapters.mqtt import Message, MqttBus
-from adapters.store import StoreError, open_store
+from adapters.store import Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.baselines import user_baselines
 from policies.detection_rules import report_severity
 from policies.monitoring_watch import watches
 from policies.security import (
-    AuthEvent,
     AuthzEvent,
     DataAccessEvent,
     RoleChangeEvent,
@@ -74,30 +71,18 @@ from policies.security import (
     UserBaseline,
     load_security_policy,
 )
+from policies.security_intake import ID_MAX, parse_auth, parse_roles
 from protocol import parse_model, topics
 from protocol import security as wire
 
 logger = logging.getLogger("sfa_ops.security_analyst")
 
 BASELINE_KIND = "user_activity"
-_ID_MAX = 256
-_IP_MAX = 64
-_UA_MAX = 512
 _MAX_ACTIVITY_USERS = 100_000
 MAX_ACTIVITY_SERVICES = 256
 """Distinct services kept per user per pattern interval (more are counted as activity_overflow)."""
 MAX_PENDING_ALERTS = 10_000
 """Alerts of each kind waiting for the next flush; beyond that they are counted (alerts_dropped)."""
-_MAX_ROLES = 256
-
-
-def _roles(value: Any) -> frozenset[str] | None:
-    """A role list from a service's report: a list of at most ``_MAX_ROLES`` strings, else None."""
-    if value is None:
-        return frozenset()
-    if type(value) is not list or len(value) > _MAX_ROLES or any(type(r) is not str for r in value):
-        return None
-    return frozenset(value)
 
 
 def parse_user_baselines(data: Mapping[str, Any]) -> dict[str, UserBaseline]:
@@ -127,36 +112,15 @@ def parse_user_baselines(data: Mapping[str, Any]) -> dict[str, UserBaseline]:
     return out
 
 
-def parse_auth(payload: bytes) -> AuthEvent | None:
-    """Fast path for the hot topic: plain dict checks, no model (None when malformed)."""
-    try:
-        doc = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return None
-    if type(doc) is not dict:
-        return None
-    success = doc.get("success")
-    uid = doc.get("userId")
-    ip = doc.get("ipAddress")
-    if type(success) is not bool:
-        return None
-    if uid is not None and (type(uid) is not str or not uid or len(uid) > _ID_MAX):
-        return None
-    if ip is not None and (type(ip) is not str or not ip or len(ip) > _IP_MAX):
-        return None
-    if uid is None and ip is None:
-        return None
-    ua = doc.get("userAgent")
-    if ua is not None and (type(ua) is not str or len(ua) > _UA_MAX):
-        return None
-    return AuthEvent(user_id=uid, ip_address=ip, success=success, timestamp=0.0, user_agent=ua)
+class AnalystBody(Chassis):
+    """The actor's body (also usable in-process, e.g. by the benchmark); ``SecurityAnalyst`` is
+    the Ray actor. ``store`` (wrapped in a ``BufferedStore``) and ``bus`` default to the real ones."""
 
-
-class Analyst:
-    """The actor's body (also usable in-process, e.g. by the benchmark)."""
+    what = "security analyst"
 
     def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
-                 responder: Any = None, supervisor: Any = None, clock: Clock | None = None) -> None:
+                 responder: Any = None, supervisor: Any = None, clock: Clock | None = None,
+                 store: Store | None = None, bus: MqttBus | None = None) -> None:
         logging.basicConfig(level=logging.INFO)
         self.settings = settings
         self.options = options or SecurityOptions()
@@ -164,9 +128,10 @@ class Analyst:
         self.clock: Clock = clock or SystemClock()
         self.responder = responder
         self.analyzer = SecurityAnalyzer(config=load_security_policy(settings.policies_dir))
-        self.store = BufferedStore(inner=open_store(settings.store_url), max_queued=self.options.store_max_queued)
-        self.bus = MqttBus(config=settings.mqtt_config(), client_id=f"analyst-{self.cluster}",
-                           incoming_queue_size=self.options.incoming_queue_size)
+        self.store = BufferedStore(inner=store or open_store(settings.store_url),
+                                   max_queued=self.options.store_max_queued)
+        self.bus = bus or MqttBus(config=settings.mqtt_config(), client_id=f"analyst-{self.cluster}",
+                                  incoming_queue_size=self.options.incoming_queue_size)
         self.outlet = Outlet(cluster=self.cluster, store=self.store, bus=self.bus, supervisor=supervisor)
         self.counts = dict.fromkeys(("malformed", "service_events", "severity_capped", "alerts",
                                      "alerts_dropped", "activity_batches"), 0)
@@ -175,24 +140,13 @@ class Analyst:
         self._other_alerts: list[dict[str, Any]] = []
         self._activity: dict[str, dict[str, int]] = {}
         self._activity_since = self.clock.now()
-        self._started: asyncio.Future[None] | None = None
         self._loops: list[asyncio.Task[None]] = []
-        if self.options.self_start:
-            schedule_self_start()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
         """Idempotent: open the store, load baselines, subscribe, start the loops."""
-        if self._started is None:
-            self._started = asyncio.get_running_loop().create_future()
-            try:
-                await self._start()
-                self._started.set_result(None)
-            except BaseException as exc:
-                self._started.set_exception(exc)
-                raise
-        await asyncio.shield(self._started)
+        await self.ensure_started()
         return await self.stats()
 
     async def _start(self) -> None:
@@ -291,8 +245,8 @@ class Analyst:
         service = parsed["service"]
         if m.event_type == "role_change" and m.user_id is not None:
             d = m.details
-            old, new, by = _roles(d.get("oldRoles")), _roles(d.get("newRoles")), d.get("changedBy")
-            if old is None or new is None or not (by is None or (type(by) is str and len(by) <= _ID_MAX)):
+            old, new, by = parse_roles(d.get("oldRoles")), parse_roles(d.get("newRoles")), d.get("changedBy")
+            if old is None or new is None or not (by is None or (type(by) is str and len(by) <= ID_MAX)):
                 self._malformed("service_security")
                 return
             self.counts["service_events"] += 1
@@ -340,7 +294,7 @@ class Analyst:
         self.counts["activity_batches"] += 1
         acc = self._activity
         for user, calls in batch.items():
-            if not isinstance(user, str) or not user or len(user) > _ID_MAX or not isinstance(calls, Mapping):
+            if not isinstance(user, str) or not user or len(user) > ID_MAX or not isinstance(calls, Mapping):
                 continue
             per = acc.get(user)
             if per is None:
@@ -376,7 +330,7 @@ class Analyst:
         other, self._other_alerts = self._other_alerts, []
         if not alerts and not other:
             return
-        now = time.time()
+        now = self.clock.now()
         wires = [a.to_wire() for a in alerts]
         self.counts["alerts"] += len(wires)
         after = self.analyzer.config.alert_resolve_after
@@ -392,4 +346,35 @@ class Analyst:
                 "malformed": dict(self.malformed_by_topic), "bus": self.bus.stats()}
 
 
-SecurityAnalyst: Any = ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)(Analyst)
+@ray.remote(num_cpus=0, max_restarts=-1, max_task_retries=-1)
+class SecurityAnalyst:
+    """The Ray actor: an :class:`AnalystBody`, whole again after Ray restarted it."""
+
+    def __init__(self, settings: OperateSettings, options: SecurityOptions | None = None, *,
+                 responder: Any = None, supervisor: Any = None) -> None:
+        self.body = AnalystBody(settings, options, responder=responder, supervisor=supervisor)
+        self.body.start_when_restarted()
+
+    async def ensure_started(self) -> None:
+        await self.body.ensure_started()
+
+    async def start(self) -> dict[str, Any]:
+        return await self.body.start()
+
+    async def stop(self) -> None:
+        await self.body.stop()
+
+    async def refresh_baselines(self) -> None:
+        await self.body.refresh_baselines()
+
+    async def watching(self, entity: str) -> dict[str, Any] | None:
+        return await self.body.watching(entity)
+
+    async def activity(self, batch: dict[str, dict[str, int]], now: float | None = None) -> None:
+        await self.body.activity(batch, now)
+
+    async def run_patterns(self) -> None:
+        await self.body.run_patterns()
+
+    async def stats(self) -> dict[str, Any]:
+        return await self.body.stats()

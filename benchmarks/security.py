@@ -3,7 +3,7 @@
 A publisher process (paho, QoS 0, as fast as it can) sends N ``security/auth/login`` events —
 half failures, users from a pool of 5 000 and IPs from 2 000, so the brute-force, per-IP and
 credential-stuffing windows all work and some alerts fire — to a mosquitto started here. The
-measured side is the analyst's real ingest path (``actors.security_analyst.Analyst`` in this
+measured side is the analyst's real ingest path (``actors.security_analyst.AnalystBody`` in this
 process: MqttBus, parse, ``SecurityAnalyzer.on_auth``, alerts batched and published); the
 baselines are bare subscribers that only count — plain aiomqtt (``async for client.messages``)
 and the analyst's own transport (MqttBus with a counting handler) — and the ratio is taken
@@ -154,13 +154,13 @@ async def bare_bus_run(url: str, n: int, seed: int) -> dict[str, float]:
 
 
 async def analyst_run(url: str, n: int, seed: int, workdir: Path) -> dict[str, float]:
-    from actors.security_analyst import Analyst
+    from actors.security_analyst import AnalystBody
     from actors.security_common import SecurityOptions
     from actors.settings import OperateSettings
 
     settings = OperateSettings(broker_url=url, cluster_id=f"b{uuid.uuid4().hex[:6]}",
                                store_url=f"sqlite:///{workdir / f'{uuid.uuid4().hex[:6]}.db'}")
-    analyst = Analyst(settings, SecurityOptions(self_start=False, pattern_interval_s=3600.0))
+    analyst = AnalystBody(settings, SecurityOptions(self_start=False, pattern_interval_s=3600.0))
     meter = Meter()
     handler = analyst._on_auth
 

@@ -21,6 +21,7 @@ as its own state and never counts towards N.
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -30,17 +31,23 @@ from typing import Any, Literal, get_args
 
 from pydantic import Field, model_validator
 
-from policies.config import Duration, Percent, PolicyModel, load_policy
-from protocol.system import InfrastructureError, InfrastructureRecovered
+from policies.config import Duration, PolicyModel, load_policy
+from policies.infrastructure_thresholds import BrokerThresholds as BrokerThresholds
+from policies.infrastructure_thresholds import EmqxThresholds as EmqxThresholds
+from policies.infrastructure_thresholds import KubernetesThresholds as KubernetesThresholds
+from policies.infrastructure_thresholds import MongoThresholds as MongoThresholds
+from policies.infrastructure_thresholds import PostgresThresholds as PostgresThresholds
+from policies.infrastructure_thresholds import RedisThresholds as RedisThresholds
+from policies.infrastructure_thresholds import Thresholds
+from protocol.system import InfraComponent, InfrastructureError, InfrastructureRecovered
 
 POLICY_FILE = "infrastructure.yaml"
 Severity = Literal["info", "warning", "error", "critical", "emergency"]
-Component = Literal[
-    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
-]
-COMPONENTS: tuple[str, ...] = get_args(Component)
+Component = InfraComponent
+"""A component name (bounded pattern); the registered ones are ``adapters.infra.PROBES``."""
 SEVERITY_RANK: dict[str, int] = {s: i for i, s in enumerate(get_args(Severity))}
 BROKER_COMPONENTS = frozenset({"mqtt_broker", "emqx_cluster"})
+_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 
 
 # -- check results ------------------------------------------------------------------------------
@@ -106,49 +113,6 @@ class Defaults(PolicyModel):
     successes_before_recovery: int = Field(default=1, ge=1)
 
 
-class BrokerThresholds(PolicyModel):
-    round_trip_p95: Duration = 0.1
-    latency_window: int = Field(default=50, ge=1)
-    dropped_per_check: int = Field(default=1, ge=1)
-
-
-class EmqxThresholds(PolicyModel):
-    node_memory: Percent = 90.0
-    dropped_per_check: int = Field(default=1000, ge=1)
-
-
-class PostgresThresholds(PolicyModel):
-    replication_lag: Duration = 30.0
-    connections: Percent = 80.0
-    long_transaction: Duration = 300.0
-
-
-class MongoThresholds(PolicyModel):
-    replication_lag: Duration = 30.0
-    connections: Percent = 80.0
-    max_members: int = Field(default=50, ge=1)
-
-
-class RedisThresholds(PolicyModel):
-    memory: Percent = 90.0
-    blocked_clients: int = Field(default=10, ge=1)
-
-
-class KubernetesThresholds(PolicyModel):
-    restarts: int = Field(default=5, ge=1)
-    pod_cpu: Percent = 80.0  # seed runbook: "CPU should be <80%, Memory should be <90%" of the limits
-    pod_memory: Percent = 90.0
-
-
-class Thresholds(PolicyModel):
-    mqtt_broker: BrokerThresholds = Field(default_factory=BrokerThresholds)
-    emqx_cluster: EmqxThresholds = Field(default_factory=EmqxThresholds)
-    postgresql_cluster: PostgresThresholds = Field(default_factory=PostgresThresholds)
-    mongodb_cluster: MongoThresholds = Field(default_factory=MongoThresholds)
-    redis: RedisThresholds = Field(default_factory=RedisThresholds)
-    kubernetes_cluster: KubernetesThresholds = Field(default_factory=KubernetesThresholds)
-
-
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ComponentConfig:
     """The effective settings of one component (defaults merged with its overrides)."""
@@ -177,18 +141,30 @@ class InfrastructurePolicy(PolicyModel):
 
     @model_validator(mode="after")
     def _check_timing(self) -> InfrastructurePolicy:
-        for name in COMPONENTS:
-            cfg = self.component(name)
+        for name in self.thresholds.model_extra or {}:
+            if not _NAME.match(name):
+                raise ValueError(f"thresholds.{name}: not a component name (lower-case letters, digits, _)")
+        # A component without a section runs on the defaults: checking them covers it.
+        for key, cfg in (("defaults", self.component("")),
+                         *((f"components.{n}", self.component(n)) for n in self.components)):
             if cfg.interval < 1.0:
-                raise ValueError(f"components.{name}.interval = {cfg.interval:g}s: must be at least 1s")
+                raise ValueError(f"{key}.interval = {cfg.interval:g}s: must be at least 1s")
             if not 0 < cfg.timeout <= cfg.interval:
-                raise ValueError(f"components.{name}.timeout = {cfg.timeout:g}s: must be > 0 and at most "
+                raise ValueError(f"{key}.timeout = {cfg.timeout:g}s: must be > 0 and at most "
                                  f"the interval ({cfg.interval:g}s), or checks would overlap")
         return self
 
+    def thresholds_for(self, name: str) -> Any:
+        """The ``thresholds.<name>`` section: its typed model, or the mapping as written (empty
+        when absent) for a component the model does not name."""
+        typed = type(self.thresholds).model_fields.get(name)
+        if typed is not None:
+            return getattr(self.thresholds, name)
+        return dict((self.thresholds.model_extra or {}).get(name) or {})
+
     def component(self, name: str) -> ComponentConfig:
         """Effective settings for ``name`` (a component without a section gets the defaults)."""
-        own = self.components.get(name, ComponentSettings())  # type: ignore[call-overload]
+        own = self.components.get(name, ComponentSettings())
         d = self.defaults
         return ComponentConfig(
             component=name,

@@ -24,9 +24,10 @@ Severity = Literal["info", "warning", "error", "critical", "emergency"]
 ServiceStatus = Literal["healthy", "degraded", "down", "unknown"]
 BreakerStateName = Literal["closed", "open", "half_open", "forced_open", "disabled", "metrics_only"]
 Impact = Literal["low", "medium", "high", "critical"]
-InfraComponent = Literal[
-    "mqtt_broker", "emqx_cluster", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster",
-]
+InfraComponent = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+"""An infrastructure component's name (``mqtt_broker``, ``postgresql_cluster``, …): lower-case
+letters, digits and ``_``, at most 63 characters. Which components exist is the infrastructure
+checker's probe registry (``adapters.infra.PROBES``), not a list here."""
 
 
 class UnavailableDetails(WireModel):
@@ -102,7 +103,7 @@ class InfrastructureError(WireModel):
 
     type: Literal["infrastructure_error"] = "infrastructure_error"
     cluster_id: str
-    component: str
+    component: InfraComponent
     severity: Severity
     message: str
     impact: str
@@ -119,7 +120,7 @@ class InfrastructureError(WireModel):
 class InfrastructureRecovered(WireModel):
     type: Literal["infrastructure_recovered"] = "infrastructure_recovered"
     cluster_id: str
-    component: str
+    component: InfraComponent
     message: str = ""
     downtime_seconds: float | None = None
     timestamp: Timestamp

@@ -1,10 +1,14 @@
 """Infrastructure probes: each performs ONE bounded check of one component and returns a
 :class:`~policies.infrastructure.ProbeResult` (never raises, never hangs past its timeout).
 
-Probes: :mod:`.mqtt_probe` (``mqtt_broker``), :mod:`.emqx` (``emqx_cluster``),
-:mod:`.postgres_probe` (``postgresql_cluster``), :mod:`.redis_probe` (``redis``),
-:mod:`.kubernetes_probe` (``kubernetes_cluster``). Judging a run of results (hysteresis, severity,
-messages) is :mod:`policies.infrastructure`'s job.
+:data:`PROBES` names every component the infrastructure checker knows: component name → the
+module that builds its probes and whether ``settings`` asks for it. A probe module exposes
+``async def build(setup: ProbeSetup) -> ProbeSet``. Judging a run of results (hysteresis,
+severity, messages) is :mod:`policies.infrastructure`'s job.
+
+A new component is one new module here (``build`` plus its :class:`Probe`), one line in
+:data:`PROBES`, and its section in ``policies/infrastructure.yaml`` (``components.<name>``; its
+thresholds under ``thresholds.<name>``, read with ``InfrastructurePolicy.thresholds_for``).
 
 Errors a probe body may raise (converted into a failed result by :func:`run_check`)::
 
@@ -15,14 +19,20 @@ Errors a probe body may raise (converted into a failed result by :func:`run_chec
 from __future__ import annotations
 
 import asyncio
+import importlib
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
 
-from policies.infrastructure import ProbeResult, Problem, Severity
+from policies.infrastructure import InfrastructurePolicy, ProbeResult, Problem, Severity
 
-__all__ = ["Probe", "ProbeConfigError", "ProbeError", "ProbeResult", "Problem", "run_check"]
+if TYPE_CHECKING:
+    from adapters.infra.kubernetes_probe import KubernetesProbe
+
+__all__ = ["PROBES", "Probe", "ProbeConfigError", "ProbeError", "ProbeKind", "ProbeResult", "ProbeSet",
+           "ProbeSetup", "Problem", "build_probes", "run_check", "unknown_components"]
 
 logger = logging.getLogger("sfa_ops.infra")
 
@@ -76,3 +86,76 @@ async def run_check(
         return ProbeResult.build(component=component, latency_ms=elapsed(), error=msg,
                                  problems=[Problem(code="unreachable", severity=unreachable_severity, message=msg)])
     return ProbeResult.build(component=component, latency_ms=elapsed(), details=details, problems=problems)
+
+
+# -- the registry -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ProbeSetup:
+    """What a probe module's ``build`` gets: the component's check timeout and thresholds (its
+    ``thresholds.<name>`` section: a typed model, or the raw mapping for a component the policy
+    model does not name), and the operate settings (targets, credentials)."""
+
+    component: str
+    cluster: str
+    timeout: float
+    thresholds: Any
+    settings: Any
+    policy: InfrastructurePolicy
+
+
+@dataclass(kw_only=True)
+class ProbeSet:
+    """A component's probes, run together each check and merged (``primary``'s result leads)."""
+
+    probes: dict[str, Probe]
+    hosts: list[str] = field(default_factory=list)
+    """Hosts named in runbooks."""
+    primary: str | None = None
+    timeout_severity: Severity = "critical"
+    """Severity of a check that hung past the checker's guard."""
+    pods: KubernetesProbe | None = None
+    """A probe whose ``snapshot()`` also gives pod status per service (Kubernetes)."""
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    """Called at stop after the probes' own ``close`` (connections the probes share)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ProbeKind:
+    """One registry entry: the module with ``build`` (imported when the component is checked, so
+    an unused probe's client library is never loaded) and whether ``settings`` asks for it."""
+
+    module: str
+    wanted: Callable[[Any], bool]
+
+    async def build(self, setup: ProbeSetup) -> ProbeSet:
+        built: ProbeSet = await importlib.import_module(self.module).build(setup)
+        return built
+
+
+PROBES: dict[str, ProbeKind] = {
+    "mqtt_broker": ProbeKind("adapters.infra.mqtt_probe", lambda s: not s.emqx_api),
+    "emqx_cluster": ProbeKind("adapters.infra.emqx", lambda s: bool(s.emqx_api)),
+    "postgresql_cluster": ProbeKind("adapters.infra.postgres_probe", lambda s: bool(s.check_postgres)),
+    "mongodb_cluster": ProbeKind("adapters.infra.mongodb_probe", lambda s: bool(s.check_mongodb)),
+    "redis": ProbeKind("adapters.infra.redis_probe", lambda s: bool(s.check_redis)),
+    "kubernetes_cluster": ProbeKind("adapters.infra.kubernetes_probe", lambda s: bool(s.kubernetes)),
+}
+"""Component name → its probes, in checking order (the broker first)."""
+
+
+def unknown_components(policy: InfrastructurePolicy) -> list[str]:
+    """Component names the policy configures (``components``, ``thresholds``,
+    ``service_dependencies``) that no probe is registered for: typos, sorted."""
+    named = {*policy.components, *policy.thresholds.model_fields_set, *(policy.thresholds.model_extra or {}),
+             *(c for deps in policy.service_dependencies.values() for c in deps)}
+    return sorted(named - set(PROBES))
+
+
+async def build_probes(component: str, setup: ProbeSetup) -> ProbeSet:
+    """The probes of ``component`` (ValueError when no probe is registered for it)."""
+    kind = PROBES.get(component)
+    if kind is None:
+        raise ValueError(f"unknown infrastructure component {component!r}")
+    return await kind.build(setup)

@@ -17,12 +17,13 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from typing import Any
 
 from adapters.http_client import HttpClient, HttpError
-from adapters.infra import ProbeConfigError, ProbeError, ProbeResult, Problem, run_check
+from adapters.infra import ProbeConfigError, ProbeError, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
 from adapters.urls import redact_url
-from policies.infrastructure import EmqxThresholds
+from policies.infrastructure_thresholds import EmqxThresholds
 
 COMPONENT = "emqx_cluster"
 API_KEY_SETTING = "emqx.api_key / emqx.api_secret (SFA_OPS_EMQX_API_KEY / SFA_OPS_EMQX_API_SECRET)"
@@ -199,3 +200,17 @@ class EmqxProbe:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``emqx_cluster``: the broker round trip (``mqtt_broker``'s thresholds) plus the API probe,
+    whose result leads the merge."""
+    from adapters.infra import mqtt_probe
+
+    s = setup.settings
+    built = await mqtt_probe.build(replace(setup, thresholds=setup.policy.thresholds.mqtt_broker))
+    client = EmqxClient(base_url=str(s.emqx_api), api_key=s.emqx_api_key or "", api_secret=s.emqx_api_secret or "",
+                        timeout=setup.timeout)
+    built.probes["api"] = EmqxProbe(client=client, timeout_s=setup.timeout, thresholds=setup.thresholds)
+    built.primary = "api"
+    return built

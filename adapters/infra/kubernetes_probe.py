@@ -24,8 +24,8 @@ import orjson
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from adapters.infra import ProbeResult, Problem, run_check
-from policies.infrastructure import KubernetesThresholds
+from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
+from policies.infrastructure_thresholds import KubernetesThresholds
 from policies.kubernetes_state import (
     MAX_DEPLOYMENTS,
     deployments_unavailable,
@@ -228,3 +228,12 @@ class KubernetesProbe:
 
     async def close(self) -> None:
         await asyncio.to_thread(self.api.close)
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``kubernetes_cluster``: nodes, plus pod status per service (``snapshot()``)."""
+    s = setup.settings
+    api = await asyncio.to_thread(api_client, host=s.kube_api)
+    probe = KubernetesProbe(api=api, timeout_s=setup.timeout, thresholds=setup.thresholds,
+                            namespace=s.kube_namespace, services=s.services)
+    return ProbeSet(probes={"kubernetes": probe}, pods=probe, timeout_severity="error")

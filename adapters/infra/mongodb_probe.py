@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 from pymongo import AsyncMongoClient, ReadPreference
 from pymongo.errors import OperationFailure
 
-from adapters.infra import ProbeConfigError, ProbeResult, Problem, run_check
-from policies.infrastructure import MongoThresholds
+from adapters.infra import ProbeConfigError, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
+from policies.infrastructure_thresholds import MongoThresholds
 
 COMPONENT = "mongodb_cluster"
 PRIMARY, SECONDARY, ARBITER = 1, 2, 7  # replSetGetStatus member ``state`` codes
@@ -219,3 +219,11 @@ class MongoProbe:
 
     async def close(self) -> None:
         await asyncio.gather(*(client.close() for client in self._clients), return_exceptions=True)
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``mongodb_cluster``: every URI of ``--check-mongodb`` in one probe."""
+    s = setup.settings
+    mongo = MongoProbe(uris=s.check_mongodb, timeout_s=setup.timeout, thresholds=setup.thresholds,
+                       expected_replicas=s.expect_replicas)
+    return ProbeSet(probes={"mongodb": mongo}, hosts=mongo.hosts)

@@ -10,6 +10,7 @@ timeout.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import time
 import uuid
@@ -17,9 +18,11 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
-from adapters.infra import ProbeResult, Problem, run_check
+from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
 from adapters.mqtt import Message, MqttBus
-from policies.infrastructure import BrokerThresholds
+from policies.infrastructure_thresholds import BrokerThresholds
+
+logger = logging.getLogger("sfa_ops.infra")
 
 COMPONENT = "mqtt_broker"
 PROBE_TOPIC_PREFIX = "sfa-ops/probe"
@@ -162,3 +165,17 @@ class BrokerProbe:
         await self.bus.unsubscribe(self.topic)
         if self.sys_stats:
             await self.bus.unsubscribe(SYS_FILTER)
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``mqtt_broker``: round trips over a bus of its own to the operated broker."""
+    # A probe measures the broker now: nothing queued from before is worth receiving.
+    bus = MqttBus(config=setup.settings.mqtt_config(persistent=False),
+                  client_id=f"infra-{setup.cluster}-{setup.component}-{uuid.uuid4().hex[:6]}")
+    await bus.start()
+    broker = BrokerProbe(bus=bus, timeout_s=setup.timeout, thresholds=setup.thresholds)
+    try:
+        await broker.start(connect_timeout_s=setup.timeout)
+    except Exception:  # not connected yet: the checks say so; the bus keeps reconnecting
+        logger.warning("infra checker %s: broker not reachable at start", setup.component)
+    return ProbeSet(probes={"broker": broker}, closers=[bus.stop])

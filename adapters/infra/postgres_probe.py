@@ -17,8 +17,8 @@ from urllib.parse import urlsplit
 
 import asyncpg
 
-from adapters.infra import ProbeResult, Problem, run_check
-from policies.infrastructure import PostgresThresholds
+from adapters.infra import ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
+from policies.infrastructure_thresholds import PostgresThresholds
 
 COMPONENT = "postgresql_cluster"
 
@@ -161,3 +161,11 @@ class PostgresProbe:
 
     async def close(self) -> None:
         return None
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``postgresql_cluster``: every DSN of ``--check-postgres`` in one probe."""
+    s = setup.settings
+    probe = PostgresProbe.from_dsns(s.check_postgres, timeout_s=setup.timeout, thresholds=setup.thresholds,
+                                    expected_replicas=s.expect_replicas)
+    return ProbeSet(probes={"postgresql": probe}, hosts=[t.label.split(":")[0] for t in probe.targets])

@@ -6,13 +6,14 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
-from adapters.infra import ProbeResult, Problem, run_check
-from policies.infrastructure import RedisThresholds
+from adapters.infra import Probe, ProbeResult, ProbeSet, ProbeSetup, Problem, run_check
+from policies.infrastructure_thresholds import RedisThresholds
 
 COMPONENT = "redis"
 
@@ -96,3 +97,17 @@ class RedisProbe:
 
     async def close(self) -> None:
         await self._client.aclose()
+
+
+def _host_label(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}:{parts.port or 6379}{parts.path or ''}"
+
+
+async def build(setup: ProbeSetup) -> ProbeSet:
+    """``redis``: one probe per URL of ``--check-redis``, merged."""
+    s = setup.settings
+    probes: dict[str, Probe] = {
+        _host_label(url): RedisProbe(url=url, timeout_s=setup.timeout, thresholds=setup.thresholds,
+                                     expected_replicas=s.expect_replicas) for url in s.check_redis}
+    return ProbeSet(probes=probes, hosts=[urlsplit(url).hostname or "localhost" for url in s.check_redis])

@@ -1,4 +1,4 @@
-"""The security analyst's handlers (``Analyst`` body without Ray or a broker: its bus is never
+"""The security analyst's handlers (``AnalystBody`` without Ray or a broker: its bus is never
 started, its store never opened) under arbitrary bytes and JSON: nothing raises, every message is
 counted exactly once (an analyzer event, a service report or malformed), and floods of distinct
 users, IPs and services stay within the per-key caps."""
@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from actors.clock import FakeClock
-from actors.security_analyst import MAX_PENDING_ALERTS, Analyst
+from actors.security_analyst import MAX_PENDING_ALERTS, AnalystBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
 from adapters.mqtt import Message
@@ -53,12 +53,12 @@ messages = st.builds(Message, topic=st.sampled_from(ANALYST_TOPICS),
                      payload=st.binary(max_size=120) | events | json_values.map(lambda v: json.dumps(v).encode()))
 
 
-def analyst(tmp: Path, options: SecurityOptions | None = None) -> Analyst:
+def analyst(tmp: Path, options: SecurityOptions | None = None) -> AnalystBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", store_url=f"sqlite:///{tmp}/a.db")
-    return Analyst(s, options or SecurityOptions(self_start=False), clock=FakeClock())
+    return AnalystBody(s, options or SecurityOptions(self_start=False), clock=FakeClock())
 
 
-def handle(a: Analyst, m: Message) -> None:
+def handle(a: AnalystBody, m: Message) -> None:
     """Dispatch as the bus does (by subscription filter)."""
     head = m.topic.split("/")[0]
     if m.topic.startswith("security/auth/"):
@@ -71,7 +71,7 @@ def handle(a: Analyst, m: Message) -> None:
         a._on_data_access(m)
 
 
-def counted(a: Analyst) -> int:
+def counted(a: AnalystBody) -> int:
     ev = a.analyzer.stats().events
     return ev["auth"] + ev["authz"] + ev["data_access"] + a.counts["service_events"] + a.counts["malformed"]
 

@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.infra import PROBES, unknown_components
 from adapters.infra.emqx import parse_memory
 from adapters.infra.kubernetes_probe import pod_status
 from adapters.infra.mqtt_probe import p95, parse_mosquitto_sys
@@ -71,7 +72,8 @@ def test_shipped_defaults_hold_the_seed_values() -> None:
     ("defaults: {interval: 500ms}", "must be at least 1s"),
     ("components: {redis: {interval: 2s, timeout: 3s}}", "components.redis.timeout = 3s"),
     ("components: {redis: {failures_before_error: 0}}", "components.redis.failures_before_error"),
-    ("components: {rabbitmq: {interval: 5s}}", "components.rabbitmq"),
+    ("components: {RabbitMQ: {interval: 5s}}", "components.RabbitMQ"),
+    ("thresholds: {Bad-Name: {x: 1}}", "not a component name"),
     ("components: {redis: {severities: {unreachable: fatal}}}", "components.redis.severities.unreachable"),
     ("components: {redis: {intervall: 5s}}", "unknown key"),
     ("thresholds: {redis: {memory: 150}}", "thresholds.redis.memory"),
@@ -82,6 +84,17 @@ def test_bad_yaml_is_refused_naming_the_key(text: str, needle: str) -> None:
     with pytest.raises(PolicyConfigError) as err:
         load_policy_text(InfrastructurePolicy, text, "infra.yaml")
     assert needle in str(err.value) and "infra.yaml" in str(err.value)
+
+
+def test_a_component_without_a_registered_probe_is_refused() -> None:
+    """Names are bounded by the policy model; which exist is the probe registry's word: a section
+    for a component no probe is registered for (a typo) is named, and the shipped YAML has none."""
+    policy = load_policy_text(InfrastructurePolicy, "components: {rabbitmq: {interval: 5s}}\n"
+                              "thresholds: {rabbitmq: {depth: 10}}", "infra.yaml")
+    assert unknown_components(policy) == ["rabbitmq"]
+    assert policy.thresholds_for("rabbitmq") == {"depth": 10}
+    assert unknown_components(POLICY) == []
+    assert set(POLICY.components) == set(PROBES)
 
 
 def test_override_directory_merges_over_defaults(tmp_path: Path) -> None:
