@@ -57,8 +57,6 @@ class SecurityOptions:
     subscribe_qos: int = 1
     incoming_queue_size: int = 100_000
     default_rate_per_minute: float = 60.0
-    self_start: bool = True
-    """A (re)started actor schedules its own ``start()``: Ray re-runs only the constructor."""
 
 
 def active_actions_topic(cluster: str) -> str:
@@ -155,15 +153,3 @@ class Outlet:
         """Wait for the bus, then mark what the broker acknowledged as published in the outbox."""
         if self._outbox is not None:
             await self._outbox.flush(timeout)
-
-
-def schedule_self_start() -> None:
-    """Inside a Ray actor, queue ``start()`` on ourselves: it runs right after the constructor,
-    so an actor Ray restarted restores its state without anyone asking."""
-    import ray
-
-    try:
-        handle = ray.get_runtime_context().current_actor
-    except Exception:  # not in an actor (in-process use): the caller starts it
-        return
-    handle.start.remote()

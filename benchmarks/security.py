@@ -160,7 +160,7 @@ async def analyst_run(url: str, n: int, seed: int, workdir: Path) -> dict[str, f
 
     settings = OperateSettings(broker_url=url, cluster_id=f"b{uuid.uuid4().hex[:6]}",
                                store_url=f"sqlite:///{workdir / f'{uuid.uuid4().hex[:6]}.db'}")
-    analyst = AnalystBody(settings, SecurityOptions(self_start=False, pattern_interval_s=3600.0))
+    analyst = AnalystBody(settings, SecurityOptions(pattern_interval_s=3600.0))
     meter = Meter()
     handler = analyst._on_auth
 

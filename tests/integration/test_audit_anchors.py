@@ -153,7 +153,7 @@ async def test_audit_writer_publishes_signed_anchors_and_appends_them(broker_url
     anchors, url = tmp_path / "var" / "anchors.jsonl", f"sqlite:///{tmp_path}/ops.db"
     settings = OperateSettings(broker_url=broker_url, cluster_id=cluster, store_url=url, audit_key=KEY.decode(),
                                signing_key_file=str(key), audit_anchor_file=str(anchors), audit_anchor_s=0.2)
-    body = AuditWriterBody(settings, SecurityOptions(self_start=False, audit_flush_s=0.05))
+    body = AuditWriterBody(settings, SecurityOptions(audit_flush_s=0.05))
     topic = topics.audit_anchor(cluster)
     try:
         await body.start()

@@ -180,7 +180,7 @@ async def test_store_down_bounded_queue_counts_and_alerts_loss(watched: tuple[st
     port = free_port()
     url = f"postgresql://postgres@127.0.0.1:{port}/postgres"
     body = AuditWriterBody(OperateSettings(broker_url=broker_url, cluster_id=cluster, store_url=url),
-                           SecurityOptions(store_max_queued=5, audit_max_pending=8, self_start=False,
+                           SecurityOptions(store_max_queued=5, audit_max_pending=8,
                                            audit_flush_s=3600))
     pg: ChildService | None = None
     try:

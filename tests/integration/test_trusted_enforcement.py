@@ -62,7 +62,7 @@ async def responder(broker_url: str, tmp_path: Path, key: Path, clock: Clock | N
                     **options: float) -> AsyncIterator[ResponderBody]:
     settings = OperateSettings(broker_url=broker_url, cluster_id=f"t{uuid.uuid4().hex[:8]}",
                                store_url=f"sqlite:///{tmp_path / 'ops.db'}", signing_key_file=str(key))
-    opts = SecurityOptions(self_start=False, **({"undo_poll_s": 3600.0, "store_poll_s": 3600.0} | options))
+    opts = SecurityOptions(**({"undo_poll_s": 3600.0, "store_poll_s": 3600.0} | options))
     r = ResponderBody(settings, opts, clock=clock)
     await r.start()
     try:

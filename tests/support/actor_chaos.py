@@ -85,31 +85,24 @@ def actor_names(kind: str, cluster: str, n: int = 0) -> list[str]:
 
 
 def _pid_and_whole(actor: Any) -> tuple[int, bool]:
-    """Runs inside the actor (``__ray_call__``): its pid, and whether it is started with its loops
-    running (what each kind's restart path must restore)."""
+    """Runs inside the actor (``__ray_call__``): its pid, and whether its body (every actor is on
+    ``actors.chassis``) is started, with its bus connected and its loops running (what each kind's
+    restart path must restore)."""
 
     def running(task: Any) -> bool:
         return task is not None and not task.done()
 
-    actor = getattr(actor, "body", actor)  # a chassis actor: the state is its body's
-    started = getattr(actor, "_started", None)
-    if isinstance(actor, Chassis):
-        whole = actor.started
-    elif isinstance(started, asyncio.Future):
-        whole = started.done() and not started.cancelled() and started.exception() is None
-    elif type(actor).__name__.startswith("ServiceMonitor"):
-        whole = actor.core is not None
-    elif type(actor).__name__.startswith("Observer"):
-        body = actor.body
-        whole = body.started and body.bus.connected and bool(body._loops) and all(running(t) for t in body._loops)
-    else:
-        whole = bool(started)
-    if whole and isinstance(getattr(actor, "_loops", None), list):
-        whole = all(running(t) for t in actor._loops) and bool(actor._loops)
-    if whole and isinstance(getattr(actor, "_tasks", None), list):
-        whole = bool(actor._tasks) and all(running(t) for t in actor._tasks)
+    body = actor.body
+    assert isinstance(body, Chassis), f"{type(actor).__name__} is not on the actor chassis"
+    whole = body.started
+    bus = getattr(body, "bus", None)
+    if whole and bus is not None and hasattr(bus, "connected"):
+        whole = bool(bus.connected)
+    for name in ("_loops", "_tasks"):
+        tasks = getattr(body, name, None)
+        if whole and isinstance(tasks, list):
+            whole = bool(tasks) and all(running(t) for t in tasks)
     return os.getpid(), bool(whole)
-
 
 async def pid_and_whole(name: str, timeout: float = 5.0) -> tuple[int, bool]:
     handle = ray.get_actor(name, namespace="sfa-ops")

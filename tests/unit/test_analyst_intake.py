@@ -55,7 +55,7 @@ messages = st.builds(Message, topic=st.sampled_from(ANALYST_TOPICS),
 
 def analyst(tmp: Path, options: SecurityOptions | None = None) -> AnalystBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", store_url=f"sqlite:///{tmp}/a.db")
-    return AnalystBody(s, options or SecurityOptions(self_start=False), clock=FakeClock())
+    return AnalystBody(s, options or SecurityOptions(), clock=FakeClock())
 
 
 def handle(a: AnalystBody, m: Message) -> None:

@@ -56,7 +56,7 @@ call_records = st.fixed_dictionaries({}, optional={
 
 def writer(tmp: Path, **options: Any) -> AuditWriterBody:
     s = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id="c", store_url=f"sqlite:///{tmp}/a.db")
-    return AuditWriterBody(s, SecurityOptions(self_start=False, **options), clock=FakeClock())
+    return AuditWriterBody(s, SecurityOptions(**options), clock=FakeClock())
 
 
 def handle(w: AuditWriterBody, m: Message) -> None:

@@ -25,7 +25,7 @@ CLUSTER = "c1"
 async def doubles() -> AsyncIterator[tuple[ResponderBody, FakeClock, InMemoryStore, CapturingBus]]:
     clock, store, bus = FakeClock(T0), InMemoryStore(clock=FakeClock(T0)), CapturingBus()
     settings = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id=CLUSTER, store_url="sqlite://:memory:")
-    body = ResponderBody(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=bus)
+    body = ResponderBody(settings, SecurityOptions(), clock=clock, store=store, bus=bus)
     await body.start()
     yield body, clock, store, bus
     await body.stop()
@@ -73,7 +73,7 @@ async def test_a_restarted_body_restores_offenders_from_the_store(
     first = await body.handle(brute_force("203.0.113.9", T0).to_wire())
     assert first is not None
     settings = OperateSettings(broker_url="mqtt://127.0.0.1:1", cluster_id=CLUSTER, store_url="sqlite://:memory:")
-    fresh = ResponderBody(settings, SecurityOptions(self_start=False), clock=clock, store=store, bus=CapturingBus())
+    fresh = ResponderBody(settings, SecurityOptions(), clock=clock, store=store, bus=CapturingBus())
     await fresh._restore()
     assert list(fresh.history.incidents["203.0.113.9"]) == list(body.history.incidents["203.0.113.9"])
 
