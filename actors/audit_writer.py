@@ -34,7 +34,7 @@ from typing import Any, TypeVar
 import ray
 from pydantic import BaseModel, ValidationError
 
-from actors.audit_trail import MAX_PENDING_VIOLATIONS, VIOLATIONS, AuditTrail
+from actors.audit_trail import AuditTrail
 from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
@@ -58,7 +58,7 @@ from protocol.system import AuditChainAnchor
 logger = logging.getLogger("sfa_ops.audit")
 _M = TypeVar("_M", bound=BaseModel)
 
-__all__ = ["MAX_PENDING_VIOLATIONS", "VIOLATIONS", "AuditTrail", "AuditWriter", "AuditWriterBody"]
+__all__ = ["AuditWriter", "AuditWriterBody"]
 
 
 class AuditWriterBody(Chassis):

@@ -22,7 +22,8 @@ from adapters.enforcement import ENFORCED, Enforcement
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
 from policies.evidence import EVIDENCE, EvidenceLimits, concerns, evidence_record
-from policies.response import PlannedAction, ResponsePolicy
+from policies.response import PlannedAction
+from policies.response_config import ResponsePolicy
 from policies.response_effects import (
     Effect,
     Enforce,

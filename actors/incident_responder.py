@@ -52,7 +52,6 @@ from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.incident_effects import OFFENDERS, IncidentEffects, stored_incident
 from actors.incident_records import action_wire as _wire
-from actors.incident_records import incident_message as incident_message
 from actors.incident_records import stored
 from actors.loops import run_every
 from actors.security_common import Outlet, SecurityOptions, alert_from_wire
@@ -63,7 +62,8 @@ from adapters.store import ActionRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.detection_rules import load_security_policy
 from policies.incident_expiry import incident_expired, last_event_at
-from policies.response import OffenderHistory, ResponsePolicy, incident_id, load_response_policy
+from policies.response import OffenderHistory, incident_id
+from policies.response_config import ResponsePolicy, load_response_policy
 from policies.response_effects import Enforce, Fold, Persist
 from policies.response_guard import APPROVALS, ProtectedTargets, approval_steps
 from policies.response_incident import (

@@ -26,7 +26,7 @@ from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.monitor import STATE_NAMESPACE as MONITOR_STATE
 from actors.settings import OperateSettings
-from actors.supervisor_children import Children, RayChildren, named
+from actors.supervisor_children import Children, RayChildren
 from adapters.mqtt import MqttBus
 from adapters.outbox import Outbox
 from adapters.store import Dependency, Store, StoreError, open_store
@@ -48,7 +48,7 @@ from policies.supervision_effects import (
     SaveDependencies,
 )
 
-__all__ = ["Supervisor", "SupervisorBody", "named"]
+__all__ = ["Supervisor", "SupervisorBody"]
 
 logger = logging.getLogger("sfa_ops.supervisor")
 

@@ -27,7 +27,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import median, print_table, write_result
+from benchmarks.common import median, write_result
+from drivers.tables import print_table
 
 TARGET_SPEEDUP = 1.5
 TARGET_MEMORY = 0.25

@@ -20,7 +20,8 @@ from typing import Any
 import pybreaker
 
 from benchmarks.alert_routing import routing_throughput
-from benchmarks.common import median, print_table, write_result
+from benchmarks.common import median, write_result
+from drivers.tables import print_table
 from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
 from policies.windows import TimeWindow
 

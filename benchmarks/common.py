@@ -18,9 +18,7 @@ from typing import Any
 
 import orjson
 
-from drivers.tables import print_table
-
-__all__ = ["BENCH_DIR", "machine", "median", "print_table", "quantile", "write_result"]
+__all__ = ["BENCH_DIR", "machine", "median", "quantile", "write_result"]
 
 BENCH_DIR = Path("var/bench")
 

@@ -24,7 +24,8 @@ from typing import Any
 
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
-from benchmarks.common import median, print_table, quantile, write_result
+from benchmarks.common import median, quantile, write_result
+from drivers.tables import print_table
 from sdk import ServiceClient, ServiceTemporarilyUnavailableException
 from tests.support.operations import ServiceProcess, Watcher, operations
 

@@ -55,7 +55,8 @@ from adapters.processes import (
     start_postgres_datadir,
     start_redis,
 )
-from benchmarks.common import median, print_table, quantile, write_result
+from benchmarks.common import median, quantile, write_result
+from drivers.tables import print_table
 from protocol import topics
 
 INTERVAL_S, HYSTERESIS = 1.0, 2

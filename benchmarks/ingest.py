@@ -34,7 +34,8 @@ from pathlib import Path
 from typing import Any
 
 from adapters.processes import start_mosquitto
-from benchmarks.common import median, print_table, write_result
+from benchmarks.common import median, write_result
+from drivers.tables import print_table
 from tests.support.operations import operations
 
 PUBLISHER = r"""

@@ -23,7 +23,8 @@ from typing import Any
 
 import orjson
 
-from benchmarks.common import print_table, write_result
+from benchmarks.common import write_result
+from drivers.tables import print_table
 from policies.circuit_breaker import load_breaker_policy
 from policies.correlation import Correlator
 from policies.health import load_health_policy

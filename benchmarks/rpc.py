@@ -37,7 +37,8 @@ from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRati
 
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
-from benchmarks.common import median, print_table, quantile, write_result
+from benchmarks.common import median, quantile, write_result
+from drivers.tables import print_table
 from sdk.client import ServiceClient
 from sdk.runtime import ServiceRuntime
 from sdk.service import Service

@@ -36,7 +36,8 @@ import aiomqtt
 import orjson
 
 from adapters.processes import start_mosquitto
-from benchmarks.common import median, print_table, write_result
+from benchmarks.common import median, write_result
+from drivers.tables import print_table
 
 TARGET_RATIO = 0.80
 TOPIC = "security/auth/login"

@@ -125,7 +125,7 @@ def _publisher(args: argparse.Namespace) -> str | None:
 
 async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: str | None,
                    signing_key: str | None = None) -> int:
-    from actors.incident_responder import incident_message
+    from actors.incident_records import incident_message
 
     inc = await store.incident_get(inc_id)
     if inc is None:

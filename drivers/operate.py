@@ -284,7 +284,8 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     import ray
 
     from actors.settings import OperateSettings
-    from actors.supervisor import Supervisor, named
+    from actors.supervisor import Supervisor
+    from actors.supervisor_children import named
     from adapters.processes import ChildService, start_mosquitto
     from adapters.status_http import StatusServer
     from adapters.store.audit_key import load_audit_key

@@ -40,7 +40,7 @@ from policies.alert_nflog import LogEntry, needs_update
 from policies.alert_notification import DispatchStatus, IngestResult, Notification
 from policies.alert_routing import AlertingPolicy, Inhibitor, Route
 
-__all__ = ["DispatchStatus", "Dispatcher", "IngestResult", "Notification"]
+__all__ = ["Dispatcher"]
 
 STATE_VERSION = 1
 #: How long a log entry outlives its group (Alertmanager's default ``--data.retention``).

@@ -11,8 +11,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from policies.alert_groups import Notification
 from policies.alert_model import GO_ZERO_TIME, Alert, format_time
+from policies.alert_notification import Notification
 
 __all__ = ["to_api_v2_alerts", "to_webhook_payload"]
 

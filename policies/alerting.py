@@ -16,7 +16,7 @@ malformed alerts, silences and matchers raise ``ValueError`` (``MatcherSyntaxErr
 from __future__ import annotations
 
 from policies.alert_config import alerting_policy_from_text, load_alerting_policy
-from policies.alert_groups import Dispatcher, DispatchStatus, IngestResult, Notification
+from policies.alert_groups import Dispatcher
 from policies.alert_matchers import MatcherSyntaxError, parse_matchers
 from policies.alert_model import (
     SEVERITIES,
@@ -27,6 +27,7 @@ from policies.alert_model import (
     parse_time,
 )
 from policies.alert_nflog import NotifyReason
+from policies.alert_notification import DispatchStatus, IngestResult, Notification
 from policies.alert_payloads import to_api_v2_alerts, to_webhook_payload
 from policies.alert_receivers import Integration, Receiver
 from policies.alert_routing import AlertingPolicy, Route

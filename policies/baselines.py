@@ -39,8 +39,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from policies.latency_sketch import DEFAULT_ALPHA, MIN_LATENCY_S, LatencySketch
 from policies.security_events import UserBaseline
-from policies.windows import DEFAULT_ALPHA, MIN_LATENCY_S, LatencySketch
 
 SCHEMA = 1
 USER_KIND = "user_activity"

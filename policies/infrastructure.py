@@ -32,13 +32,9 @@ from typing import Any, Literal, get_args
 from pydantic import Field, model_validator
 
 from policies.config import Duration, PolicyModel, load_policy
-from policies.infrastructure_thresholds import BrokerThresholds as BrokerThresholds
-from policies.infrastructure_thresholds import EmqxThresholds as EmqxThresholds
-from policies.infrastructure_thresholds import KubernetesThresholds as KubernetesThresholds
-from policies.infrastructure_thresholds import MongoThresholds as MongoThresholds
-from policies.infrastructure_thresholds import PostgresThresholds as PostgresThresholds
-from policies.infrastructure_thresholds import RedisThresholds as RedisThresholds
-from policies.infrastructure_thresholds import Thresholds
+from policies.infrastructure_thresholds import (
+    Thresholds,
+)
 from protocol.system import InfraComponent, InfrastructureError, InfrastructureRecovered
 
 POLICY_FILE = "infrastructure.yaml"

@@ -36,11 +36,8 @@ from policies.config import PolicyModel
 from policies.secret_shapes import (
     REDACTED,
     REDACTED_CARD,
-    REDACTED_JWT,
-    REDACTED_KEY,
     digits_form_card,
     is_card,
-    luhn_ok,
     scrub_text,
 )
 
@@ -334,17 +331,4 @@ def sanitize(value: Any, policy: RedactionPolicy) -> Any:
     return out
 
 
-__all__ = [
-    "REDACTED",
-    "REDACTED_CARD",
-    "REDACTED_JWT",
-    "REDACTED_KEY",
-    "RedactionPolicy",
-    "clean_text",
-    "luhn_ok",
-    "mask_personal",
-    "neutralise_controls",
-    "normalise_key",
-    "sanitize",
-    "scrub_text",
-]
+__all__ = ["RedactionPolicy", "clean_text", "mask_personal", "neutralise_controls", "normalise_key", "sanitize"]

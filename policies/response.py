@@ -18,7 +18,6 @@ from policies.response_config import (
     EscalationRule,
     PlaybookStep,
     ResponsePolicy,
-    load_response_policy,
 )
 from policies.security_events import SEVERITY_RANK, SecurityAlert, Severity
 from protocol.base import rfc3339_from_epoch
@@ -343,19 +342,4 @@ def _escalate(
     )
 
 
-__all__ = [
-    "EscalationDecision",
-    "IncidentRecord",
-    "OffenderHistory",
-    "PlannedAction",
-    "ResponsePlan",
-    "ResponsePolicy",
-    "SkippedStep",
-    "UndoSchedule",
-    "UndoStep",
-    "incident_id",
-    "load_response_policy",
-    "on_action_failed",
-    "plan_response",
-    "scaled_duration",
-]
+__all__ = ["EscalationDecision", "IncidentRecord", "OffenderHistory", "PlannedAction", "ResponsePlan", "SkippedStep", "UndoSchedule", "UndoStep", "incident_id", "on_action_failed", "plan_response", "scaled_duration"]

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 import pandas as pd
 
 from policies.baselines import sketch_from_counts
+from policies.latency_sketch import LatencySketch
 from policies.recommendations import DatabaseSummary, MessagePatternSummary, ServiceSummary
 from policies.sketch_codec import decode_sketch
-from policies.windows import LatencySketch
 from protocol.errors import counts_against_service
 
 

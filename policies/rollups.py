@@ -27,8 +27,9 @@ import math
 from dataclasses import dataclass, field
 
 from policies.correlation import ServiceDelta
+from policies.latency_sketch import LatencySketch
 from policies.sketch_codec import encode_sketch
-from policies.windows import UNANSWERED, LatencySketch
+from policies.windows import UNANSWERED
 
 MINUTE_S = 60.0
 TIMEOUT_ERROR = -32007

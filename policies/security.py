@@ -35,7 +35,8 @@ from policies.security_events import (
     UserActivity,
     UserBaseline,
 )
-from policies.security_rules import DETECTION_RULES, DetectionRule, EventKind, SecurityEvent
+from policies.security_rules import DETECTION_RULES
+from policies.security_rules_base import DetectionRule, EventKind, SecurityEvent
 from policies.security_rules_login import BruteForce
 from policies.security_state import IpState, RuleState, SecurityStats, UserState
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from policies.security_rules_access import DataExfiltration, ExcessiveDataAccess, PrivilegeEscalation
 from policies.security_rules_activity import UnusualApiVolume, UnusualServiceAccess
-from policies.security_rules_base import DetectionRule, EventKind, SecurityEvent
+from policies.security_rules_base import DetectionRule
 from policies.security_rules_login import BruteForce, CredentialStuffing, UnusualLoginPattern
 
 DETECTION_RULES: dict[str, type[DetectionRule]] = {
@@ -26,4 +26,4 @@ DETECTION_RULES: dict[str, type[DetectionRule]] = {
     "unusual_service_access": UnusualServiceAccess,
 }
 
-__all__ = ["DETECTION_RULES", "DetectionRule", "EventKind", "SecurityEvent"]
+__all__ = ["DETECTION_RULES"]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import orjson
 
-from policies.windows import DEFAULT_ALPHA, LatencySketch
+from policies.latency_sketch import DEFAULT_ALPHA, LatencySketch
 
 
 class SketchDecodeError(ValueError):

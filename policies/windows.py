@@ -20,7 +20,7 @@ Outcome codes: ``None`` is a success; a JSON-RPC error code is a failure when
 answer within its call timeout (a failure, like -32007, but kept distinct so health can compute a
 response rate).
 
-Latency quantiles come from :class:`~policies.latency_sketch.LatencySketch` (re-exported here), a
+Latency quantiles come from :class:`~policies.latency_sketch.LatencySketch`, a
 DDSketch-like log-bucketed histogram with relative accuracy ``alpha`` (1 % by default): buckets can
 be added and subtracted, which is what lets a time bucket leave the window.
 """
@@ -425,17 +425,4 @@ class TimeWindow(_Totals):
         return True
 
 
-__all__ = [
-    "DEFAULT_ALPHA",
-    "MIN_LATENCY_S",
-    "UNANSWERED",
-    "BucketCounts",
-    "CountWindow",
-    "Gate",
-    "LatencySketch",
-    "Snapshot",
-    "TimeWindow",
-    "Window",
-    "WindowMetrics",
-    "is_failure",
-]
+__all__ = ["UNANSWERED", "BucketCounts", "CountWindow", "Gate", "Snapshot", "TimeWindow", "Window", "WindowMetrics", "is_failure"]

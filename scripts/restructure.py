@@ -75,6 +75,7 @@ MOVES: dict[str, str] = {
     "policies/circuit_breaker.py": "policies/breaker/circuit.py",
     "policies/cascade.py": "policies/breaker/cascade.py",
     "policies/windows.py": "policies/breaker/windows.py",
+    "policies/latency_sketch.py": "policies/breaker/latency_sketch.py",
     # policies/compliance: classification of calls and data accesses, GDPR data-subject requests.
     "policies/compliance.py": "policies/compliance/classification.py",
     "policies/data_subject.py": "policies/compliance/data_subject.py",

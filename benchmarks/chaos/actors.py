@@ -27,7 +27,8 @@ from typing import Any
 
 from adapters.mqtt import MqttBus, MqttConfig
 from adapters.processes import start_mosquitto
-from benchmarks.common import median, print_table, write_result
+from benchmarks.common import median, write_result
+from drivers.tables import print_table
 from sdk import ServiceClient
 from tests.support.actor_chaos import CALL_TIMEOUT_S, KINDS, MAX_ROUNDS, kill_trial, policies
 from tests.support.http_receiver import HttpReceiver, http_receiver

@@ -33,7 +33,8 @@ import ray
 
 from adapters.store import open_store
 from adapters.store.base import StoreError
-from benchmarks.common import median, print_table
+from benchmarks.common import median
+from drivers.tables import print_table
 from sdk import ServiceClient
 from tests.support.chaos import (
     PersistentBroker,

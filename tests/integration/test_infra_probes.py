@@ -129,7 +129,7 @@ async def test_postgres_long_transaction_is_a_warning(postgres_server: ChildServ
     """A transaction open longer than the threshold is reported as long_transactions (a warning)."""
     import asyncpg
 
-    from policies.infrastructure import PostgresThresholds
+    from policies.infrastructure_thresholds import PostgresThresholds
 
     conn = await asyncpg.connect(postgres_server.url)
     try:

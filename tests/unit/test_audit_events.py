@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.audit_writer import AuditTrail
+from actors.audit_trail import AuditTrail
 from actors.clock import FakeClock
 from adapters.store.buffer import BufferedStore
 from adapters.testing import InMemoryStore

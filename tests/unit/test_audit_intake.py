@@ -14,7 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from actors.audit_writer import MAX_PENDING_VIOLATIONS, AuditWriterBody
+from actors.audit_trail import MAX_PENDING_VIOLATIONS
+from actors.audit_writer import AuditWriterBody
 from actors.clock import FakeClock
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings

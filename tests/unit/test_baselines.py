@@ -25,8 +25,8 @@ from policies.baselines import (
     slot_of_hour,
     user_baselines,
 )
+from policies.latency_sketch import LatencySketch
 from policies.sketch_codec import decode_sketch, encode_sketch
-from policies.windows import LatencySketch
 
 START = 1_700_006_400.0  # a whole hour (2023-11-15 00:00 UTC)
 HOURS = 72

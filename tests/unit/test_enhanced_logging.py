@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from actors.audit_writer import AuditTrail
+from actors.audit_trail import AuditTrail
 from actors.clock import FakeClock
 from adapters.store.buffer import BufferedStore
 from adapters.testing import InMemoryStore

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from pydantic import BaseModel, Field
 
 from protocol.errors import ErrorCode
+from protocol.intake import usable_reply_topic
 from sdk.errors import (
     AuthorizationError,
     BusinessLogicError,
@@ -20,7 +21,7 @@ from sdk.errors import (
     ResourceNotFound,
     ServiceFunctionError,
 )
-from sdk.executor import Executor, Job, Reply, usable_reply_topic
+from sdk.executor import Executor, Job, Reply
 from sdk.service import CallContext, Service
 
 REPLY = "session/s1/response"

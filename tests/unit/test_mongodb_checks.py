@@ -13,7 +13,8 @@ import pytest
 from adapters.infra.mongodb_probe import judge_connections, judge_replica_set, target_label
 from drivers.operate import _mongodb_uri_problem
 from drivers.options import OptionError, non_negative_int
-from policies.infrastructure import MongoThresholds, load_infrastructure_policy
+from policies.infrastructure import load_infrastructure_policy
+from policies.infrastructure_thresholds import MongoThresholds
 from tests.support.mongo_replay import fixture
 
 T = load_infrastructure_policy().thresholds.mongodb_cluster

@@ -10,13 +10,12 @@ from policies.config import PolicyConfigError, load_policy_text
 from policies.response import (
     OffenderHistory,
     ResponsePlan,
-    ResponsePolicy,
     UndoSchedule,
     incident_id,
-    load_response_policy,
     on_action_failed,
     plan_response,
 )
+from policies.response_config import ResponsePolicy, load_response_policy
 from policies.security import SecurityAlert
 
 T0 = 1_700_000_000.0

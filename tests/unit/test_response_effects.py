@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from policies.alert_config import load_alerting_policy
-from policies.response import OffenderHistory, PlannedAction, load_response_policy, plan_response
+from policies.response import OffenderHistory, PlannedAction, plan_response
+from policies.response_config import load_response_policy
 from policies.response_effects import SECURITY_TEAM, security_team_alert, user_notice
 from policies.security import SecurityAlert
 from protocol import topics

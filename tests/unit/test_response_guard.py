@@ -11,8 +11,8 @@ from pydantic import BaseModel
 
 from policies.config import load_policy_text, merge
 from policies.detection_rules import Protected, SecurityPolicy, load_security_policy, report_severity
-from policies.response import OffenderHistory, ResponsePolicy, load_response_policy, plan_response
-from policies.response_config import SourceLimit
+from policies.response import OffenderHistory, plan_response
+from policies.response_config import ResponsePolicy, SourceLimit, load_response_policy
 from policies.response_guard import (
     ProtectedTargets,
     approval_request,

@@ -10,7 +10,8 @@ from dataclasses import dataclass
 import pytest
 
 from policies.detection_rules import Protected
-from policies.response import OffenderHistory, PlannedAction, load_response_policy
+from policies.response import OffenderHistory, PlannedAction
+from policies.response_config import load_response_policy
 from policies.response_effects import Enforce, Escalate, Fold, Hold, Persist, Publish, Remember
 from policies.response_guard import ApprovalStep, ProtectedTargets
 from policies.response_incident import (

@@ -8,15 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.windows import (
-    UNANSWERED,
-    CountWindow,
-    Gate,
-    LatencySketch,
-    Snapshot,
-    TimeWindow,
-    is_failure,
-)
+from policies.latency_sketch import LatencySketch
+from policies.windows import UNANSWERED, CountWindow, Gate, Snapshot, TimeWindow, is_failure
 
 
 @pytest.mark.parametrize(
