@@ -1,10 +1,10 @@
-"""AlertManager actor: a shell around ``policies.alerting.Dispatcher`` that delivers what it decides.
+"""AlertManager actor: a shell around ``policies.alerting.policy.Dispatcher`` that delivers what it decides.
 
 - ``ingest`` converts alert dicts, enriches their annotations (``runbook``: the selected runbook's
   rendered steps as JSON; ``recentEvents``: the last 5 related events as JSON), routes them,
   persists the alerts and the dispatcher state, and only then answers.
 - A loop (every ``tick_s``) takes the due notifications and delivers them through
-  ``adapters.alert_delivery``; a notification is marked delivered only when every integration
+  ``adapters.notify.delivery``; a notification is marked delivered only when every integration
   settled (sent, skipped, or a permanent 4xx), then the state is saved. So a restart neither loses
   an ingested alert nor repeats a confirmed notification (at least once: a crash between a POST and
   the save can repeat that one).
@@ -14,13 +14,13 @@
 - Forwarding (``--alertmanager URL``, and ``alertmanager`` integrations of the tree): a second loop
   posts active alerts to Alertmanager API v2 on Alertmanager's client schedule — every resend
   interval, ``endsAt`` 4 intervals ahead, the resolution with ``endsAt`` when it ended — decided by
-  ``policies.alert_forwarding``, independent of the groups' timers. The schedule is not saved: after
+  ``policies.alerting.forwarding``, independent of the groups' timers. The schedule is not saved: after
   a restart every known alert is posted again at once (Alertmanager merges duplicates), and a
   resolution the dispatcher had already forgotten ends in Alertmanager at the last ``endsAt`` sent.
 
-Decisions are pure (``policies.alert_enrichment``: runbook and recent events, status changes;
-``policies.alert_delivery_plan``: mirror integration, partial deliveries, when a notification
-counts as delivered, when to save; ``policies.alerting``: routing and the notification log); the
+Decisions are pure (``policies.alerting.enrichment``: runbook and recent events, status changes;
+``policies.alerting.delivery_plan``: mirror integration, partial deliveries, when a notification
+counts as delivered, when to save; ``policies.alerting.policy``: routing and the notification log); the
 body (:class:`AlertManagerBody`, an ``actors.chassis.Chassis``) carries them out.
 
 Ray restarts the actor (``max_restarts=-1``) by calling ``__init__`` again, which queues
@@ -44,7 +44,9 @@ from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.settings import OperateSettings
-from adapters.alert_delivery import (
+from adapters.http.client import HttpClient, redact_url
+from adapters.mqtt.bus import MqttBus, MqttBusError
+from adapters.notify.delivery import (
     DEFAULT_ALERTS_TOPIC,
     DeliveryContext,
     DeliveryResult,
@@ -54,14 +56,12 @@ from adapters.alert_delivery import (
     forward_alerts,
     publish_alerts,
 )
-from adapters.http_client import HttpClient, redact_url
-from adapters.mqtt import MqttBus, MqttBusError
 from adapters.store import AlertRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
-from policies.alert_delivery_plan import MIRROR_KEY, PartialDeliveries, save_due, with_mirror
-from policies.alert_enrichment import RecentEvents, StatusChanges, enrich, event_of
-from policies.alert_forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
-from policies.alerting import (
+from policies.alerting.delivery_plan import MIRROR_KEY, PartialDeliveries, save_due, with_mirror
+from policies.alerting.enrichment import RecentEvents, StatusChanges, enrich, event_of
+from policies.alerting.forwarding import Forwarding, ForwardSettings, forward_targets, receivers_of
+from policies.alerting.policy import (
     Alert,
     Dispatcher,
     Integration,
@@ -69,8 +69,8 @@ from policies.alerting import (
     Silence,
     load_alerting_policy,
 )
-from policies.config import PolicyConfigError
-from policies.runbooks import RunbookPolicy, load_runbooks
+from policies.alerting.runbooks import RunbookPolicy, load_runbooks
+from policies.common.config import PolicyConfigError
 
 logger = logging.getLogger("sfa_ops.alertmanager")
 

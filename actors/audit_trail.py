@@ -16,7 +16,7 @@ from actors.security_common import (
 )
 from adapters.store import StoreError
 from adapters.store.buffer import BufferedStore
-from policies.audit_events import (
+from policies.audit.events import (
     ComplianceTracker,
     auth_event,
     authz_event,
@@ -30,8 +30,8 @@ from policies.audit_events import (
     violation_alert,
     violation_record,
 )
-from policies.compliance import CompliancePolicy, DataAccess
-from policies.data_subject import RequestMemo, record_request
+from policies.compliance.classification import CompliancePolicy, DataAccess
+from policies.compliance.data_subject import RequestMemo, record_request
 from protocol import security as wire
 
 logger = logging.getLogger("sfa_ops.audit")

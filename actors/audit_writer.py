@@ -5,11 +5,11 @@ Inputs: ``calls(events)`` — compact observed-call records from the observers (
 ``ipAddress``, ``userAgent``, raw ``params``); and, subscribed here, ``audit/+/data-access``,
 ``security/auth/+`` and ``security/authz/+`` (what the security analyst sees, recorded so the
 reports can read it); ``audit/+/data-subject`` (GDPR data-subject requests, received then
-completed or rejected: ``policies.data_subject``, the time to answer measured against a bounded
+completed or rejected: ``policies.compliance.data_subject``, the time to answer measured against a bounded
 memo of open requests); and ``system/{cluster}/security/actions/active`` (the responder's active set:
 a call by a user or from an address under ``enhanced_logging`` keeps its full, still redacted,
 parameters until the action ends). Each becomes a sanitized audit event in the shared schema
-(``policies.audit_events``, ``policies.audit_schema``); each data access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
+(``policies.audit.events``, ``policies.audit.schema``); each data access is also checked (``ComplianceTracker``): a violation becomes an alert (regulation named),
 an audit event and a ``compliance_violations`` state entry.
 
 Events wait in a bounded in-memory batch and are appended every ``audit_flush_s`` through a
@@ -19,7 +19,7 @@ store is back, recorded as an ``audit_loss`` event. At most ``MAX_PENDING_VIOLAT
 alerts wait for a flush (more are audited but counted as ``violations_unalerted``). Nothing else
 stops. Every ``audit_purge_s`` events past their chain's retention are purged, and each purge is itself audited (``audit_purge`` in the meta chain).
 Every ``audit_anchor_s`` and at shutdown an anchor (each chain's head and row count,
-``policies.audit_anchors``) is published retained on ``system/{cluster}/audit/anchor`` and appended
+``policies.audit.anchors``) is published retained on ``system/{cluster}/audit/anchor`` and appended
 to ``audit_anchor_file``; an anchor that cannot be taken or written is counted and logged.
 Nothing from a payload is ever logged.
 """
@@ -44,13 +44,13 @@ from actors.security_common import (
     active_actions_topic,
 )
 from actors.settings import OperateSettings
-from adapters.audit_anchor_file import append_anchor
-from adapters.mqtt import Message, MqttBus
+from adapters.mqtt.bus import Message, MqttBus
 from adapters.store import Store, StoreError, open_store
+from adapters.store.audit_anchor_file import append_anchor
 from adapters.store.buffer import BufferedStore
-from policies.audit_anchors import build_anchor
-from policies.compliance import load_compliance_policy
-from policies.monitoring_watch import active_targets
+from policies.audit.anchors import build_anchor
+from policies.compliance.classification import load_compliance_policy
+from policies.response.monitoring_watch import active_targets
 from protocol import parse_model, topics
 from protocol import security as wire
 from protocol.system import AuditChainAnchor

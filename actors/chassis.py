@@ -2,7 +2,7 @@
 
 An actor is a thin Ray class around a plain-Python body (``XBody``) that takes its clock, store and
 bus as constructor arguments, so the body runs in a unit test without Ray or a broker
-(``actors.clock.FakeClock``, ``adapters.testing.InMemoryStore``, ``adapters.testing.CapturingBus``).
+(``actors.clock.FakeClock``, ``adapters.testing.doubles.InMemoryStore``, ``adapters.testing.doubles.CapturingBus``).
 
 Both the body and the actor start the same way, through :class:`Chassis`:
 

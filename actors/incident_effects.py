@@ -1,7 +1,7 @@
-"""The effects the IncidentResponder carries out (``policies.response_effects``), each persisted
+"""The effects the IncidentResponder carries out (``policies.response.effects``), each persisted
 before it happens: an offender remembered, an incident persisted, published or escalated; an action
 carried out (store, Redis/EMQX, ``system/{cluster}/security/actions``; a notification sent, an
-evidence record preserved: ``policies.response_effects``, ``policies.evidence``), held (refused, or
+evidence record preserved: ``policies.response.effects``, ``policies.response.evidence``), held (refused, or
 waiting for approval), undone, or settled by an operator; a line in an incident's log; the retained
 active set. ``IncidentEffects`` is the base of ``actors.incident_responder.ResponderBody``, which owns
 the state these methods use; no decision is taken here (``policies.response*``)."""
@@ -18,13 +18,11 @@ from typing import Any
 from actors.clock import Clock
 from actors.incident_records import action_wire, incident_message
 from actors.security_common import Outlet, SecurityOptions, active_actions_topic, plain_alert
-from adapters.enforcement import ENFORCED, Enforcement
+from adapters.enforcement.actions import ENFORCED, Enforcement
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
-from policies.evidence import EVIDENCE, EvidenceLimits, concerns, evidence_record
-from policies.response import PlannedAction
-from policies.response_config import ResponsePolicy
-from policies.response_effects import (
+from policies.response.config import ResponsePolicy
+from policies.response.effects import (
     Effect,
     Enforce,
     Escalate,
@@ -37,8 +35,9 @@ from policies.response_effects import (
     security_team_alert,
     user_notice,
 )
-from policies.response_guard import APPROVALS, ApprovalStep, ProtectedTargets, approval_request
-from policies.response_incident import (
+from policies.response.evidence import EVIDENCE, EvidenceLimits, concerns, evidence_record
+from policies.response.guard import APPROVALS, ApprovalStep, ProtectedTargets, approval_request
+from policies.response.incident import (
     APPROVAL_COUNTS,
     action_entry,
     approval_outcome,
@@ -48,7 +47,8 @@ from policies.response_incident import (
     resolved_incident,
     updated_incident,
 )
-from policies.security_events import SecurityAlert
+from policies.response.plan import PlannedAction
+from policies.security.events import SecurityAlert
 from protocol import topics
 from protocol.security import ActiveActions, EnforcementAction
 
@@ -170,7 +170,7 @@ class IncidentEffects:
         return error
 
     async def _notify(self, action: PlannedAction, alert: SecurityAlert | None, now: float) -> str | None:
-        """Send what a notification action produces (``policies.response_effects``); the error
+        """Send what a notification action produces (``policies.response.effects``); the error
         text if it could not be sent."""
         if alert is None:
             return "no alert to notify about"
@@ -266,7 +266,7 @@ class IncidentEffects:
 
     async def _update_incident(self, inc_id: str, entries: list[Mapping[str, Any]], *, folded: bool = False,
                                settled: str | None = None, applied: str | None = None) -> IncidentRecord | None:
-        """Log ``entries`` on a stored incident (``policies.response_incident.updated_incident``)."""
+        """Log ``entries`` on a stored incident (``policies.response.incident.updated_incident``)."""
         try:
             inc = await self.store.inner.incident_get(inc_id)
         except StoreError:

@@ -1,5 +1,5 @@
 """How the IncidentResponder writes incidents and actions: wire shapes of stored records. No I/O
-beyond the store lookup named as such (the incident log is ``policies.response_incident``)."""
+beyond the store lookup named as such (the incident log is ``policies.response.incident``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 from adapters.store import ActionRecord, IncidentRecord, StoreError
 from adapters.store.buffer import BufferedStore
-from policies.security_events import SEVERITY_RANK
+from policies.security.events import SEVERITY_RANK
 from protocol.security import EnforcementAction, IncidentMessage
 
 

@@ -1,12 +1,12 @@
 """IncidentResponder actor (seed: IncidentResponseAutomation): a security alert in, an incident
 and its enforcement out.
 
-For each alert (``handle(alert_wire)``): ``policies.response_incident`` decides (``admit``, then
+For each alert (``handle(alert_wire)``): ``policies.response.incident`` decides (``admit``, then
 ``conclude`` once the actions were carried out) and returns effects as values
-(``policies.response_effects``: ``Remember``, ``Persist``, ``Hold``, ``Enforce``, ``Publish``,
+(``policies.response.effects``: ``Remember``, ``Persist``, ``Hold``, ``Enforce``, ``Publish``,
 ``Escalate``, ``Notify``, ``Fold``); this shell carries them out in order
 (``actors.incident_effects``): it writes the incident and every action to the store *before*
-carrying them out (so a crash mid-way is restored, not lost), applies enforced actions to Redis/EMQX (``adapters.enforcement``),
+carrying them out (so a crash mid-way is restored, not lost), applies enforced actions to Redis/EMQX (``adapters.enforcement.actions``),
 publishes each action on ``system/{cluster}/security/actions`` and the current set, retained, on
 ``system/{cluster}/security/actions/active``, records each success and failure in the incident's
 log (seed: LogAction/LogActionFailure), escalates per policy, and publishes incident changes on
@@ -17,7 +17,7 @@ Undo: every timed action has ``undo_at`` in the store. An in-memory schedule run
 (``python -m drivers.incidents lift ID`` sets ``undo_at = now``). An undo whose (action, target) is
 still held by another, longer action (a repeat offender's newer ban) leaves the backends alone.
 
-Guards (``policies.response_guard``): an enforcement action on a protected target (loopback,
+Guards (``policies.response.guard``): an enforcement action on a protected target (loopback,
 sfa-ops' own hosts, ``security.yaml`` ``protected:``) is refused and recorded; one without expiry
 (or resting on a single forgeable event) is stored as an approval request and carried out only
 once an operator approves it (``drivers.incidents approve ID``; polled every ``store_poll_s``;
@@ -25,7 +25,7 @@ undecided requests lapse). A source with more incidents than ``per_source`` allo
 alerts folded into its latest incident (counted, logged, no new actions).
 
 Housekeeping (every ``housekeeping_s``): an open incident with no new event for the response
-policy's ``incident_ttl`` is resolved as ``expired`` (``policies.incident_expiry``), and the
+policy's ``incident_ttl`` is resolved as ``expired`` (``policies.response.incident_expiry``), and the
 retained active set is republished when ``active_refresh_s`` passed since the last one (SDKs with a
 trust refuse a set older than their maximum age).
 
@@ -56,17 +56,14 @@ from actors.incident_records import stored
 from actors.loops import run_every
 from actors.security_common import Outlet, SecurityOptions, alert_from_wire
 from actors.settings import OperateSettings
-from adapters.enforcement import ENFORCED, Enforcement, own_addresses
-from adapters.mqtt import MqttBus
+from adapters.enforcement.actions import ENFORCED, Enforcement, own_addresses
+from adapters.mqtt.bus import MqttBus
 from adapters.store import ActionRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
-from policies.detection_rules import load_security_policy
-from policies.incident_expiry import incident_expired, last_event_at
-from policies.response import OffenderHistory, incident_id
-from policies.response_config import ResponsePolicy, load_response_policy
-from policies.response_effects import Enforce, Fold, Persist
-from policies.response_guard import APPROVALS, ProtectedTargets, approval_steps
-from policies.response_incident import (
+from policies.response.config import ResponsePolicy, load_response_policy
+from policies.response.effects import Enforce, Fold, Persist
+from policies.response.guard import APPROVALS, ProtectedTargets, approval_steps
+from policies.response.incident import (
     Carried,
     active_refresh_due,
     admit,
@@ -77,6 +74,9 @@ from policies.response_incident import (
     summary,
     undo_reason,
 )
+from policies.response.incident_expiry import incident_expired, last_event_at
+from policies.response.plan import OffenderHistory, incident_id
+from policies.security.detection_rules import load_security_policy
 
 logger = logging.getLogger("sfa_ops.responder")
 

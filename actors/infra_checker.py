@@ -1,5 +1,5 @@
 """InfraChecker actor: one per infrastructure component, a shell around its probes and a
-:class:`~policies.infrastructure.ComponentTracker`.
+:class:`~policies.infrastructure.checks.ComponentTracker`.
 
 Every ``interval`` (``policies/infrastructure.yaml``) it runs the component's probes (each bounded
 by the probe's own timeout, and the whole check by an outer ``asyncio.timeout`` as a guard: a
@@ -9,7 +9,7 @@ alert when the tracker announced a transition. Reports go through a small outbox
 own task, so a slow supervisor (the broker being down makes its flushes wait) never delays a
 check, the latest health replaces an unsent one, and transitions are kept in order until sent.
 
-Components and their probes come from the registry ``adapters.infra.PROBES`` (the checker only
+Components and their probes come from the registry ``adapters.probes.PROBES`` (the checker only
 looks the component up there): ``mqtt_broker`` (round trip over the operated broker), or
 ``emqx_cluster`` when EMQX's API is configured (that round trip plus the API probe, merged);
 ``postgresql_cluster`` (all DSNs, one probe); ``mongodb_cluster`` (all URIs, one probe); ``redis`` (one probe per URL, merged);
@@ -39,8 +39,9 @@ from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.loops import run_every
 from actors.settings import OperateSettings
-from adapters.infra import PROBES, ProbeSet, ProbeSetup, build_probes, unknown_components
-from policies.infra_alerts import (
+from adapters.probes import PROBES, ProbeSet, ProbeSetup, build_probes, unknown_components
+from policies.alerting.runbooks import load_runbooks
+from policies.infrastructure.alerts import (
     affected_services,
     health_entry,
     merge_results,
@@ -50,7 +51,7 @@ from policies.infra_alerts import (
     runbook_values,
     transition_alerts,
 )
-from policies.infrastructure import (
+from policies.infrastructure.checks import (
     ComponentTracker,
     ProbeResult,
     Problem,
@@ -61,7 +62,6 @@ from policies.infrastructure import (
     load_infrastructure_policy,
     transition_message,
 )
-from policies.runbooks import load_runbooks
 from protocol.names import is_service_name
 
 logger = logging.getLogger("sfa_ops.infra")

@@ -1,4 +1,4 @@
-"""ServiceMonitor actor: one per service, a shell around ``policies.monitoring.MonitorCore``.
+"""ServiceMonitor actor: one per service, a shell around ``policies.health.monitor.MonitorCore``.
 
 It restores its breaker and health from the store when (re)started, applies each tick's deltas,
 and persists its snapshot when something worth restoring changed — behind the answer (a saver task
@@ -8,10 +8,10 @@ observer that sent the delta (which fast-fails and answers pending calls) and, t
 supervisor (which publishes them).
 
 Each tick's delta also goes into the service's cumulative call counts and duration histogram
-(``policies.call_metrics``), returned with the result for operate's ``/metrics``; the durations
-are recorded on Ray's metrics export too (``adapters.ray_metrics``).
+(``policies.metrics.calls``), returned with the result for operate's ``/metrics``; the durations
+are recorded on Ray's metrics export too (``adapters.runtime.ray_metrics``).
 
-It also folds each tick's delta into the service's per-minute rollup (``policies.rollups``) and,
+It also folds each tick's delta into the service's per-minute rollup (``policies.metrics.rollups``) and,
 once a minute, writes the finished minute through the store (``metrics_minute``: calls, errors by
 code, timeouts, the latency sketch for p50/p95/p99, concurrency, queue depth) — behind the
 answer, like the snapshot. A minute the store refused is retried with the next; at most
@@ -32,14 +32,14 @@ import ray
 from actors.chassis import Chassis
 from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
-from adapters.ray_metrics import RayCallHistogram
+from adapters.runtime.ray_metrics import RayCallHistogram
 from adapters.store import MetricRollup, Store, StoreError, open_store
-from policies.call_metrics import CallTotals
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import ServiceDelta
-from policies.health import load_health_policy
-from policies.monitoring import MonitorCore, MonitorResult
-from policies.rollups import MinuteRollup, RollupBuilder
+from policies.breaker.circuit import load_breaker_policy
+from policies.health.monitor import MonitorCore, MonitorResult
+from policies.health.status import load_health_policy
+from policies.metrics.calls import CallTotals
+from policies.metrics.rollups import MinuteRollup, RollupBuilder
+from policies.observation.correlation import ServiceDelta
 
 logger = logging.getLogger("sfa_ops.monitor")
 

@@ -1,5 +1,5 @@
 """Observer actor: watches calls, responses, presence and UI changes on the broker, correlates them
-in-process (``policies.correlation``), and once per tick hands per-service deltas to the service
+in-process (``policies.observation.correlation``), and once per tick hands per-service deltas to the service
 monitors and their decisions to the supervisor (``actors.observer_tick``). It answers on a service's
 behalf: -32503 "Circuit Breaker Open" for new calls while a breaker refuses them, and -32503 "Service
 Temporarily Unavailable" for every pending call when a service goes down — at once when the Last Will
@@ -7,19 +7,19 @@ of its last online instance is believed (``actors.observer_presence``), else on 
 
 With several observers, calls, responses and UI changes arrive through MQTT 5 shared
 subscriptions (``$share/sfa-ops-{cluster}/…``): each message reaches one observer. A pair is
-owned by the observer its reply topic names (``policies.sharing``); the observer that receives a
+owned by the observer its reply topic names (``policies.observation.sharing``); the observer that receives a
 half it does not own forwards it, unparsed where the topic or Response Topic says enough, in one
 batch per owner every ``forward_every`` (one actor call per batch, never per message). Presence
 stays a plain subscription: every observer must see it.
 
-Intake cannot be turned against anyone (``policies.intake``): sfa-ops answers only on a checked
+Intake cannot be turned against anyone (``policies.observation.intake``): sfa-ops answers only on a checked
 reply topic; other calls are counted and never answered. Which services get a monitor is bounded
-(``policies.discovery``). Each tick reports its decisions to the supervisor before any answer is
+(``policies.supervision.discovery``). Each tick reports its decisions to the supervisor before any answer is
 sent, and one answer that cannot be sent is counted without stopping the others.
 
 Traces: a -32503 answer carries the call's own ``traceparent``/``tracestate`` user properties, and
 while a tracer provider is configured (``OTEL_EXPORTER_OTLP_ENDPOINT`` in the actor's environment,
-see ``adapters.tracing``) the refusal is recorded as a span of sfa-ops, child of the caller's span,
+see ``adapters.mqtt.tracing``) the refusal is recorded as a span of sfa-ops, child of the caller's span,
 with a ``circuit_open`` or ``service_unavailable`` event.
 """
 
@@ -39,16 +39,16 @@ from actors.loops import run_every
 from actors.observer_presence import InstanceWatch
 from actors.observer_tick import ObserverLinks
 from actors.settings import OperateSettings
-from adapters import tracing
-from adapters.mqtt import Message, MqttBus
-from policies.correlation import Correlator, ServiceDelta
-from policies.discovery import ServiceAdmission
-from policies.health import load_health_policy
-from policies.intake import IntakeCall, Refused, read_call
-from policies.monitoring import MonitorResult, Unavailable
-from policies.observation import ObservationPolicy, load_observation_policy
-from policies.observation_answers import circuit_open_answer, unavailable_answer
-from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, owner_of
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import Message, MqttBus
+from policies.health.monitor import MonitorResult, Unavailable
+from policies.health.status import load_health_policy
+from policies.observation.answers import circuit_open_answer, unavailable_answer
+from policies.observation.config import ObservationPolicy, load_observation_policy
+from policies.observation.correlation import Correlator, ServiceDelta
+from policies.observation.intake import IntakeCall, Refused, read_call
+from policies.observation.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, owner_of
+from policies.supervision.discovery import ServiceAdmission
 from protocol import topics
 from protocol.intake import is_call_id
 
@@ -324,7 +324,7 @@ class ObserverBody(Chassis):
 
     def reconcile(self, results: list[MonitorResult]) -> list[MonitorResult]:
         """This tick's results with the outages already published by event marked so; publishes the
-        ``service_recovered`` of an announced outage the monitor never saw (``policies.outage``)."""
+        ``service_recovered`` of an announced outage the monitor never saw (``policies.health.outage``)."""
         results, recovered = self.instances.outages.reconcile(results, self._tick_no, self.clock.now())
         for msg in recovered:
             try:

@@ -1,13 +1,13 @@
 """The observer's view of service instances: presence messages, the offlines it holds until the broker
-proves it is still up (``policies.outage_hold``), and the loss of a service's last online instance
-published as an event (``policies.outage``).
+proves it is still up (``policies.health.outage_hold``), and the loss of a service's last online instance
+published as an event (``policies.health.outage``).
 
 A lost instance is an event: when the Last Will of a service's last online instance is believed,
 observer 0 (the one that feeds presence to the monitors) publishes ``service_unavailable`` and every
 observer answers the pending calls it owns at once. A Will is believed once the observer's own QoS-0
 echo comes back through the broker (about 1 ms on a live broker); a stopping broker, which sends every
 client's Will as it shuts down, never returns it, and the offline then waits for the reconnect and
-the instance's own ``online`` (see ``policies.outage_hold``)."""
+the instance's own ``online`` (see ``policies.health.outage_hold``)."""
 
 from __future__ import annotations
 
@@ -20,14 +20,14 @@ from typing import Any
 import orjson
 
 from actors.clock import Clock
-from adapters.mqtt import Message
-from policies.correlation import Correlator
-from policies.discovery import ServiceAdmission
-from policies.health import HealthPolicy
-from policies.monitoring import Unavailable
-from policies.observation import ObservationPolicy
-from policies.outage import LastInstanceLost, OutageWatch
-from policies.outage_hold import OfflineHold
+from adapters.mqtt.bus import Message
+from policies.health.monitor import Unavailable
+from policies.health.outage import LastInstanceLost, OutageWatch
+from policies.health.outage_hold import OfflineHold
+from policies.health.status import HealthPolicy
+from policies.observation.config import ObservationPolicy
+from policies.observation.correlation import Correlator
+from policies.supervision.discovery import ServiceAdmission
 from protocol import topics
 from protocol.names import is_segment, is_service_name
 
@@ -35,7 +35,7 @@ logger = logging.getLogger("sfa_ops.observer")
 
 _HELD_POLL_S = 0.05  # while offlines are held: how often the connection and their deadlines are looked at
 PROBE_PREFIX = "sfa-ops/probe/observer-echo"
-"""Under the probe topics sfa-ops may publish and read (``policies.broker_acl.PROBE_TOPICS``)."""
+"""Under the probe topics sfa-ops may publish and read (``policies.security.broker_acl.PROBE_TOPICS``)."""
 
 
 class InstanceWatch:

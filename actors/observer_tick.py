@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 import ray
 
-from policies.correlation import ServiceDelta
-from policies.monitoring import MonitorResult
-from policies.sharing import Half, encode_batch
+from policies.health.monitor import MonitorResult
+from policies.observation.correlation import ServiceDelta
+from policies.observation.sharing import Half, encode_batch
 
 if TYPE_CHECKING:
     from actors.observer import ObserverBody

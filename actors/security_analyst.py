@@ -1,4 +1,4 @@
-"""SecurityAnalyst actor (seed: SecurityMonitor): the detection rules of ``policies.security``
+"""SecurityAnalyst actor (seed: SecurityMonitor): the detection rules of ``policies.security.analyzer``
 run over the platform's security traffic.
 
 Inputs:
@@ -15,17 +15,17 @@ Inputs:
   event, a service report (``service_events``) or ``malformed``. Alerts waiting for the next flush
   are capped (``MAX_PENDING_ALERTS`` each for detections and service reports; the rest counted as
   ``alerts_dropped``), as are the services kept per user between pattern runs.
-- Login attempts also feed the unusual-login-pattern rule (``policies.login_patterns``): each
+- Login attempts also feed the unusual-login-pattern rule (``policies.security.login_patterns``): each
   user's networks, devices (``userAgent``) and hours learned from their successful logins, kept in
   memory only (like every other rule's state: a restarted analyst learns them again).
 - ``activity(batch, now)`` from the observers each tick: calls per user per service. Deltas are
   summed and the periodic pattern rules run every ``pattern_interval_s`` (seed: 5 minutes).
 - ``system/{cluster}/security/actions/active`` (the responder's retained ``ActiveActions``):
   targets of active ``increase_monitoring`` actions get lowered thresholds until the action
-  expires or is lifted (``policies.monitoring_watch``).
+  expires or is lifted (``policies.response.monitoring_watch``).
 - Baselines: ``baseline_latest("user_activity")`` every ``baseline_refresh_s``, shaped
   ``{"users": {"<userId>": {"requestsPerHour": 12.0, "services": ["Orders"], "recordsPerDay": 300}}}``
-  (``policies.security.UserBaseline``); a user without one gets ``security.yaml``'s default.
+  (``policies.security.analyzer.UserBaseline``); a user without one gets ``security.yaml``'s default.
 
 Outputs, batched every ``alert_flush_s``: each SecurityAlert goes to the Supervisor as an alert
 dict (labels ``alertname`` = CamelCase type, ``severity``, ``component: security``, ``type``,
@@ -55,13 +55,12 @@ from actors.security_common import (
     security_alert_dict,
 )
 from actors.settings import OperateSettings
-from adapters.mqtt import Message, MqttBus
+from adapters.mqtt.bus import Message, MqttBus
 from adapters.store import Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
-from policies.baselines import user_baselines
-from policies.detection_rules import report_severity
-from policies.monitoring_watch import watches
-from policies.security import (
+from policies.analysis.baselines import user_baselines
+from policies.response.monitoring_watch import watches
+from policies.security.analyzer import (
     AuthzEvent,
     DataAccessEvent,
     RoleChangeEvent,
@@ -71,7 +70,8 @@ from policies.security import (
     UserBaseline,
     load_security_policy,
 )
-from policies.security_intake import ID_MAX, parse_auth, parse_roles
+from policies.security.detection_rules import report_severity
+from policies.security.intake import ID_MAX, parse_auth, parse_roles
 from protocol import parse_model, topics
 from protocol import security as wire
 

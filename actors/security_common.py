@@ -16,11 +16,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from adapters.enforcement import EnforcementConfig
-from adapters.mqtt import MqttBus
-from adapters.outbox import Outbox
+from adapters.enforcement.actions import EnforcementConfig
+from adapters.mqtt.bus import MqttBus
+from adapters.mqtt.outbox import Outbox
 from adapters.store import Store
-from policies.security_events import SecurityAlert
+from policies.security.events import SecurityAlert
 from protocol import topics
 from protocol.base import epoch_from_rfc3339
 from protocol.security import AlertMessage

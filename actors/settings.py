@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from adapters.mqtt_config import MqttConfig
+    from adapters.mqtt.config import MqttConfig
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -65,7 +65,7 @@ class OperateSettings:
         """How every actor's bus connects (and signs what it publishes under ``system/``): with a
         persistent session unless ``persistent=False`` or ``mqtt_session_expiry_s`` is 0 (an actor
         with a persistent session needs a client id that is the same after its restart)."""
-        from adapters.mqtt_config import MqttConfig
+        from adapters.mqtt.config import MqttConfig
 
         expiry = self.mqtt_session_expiry_s if persistent else 0
         return MqttConfig.from_url(self.broker_url, signing_key_file=self.signing_key_file,

@@ -1,14 +1,14 @@
 """Supervisor actor: owns the other actors, persists every decision before publishing it, runs
 cascades, and keeps the retained health summary.
 
-The decisions are ``policies.supervision``'s (see there what each observer tick leads to): this
+The decisions are ``policies.supervision.core``'s (see there what each observer tick leads to): this
 module gathers their inputs (observer ticks, infrastructure reports, the store's state after a
 restart, the injected clock) and carries out the effects that come back. Every message is written
-to the store's outbox first and marked published once the broker acknowledged it (``adapters.outbox``).
+to the store's outbox first and marked published once the broker acknowledged it (``adapters.mqtt.outbox``).
 
 The monitors' cumulative call counts and the observers' in-flight counts ride along with the
 reports into :meth:`SupervisorBody.status` (operate's ``/metrics``); once a second the same metric
-families go to Ray's metrics export (``adapters.ray_metrics``).
+families go to Ray's metrics export (``adapters.runtime.ray_metrics``).
 """
 
 from __future__ import annotations
@@ -27,16 +27,15 @@ from actors.loops import run_every
 from actors.monitor import STATE_NAMESPACE as MONITOR_STATE
 from actors.settings import OperateSettings
 from actors.supervisor_children import Children, RayChildren
-from adapters.mqtt import MqttBus
-from adapters.outbox import Outbox
+from adapters.mqtt.bus import MqttBus
+from adapters.mqtt.outbox import Outbox
 from adapters.store import Dependency, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
-from policies.cascade import load_dependency_policy
-from policies.metric_rules import load_metric_rules
-from policies.monitoring import MonitorResult
-from policies.status_view import Family, metric_families
-from policies.supervision import Supervision
-from policies.supervision_effects import (
+from policies.breaker.cascade import load_dependency_policy
+from policies.health.monitor import MonitorResult
+from policies.metrics.rules import load_metric_rules
+from policies.supervision.core import Supervision
+from policies.supervision.effects import (
     Alert,
     ClearRetained,
     Effect,
@@ -47,6 +46,7 @@ from policies.supervision_effects import (
     RetireMonitor,
     SaveDependencies,
 )
+from policies.supervision.status_view import Family, metric_families
 
 __all__ = ["Supervisor", "SupervisorBody"]
 
@@ -73,7 +73,7 @@ class SupervisorBody(Chassis):
         self.reader = self.store.inner  # reads bypass the buffer (it holds writes only)
         self.children = children or RayChildren(settings)
         if export is None:
-            from adapters.ray_metrics import RayFamilyExporter
+            from adapters.runtime.ray_metrics import RayFamilyExporter
 
             export = RayFamilyExporter().export
         self.export = export

@@ -70,7 +70,7 @@ class RayChildren:
         from actors.incident_responder import IncidentResponder
         from actors.security_analyst import SecurityAnalyst
         from actors.security_common import SecurityOptions
-        from adapters.enforcement import EnforcementConfig
+        from adapters.enforcement.actions import EnforcementConfig
 
         s = self.settings
         opts = SecurityOptions(enforcement=EnforcementConfig(

@@ -7,8 +7,8 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from policies.alert_model import clear_fingerprint_cache
-from policies.alerting import SEVERITIES, Alert, Dispatcher, load_alerting_policy
+from policies.alerting.model import clear_fingerprint_cache
+from policies.alerting.policy import SEVERITIES, Alert, Dispatcher, load_alerting_policy
 
 _COMPONENTS = ("service", "mqtt_broker", "postgresql_cluster", "mongodb_cluster", "redis", "kubernetes_cluster")
 

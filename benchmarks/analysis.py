@@ -42,7 +42,7 @@ def _digest(users: dict[str, Any], services: dict[str, Any]) -> str:
 def child_single(url: str, start: float, end: float) -> dict[str, Any]:
     """Single-process pandas: the whole window as one frame, the same partials and finalisation."""
     from drivers.analysis_tasks import baseline_partials, compute_local, rss_peak_mb
-    from policies.baselines import Window, finalize
+    from policies.analysis.baselines import Window, finalize
 
     t0 = time.perf_counter()
     parts, stats = compute_local(baseline_partials, url, start, end)
@@ -57,7 +57,7 @@ def child_ray(url: str, start: float, end: float, partition_rows: int, cluster_n
 
     from drivers.analysis_tasks import baseline_partials, fold_partials, rss_peak_mb, run_partitions
     from drivers.baselines import plan
-    from policies.baselines import Window, empty_partials, finalize
+    from policies.analysis.baselines import Window, empty_partials, finalize
 
     cluster = None
     if cluster_nodes > 1:
@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(a: argparse.Namespace) -> int:
-    from adapters.processes import start_postgres
+    from adapters.runtime.processes import start_postgres
     from drivers.generate import generate
     from drivers.history_model import HistoryModel
 

@@ -22,8 +22,8 @@ import pybreaker
 from benchmarks.alert_routing import routing_throughput
 from benchmarks.common import median, write_result
 from drivers.tables import print_table
-from policies.circuit_breaker import BreakerSettings, BreakerState, CircuitBreaker
-from policies.windows import TimeWindow
+from policies.breaker.circuit import BreakerSettings, BreakerState, CircuitBreaker
+from policies.breaker.windows import TimeWindow
 
 TARGET_RATIO = 0.8
 TARGET = f"<= {TARGET_RATIO}x pybreaker's cost per call"

@@ -22,8 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import start_mosquitto
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median, quantile, write_result
 from drivers.tables import print_table
 from sdk import ServiceClient, ServiceTemporarilyUnavailableException

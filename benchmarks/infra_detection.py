@@ -47,8 +47,8 @@ import ray
 
 from actors.infra_checker import InfraChecker
 from actors.settings import OperateSettings
-from adapters.mqtt import Message, MqttBus, MqttConfig
-from adapters.processes import (
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
+from adapters.runtime.processes import (
     ChildService,
     Mosquitto,
     init_postgres_datadir,

@@ -33,7 +33,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from adapters.processes import start_mosquitto
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median, write_result
 from drivers.tables import print_table
 from tests.support.operations import operations

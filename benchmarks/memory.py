@@ -1,8 +1,8 @@
 """``python -m benchmarks.memory`` — bytes per pending call and per known service, and the bound
 the pending table's cap puts on a flood of unanswered calls.
 
-Measured with tracemalloc on the observer's correlation core (``policies.correlation``) and the
-per-service monitor core (``policies.monitoring``), with realistic call payloads (parsed once, as
+Measured with tracemalloc on the observer's correlation core (``policies.observation.correlation``) and the
+per-service monitor core (``policies.health.monitor``), with realistic call payloads (parsed once, as
 the observer does).
 
 Each monitored service also costs a ServiceMonitor actor, one Ray worker process: with
@@ -25,10 +25,10 @@ import orjson
 
 from benchmarks.common import write_result
 from drivers.tables import print_table
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import Correlator
-from policies.health import load_health_policy
-from policies.monitoring import MonitorCore
+from policies.breaker.circuit import load_breaker_policy
+from policies.health.monitor import MonitorCore
+from policies.health.status import load_health_policy
+from policies.observation.correlation import Correlator
 
 
 def _call(i: int) -> dict[str, Any]:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from adapters.processes import start_mosquitto
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median
 from benchmarks.ingest import cpu_seconds, observer_pids, offer
 from tests.support.operations import operations

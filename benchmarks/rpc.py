@@ -35,8 +35,8 @@ from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import ALWAYS_ON, ParentBased, TraceIdRatioBased
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import start_mosquitto
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median, quantile, write_result
 from drivers.tables import print_table
 from sdk.client import ServiceClient

@@ -35,7 +35,7 @@ from typing import Any
 import aiomqtt
 import orjson
 
-from adapters.processes import start_mosquitto
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median, write_result
 from drivers.tables import print_table
 
@@ -140,7 +140,7 @@ async def bare_run(url: str, n: int, seed: int) -> dict[str, float]:
 
 async def bare_bus_run(url: str, n: int, seed: int) -> dict[str, float]:
     """The same transport as the analyst (MqttBus, same queue size) with a handler that only counts."""
-    from adapters.mqtt import MqttBus, MqttConfig
+    from adapters.mqtt.bus import MqttBus, MqttConfig
 
     meter = Meter()
     bus = MqttBus(config=MqttConfig.from_url(url), incoming_queue_size=100_000)

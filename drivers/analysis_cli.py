@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.logs import ray_logging_config
+from adapters.runtime.logs import ray_logging_config
 from adapters.store import Store, StoreConfigError, StoreError, StoreUnavailable, open_store, redact_url
 from drivers.options import Option, OptionError, configure_logs, fail, resolve, seconds
 from protocol.base import epoch_from_rfc3339, rfc3339_from_epoch

@@ -23,9 +23,9 @@ import pandas as pd
 
 from adapters.store import open_store
 from adapters.store.analysis import Field, audit_frame
-from policies import audit_schema as schema
-from policies.baselines import Partials, partials
-from policies.windows import is_failure
+from policies.analysis.baselines import Partials, partials
+from policies.audit import schema
+from policies.breaker.windows import is_failure
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -166,7 +166,7 @@ def compute_local(
 
 def fold_partials(total: Partials | None, new: list[Partials]) -> Partials:
     """``fold`` for ``run_partitions`` over baseline partials."""
-    from policies.baselines import combine
+    from policies.analysis.baselines import combine
 
     return combine(*([] if total is None else [total]), *new)
 
@@ -189,7 +189,7 @@ class MessagePartials:
 
 def message_partials(url: str, since: float, until: float) -> MessagePartials:
     """The recommend job's message-pattern partials of ``[since, until)``."""
-    from policies.baselines import sketch_keys
+    from policies.analysis.baselines import sketch_keys
 
     frame = read_frame(url, since, until, (CALL_KIND,), MESSAGE_FIELDS)
     pubs = frame.groupby(["service", "user"]).size().rename("n").reset_index()

@@ -21,14 +21,14 @@ import sys
 import time
 from collections.abc import Sequence
 
-from adapters.audit_anchor_file import read_anchors
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
+from adapters.store.audit_anchor_file import read_anchors
 from adapters.store.audit_key import ENV_KEY, ENV_KEY_FILE, load_audit_key
 from drivers.options import LOG_OPTIONS, OptionError, add_options, configure_logs, fail, from_args
-from policies.audit_anchors import check_anchors
-from policies.audit_events import purge_event, purge_plan, retention_chains
-from policies.compliance import load_compliance_policy
-from policies.config import PolicyConfigError
+from policies.audit.anchors import check_anchors
+from policies.audit.events import purge_event, purge_plan, retention_chains
+from policies.common.config import PolicyConfigError
+from policies.compliance.classification import load_compliance_policy
 
 PROG = "python -m drivers.audit"
 

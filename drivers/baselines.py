@@ -32,7 +32,14 @@ from drivers.options import (
     seconds,
 )
 from drivers.progress import Progress
-from policies.baselines import SERVICE_KIND, USER_KIND, Window, empty_partials, finalize, plan_partitions
+from policies.analysis.baselines import (
+    SERVICE_KIND,
+    USER_KIND,
+    Window,
+    empty_partials,
+    finalize,
+    plan_partitions,
+)
 
 PROG = "python -m drivers.baselines"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else ""

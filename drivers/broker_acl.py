@@ -1,5 +1,5 @@
 """``python -m drivers.broker_acl mosquitto|emqx --cluster-id C --services A,B --out DIR`` — the
-broker's principals, credentials and ACLs, from ``policies.broker_acl``.
+broker's principals, credentials and ACLs, from ``policies.security.broker_acl``.
 
 Writes under ``DIR``:
 
@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from policies.broker_acl import DEFAULT_AUTH_PRINCIPAL, BrokerPolicy, build_policy
-from policies.broker_acl_render import (
+from policies.security.broker_acl import DEFAULT_AUTH_PRINCIPAL, BrokerPolicy, build_policy
+from policies.security.broker_acl_render import (
     MOSQUITTO_SALT_BYTES,
     emqx_builtin_rules,
     mosquitto_password_line,

@@ -21,9 +21,9 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from adapters.mqtt import Message, MqttBus, MqttConfig
-from adapters.processes import start_mosquitto
-from adapters.urls import redact_url
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
+from adapters.runtime.processes import start_mosquitto
+from adapters.runtime.urls import redact_url
 from drivers.tables import print_table
 from protocol import topics
 from protocol.system import ServiceUnavailable

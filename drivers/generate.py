@@ -28,7 +28,7 @@ from drivers import history_model as hm
 from drivers.analysis_cli import iso, parse_time, print_summary
 from drivers.options import Option, OptionError, fail, positive_int, resolve
 from drivers.progress import Progress
-from policies.baselines import HOUR
+from policies.analysis.baselines import HOUR
 
 PROG = "python -m drivers.generate"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else ""

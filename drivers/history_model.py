@@ -5,7 +5,7 @@ seed and end time give the same events however the work is chunked. What it hold
 
 - audit events (``service_call``, ``data_access``, ``auth``, ``authz``, ``data_subject_request``)
   from power-law users with diurnal and weekly patterns, in the live audit writer's shape
-  (``policies.audit_schema``: the same kinds and field names, without parameters or compliance);
+  (``policies.audit.schema``: the same kinds and field names, without parameters or compliance);
 - per-service, per-minute ``MetricRollup`` rows for the last ``rollup_days``;
 - planted anomalies (see :attr:`HistoryModel.planted`), all inside the last 24 hours: a user whose
   volume jumps, one reaching new services, one exfiltrating, a brute-force burst from one IP;
@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from adapters.store.base import MetricRollup
-from policies import audit_schema as schema
-from policies.baselines import DAY, HOUR, ZERO_KEY, sketch_keys
-from policies.sketch_codec import encode_counts
+from policies.analysis.baselines import DAY, HOUR, ZERO_KEY, sketch_keys
+from policies.audit import schema
+from policies.metrics.sketch_codec import encode_counts
 
 SERVICES = (
     ("UserManagement", "users"), ("OrderService", "orders"), ("PaymentService", "payment_cards"),

@@ -38,7 +38,7 @@ import orjson
 
 from adapters.store import DEFAULT_URL, Store, StoreError, open_store, redact_url
 from drivers.options import LOG_OPTIONS, OptionError, add_options, configure_logs, fail, from_args
-from policies.response_guard import APPROVALS, decide
+from policies.response.guard import APPROVALS, decide
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 
@@ -109,7 +109,7 @@ def _publisher(args: argparse.Namespace) -> str | None:
     if args.signing_key and args.unsigned:
         return "--signing-key and --unsigned exclude each other"
     if args.signing_key:
-        from adapters.signing import Signer, SigningKeyError
+        from adapters.mqtt.signing import Signer, SigningKeyError
 
         try:
             Signer.from_file(args.signing_key)
@@ -144,7 +144,7 @@ async def _resolve(store: Store, inc_id: str, note: str, cluster: str, broker: s
     msg = incident_message(inc, "resolved", cluster, now, "operator")
     msg_id = await store.outbox_add(topic, msg, qos=1, kind="incident")
     if broker:
-        from adapters.mqtt import MqttBus, MqttConfig
+        from adapters.mqtt.bus import MqttBus, MqttConfig
 
         config = replace(MqttConfig.from_url(broker), signing_key_file=signing_key)
         async with MqttBus(config=config) as bus:

@@ -30,9 +30,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.processes import ChildService, ProcessError, start_mosquitto
-from adapters.signing import SigningKeyError, ensure_key_pair, public_key_path
-from adapters.urls import redact_url
+from adapters.mqtt.signing import SigningKeyError, ensure_key_pair, public_key_path
+from adapters.runtime.processes import ChildService, ProcessError, start_mosquitto
+from adapters.runtime.urls import redact_url
 from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
 from drivers.options import (
     LOG_OPTIONS,
@@ -47,7 +47,7 @@ from drivers.options import (
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
 from drivers.simulate import REPO, Recorder, Simulation, format_summary, simulator_policy
-from policies.broker_acl import SFA_OPS
+from policies.security.broker_acl import SFA_OPS
 from protocol.names import check_segment
 
 PROG = "python -m drivers.main_job"
@@ -68,7 +68,7 @@ OPTIONS = [
     Option("http", "serve sfa-ops' live status page and /metrics here (0: off)", default="127.0.0.1:8765",
            metavar="HOST:PORT"),
     Option("no-broker-auth", "run the embedded broker open to anyone (default: passwords and the ACLs of "
-           "policies/broker_acl.py; sfa-ops and the sample platform log in as their principals)", flag=True),
+           "policies/security/broker_acl.py; sfa-ops and the sample platform log in as their principals)", flag=True),
     *LOG_OPTIONS,  # this process's, and sfa-ops' (its log: {var}/run/operate.log)
 ]
 

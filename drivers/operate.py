@@ -18,9 +18,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters import tracing
-from adapters.logs import configure as configure_logging
-from adapters.logs import ray_logging_config
+from adapters.mqtt import tracing
+from adapters.runtime.logs import configure as configure_logging
+from adapters.runtime.logs import ray_logging_config
 from drivers.options import (
     LOG_OPTIONS,
     Option,
@@ -108,10 +108,10 @@ logger = logging.getLogger("sfa_ops.operate")
 
 def validate(opts: dict[str, Any]) -> None:
     """Check everything that can be checked before Ray starts; raises OptionError."""
-    from adapters.mqtt import MqttConfig, MqttConfigError
+    from adapters.mqtt.bus import MqttConfig, MqttConfigError
     from adapters.store import StoreConfigError, open_store
     from adapters.store.audit_key import load_audit_key
-    from policies.config import PolicyConfigError
+    from policies.common.config import PolicyConfigError
     from protocol.names import check_segment, check_service_name
 
     if opts.get("broker_password_file") and not opts["broker"]:
@@ -137,7 +137,7 @@ def validate(opts: dict[str, Any]) -> None:
         raise OptionError(f"--audit-key-file: {exc}") from exc
     _validate_infra(opts)
     if opts.get("signing_key"):
-        from adapters.signing import Signer, SigningKeyError
+        from adapters.mqtt.signing import Signer, SigningKeyError
 
         try:
             Signer.from_file(opts["signing_key"])
@@ -151,7 +151,7 @@ def validate(opts: dict[str, Any]) -> None:
 
 def broker_url(opts: dict[str, Any]) -> str:
     """``--broker`` with the password of ``--broker-password-file`` in it (MqttConfigError if unusable)."""
-    from adapters.mqtt_config import read_secret_file, url_with_password
+    from adapters.mqtt.config import read_secret_file, url_with_password
 
     url = str(opts["broker"])
     path = opts.get("broker_password_file")
@@ -163,7 +163,7 @@ def _validate_infra(opts: dict[str, Any]) -> None:
     import re
     from urllib.parse import urlsplit
 
-    from adapters.urls import postgres_tls_problem, redact_url
+    from adapters.runtime.urls import postgres_tls_problem, redact_url
 
     def url(option: str, value: str, schemes: tuple[str, ...], example: str) -> None:
         try:
@@ -226,13 +226,13 @@ def _mongodb_uri_problem(uri: str) -> str | None:
 
 def load_all_policies(directory: str | None) -> None:
     """Load every policy file once so a bad override stops startup, not an actor later."""
-    from policies.alerting import load_alerting_policy
-    from policies.cascade import load_dependency_policy
-    from policies.circuit_breaker import load_breaker_policy
-    from policies.health import load_health_policy
-    from policies.infrastructure import load_infrastructure_policy
-    from policies.metric_rules import load_metric_rules
-    from policies.observation import load_observation_policy
+    from policies.alerting.policy import load_alerting_policy
+    from policies.breaker.cascade import load_dependency_policy
+    from policies.breaker.circuit import load_breaker_policy
+    from policies.health.status import load_health_policy
+    from policies.infrastructure.checks import load_infrastructure_policy
+    from policies.metrics.rules import load_metric_rules
+    from policies.observation.config import load_observation_policy
 
     for loader in (load_breaker_policy, load_health_policy, load_observation_policy, load_dependency_policy,
                    load_alerting_policy, load_infrastructure_policy, load_metric_rules):
@@ -286,10 +286,10 @@ async def run(opts: dict[str, Any], *, ready: asyncio.Event | None = None,
     from actors.settings import OperateSettings
     from actors.supervisor import Supervisor
     from actors.supervisor_children import named
-    from adapters.processes import ChildService, start_mosquitto
-    from adapters.status_http import StatusServer
+    from adapters.http.status_server import StatusServer
+    from adapters.runtime.processes import ChildService, start_mosquitto
+    from adapters.runtime.urls import redact_url
     from adapters.store.audit_key import load_audit_key
-    from adapters.urls import redact_url
 
     embedded: ChildService | None = None
     broker = broker_url(opts) if opts["broker"] else None

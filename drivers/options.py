@@ -17,9 +17,9 @@ from typing import Any, NoReturn
 
 import yaml
 
-from adapters.logs import configure as configure_logging
-from adapters.logs import log_format, log_level
-from policies.config import parse_duration
+from adapters.runtime.logs import configure as configure_logging
+from adapters.runtime.logs import log_format, log_level
+from policies.common.config import parse_duration
 
 ENV_PREFIX = "SFA_OPS_"
 
@@ -182,7 +182,7 @@ def _merge(options: Sequence[Option], args: argparse.Namespace, env_map: Mapping
 
 
 # --log-level and --log-format of every driver that logs: one declaration, one configuration
-# (adapters.logs, Ray's LoggingConfig), so a driver's records and its Ray workers' look alike.
+# (adapters.runtime.logs, Ray's LoggingConfig), so a driver's records and its Ray workers' look alike.
 LOG_OPTIONS = (
     Option("log-level", "debug, info, warning, error or critical: for this command and its Ray workers",
            default="WARNING", convert=log_level, metavar="LEVEL"),

@@ -14,7 +14,7 @@ import argparse
 import asyncio
 from typing import Any
 
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt.bus import MqttBus, MqttConfig
 from sdk import CallContext, Service, ServiceClient, ServiceRuntime, ValidationError
 
 

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.reports import Chart, Report, Section, Table, write_report
+from adapters.reports.render import Chart, Report, Section, Table, write_report
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_hour_counts, require_shared
 from drivers.analysis_cli import (
@@ -36,10 +36,15 @@ from drivers.analysis_cli import (
 from drivers.analysis_tasks import CALL_KIND, MessagePartials, fold_messages, message_partials, run_partitions
 from drivers.options import LOG_OPTIONS, Option, OptionError, positive_int, seconds
 from drivers.progress import Progress
-from policies.baselines import Window, plan_partitions
-from policies.config import PolicyConfigError
-from policies.recommendations import Recommendation, load_recommendation_policy, recommend
-from policies.rollup_summary import database_summaries, message_summaries, service_series, service_summaries
+from policies.analysis.baselines import Window, plan_partitions
+from policies.analysis.recommendations import Recommendation, load_recommendation_policy, recommend
+from policies.analysis.rollup_summary import (
+    database_summaries,
+    message_summaries,
+    service_series,
+    service_summaries,
+)
+from policies.common.config import PolicyConfigError
 
 PROG = "python -m drivers.recommend"
 DESCRIPTION = __doc__.split("\n\n", 1)[1] if __doc__ else ""

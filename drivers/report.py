@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from adapters.reports import write_report
+from adapters.reports.render import write_report
 from adapters.store import StoreError, redact_url
 from adapters.store.analysis import audit_bounds, audit_hour_counts, require_shared
 from drivers.analysis_cli import REPORTS_DIR, Summary, ensure_ray, iso, job_main, open_checked, parse_time
@@ -36,10 +36,10 @@ from drivers.analysis_tasks import (
 from drivers.options import LOG_OPTIONS, Option, OptionError, positive_int
 from drivers.progress import Progress
 from drivers.report_sections import gdpr_report, security_report
-from policies.baselines import USER_KIND, Window, plan_partitions, user_baselines
-from policies.compliance import load_compliance_policy
-from policies.config import PolicyConfigError
-from policies.detection_rules import load_security_policy
+from policies.analysis.baselines import USER_KIND, Window, plan_partitions, user_baselines
+from policies.common.config import PolicyConfigError
+from policies.compliance.classification import load_compliance_policy
+from policies.security.detection_rules import load_security_policy
 
 PROG = "python -m drivers.report"
 KINDS = ("gdpr", "security")

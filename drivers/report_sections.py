@@ -11,15 +11,15 @@ import numpy as np
 import orjson
 import pandas as pd
 
-from adapters.reports import Chart, Report, Section, Table
+from adapters.reports.render import Chart, Report, Section, Table
 from adapters.store import IncidentRecord
 from drivers.analysis_cli import iso
-from policies import audit_schema as schema
-from policies.baselines import HOUR, Window
-from policies.compliance import CompliancePolicy, DataAccess, check_access, classify
-from policies.detection_rules import SecurityPolicy
-from policies.security_events import UserBaseline
-from policies.security_replay import replay
+from policies.analysis.baselines import HOUR, Window
+from policies.audit import schema
+from policies.compliance.classification import CompliancePolicy, DataAccess, check_access, classify
+from policies.security.detection_rules import SecurityPolicy
+from policies.security.events import UserBaseline
+from policies.security.replay import replay
 
 BREACH_TYPES = ("data_breach", "data_exfiltration_suspected")
 DSR_DEADLINE_DAYS = 30.0  # GDPR Art. 12(3): one month

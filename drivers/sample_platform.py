@@ -40,8 +40,8 @@ from typing import Any
 import orjson
 from pydantic import Field
 
-from adapters import tracing
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 from drivers.options import Option, OptionError, fail, resolve
 from protocol.errors import ErrorCode
 from protocol.names import check_segment, check_service_name

@@ -30,12 +30,12 @@ from typing import Any
 
 import orjson
 
-from adapters.mqtt import Message, MqttBus, MqttConfig, MqttConfigError
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig, MqttConfigError
 from drivers.broker_acl import BrokerLogins
 from drivers.options import LOG_OPTIONS, Option, OptionError, configure_logs, fail, resolve, seconds
 from drivers.sample_platform import POOL_ORDERS, POOL_USERS, SERVICES, SKUS, FaultMode, control_topic
 from drivers.scenarios import SCENARIOS, Observed, Scenario, StepReport, evaluate, run_scenario
-from policies.broker_acl import BrokerPolicy, Grant, Principal, build_policy, service_principal
+from policies.security.broker_acl import BrokerPolicy, Grant, Principal, build_policy, service_principal
 from protocol.names import check_segment
 from sdk.client import ServiceClient
 from sdk.errors import ServiceTimeoutException

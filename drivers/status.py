@@ -76,10 +76,10 @@ def render(view: dict[str, Any], *, age_s: float | None, actions_at: str | None 
 
 async def run(opts: dict[str, Any]) -> int:
     from actors.security_common import active_actions_topic
-    from adapters.mqtt import Message, MqttBus, MqttConfig, MqttConfigError
+    from adapters.mqtt.bus import Message, MqttBus, MqttConfig, MqttConfigError
     from drivers.operate import broker_url
-    from policies.ops_board import active_actions_view
-    from policies.status_view import status_view
+    from policies.supervision.ops_board import active_actions_view
+    from policies.supervision.status_view import status_view
     from protocol import ProtocolError, parse_model, topics
     from protocol.base import epoch_from_rfc3339
     from protocol.security import ActiveActions

@@ -27,7 +27,7 @@ Impact = Literal["low", "medium", "high", "critical"]
 InfraComponent = Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
 """An infrastructure component's name (``mqtt_broker``, ``postgresql_cluster``, …): lower-case
 letters, digits and ``_``, at most 63 characters. Which components exist is the infrastructure
-checker's probe registry (``adapters.infra.PROBES``), not a list here."""
+checker's probe registry (``adapters.probes.PROBES``), not a list here."""
 
 
 class UnavailableDetails(WireModel):

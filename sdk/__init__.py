@@ -7,8 +7,8 @@
     from sdk import configure_tracing  # OTLP spans when OTEL_EXPORTER_OTLP_ENDPOINT is set
 """
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.tracing import configure_tracing
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.mqtt.tracing import configure_tracing
 from sdk.client import ServiceClient
 from sdk.errors import (
     AuthorizationError,

@@ -12,7 +12,7 @@ id. An error answer raises the ``ServiceCallError`` subclass of its code (``sdk.
 answer within ``timeout`` raises ``ServiceTimeoutException(local=True)``.
 
 Traces: while a tracer provider is configured (passed as ``tracer_provider``, or set globally by
-``adapters.tracing.configure_tracing``) every call is a CLIENT span, child of the current span,
+``adapters.mqtt.tracing.configure_tracing``) every call is a CLIENT span, child of the current span,
 whose W3C ``traceparent``/``tracestate`` travel as MQTT 5 user properties of the call. Without one
 the call carries no trace properties and builds no span.
 """
@@ -29,8 +29,8 @@ import orjson
 from opentelemetry import trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from adapters import tracing
-from adapters.mqtt import Message, MqttBus
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import Message, MqttBus
 from protocol import topics
 from protocol.rpc import UserContext
 from sdk.errors import ServiceTimeoutException, exception_for

@@ -56,7 +56,7 @@ from typing import Any
 
 import orjson
 
-from adapters.mqtt import Message, MqttBus
+from adapters.mqtt.bus import Message, MqttBus
 from protocol.base import epoch_from_rfc3339, parse_model
 from protocol.exceptions import ProtocolError
 from protocol.rpc import UserContext

@@ -27,7 +27,7 @@ from typing import Any
 
 import orjson
 
-from adapters.mqtt import Message
+from adapters.mqtt.bus import Message
 from protocol import topics
 from protocol.base import parse_model
 from protocol.exceptions import ProtocolError

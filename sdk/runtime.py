@@ -14,7 +14,7 @@
   start (and again after every reconnect), is the connection's Last Will with ``offline``
   retained, and is published ``offline`` on a graceful stop.
 - Traces: while a tracer provider is configured (``tracer_provider``, or the global one set by
-  ``adapters.tracing.configure_tracing``) each call runs in a SERVER span whose parent is the
+  ``adapters.mqtt.tracing.configure_tracing``) each call runs in a SERVER span whose parent is the
   ``traceparent`` user property of the call, and that span is current while the function runs, so
   calls it makes through a ``ServiceClient`` continue the same trace.
 """
@@ -36,8 +36,8 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from adapters import tracing
-from adapters.mqtt import LastWill, Message, MqttBus, MqttBusError, MqttConfig
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import LastWill, Message, MqttBus, MqttBusError, MqttConfig
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from sdk.client import SUBSCRIBE_QOS

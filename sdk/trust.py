@@ -14,7 +14,7 @@ A message is believed only when it is signed by one of the given keys, over its 
 payload, and its ``timestamp`` is at most ``max_age_s`` old (default 15 min, above the breaker's
 10 min maximum open timeout: an older retained state no longer matters) and at most
 ``max_future_s`` ahead of this clock. Presence topics are exempt: service instances write them,
-and the broker's ACL (``policies.broker_acl``) is what protects them.
+and the broker's ACL (``policies.security.broker_acl``) is what protects them.
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import orjson
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from adapters.mqtt import Message
-from adapters.signing import load_public_key, raw_public
+from adapters.mqtt.bus import Message
+from adapters.mqtt.signing import load_public_key, raw_public
 from protocol.signing import (
     KEY_ID_PROPERTY,
     SIGNATURE_PROPERTY,

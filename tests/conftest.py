@@ -14,8 +14,8 @@ from collections.abc import AsyncIterator, Iterator
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, start_alertmanager, start_postgres, start_redis
-from policies.broker_acl import CALLER, SFA_OPS
+from adapters.runtime.processes import ChildService, start_alertmanager, start_postgres, start_redis
+from policies.security.broker_acl import CALLER, SFA_OPS
 from tests.support.broker import HARNESS, SessionBroker
 from tests.support.http_receiver import HttpReceiver, http_receiver
 
@@ -45,7 +45,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def session_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SessionBroker]:
     """A real mosquitto broker shared by the session (tests use unique topics), with authentication
-    and the ACLs rendered from ``policies.broker_acl`` for every cluster id (``tests.support.broker``)."""
+    and the ACLs rendered from ``policies.security.broker_acl`` for every cluster id (``tests.support.broker``)."""
     broker = SessionBroker(tmp_path_factory.mktemp("session-broker"))
     yield broker
     broker.stop()

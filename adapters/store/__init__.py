@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
+from adapters.runtime.urls import postgres_tls_problem, redact_url
 from adapters.store.base import (
     CLOSED_INCIDENT_STATUSES,
     DEFAULT_CHAIN,
@@ -41,7 +42,6 @@ from adapters.store.base import (
     StoreUnavailable,
     VerifyResult,
 )
-from adapters.urls import postgres_tls_problem, redact_url
 
 DEFAULT_URL = "sqlite:///var/sfa-ops.db"
 
@@ -101,7 +101,7 @@ def open_store(
     Raises StoreConfigError naming the wrong part of the URL and how to fix it; connecting (and
     so StoreUnavailable) happens at ``open()``. Pool options apply to PostgreSQL only. A
     PostgreSQL URL to another machine must name its ``sslmode`` (or ``PGSSLMODE`` in ``env``,
-    default ``os.environ``): see :func:`adapters.urls.postgres_tls_problem`. ``audit_key`` (from
+    default ``os.environ``): see :func:`adapters.runtime.urls.postgres_tls_problem`. ``audit_key`` (from
     :mod:`adapters.store.audit_key`) makes the audit chain an HMAC chain; see :mod:`adapters.store.audit`.
     """
     if not isinstance(url, str) or not url.strip():

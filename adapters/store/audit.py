@@ -16,7 +16,7 @@ does not link), rows swapped or moved to other ids (the id is hashed, and links 
 the end (the head no longer matches). Without the key nobody can rehash an edited row, so
 rewriting the chain and its head consistently needs the key; deleting whole chains or the tail with
 the head moved back shows only against the heads published elsewhere: ``audit_heads`` feeds the
-anchors of ``policies.audit_anchors`` (``drivers.audit verify --anchors``).
+anchors of ``policies.audit.anchors`` (``drivers.audit verify --anchors``).
 
 While one appender holds a chain's head, another appending to it waits (``FOR UPDATE`` on
 PostgreSQL, the single writer on SQLite); ids within a chain therefore grow in append order.
@@ -42,7 +42,7 @@ from adapters.store.base import (
     chain_hash,
 )
 from adapters.store.conn import Conn
-from policies.audit_anchors import ChainState
+from policies.audit.anchors import ChainState
 
 AUDIT_COLUMNS = ("id", "chain", "ts", "kind", "payload", "prev_hash", "hash")
 _SELECT = "SELECT id, chain, ts, kind, payload, prev_hash, hash FROM audit_events"

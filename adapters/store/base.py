@@ -34,7 +34,7 @@ from typing import Any, Self
 
 import orjson
 
-from policies.audit_anchors import ChainState
+from policies.audit.anchors import ChainState
 
 
 class StoreError(Exception):

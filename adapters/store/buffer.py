@@ -39,7 +39,7 @@ from adapters.store.base import (
     StoreUnavailable,
     VerifyResult,
 )
-from policies.audit_anchors import ChainState
+from policies.audit.anchors import ChainState
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")

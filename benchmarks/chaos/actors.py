@@ -25,8 +25,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import start_mosquitto
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.common import median, write_result
 from drivers.tables import print_table
 from sdk import ServiceClient

@@ -34,7 +34,7 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
-from adapters.processes import start_mosquitto
+from adapters.runtime.processes import start_mosquitto
 from benchmarks.chaos.actors import chaos_job, failed_trial, print_trial, report
 from protocol import parse_model
 from protocol.rpc import ErrorResponse

@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt.bus import MqttBus, MqttConfig
 from sdk import ServiceClient
 from tests.support.actor_chaos import CALL_TIMEOUT_S, KINDS, kill_trial, policies
 from tests.support.http_receiver import HttpReceiver, http_receiver

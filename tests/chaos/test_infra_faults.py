@@ -6,7 +6,7 @@ session's Ray): nothing sfa-ops must publish is lost.
   fast-failed or timed out once the restart is over), the observer's session is resumed, no
   ``service_unavailable`` is published and no breaker opens for the services that never went down
   (a stopping mosquitto publishes every client's Last Will: the observer holds them until its echo
-  proves the broker up, ``policies.outage_hold``, and the instances' own ``online`` after the
+  proves the broker up, ``policies.health.outage_hold``, and the instances' own ``online`` after the
   restart takes them back), and a service SIGKILLed afterwards is published with its pending calls
   answered;
 - the store's PostgreSQL stopped for 30 s under traffic: every finding raised during the outage is

@@ -20,14 +20,14 @@ from typing import Any
 
 import pytest
 
-from adapters.mqtt import MqttBus
+from adapters.mqtt.bus import MqttBus
 from adapters.store import MetricRollup, open_store
 from drivers import baselines, recommend, report
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import Action, Scenario, Step
 from drivers.simulate import INSTANCES, Simulation
-from policies import audit_schema as schema
-from policies.windows import UNANSWERED
+from policies.audit import schema
+from policies.breaker.windows import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent, DataSubjectRequest

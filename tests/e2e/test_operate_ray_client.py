@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.processes import free_port
-from policies.broker_acl import SFA_OPS
+from adapters.runtime.processes import free_port
+from policies.security.broker_acl import SFA_OPS
 from tests.e2e.test_ray_cluster import RAY, REPO, ray_token_env, stop_head
 from tests.support.broker import SessionBroker
 from tests.support.operations import Watcher
@@ -58,7 +58,7 @@ def _client_server_logs(temp_dir: str) -> str:
 
 async def test_operate_joins_as_ray_client_and_answers_its_probes(
         session_broker: SessionBroker, broker_url: str, tmp_path: Path) -> None:
-    from adapters.mqtt import MqttBus, MqttConfig
+    from adapters.mqtt.bus import MqttBus, MqttConfig
 
     client_port, http_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rc-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.processes import free_port
-from policies.broker_acl import SFA_OPS
+from adapters.runtime.processes import free_port
+from policies.security.broker_acl import SFA_OPS
 from tests.support import multinode
 from tests.support.broker import SessionBroker
 from tests.support.operations import Watcher
@@ -114,7 +114,7 @@ async def test_submitted_as_ray_job(session_broker: SessionBroker, broker_url: s
     retained health summary, and ends SUCCEEDED after --duration."""
     import asyncio
 
-    from adapters.mqtt import MqttBus, MqttConfig
+    from adapters.mqtt.bus import MqttBus, MqttConfig
 
     gcs_port, dash_port = free_port(), free_port()
     temp_dir = tempfile.mkdtemp(prefix="rj-", dir="/tmp")  # short: Ray's socket paths must fit in 107 bytes

@@ -20,8 +20,8 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import free_port
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import free_port
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import SCENARIOS, Expect, Observed, judge
 from drivers.simulate import PlatformProcesses, Recorder, Traffic

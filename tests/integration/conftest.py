@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
+from adapters.mqtt.bus import MqttBus, MqttConfig
 from sdk import ServiceClient
 from tests.support.operations import ServiceProcess
 

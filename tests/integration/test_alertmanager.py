@@ -17,16 +17,23 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.alert_delivery import (
+from adapters.http.client import HttpClient, HttpResponse
+from adapters.notify.delivery import (
     DeliveryContext,
     Outcome,
     RetryPolicy,
     deliver,
     deliver_notification,
 )
-from adapters.http_client import HttpClient, HttpResponse
 from adapters.store import open_store
-from policies.alerting import Alert, Integration, Notification, NotifyReason, load_alerting_policy, parse_time
+from policies.alerting.policy import (
+    Alert,
+    Integration,
+    Notification,
+    NotifyReason,
+    load_alerting_policy,
+    parse_time,
+)
 from protocol.security import AlertMessage
 from tests.support.http_receiver import Answer, HttpReceiver, http_receiver
 from tests.support.mqtt import Collector, running_bus, wait_until

@@ -19,8 +19,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from adapters.processes import ChildService
-from policies.alert_model import parse_time
+from adapters.runtime.processes import ChildService
+from policies.alerting.model import parse_time
 from tests.support.http_receiver import HttpReceiver
 
 pytestmark = pytest.mark.integration

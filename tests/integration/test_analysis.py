@@ -15,12 +15,12 @@ import asyncpg
 import orjson
 import pytest
 
-from adapters.processes import ChildService
+from adapters.runtime.processes import ChildService
 from adapters.store import open_store
 from drivers import baselines, generate, recommend, report
 from drivers.history_model import HistoryModel
-from policies import audit_schema as schema
-from policies.baselines import SERVICE_KIND, USER_KIND, user_baselines
+from policies.analysis.baselines import SERVICE_KIND, USER_KIND, user_baselines
+from policies.audit import schema
 from protocol.errors import counts_against_service
 
 END = "2024-03-01"

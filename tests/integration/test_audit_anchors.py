@@ -16,11 +16,11 @@ import pytest
 from actors.audit_writer import AuditWriterBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.audit_anchor_file import append_anchor, read_anchors
-from adapters.signing import ensure_key_pair, public_key_path
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from adapters.store import open_store
+from adapters.store.audit_anchor_file import append_anchor, read_anchors
 from drivers import audit as audit_cli
-from policies.audit_anchors import build_anchor
+from policies.audit.anchors import build_anchor
 from protocol import topics
 from protocol.contract import parse_published
 from protocol.system import AuditAnchor

@@ -1,6 +1,6 @@
 """The broker authorization policy on a real mosquitto started with the files
 ``python -m drivers.broker_acl mosquitto`` writes: forbidden publications are refused with MQTT 5
-"not authorized" (0x87), allowed traffic flows, and the broker agrees with ``policies.broker_acl.decide``."""
+"not authorized" (0x87), allowed traffic flows, and the broker agrees with ``policies.security.broker_acl.decide``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.processes import ChildService, start_mosquitto
+from adapters.runtime.processes import ChildService, start_mosquitto
 from drivers.broker_acl import main as broker_acl_main
-from policies.broker_acl import build_policy, decide
+from policies.security.broker_acl import build_policy, decide
 from tests.support.mqtt import Collector, running_bus
 from tests.support.paho_probe import NOT_AUTHORIZED, PahoProbe, assert_login_required
 

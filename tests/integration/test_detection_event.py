@@ -1,4 +1,4 @@
-"""A lost instance is an event (``policies.outage``): real mosquitto (with its ACL), local Ray, operate.
+"""A lost instance is an event (``policies.health.outage``): real mosquitto (with its ACL), local Ray, operate.
 
 The observer publishes ``service_unavailable`` as the Last Will of a service's last online instance
 arrives, without waiting for its tick; the monitor's own conclusion on the next tick is not
@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import ray
 
-from adapters.signing import ensure_key_pair, public_key_path
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from protocol import parse_model
 from protocol.rpc import ErrorResponse
 from protocol.system import ServiceRecovered, ServiceUnavailable

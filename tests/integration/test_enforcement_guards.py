@@ -14,7 +14,7 @@ import pytest
 import ray
 import redis.asyncio as aioredis
 
-from adapters.processes import ChildService
+from adapters.runtime.processes import ChildService
 from drivers import incidents as incidents_cli
 from protocol import parse_model
 from protocol.security import AlertMessage, AuthEvent, DataAccessEvent, IncidentMessage, ServiceSecurityEvent

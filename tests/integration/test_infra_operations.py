@@ -20,7 +20,7 @@ import paho.mqtt.client as paho
 import pytest
 import ray
 
-from adapters.processes import (
+from adapters.runtime.processes import (
     ChildService,
     _spawn,
     find_binary,

@@ -16,12 +16,12 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
-from adapters.infra.emqx import API_KEY_SETTING, EmqxClient, EmqxProbe, parse_memory
-from adapters.infra.kubernetes_probe import KubernetesProbe, api_client
-from adapters.infra.mqtt_probe import BrokerProbe
-from adapters.infra.postgres_probe import PostgresProbe, PostgresTarget
-from adapters.infra.redis_probe import RedisProbe
-from adapters.processes import (
+from adapters.probes.emqx import API_KEY_SETTING, EmqxClient, EmqxProbe, parse_memory
+from adapters.probes.kubernetes_probe import KubernetesProbe, api_client
+from adapters.probes.mqtt_probe import BrokerProbe
+from adapters.probes.postgres_probe import PostgresProbe, PostgresTarget
+from adapters.probes.redis_probe import RedisProbe
+from adapters.runtime.processes import (
     ChildService,
     Mosquitto,
     _as_postgres_user,
@@ -32,7 +32,7 @@ from adapters.processes import (
     start_postgres_datadir,
     start_redis,
 )
-from policies.infrastructure import (
+from policies.infrastructure.checks import (
     ComponentTracker,
     TransitionKind,
     load_infrastructure_policy,
@@ -129,7 +129,7 @@ async def test_postgres_long_transaction_is_a_warning(postgres_server: ChildServ
     """A transaction open longer than the threshold is reported as long_transactions (a warning)."""
     import asyncpg
 
-    from policies.infrastructure_thresholds import PostgresThresholds
+    from policies.infrastructure.thresholds import PostgresThresholds
 
     conn = await asyncpg.connect(postgres_server.url)
     try:

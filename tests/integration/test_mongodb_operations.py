@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from adapters.processes import ChildService
+from adapters.runtime.processes import ChildService
 from protocol.system import InfrastructureError
 from tests.support.mongo_replay import ReplayedMember
 from tests.support.operations import operations

@@ -12,10 +12,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.infra import ProbeResult
-from adapters.infra.mongodb_probe import MongoProbe
-from adapters.processes import free_port
-from policies.infrastructure import (
+from adapters.probes import ProbeResult
+from adapters.probes.mongodb_probe import MongoProbe
+from adapters.runtime.processes import free_port
+from policies.infrastructure.checks import (
     ComponentTracker,
     TransitionKind,
     load_infrastructure_policy,

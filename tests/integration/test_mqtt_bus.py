@@ -16,9 +16,17 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.mqtt import LastWill, Message, MqttBus, MqttConfig, MqttConfigError, MqttTimeout, MqttTopicError
-from adapters.mqtt_topics import TopicMatcher, topic_matches
-from adapters.processes import Mosquitto, free_port
+from adapters.mqtt.bus import (
+    LastWill,
+    Message,
+    MqttBus,
+    MqttConfig,
+    MqttConfigError,
+    MqttTimeout,
+    MqttTopicError,
+)
+from adapters.mqtt.topics import TopicMatcher, topic_matches
+from adapters.runtime.processes import Mosquitto, free_port
 from tests.support.broker import HARNESS, child_login
 from tests.support.mqtt import Collector, running_bus, unique_prefix, wait_until
 
@@ -200,7 +208,7 @@ async def test_shared_subscription_splits_messages(broker_url: str) -> None:
 
 _WILL_CHILD = """
 import asyncio, sys
-from adapters.mqtt import LastWill, MqttBus, MqttConfig
+from adapters.mqtt.bus import LastWill, MqttBus, MqttConfig
 async def main():
     bus = MqttBus(config=MqttConfig.from_url(sys.argv[1]),  # the login from the environment
                   will=LastWill(sys.argv[2], {"status": "offline"}, qos=1))

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.outbox import UnackedOutbox
-from adapters.processes import ChildService, Mosquitto, free_port
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.mqtt.outbox import UnackedOutbox
+from adapters.runtime.processes import ChildService, Mosquitto, free_port
 from adapters.store import open_store
 from tests.support.mqtt import Collector, running_bus, unique_prefix, wait_until
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 from tests.support.chaos import PersistentBroker, wait_until
 
 

@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.mqtt import MqttBus, MqttConfig
-from policies.broker_acl import SFA_OPS
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from policies.security.broker_acl import SFA_OPS
 from sdk import ServiceClient
 from sdk.errors import ServiceException
 from tests.support.broker import child_login

@@ -19,7 +19,7 @@ from urllib.parse import quote
 
 import pytest
 
-from adapters.processes import Mosquitto, find_binary
+from adapters.runtime.processes import Mosquitto, find_binary
 
 pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from drivers.prometheus_rules import RULES_FILE
-from policies.metric_rules import load_metric_rules
+from policies.metrics.rules import load_metric_rules
 
 TESTS_FILE = RULES_FILE.with_name("rules_test.yml")
 PROMTOOL = shutil.which("promtool") or ("/usr/bin/promtool" if Path("/usr/bin/promtool").exists() else None)

@@ -19,7 +19,7 @@ import pytest
 import ray
 
 from adapters.store import open_store
-from policies.evidence import EVIDENCE, verify
+from policies.response.evidence import EVIDENCE, verify
 from protocol import topics
 from protocol.contract import parse_published
 from protocol.rpc import Call, UserContext

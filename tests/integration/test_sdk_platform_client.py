@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from adapters.mqtt import MqttBus
+from adapters.mqtt.bus import MqttBus
 from protocol import topics
 from protocol.system import (
     BreakerState,

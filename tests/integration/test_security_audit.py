@@ -20,8 +20,8 @@ import ray
 from actors.audit_writer import AuditWriter, AuditWriterBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import ChildService, free_port, start_postgres
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import ChildService, free_port, start_postgres
 from adapters.store import ActionRecord, IncidentRecord, open_store
 from drivers import audit as audit_cli
 from drivers import incidents as incidents_cli

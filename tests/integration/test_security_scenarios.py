@@ -28,9 +28,9 @@ from actors.incident_responder import IncidentResponder
 from actors.security_analyst import SecurityAnalyst
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.enforcement import EnforcementConfig
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import ChildService
+from adapters.enforcement.actions import EnforcementConfig
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import ChildService
 from adapters.store import open_store
 from protocol import parse_model, topics
 from protocol.security import ActiveActions, AlertMessage, AuthEvent, EnforcementAction, IncidentMessage
@@ -574,7 +574,7 @@ async def test_redis_keys_enforced_by_the_sdk_check(redis_server: ChildService) 
     """Keys written by the enforcement adapter are enforced by RedisEnforcementCheck: a blocked IP
     and a suspended user get -32003, a rate-limited user -32006 beyond its rate, and a lifted
     block allows calls again once the cache expires."""
-    from adapters.enforcement import RedisEnforcement
+    from adapters.enforcement.actions import RedisEnforcement
     from protocol.rpc import UserContext
     from sdk.enforcement import RedisEnforcementCheck
     from sdk.service import CallContext

@@ -1,5 +1,5 @@
 """The test session's own broker runs with authentication and the ACLs rendered from
-``policies.broker_acl`` (``tests.support.broker``): anonymous clients are refused, a caller cannot
+``policies.security.broker_acl`` (``tests.support.broker``): anonymous clients are refused, a caller cannot
 write ``system/{c}/#``, and operate (as ``sfa-ops``) and a service process (as ``service-{S}``,
 added while the broker runs) work under those ACLs; its simulator has the rights ``make run``'s has."""
 
@@ -11,11 +11,11 @@ from pathlib import Path
 import orjson
 import pytest
 
-from adapters.mqtt import MqttConfig
-from adapters.urls import redact_url
+from adapters.mqtt.bus import MqttConfig
+from adapters.runtime.urls import redact_url
 from drivers.sample_platform import SERVICES
 from drivers.simulate import SIMULATOR, simulator_policy
-from policies.broker_acl import CALLER, SFA_OPS, decide, service_principal
+from policies.security.broker_acl import CALLER, SFA_OPS, decide, service_principal
 from sdk import ServiceClient
 from tests.support.broker import HARNESS, SessionBroker, as_sfa_ops, session_policy
 from tests.support.operations import ServiceProcess, operations

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import ray
 
-from adapters.mqtt import MqttBus
-from policies.sharing import owner_of
+from adapters.mqtt.bus import MqttBus
+from policies.observation.sharing import owner_of
 from sdk import ServiceClient, ServiceTimeoutException
 from tests.support.operations import ServiceProcess, operations
 

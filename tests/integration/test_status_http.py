@@ -27,9 +27,9 @@ import pytest
 import ray
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.processes import free_port, start_prometheus
-from adapters.signing import ensure_key_pair, public_key_path
-from policies.broker_acl import CALLER
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
+from adapters.runtime.processes import free_port, start_prometheus
+from policies.security.broker_acl import CALLER
 from protocol import topics
 from protocol.base import utc_now
 from protocol.security import AuthEvent

@@ -11,7 +11,12 @@ from typing import Any, ClassVar
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, init_postgres_datadir, postgres_workdir, start_postgres_datadir
+from adapters.runtime.processes import (
+    ChildService,
+    init_postgres_datadir,
+    postgres_workdir,
+    start_postgres_datadir,
+)
 from adapters.store import (
     ActionRecord,
     IncidentRecord,

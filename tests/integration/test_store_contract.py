@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 import pytest
 
-from adapters.processes import ChildService, free_port
+from adapters.runtime.processes import ChildService, free_port
 from adapters.store import (
     ActionRecord,
     AlertRecord,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from adapters.signing import ensure_key_pair, public_key_path
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from protocol import topics
 from protocol.system import BreakerState
 from sdk import ServiceClient, ServiceException

@@ -26,8 +26,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from adapters import tracing
-from adapters.mqtt import Message
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import Message
 from protocol import topics
 from sdk import ServiceClient, ServiceRuntime
 from sdk.service import Service

@@ -20,7 +20,7 @@ from actors.clock import Clock, FakeClock
 from actors.incident_responder import ResponderBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.signing import ensure_key_pair, public_key_path
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from adapters.store import IncidentRecord, open_store
 from drivers import incidents as incidents_cli
 from protocol import parse_model, topics

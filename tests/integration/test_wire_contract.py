@@ -27,9 +27,9 @@ from typing import Any
 import orjson
 import pytest
 
-from adapters.mqtt import Message, MqttBus, MqttConfig
-from adapters.processes import start_redis
-from adapters.signing import ensure_key_pair, public_key_path
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
+from adapters.mqtt.signing import ensure_key_pair, public_key_path
+from adapters.runtime.processes import start_redis
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.simulate import PlatformProcesses, Traffic
 from protocol import ProtocolError, topics

@@ -1,5 +1,5 @@
 """The test session's broker: a real mosquitto run with authentication and the ACLs the project
-renders from ``policies.broker_acl`` (``drivers.broker_acl.write_mosquitto``), for every cluster
+renders from ``policies.security.broker_acl`` (``drivers.broker_acl.write_mosquitto``), for every cluster
 id at once (``ANY_CLUSTER``: tests pick random ones).
 
 Principals, as on a real platform broker:
@@ -16,7 +16,7 @@ Principals, as on a real platform broker:
 
 Passwords live in ``credentials/`` files (0600) and in URLs handed to clients in this process;
 child processes get theirs through the environment (:meth:`SessionBroker.child_login`), never
-argv. Show a URL only through ``adapters.urls.redact_url``.
+argv. Show a URL only through ``adapters.runtime.urls.redact_url``.
 """
 
 from __future__ import annotations
@@ -29,10 +29,10 @@ from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
-from adapters.processes import ChildService, Mosquitto
+from adapters.runtime.processes import ChildService, Mosquitto
 from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
 from drivers.simulate import SIMULATOR
-from policies.broker_acl import (
+from policies.security.broker_acl import (
     ANY_CLUSTER,
     SFA_OPS,
     BrokerPolicy,

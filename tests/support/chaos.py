@@ -11,8 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from adapters.mqtt import MqttBus, MqttConfig
-from adapters.processes import (
+from adapters.mqtt.bus import MqttBus, MqttConfig
+from adapters.runtime.processes import (
     ChildService,
     Mosquitto,
     free_port,

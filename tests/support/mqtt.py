@@ -1,4 +1,4 @@
-"""Small helpers for tests that talk to the real broker through :class:`adapters.mqtt.MqttBus`.
+"""Small helpers for tests that talk to the real broker through :class:`adapters.mqtt.bus.MqttBus`.
 
 Typical use::
 
@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 
 
 def unique_prefix(name: str = "t") -> str:

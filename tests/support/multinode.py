@@ -51,7 +51,7 @@ def actor_nodes(address: str) -> dict[str, str]:
 
 
 async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
-    from adapters.mqtt import MqttBus, MqttConfig
+    from adapters.mqtt.bus import MqttBus, MqttConfig
     from sdk import ServiceClient
     from sdk.errors import ServiceCallError
 
@@ -103,7 +103,7 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
 
 
 async def spread_scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, Any]:
-    from adapters.mqtt import MqttBus, MqttConfig
+    from adapters.mqtt.bus import MqttBus, MqttConfig
     from sdk import ServiceClient
 
     out: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 
-from adapters.mqtt import Message, MqttBus, MqttConfig
+from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 from tests.support.broker import as_sfa_ops, service_child_login
 
 FAST_POLICIES = {

@@ -1,7 +1,7 @@
 """Unit tests are pure: no broker, database server or Ray. Every test here gets a ``ray.init``
 that raises, and the session's Ray fixture refuses, so a test that would start Ray fails at once
 and loudly instead of quietly costing seconds (drive an actor's body in-process instead, with
-``actors.clock.FakeClock`` and ``adapters.testing``'s ``InMemoryStore`` and ``CapturingBus``)."""
+``actors.clock.FakeClock`` and ``adapters.testing.doubles``'s ``InMemoryStore`` and ``CapturingBus``)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ class RayInUnitTest(AssertionError):
 
 def _refuse(*args: Any, **kwargs: Any) -> NoReturn:
     raise RayInUnitTest("ray.init in a unit test: drive the actor body in-process with the doubles of "
-                        "adapters.testing, or move the test to tests/integration")
+                        "adapters.testing.doubles, or move the test to tests/integration")
 
 
 @pytest.fixture(autouse=True)

@@ -6,12 +6,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.alert_config import alerting_policy_from_text, load_alerting_policy
-from policies.alert_groups import OVERFLOW_LABELS, Dispatcher
-from policies.alert_model import Alert
-from policies.alert_nflog import NotifyReason
-from policies.alert_rules import FiringSet, alerts_for_breaker
-from policies.config import PolicyConfigError
+from policies.alerting.config import alerting_policy_from_text, load_alerting_policy
+from policies.alerting.groups import OVERFLOW_LABELS, Dispatcher
+from policies.alerting.model import Alert
+from policies.alerting.nflog import NotifyReason
+from policies.alerting.rules import FiringSet, alerts_for_breaker
+from policies.common.config import PolicyConfigError
 
 POLICY = """
 global: {{resolve_timeout: {timeout}}}

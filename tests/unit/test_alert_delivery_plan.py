@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import orjson
 
-from policies.alert_delivery_plan import PartialDeliveries, content_of, save_due, with_mirror
-from policies.alert_enrichment import RecentEvents, StatusChanges, enrich, event_of
-from policies.alerting import Alert, Integration, Notification, NotifyReason
-from policies.runbooks import load_runbooks
+from policies.alerting.delivery_plan import PartialDeliveries, content_of, save_due, with_mirror
+from policies.alerting.enrichment import RecentEvents, StatusChanges, enrich, event_of
+from policies.alerting.policy import Alert, Integration, Notification, NotifyReason
+from policies.alerting.runbooks import load_runbooks
 
 T0 = 1_700_000_000.0
 MIRROR = Integration(type="mqtt", settings={"topic": "system/{cluster}/alerts"}, send_resolved=True)

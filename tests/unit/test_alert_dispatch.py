@@ -7,12 +7,12 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policies.alert_config import alerting_policy_from_text
-from policies.alert_groups import Dispatcher
-from policies.alert_model import Alert, Silence
-from policies.alert_nflog import NotifyReason
-from policies.alert_notification import Notification
-from policies.alert_payloads import to_api_v2_alerts, to_webhook_payload
+from policies.alerting.config import alerting_policy_from_text
+from policies.alerting.groups import Dispatcher
+from policies.alerting.model import Alert, Silence
+from policies.alerting.nflog import NotifyReason
+from policies.alerting.notification import Notification
+from policies.alerting.payloads import to_api_v2_alerts, to_webhook_payload
 
 # These tables follow one alert over hours or days without re-sending it: a week-long resolve
 # timeout keeps it firing (the timeout has its own tests below).

@@ -1,4 +1,4 @@
-"""The Alertmanager forwarding schedule (policies/alert_forwarding.py), driven by a fake clock.
+"""The Alertmanager forwarding schedule (policies/alerting/forwarding.py), driven by a fake clock.
 
 What it must do is Alertmanager's client contract: re-send every active alert every
 ``resend_interval`` with ``endsAt`` 4 intervals ahead, post the resolution with ``endsAt`` = when it
@@ -12,8 +12,8 @@ import itertools
 import pytest
 
 from actors.clock import FakeClock
-from policies.alert_config import alerting_policy_from_text
-from policies.alert_forwarding import (
+from policies.alerting.config import alerting_policy_from_text
+from policies.alerting.forwarding import (
     ForwardBatch,
     Forwarder,
     Forwarding,
@@ -22,8 +22,8 @@ from policies.alert_forwarding import (
     forward_targets,
     receivers_of,
 )
-from policies.alert_model import Alert
-from policies.alert_payloads import to_api_v2_alerts
+from policies.alerting.model import Alert
+from policies.alerting.payloads import to_api_v2_alerts
 
 URL = "http://am.example:9093"
 
@@ -191,8 +191,8 @@ def test_targets_from_flag_and_from_receivers() -> None:
 
 def test_forwarding_is_independent_of_group_timers() -> None:
     """With the seed's 4 h repeat, the dispatcher notifies once while the forwarder posts every minute."""
-    from policies.alert_config import load_alerting_policy
-    from policies.alert_groups import Dispatcher
+    from policies.alerting.config import load_alerting_policy
+    from policies.alerting.groups import Dispatcher
 
     policy = load_alerting_policy()
     d = Dispatcher(policy=policy)
@@ -230,7 +230,7 @@ def test_readme_receiver_example_loads_and_forwards_what_it_says() -> None:
 @pytest.mark.parametrize("value", ["soon", "0s"])
 def test_bad_resend_interval_on_a_receiver_is_a_policy_error(value: str) -> None:
     """A receiver's alertmanager resend_interval is checked when the policy loads, not in the actor."""
-    from policies.config import PolicyConfigError
+    from policies.common.config import PolicyConfigError
 
     text = f'route: {{receiver: a}}\nreceivers: [{{name: a, alertmanager_configs: [{{url: "http://x", resend_interval: "{value}"}}]}}]'
     with pytest.raises(PolicyConfigError, match="receiver a: alertmanager resend_interval"):

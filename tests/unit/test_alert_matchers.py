@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.alert_matchers import (
+from policies.alerting.matchers import (
     Matcher,
     MatcherSyntaxError,
     MatchOp,
@@ -14,7 +14,7 @@ from policies.alert_matchers import (
     format_matchers,
     parse_matchers,
 )
-from policies.alert_model import Alert, Silence, fingerprint, format_time, parse_time
+from policies.alerting.model import Alert, Silence, fingerprint, format_time, parse_time
 
 PARSE_CASES = [
     ('foo="bar"', [("foo", "=", "bar")]),

@@ -7,9 +7,9 @@ import json
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.alert_config import alerting_policy_from_text
-from policies.alert_groups import Dispatcher
-from policies.alert_model import Alert
+from policies.alerting.config import alerting_policy_from_text
+from policies.alerting.groups import Dispatcher
+from policies.alerting.model import Alert
 
 POLICY = alerting_policy_from_text("""
 route:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.alert_config import alerting_policy_from_text
-from policies.config import PolicyConfigError
+from policies.alerting.config import alerting_policy_from_text
+from policies.common.config import PolicyConfigError
 
 TREE = """
 global:

@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from policies.alert_config import DEFAULT_FILE, alerting_policy_from_text, load_alerting_policy
-from policies.alert_groups import Dispatcher
-from policies.alert_model import Alert
-from policies.config import DEFAULTS_DIR
+from policies.alerting.config import DEFAULT_FILE, alerting_policy_from_text, load_alerting_policy
+from policies.alerting.groups import Dispatcher
+from policies.alerting.model import Alert
+from policies.common.config import DEFAULTS_DIR
 
 SEED = Path("/work/shared/seed/000_76b2e5b5d6f6239f.txt")
 _ROUTE_KEYS = {

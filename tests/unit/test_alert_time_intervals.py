@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from policies.time_intervals import parse_interval, parse_named_intervals
+from policies.alerting.time_intervals import parse_interval, parse_named_intervals
 
 
 def at(text: str) -> float:

@@ -13,7 +13,7 @@ import pytest
 from actors.alertmanager import AlertManagerBody
 from actors.clock import FakeClock
 from actors.settings import OperateSettings
-from adapters.testing import CapturingBus, InMemoryStore
+from adapters.testing.doubles import CapturingBus, InMemoryStore
 from protocol.security import AlertMessage
 from tests.support.waiting import eventually
 

@@ -17,9 +17,9 @@ from actors.clock import FakeClock
 from actors.security_analyst import MAX_PENDING_ALERTS, AnalystBody
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from policies.detection_rules import StateLimits
-from policies.security import SecurityAnalyzer
+from adapters.mqtt.bus import Message
+from policies.security.analyzer import SecurityAnalyzer
+from policies.security.detection_rules import StateLimits
 
 ANALYST_TOPICS = ["security/auth/login", "security/auth/x", "security/authz/decision", "service/Users/security",
                   "service/-bad/security", "service/" + "n" * 70 + "/security", "audit/Users/data-access",

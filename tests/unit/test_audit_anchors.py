@@ -1,8 +1,8 @@
-"""The pure comparison of audit chains with their anchors (policies.audit_anchors)."""
+"""The pure comparison of audit chains with their anchors (policies.audit.anchors)."""
 
 from __future__ import annotations
 
-from policies.audit_anchors import ChainState, build_anchor, check_anchors, strongest
+from policies.audit.anchors import ChainState, build_anchor, check_anchors, strongest
 from protocol.system import MAX_ANCHOR_CHAINS, AuditAnchor, AuditChainAnchor
 
 T0 = 1_800_000_000.0

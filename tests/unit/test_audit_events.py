@@ -1,4 +1,4 @@
-"""policies.audit_events: audit events from observed calls and data access, with compliance info,
+"""policies.audit.events: audit events from observed calls and data access, with compliance info,
 sanitized; compliance tracking; retention chains. The planted-secret property runs each event
 through the real SQLite store and the audit trail's logging too."""
 
@@ -15,8 +15,8 @@ from hypothesis import strategies as st
 from actors.audit_trail import AuditTrail
 from actors.clock import FakeClock
 from adapters.store.buffer import BufferedStore
-from adapters.testing import InMemoryStore
-from policies.audit_events import (
+from adapters.testing.doubles import InMemoryStore
+from policies.audit.events import (
     META_CHAIN,
     ComplianceTracker,
     TrackerLimits,
@@ -30,7 +30,7 @@ from policies.audit_events import (
     violation_alert,
     violation_record,
 )
-from policies.compliance import DataAccess, classify, load_compliance_policy
+from policies.compliance.classification import DataAccess, classify, load_compliance_policy
 
 POLICY = load_compliance_policy()
 NOW = 1_800_000_000.0

@@ -19,7 +19,7 @@ from actors.audit_writer import AuditWriterBody
 from actors.clock import FakeClock
 from actors.security_common import SecurityOptions
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
+from adapters.mqtt.bus import Message
 
 AUDIT_TOPICS = ["security/auth/login", "security/authz/d", "audit/Users/data-access", "audit/Patients/data-access",
                 "audit/-bad/data-access", "audit/" + "n" * 70 + "/data-access", "audit/Users/data-subject",

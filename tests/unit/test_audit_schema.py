@@ -1,4 +1,4 @@
-"""One audit-event schema (policies.audit_schema): the live writer's events, the generator's events
+"""One audit-event schema (policies.audit.schema): the live writer's events, the generator's events
 and the analysis jobs' reads all agree on kinds and field names."""
 
 from __future__ import annotations
@@ -9,10 +9,10 @@ import pytest
 
 from drivers import history_model as hm
 from drivers.analysis_tasks import BASELINE_FIELDS, CALL_KIND, MESSAGE_FIELDS, REPORT_FIELDS, REPORT_KINDS
-from policies import audit_schema as schema
-from policies.audit_events import auth_event, authz_event, call_event, data_access_event
-from policies.compliance import DataAccess, load_compliance_policy
-from policies.data_subject import RequestMemo, record_request
+from policies.audit import schema
+from policies.audit.events import auth_event, authz_event, call_event, data_access_event
+from policies.compliance.classification import DataAccess, load_compliance_policy
+from policies.compliance.data_subject import RequestMemo, record_request
 
 POLICY = load_compliance_policy()
 NOW = 1_800_000_000.0

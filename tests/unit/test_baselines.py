@@ -12,8 +12,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.reports import Chart, Report, Section, Table, render_html, render_markdown
-from policies.baselines import (
+from adapters.reports.render import Chart, Report, Section, Table, render_html, render_markdown
+from policies.analysis.baselines import (
     HOUR,
     SLOTS,
     Window,
@@ -25,8 +25,8 @@ from policies.baselines import (
     slot_of_hour,
     user_baselines,
 )
-from policies.latency_sketch import LatencySketch
-from policies.sketch_codec import decode_sketch, encode_sketch
+from policies.breaker.latency_sketch import LatencySketch
+from policies.metrics.sketch_codec import decode_sketch, encode_sketch
 
 START = 1_700_006_400.0  # a whole hour (2023-11-15 00:00 UTC)
 HOURS = 72

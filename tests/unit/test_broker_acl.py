@@ -8,8 +8,8 @@ import hashlib
 
 import pytest
 
-from policies.broker_acl import ANY_CLUSTER, build_policy, decide, service_principal
-from policies.broker_acl_render import (
+from policies.security.broker_acl import ANY_CLUSTER, build_policy, decide, service_principal
+from policies.security.broker_acl_render import (
     emqx_builtin_rules,
     mosquitto_password_line,
     render_emqx_acl,

@@ -6,9 +6,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.call_metrics import BUCKETS, MAX_CODES, CallTotals, bucket_index, code_label, read_totals
-from policies.correlation import Correlator, ServiceDelta
-from policies.windows import UNANSWERED
+from policies.breaker.windows import UNANSWERED
+from policies.metrics.calls import BUCKETS, MAX_CODES, CallTotals, bucket_index, code_label, read_totals
+from policies.observation.correlation import Correlator, ServiceDelta
 
 
 def call(i: object) -> dict[str, object]:

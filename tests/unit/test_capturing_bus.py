@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from adapters.mqtt import Message, MqttTopicError
-from adapters.testing import CapturingBus
+from adapters.mqtt.bus import Message, MqttTopicError
+from adapters.testing.doubles import CapturingBus
 
 
 async def test_deliver_routes_by_filter_to_sync_and_async_handlers() -> None:

@@ -8,14 +8,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.cascade import (
+from policies.breaker.cascade import (
     DependencyGraph,
     DependencyPolicy,
     load_dependency_policy,
     plan_cascade,
 )
-from policies.config import PolicyConfigError, load_policy_text
-from policies.observation import load_observation_policy
+from policies.common.config import PolicyConfigError, load_policy_text
+from policies.observation.config import load_observation_policy
 
 T0 = 1_734_258_600.0
 

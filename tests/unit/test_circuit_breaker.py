@@ -10,7 +10,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from policies.circuit_breaker import (
+from policies.breaker.circuit import (
     TRANSITIONS,
     BadBreakerSnapshot,
     BreakerSettings,
@@ -20,8 +20,8 @@ from policies.circuit_breaker import (
     IllegalTransition,
     load_breaker_policy,
 )
-from policies.config import PolicyConfigError, load_policy_text
-from policies.windows import UNANSWERED, is_failure
+from policies.breaker.windows import UNANSWERED, is_failure
+from policies.common.config import PolicyConfigError, load_policy_text
 
 S = BreakerState
 T0 = 1_734_258_600.0  # 2024-12-15T10:30:00Z

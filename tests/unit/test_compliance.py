@@ -1,4 +1,4 @@
-"""Compliance classification and access violations (policies/compliance.py, compliance.yaml)."""
+"""Compliance classification and access violations (policies/compliance/classification.py, compliance.yaml)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.compliance import (
+from policies.common.config import PolicyConfigError, load_policy_text
+from policies.compliance.classification import (
     CompliancePolicy,
     DataAccess,
     DataClassification,
@@ -16,7 +17,6 @@ from policies.compliance import (
     classify,
     load_compliance_policy,
 )
-from policies.config import PolicyConfigError, load_policy_text
 
 DEFAULT = load_compliance_policy()
 

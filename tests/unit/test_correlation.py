@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from policies.correlation import Correlator
-from policies.windows import UNANSWERED
+from policies.breaker.windows import UNANSWERED
+from policies.observation.correlation import Correlator
 
 
 def call(i: object, method: str = "m", user: str | None = None) -> dict:
@@ -129,7 +129,7 @@ def test_activity_and_audit_records() -> None:
 
 def test_delta_merge_keeps_everything_in_order() -> None:
     """Deltas held while a monitor starts fold together without losing outcomes or presence."""
-    from policies.correlation import ServiceDelta
+    from policies.observation.correlation import ServiceDelta
 
     a = ServiceDelta("A", calls=2, responses=1, outcomes=[(0.1, None)], methods={"m": 2}, presence={"i1": True},
                      max_inflight=3, last_success=5.0)

@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from drivers.report_sections import subject_requests
-from policies import audit_schema as schema
-from policies.compliance import load_compliance_policy
-from policies.data_subject import RequestMemo, record_request
+from policies.audit import schema
+from policies.compliance.classification import load_compliance_policy
+from policies.compliance.data_subject import RequestMemo, record_request
 from protocol import parse_model, topics
 from protocol.contract import parse_published
 from protocol.exceptions import ProtocolError

@@ -9,10 +9,10 @@ from typing import Any
 from actors.audit_trail import AuditTrail
 from actors.clock import FakeClock
 from adapters.store.buffer import BufferedStore
-from adapters.testing import InMemoryStore
-from policies.audit_events import call_event, enhanced_redaction
-from policies.compliance import load_compliance_policy
-from policies.monitoring_watch import active_targets
+from adapters.testing.doubles import InMemoryStore
+from policies.audit.events import call_event, enhanced_redaction
+from policies.compliance.classification import load_compliance_policy
+from policies.response.monitoring_watch import active_targets
 from protocol.security import ActiveActions
 
 POLICY = load_compliance_policy()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from policies.evidence import EvidenceLimits, evidence_record, verify
+from policies.response.evidence import EvidenceLimits, evidence_record, verify
 
 NOW = 1_800_000_000.0
 

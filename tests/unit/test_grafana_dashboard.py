@@ -9,10 +9,10 @@ import re
 from pathlib import Path
 from typing import Any
 
-from policies.call_metrics import CallTotals
-from policies.correlation import ServiceDelta
-from policies.metric_series import exposition_names
-from policies.status_view import metric_families
+from policies.metrics.calls import CallTotals
+from policies.metrics.series import exposition_names
+from policies.observation.correlation import ServiceDelta
+from policies.supervision.status_view import metric_families
 
 DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana" / "sfa-ops-dashboard.json"
 SERIES_NAME = re.compile(r"\bsfa_ops_[a-zA-Z0-9_:]*")

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.config import PolicyConfigError, load_policy_text
-from policies.health import (
+from policies.common.config import PolicyConfigError, load_policy_text
+from policies.health.status import (
     HealthInputs,
     HealthPolicy,
     HealthState,

@@ -11,14 +11,14 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.health_window_state import (
+from policies.breaker.windows import UNANSWERED, TimeWindow, is_failure
+from policies.health.window_state import (
     MAX_CODES,
     MAX_KEY_SPAN,
     MAX_SEGMENTS,
     dump_window,
     restore_window,
 )
-from policies.windows import UNANSWERED, TimeWindow, is_failure
 
 
 def window() -> TimeWindow:

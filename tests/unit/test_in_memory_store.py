@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from adapters.store import Store
-from adapters.testing import InMemoryStore
+from adapters.testing.doubles import InMemoryStore
 from tests.integration.test_store_contract import (
     Clock,
     test_alerts_upsert_by_fingerprint,

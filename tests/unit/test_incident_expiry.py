@@ -1,4 +1,4 @@
-"""Idle incidents end: ``policies.incident_expiry`` (table tests) and the response policy's TTL."""
+"""Idle incidents end: ``policies.response.incident_expiry`` (table tests) and the response policy's TTL."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from policies.incident_expiry import incident_expired, last_event_at
-from policies.response_config import load_response_policy
+from policies.response.config import load_response_policy
+from policies.response.incident_expiry import incident_expired, last_event_at
 
 T0 = 1_800_000_000.0
 H = 3600.0
@@ -42,7 +42,7 @@ def test_last_event_is_the_latest_log_time_or_creation() -> None:
 
 def test_response_policy_has_an_incident_ttl(tmp_path: Any) -> None:
     """The shipped TTL is 24 h; an override file can change it, and a non-positive one is refused."""
-    from policies.config import PolicyConfigError
+    from policies.common.config import PolicyConfigError
 
     assert load_response_policy().incident_ttl == 24 * H
     (tmp_path / "response.yaml").write_text("incident_ttl: 2h\n")

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from policies.infra_alerts import (
+from policies.alerting.runbooks import load_runbooks
+from policies.infrastructure.alerts import (
     affected_services,
     health_entry,
     merge_results,
@@ -15,14 +16,13 @@ from policies.infra_alerts import (
     runbook_values,
     transition_alerts,
 )
-from policies.infrastructure import (
+from policies.infrastructure.checks import (
     ComponentTracker,
     ProbeResult,
     Problem,
     TransitionKind,
     load_infrastructure_policy,
 )
-from policies.runbooks import load_runbooks
 
 POLICY = load_infrastructure_policy()
 RUNBOOKS = load_runbooks()

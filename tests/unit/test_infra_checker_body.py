@@ -11,8 +11,8 @@ from typing import Any
 from actors.clock import FakeClock
 from actors.infra_checker import InfraCheckerBody, components_for
 from actors.settings import OperateSettings
-from adapters.infra import PROBES, ProbeSet
-from policies.infrastructure import ProbeResult, Problem
+from adapters.probes import PROBES, ProbeSet
+from policies.infrastructure.checks import ProbeResult, Problem
 from tests.support.waiting import eventually
 
 

@@ -10,14 +10,14 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.infra import PROBES, unknown_components
-from adapters.infra.emqx import parse_memory
-from adapters.infra.kubernetes_probe import pod_status
-from adapters.infra.mqtt_probe import p95, parse_mosquitto_sys
-from adapters.infra.postgres_probe import judge_target
-from adapters.infra.redis_probe import summarize_info
-from policies.config import PolicyConfigError, load_policy_text
-from policies.infrastructure import (
+from adapters.probes import PROBES, unknown_components
+from adapters.probes.emqx import parse_memory
+from adapters.probes.kubernetes_probe import pod_status
+from adapters.probes.mqtt_probe import p95, parse_mosquitto_sys
+from adapters.probes.postgres_probe import judge_target
+from adapters.probes.redis_probe import summarize_info
+from policies.common.config import PolicyConfigError, load_policy_text
+from policies.infrastructure.checks import (
     ComponentConfig,
     ComponentTracker,
     InfrastructurePolicy,

@@ -10,13 +10,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.cascade import DependencyGraph, DependencyPolicy, plan_cascade
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import MAX_METHODS_PER_DELTA, MAX_UNKNOWN_CODES, Correlator, ServiceDelta
-from policies.discovery import ServiceAdmission
-from policies.health import load_health_policy
-from policies.intake import IntakeCall, Refused, read_call
-from policies.monitoring import MAX_AFFECTED_OPERATIONS, MAX_INSTANCES, MonitorCore
+from policies.breaker.cascade import DependencyGraph, DependencyPolicy, plan_cascade
+from policies.breaker.circuit import load_breaker_policy
+from policies.health.monitor import MAX_AFFECTED_OPERATIONS, MAX_INSTANCES, MonitorCore
+from policies.health.status import load_health_policy
+from policies.observation.correlation import (
+    MAX_METHODS_PER_DELTA,
+    MAX_UNKNOWN_CODES,
+    Correlator,
+    ServiceDelta,
+)
+from policies.observation.intake import IntakeCall, Refused, read_call
+from policies.supervision.discovery import ServiceAdmission
 from protocol import parse_model
 from protocol.intake import REPLY_TOPIC_MAX, is_call_id, reply_topic_problem, usable_reply_topic
 from protocol.system import ServiceUnavailable

@@ -20,7 +20,7 @@ from tests.support.k8s_schemas import errors, known_kinds, walk
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERAY = ROOT / "deploy" / "kuberay"
-PROBE = ROOT / "adapters" / "infra" / "kubernetes_probe.py"
+PROBE = ROOT / "adapters" / "probes" / "kubernetes_probe.py"
 EXAMPLE_SECRETS = "secrets.example.yaml"
 TOKEN_SECRET = "sfa-ops-ray-token"
 SECRETISH = re.compile(r"PASSWORD|SECRET|TOKEN|KEY|CREDENTIAL", re.IGNORECASE)

@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.infrastructure import ProbeResult, load_infrastructure_policy
-from policies.kubernetes_state import (
+from policies.infrastructure.checks import ProbeResult, load_infrastructure_policy
+from policies.infrastructure.kubernetes_state import (
     MAX_PODS,
     MAX_REPORTED,
     QuantityError,

@@ -7,10 +7,10 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from policies.config import load_policy_text
-from policies.detection_rules import LoginPatternRule
-from policies.login_patterns import LoginPatterns, device_of, hour_of, network_of
-from policies.security import AuthEvent, SecurityAlert, SecurityAnalyzer, SecurityPolicy
+from policies.common.config import load_policy_text
+from policies.security.analyzer import AuthEvent, SecurityAlert, SecurityAnalyzer, SecurityPolicy
+from policies.security.detection_rules import LoginPatternRule
+from policies.security.login_patterns import LoginPatterns, device_of, hour_of, network_of
 
 DAY = 86400.0
 T0 = 1_700_000_000.0 - (1_700_000_000.0 % DAY) + 9 * 3600.0  # 09:00 UTC

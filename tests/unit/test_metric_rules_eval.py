@@ -10,9 +10,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.metric_rules import load_metric_rules, metric_rules_from_text
-from policies.metric_rules_eval import RulesState, evaluate_rules, restore_state, series_index
-from policies.status_view import Family, metric_families
+from policies.metrics.rules import load_metric_rules, metric_rules_from_text
+from policies.metrics.rules_eval import RulesState, evaluate_rules, restore_state, series_index
+from policies.supervision.status_view import Family, metric_families
 
 T0 = 1_800_000_000.0
 
@@ -254,7 +254,7 @@ def test_series_index_names_counters_as_exposed() -> None:
 def test_bad_rules_are_refused_at_load(bad: str) -> None:
     """A ratio without its denominator, a broken selector, an unsupported template, a reserved
     label, an unknown severity and a repeated alert name are load errors."""
-    from policies.config import PolicyConfigError
+    from policies.common.config import PolicyConfigError
 
     with pytest.raises(PolicyConfigError):
         metric_rules_from_text(bad)

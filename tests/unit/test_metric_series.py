@@ -10,14 +10,14 @@ from typing import Any
 from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from adapters.status_http import StatusServer
-from policies.call_metrics import BUCKETS, CallTotals
-from policies.correlation import ServiceDelta
-from policies.infra_alerts import health_entry
-from policies.infrastructure import ProbeResult, Status, TrackerState
-from policies.metric_series import CounterIncrements, exposition_names, inflight_by_service
-from policies.status_view import Family, metric_families
-from policies.windows import UNANSWERED
+from adapters.http.status_server import StatusServer
+from policies.breaker.windows import UNANSWERED
+from policies.infrastructure.alerts import health_entry
+from policies.infrastructure.checks import ProbeResult, Status, TrackerState
+from policies.metrics.calls import BUCKETS, CallTotals
+from policies.metrics.series import CounterIncrements, exposition_names, inflight_by_service
+from policies.observation.correlation import ServiceDelta
+from policies.supervision.status_view import Family, metric_families
 from protocol.system import SystemHealth
 
 

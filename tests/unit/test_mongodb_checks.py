@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from adapters.infra.mongodb_probe import judge_connections, judge_replica_set, target_label
+from adapters.probes.mongodb_probe import judge_connections, judge_replica_set, target_label
 from drivers.operate import _mongodb_uri_problem
 from drivers.options import OptionError, non_negative_int
-from policies.infrastructure import load_infrastructure_policy
-from policies.infrastructure_thresholds import MongoThresholds
+from policies.infrastructure.checks import load_infrastructure_policy
+from policies.infrastructure.thresholds import MongoThresholds
 from tests.support.mongo_replay import fixture
 
 T = load_infrastructure_policy().thresholds.mongodb_cluster
@@ -140,8 +140,8 @@ def test_sdk_defers_writes_while_mongodb_has_no_primary() -> None:
 def test_recommend_reads_mongodb_lag_and_connections_from_the_checks_own_details() -> None:
     """drivers.recommend's database summaries take the worst lag and connection use from the
     mongodb_cluster details the probe produces (built here by its own judging functions)."""
-    from policies.recommendations import database_rules, load_recommendation_policy
-    from policies.rollup_summary import database_summaries
+    from policies.analysis.recommendations import database_rules, load_recommendation_policy
+    from policies.analysis.rollup_summary import database_summaries
 
     rs, _ = judge_replica_set("m1", fixture("replSetGetStatus_lagging.json"), expected_replicas=0, thresholds=T)
     conns, _ = judge_connections("m1", fixture("serverStatus_busy.json"), thresholds=T)

@@ -10,8 +10,8 @@ from pathlib import Path
 from actors.clock import FakeClock
 from actors.monitor import STATE_NAMESPACE, MonitorBody
 from actors.settings import OperateSettings
-from adapters.testing import InMemoryStore
-from policies.correlation import ServiceDelta
+from adapters.testing.doubles import InMemoryStore
+from policies.observation.correlation import ServiceDelta
 from tests.support.waiting import eventually
 
 

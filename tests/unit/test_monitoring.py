@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import ServiceDelta
-from policies.health import load_health_policy
-from policies.monitoring import MonitorCore
-from policies.windows import UNANSWERED
+from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.windows import UNANSWERED
+from policies.health.monitor import MonitorCore
+from policies.health.status import load_health_policy
+from policies.observation.correlation import ServiceDelta
 from protocol import parse_model
 from protocol.system import ServiceRecovered, ServiceUnavailable
 
@@ -91,7 +91,7 @@ def test_restore_resumes_breaker_and_health() -> None:
 
 def test_alert_rules_resolve_only_what_fired() -> None:
     """Health and breaker decisions become alerts; a recovery resolves only alerts that fired."""
-    from policies.alert_rules import FiringSet, alerts_for_breaker, alerts_for_health
+    from policies.alerting.rules import FiringSet, alerts_for_breaker, alerts_for_health
 
     fs = FiringSet()
     degraded = fs.filter(alerts_for_health({"type": "service_degraded", "service": "A", "reasons": ["x"]}, "c", 1.0), 1.0)

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import ServiceDelta
-from policies.health import load_health_policy
-from policies.health_window_state import MAX_SEGMENTS
-from policies.monitoring import WINDOW_SAVE_INTERVAL_S, MonitorCore, MonitorResult
-from policies.windows import UNANSWERED
+from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.windows import UNANSWERED
+from policies.health.monitor import WINDOW_SAVE_INTERVAL_S, MonitorCore, MonitorResult
+from policies.health.status import load_health_policy
+from policies.health.window_state import MAX_SEGMENTS
+from policies.observation.correlation import ServiceDelta
 
 TICK = 0.25
 

@@ -7,8 +7,8 @@ from typing import Any
 
 import pytest
 
-from policies.monitoring_watch import DEFAULT_FACTOR, Watch, factor_for, lowered, watches
-from policies.security import AuthEvent, SecurityAnalyzer, load_security_policy
+from policies.response.monitoring_watch import DEFAULT_FACTOR, Watch, factor_for, lowered, watches
+from policies.security.analyzer import AuthEvent, SecurityAnalyzer, load_security_policy
 from protocol.security import ActiveActions
 
 T0 = 1_700_000_000.0

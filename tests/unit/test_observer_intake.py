@@ -13,11 +13,11 @@ from hypothesis import strategies as st
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from adapters.testing import CapturingBus
-from policies.correlation import Pending
-from policies.monitoring import BreakerView, MonitorResult, Unavailable
-from policies.observation import ObservationPolicy
+from adapters.mqtt.bus import Message
+from adapters.testing.doubles import CapturingBus
+from policies.health.monitor import BreakerView, MonitorResult, Unavailable
+from policies.observation.config import ObservationPolicy
+from policies.observation.correlation import Pending
 
 TOPICS = ["session/s/response", "a/+/b", "a/#", "a\x00b", "$SYS/x", "system/c/security/actions/active", "",
           "x" * 300]

@@ -1,15 +1,15 @@
 """The supervisor's board of open incidents, active actions and recent alerts, fed what the real
-producers build (``policies.alert_rules`` alerts, ``IncidentMessage`` / ``ActiveActions`` wire
+producers build (``policies.alerting.rules`` alerts, ``IncidentMessage`` / ``ActiveActions`` wire
 documents), its bounds, and the metric series and page sections derived from it."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from policies.alert_rules import alerts_for_breaker, alerts_for_health
-from policies.ops_board import MAX_OPEN_INCIDENTS, RECENT_ALERTS, SHOWN_INCIDENTS, OpsBoard
-from policies.ops_series import ops_families
-from policies.status_view import status_view
+from policies.alerting.rules import alerts_for_breaker, alerts_for_health
+from policies.metrics.ops_series import ops_families
+from policies.supervision.ops_board import MAX_OPEN_INCIDENTS, RECENT_ALERTS, SHOWN_INCIDENTS, OpsBoard
+from policies.supervision.status_view import status_view
 from protocol.security import ActiveActions, EnforcementAction, IncidentMessage
 
 T0 = 1_700_000_000.0

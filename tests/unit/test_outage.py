@@ -1,4 +1,4 @@
-"""``policies.outage``: the loss of a service's last online instance as an event, and its
+"""``policies.health.outage``: the loss of a service's last online instance as an event, and its
 reconciliation with the monitor's own conclusion (no second message, a recovery for every outage).
 
 The end-to-end property runs the real ``MonitorCore`` as the monitor: whatever the presence
@@ -15,14 +15,14 @@ from hypothesis import strategies as st
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from adapters.testing import CapturingBus
-from policies.circuit_breaker import BreakerSettings
-from policies.correlation import ServiceDelta
-from policies.health import Damping, DownRules, HealthPolicy, HealthStatus
-from policies.monitoring import MAX_INSTANCES, BreakerView, MonitorCore, MonitorResult
-from policies.observation import ObservationPolicy
-from policies.outage import OutageWatch
+from adapters.mqtt.bus import Message
+from adapters.testing.doubles import CapturingBus
+from policies.breaker.circuit import BreakerSettings
+from policies.health.monitor import MAX_INSTANCES, BreakerView, MonitorCore, MonitorResult
+from policies.health.outage import OutageWatch
+from policies.health.status import Damping, DownRules, HealthPolicy, HealthStatus
+from policies.observation.config import ObservationPolicy
+from policies.observation.correlation import ServiceDelta
 from protocol.system import ServiceRecovered, ServiceUnavailable
 
 

@@ -1,4 +1,4 @@
-"""``policies.outage_hold``: an instance's offline is believed only once the broker proves it is still
+"""``policies.health.outage_hold``: an instance's offline is believed only once the broker proves it is still
 up — so the Last Wills a stopping broker sends for every client are not taken for crashes — while a
 real crash is still believed within an echo's round trip, and never lost."""
 
@@ -9,10 +9,10 @@ import json
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from adapters.testing import CapturingBus
-from policies.observation import ObservationPolicy
-from policies.outage_hold import MAX_HELD, Offline, OfflineHold
+from adapters.mqtt.bus import Message
+from adapters.testing.doubles import CapturingBus
+from policies.health.outage_hold import MAX_HELD, Offline, OfflineHold
+from policies.observation.config import ObservationPolicy
 
 
 def hold(connected: bool = True, epoch: int = 1) -> OfflineHold:

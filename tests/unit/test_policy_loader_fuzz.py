@@ -14,19 +14,19 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.alert_config import load_alerting_policy
-from policies.cascade import load_dependency_policy
-from policies.circuit_breaker import load_breaker_policy
-from policies.compliance import load_compliance_policy
-from policies.config import DEFAULTS_DIR, PolicyConfigError, load_policy_text
-from policies.detection_rules import SecurityPolicy, load_security_policy
-from policies.health import load_health_policy
-from policies.infrastructure import load_infrastructure_policy
-from policies.observation import load_observation_policy
-from policies.recommendations import load_recommendation_policy
-from policies.response_config import load_response_policy
-from policies.runbooks import load_runbooks
-from policies.security import SecurityAnalyzer
+from policies.alerting.config import load_alerting_policy
+from policies.alerting.runbooks import load_runbooks
+from policies.analysis.recommendations import load_recommendation_policy
+from policies.breaker.cascade import load_dependency_policy
+from policies.breaker.circuit import load_breaker_policy
+from policies.common.config import DEFAULTS_DIR, PolicyConfigError, load_policy_text
+from policies.compliance.classification import load_compliance_policy
+from policies.health.status import load_health_policy
+from policies.infrastructure.checks import load_infrastructure_policy
+from policies.observation.config import load_observation_policy
+from policies.response.config import load_response_policy
+from policies.security.analyzer import SecurityAnalyzer
+from policies.security.detection_rules import SecurityPolicy, load_security_policy
 
 LOADERS: dict[str, Callable[[Path], Any]] = {
     "alerting.yaml": load_alerting_policy, "circuit_breaker.yaml": load_breaker_policy,

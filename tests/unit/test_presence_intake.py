@@ -13,9 +13,9 @@ from hypothesis import strategies as st
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from policies.discovery import ServiceAdmission
-from policies.observation import ObservationPolicy
+from adapters.mqtt.bus import Message
+from policies.observation.config import ObservationPolicy
+from policies.supervision.discovery import ServiceAdmission
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from drivers.prometheus_rules import RULES_FILE, is_stale, main, render
-from policies.metric_rules import (
+from policies.metrics.rules import (
     Selector,
     humanize,
     humanize_duration,
@@ -21,8 +21,8 @@ from policies.metric_rules import (
     metric_rules_from_text,
     promql,
 )
-from policies.metric_rules_eval import RulesState, evaluate_rules
-from policies.status_view import Family
+from policies.metrics.rules_eval import RulesState, evaluate_rules
+from policies.supervision.status_view import Family
 
 TESTS_FILE = RULES_FILE.with_name("rules_test.yml")
 

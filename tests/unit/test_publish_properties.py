@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.mqtt_client import PublishProperties, publish_packet_size
+from adapters.mqtt.client import PublishProperties, publish_packet_size
 
 text = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00\ufeff"), max_size=40)
 

@@ -13,7 +13,7 @@ from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from adapters.mqtt_client import PublishProperties, ReceivedProperties, install_received_properties
+from adapters.mqtt.client import PublishProperties, ReceivedProperties, install_received_properties
 
 text = st.text(st.characters(blacklist_categories=("Cs",)), max_size=30)  # NUL and U+FEFF included
 

@@ -1,4 +1,4 @@
-"""Performance recommendations (policies/recommendations.py, recommendations.yaml)."""
+"""Performance recommendations (policies/analysis/recommendations.py, recommendations.yaml)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,7 @@ from typing import Any
 
 import pytest
 
-from policies.config import PolicyConfigError, load_policy_text
-from policies.recommendations import (
+from policies.analysis.recommendations import (
     Category,
     DatabaseSummary,
     MessagePatternSummary,
@@ -21,6 +20,7 @@ from policies.recommendations import (
     optimal_instances,
     recommend,
 )
+from policies.common.config import PolicyConfigError, load_policy_text
 
 CFG = load_recommendation_policy()
 

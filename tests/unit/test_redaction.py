@@ -1,4 +1,4 @@
-"""The audit-log sanitizer (policies/redaction.py): secrets never survive, caps hold, it never raises."""
+"""The audit-log sanitizer (policies/audit/redaction.py): secrets never survive, caps hold, it never raises."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from policies.compliance import load_compliance_policy
-from policies.redaction import RedactionPolicy, sanitize
-from policies.secret_shapes import REDACTED, REDACTED_CARD, luhn_ok, scrub_text
+from policies.audit.redaction import RedactionPolicy, sanitize
+from policies.audit.secret_shapes import REDACTED, REDACTED_CARD, luhn_ok, scrub_text
+from policies.compliance.classification import load_compliance_policy
 
 POLICY = load_compliance_policy().redaction
 SMALL = RedactionPolicy(

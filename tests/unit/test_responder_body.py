@@ -12,8 +12,8 @@ from actors.clock import FakeClock
 from actors.incident_responder import ResponderBody
 from actors.security_common import SecurityOptions, active_actions_topic
 from actors.settings import OperateSettings
-from adapters.testing import CapturingBus, InMemoryStore
-from policies.security_events import SecurityAlert
+from adapters.testing.doubles import CapturingBus, InMemoryStore
+from policies.security.events import SecurityAlert
 from protocol import topics
 from protocol.security import ActiveActions, AlertMessage, IncidentMessage
 

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from policies.config import PolicyConfigError, load_policy_text
-from policies.response import (
+from policies.common.config import PolicyConfigError, load_policy_text
+from policies.response.config import ResponsePolicy, load_response_policy
+from policies.response.plan import (
     OffenderHistory,
     ResponsePlan,
     UndoSchedule,
@@ -15,8 +16,7 @@ from policies.response import (
     on_action_failed,
     plan_response,
 )
-from policies.response_config import ResponsePolicy, load_response_policy
-from policies.security import SecurityAlert
+from policies.security.analyzer import SecurityAlert
 
 T0 = 1_700_000_000.0
 IP = "203.0.113.7"
@@ -86,7 +86,7 @@ def test_default_playbooks_follow_the_seed(
 
 def test_every_alert_type_has_a_playbook() -> None:
     """No alert type falls through to an empty response."""
-    from policies.response_config import ALERT_TYPES
+    from policies.response.config import ALERT_TYPES
 
     assert set(CONFIG.playbooks) == set(ALERT_TYPES)
     assert all(CONFIG.playbooks[t] for t in ALERT_TYPES)
@@ -270,7 +270,7 @@ def test_bad_yaml_error_names_key_and_value(text: str, must_mention: list[str]) 
 
 def test_bad_override_file_names_the_file(tmp_path: Path) -> None:
     """An override directory's bad security.yaml is reported with its path, key and value."""
-    from policies.security import load_security_policy
+    from policies.security.analyzer import load_security_policy
 
     (tmp_path / "security.yaml").write_text("brute_force:\n  failures: -1\n")
     with pytest.raises(PolicyConfigError) as err:

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from policies.alert_config import load_alerting_policy
-from policies.response import OffenderHistory, PlannedAction, plan_response
-from policies.response_config import load_response_policy
-from policies.response_effects import SECURITY_TEAM, security_team_alert, user_notice
-from policies.security import SecurityAlert
+from policies.alerting.config import load_alerting_policy
+from policies.response.config import load_response_policy
+from policies.response.effects import SECURITY_TEAM, security_team_alert, user_notice
+from policies.response.plan import OffenderHistory, PlannedAction, plan_response
+from policies.security.analyzer import SecurityAlert
 from protocol import topics
 from protocol.contract import parse_published
 from protocol.security import SecurityNotice

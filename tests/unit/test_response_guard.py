@@ -9,11 +9,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from policies.config import load_policy_text, merge
-from policies.detection_rules import Protected, SecurityPolicy, load_security_policy, report_severity
-from policies.response import OffenderHistory, plan_response
-from policies.response_config import ResponsePolicy, SourceLimit, load_response_policy
-from policies.response_guard import (
+from policies.common.config import load_policy_text, merge
+from policies.response.config import ResponsePolicy, SourceLimit, load_response_policy
+from policies.response.guard import (
     ProtectedTargets,
     approval_request,
     approval_steps,
@@ -23,7 +21,9 @@ from policies.response_guard import (
     gate_actions,
     source_over_limit,
 )
-from policies.security import DataAccessEvent, SecurityAlert, SecurityAnalyzer
+from policies.response.plan import OffenderHistory, plan_response
+from policies.security.analyzer import DataAccessEvent, SecurityAlert, SecurityAnalyzer
+from policies.security.detection_rules import Protected, SecurityPolicy, load_security_policy, report_severity
 
 M = TypeVar("M", bound=BaseModel)
 T0 = 1_700_000_000.0
@@ -260,7 +260,7 @@ def test_an_alert_with_a_resolve_timeout_is_firing_for_the_supervisor() -> None:
     """The supervisor's FiringSet passes an alert whose ``endsAt`` lies ahead as firing (it is
     not a resolution of something that never fired); one whose ``endsAt`` has passed is one."""
     from actors.security_common import plain_alert
-    from policies.alert_rules import FiringSet
+    from policies.alerting.rules import FiringSet
 
     fs = FiringSet()
     timed = plain_alert("ServiceSecurityEvent", "warning", "c", T0, "x", {"service": "S"}, resolve_after=H)

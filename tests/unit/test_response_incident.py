@@ -1,4 +1,4 @@
-"""The IncidentResponder's decisions as effects (``policies.response_incident``): admit an alert
+"""The IncidentResponder's decisions as effects (``policies.response.incident``): admit an alert
 (fold it, or plan, gate and order its effects), conclude once its actions were carried out (status,
 escalation on failures, the emergency rule), and how stored incidents, undos and approvals change.
 The shipped ``response.yaml`` is the configuration."""
@@ -9,12 +9,10 @@ from dataclasses import dataclass
 
 import pytest
 
-from policies.detection_rules import Protected
-from policies.response import OffenderHistory, PlannedAction
-from policies.response_config import load_response_policy
-from policies.response_effects import Enforce, Escalate, Fold, Hold, Persist, Publish, Remember
-from policies.response_guard import ApprovalStep, ProtectedTargets
-from policies.response_incident import (
+from policies.response.config import load_response_policy
+from policies.response.effects import Enforce, Escalate, Fold, Hold, Persist, Publish, Remember
+from policies.response.guard import ApprovalStep, ProtectedTargets
+from policies.response.incident import (
     APPROVAL_COUNTS,
     LOG_CAP,
     Carried,
@@ -34,7 +32,9 @@ from policies.response_incident import (
     undo_reason,
     updated_incident,
 )
-from policies.security_events import SecurityAlert
+from policies.response.plan import OffenderHistory, PlannedAction
+from policies.security.detection_rules import Protected
+from policies.security.events import SecurityAlert
 
 T0 = 1_700_000_000.0
 H = 3600.0

@@ -1,15 +1,15 @@
-"""Live per-minute rollups from monitor deltas (policies.rollups), read back by policies.rollup_summary."""
+"""Live per-minute rollups from monitor deltas (policies.metrics.rollups), read back by policies.analysis.rollup_summary."""
 
 from __future__ import annotations
 
 import pytest
 
-from policies.correlation import ServiceDelta
-from policies.recommendations import ServiceSummary
-from policies.rollup_summary import service_summaries
-from policies.rollups import RollupBuilder, minute_of
-from policies.sketch_codec import decode_sketch
-from policies.windows import UNANSWERED
+from policies.analysis.recommendations import ServiceSummary
+from policies.analysis.rollup_summary import service_summaries
+from policies.breaker.windows import UNANSWERED
+from policies.metrics.rollups import RollupBuilder, minute_of
+from policies.metrics.sketch_codec import decode_sketch
+from policies.observation.correlation import ServiceDelta
 
 T0 = 1_700_000_040.0  # a minute boundary
 
@@ -69,7 +69,7 @@ def test_idle_minutes_write_nothing_and_close_flushes_the_partial_minute() -> No
 
 
 def test_live_rollups_feed_the_recommendation_summary() -> None:
-    """The rows the monitors write give policies.rollup_summary the seed's figures (p95, error rate)."""
+    """The rows the monitors write give policies.analysis.rollup_summary the seed's figures (p95, error rate)."""
     b = RollupBuilder(service="Payments")
     rows = [b.add(delta([(0.05, None)] * 90 + [(0.05, -32603)] * 10, inflight=2, peak=3), T0 + 60 * m + 1)
             for m in range(3)]

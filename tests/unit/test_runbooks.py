@@ -1,11 +1,10 @@
-"""Runbook selection and safe placeholder filling (policies/runbooks.py, runbooks.yaml)."""
+"""Runbook selection and safe placeholder filling (policies/alerting/runbooks.py, runbooks.yaml)."""
 
 from __future__ import annotations
 
 import pytest
 
-from policies.config import PolicyConfigError, load_policy_text
-from policies.runbooks import (
+from policies.alerting.runbooks import (
     PlaceholderError,
     RunbookError,
     RunbookPolicy,
@@ -15,6 +14,7 @@ from policies.runbooks import (
     render_runbook,
     select_runbook,
 )
+from policies.common.config import PolicyConfigError, load_policy_text
 
 DEFAULT = load_runbooks()
 

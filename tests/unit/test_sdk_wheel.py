@@ -14,26 +14,26 @@ from drivers.sdk_wheel import FIRST_PARTY, SdkWheelError, check_rewritten, rewri
 
 
 def test_rewrite_moves_first_party_imports_under_sfa_sdk() -> None:
-    src = ("from sdk.errors import X\nimport adapters.mqtt as bus\n    from protocol import topics\n"
+    src = ("from sdk.errors import X\nimport adapters.mqtt.bus as bus\n    from protocol import topics\n"
            "from protocolish import y\nfrom sdk import (\n    A,\n)\n")
-    assert rewrite(src) == ("from sfa_sdk.errors import X\nimport sfa_sdk._adapters.mqtt as bus\n"
+    assert rewrite(src) == ("from sfa_sdk.errors import X\nimport sfa_sdk._adapters.mqtt.bus as bus\n"
                             "    from sfa_sdk.protocol import topics\nfrom protocolish import y\n"
                             "from sfa_sdk import (\n    A,\n)\n")
 
 
 @pytest.mark.parametrize(("source", "why"), [
-    ("from policies.config import parse_duration\n", "policies.config left after the rewrite"),
+    ("from policies.common.config import parse_duration\n", "policies.common.config left after the rewrite"),
     ("import sfa_sdk._adapters.store\n", "binds sfa_sdk"),
     ("from sfa_sdk._adapters.store import Store\n", "sfa_sdk._adapters.store is not in the wheel"),
 ])
 def test_check_refuses_what_the_wheel_cannot_satisfy(source: str, why: str) -> None:
     with pytest.raises(SdkWheelError, match=why):
-        check_rewritten("sdk.x", source, {"sfa_sdk", "sfa_sdk._adapters", "sfa_sdk._adapters.mqtt"})
+        check_rewritten("sdk.x", source, {"sfa_sdk", "sfa_sdk._adapters", "sfa_sdk._adapters.mqtt.bus"})
 
 
 def test_staged_tree_imports_only_sfa_sdk_and_declared_dependencies(tmp_path: Path) -> None:
     staged = stage(tmp_path)
-    assert "sdk.client" in staged.modules and "protocol.rpc" in staged.modules and "adapters.mqtt" in staged.modules
+    assert "sdk.client" in staged.modules and "protocol.rpc" in staged.modules and "adapters.mqtt.bus" in staged.modules
     assert not any(m.startswith(("policies", "actors", "drivers", "adapters.store")) for m in staged.modules)
     files = sorted((tmp_path / "sfa_sdk").rglob("*.py"))
     assert len(files) == len(staged.modules)

@@ -11,12 +11,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from actors.settings import OperateSettings
-from adapters.enforcement import EnforcementConfig
-from adapters.http_client import redact_url as redact_http_url
-from adapters.infra.postgres_probe import PostgresTarget
-from adapters.mqtt_config import MqttConfig, MqttConfigError, read_secret_file, url_with_password
+from adapters.enforcement.actions import EnforcementConfig
+from adapters.http.client import redact_url as redact_http_url
+from adapters.mqtt.config import MqttConfig, MqttConfigError, read_secret_file, url_with_password
+from adapters.probes.postgres_probe import PostgresTarget
+from adapters.runtime.urls import is_loopback_host, postgres_tls_problem, redact_url
 from adapters.store import StoreConfigError, open_store
-from adapters.urls import is_loopback_host, postgres_tls_problem, redact_url
 
 SECRET = "Pa55-w0rd_xyz"
 

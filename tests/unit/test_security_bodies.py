@@ -14,7 +14,7 @@ from actors.clock import FakeClock
 from actors.security_analyst import AnalystBody
 from actors.security_common import SecurityOptions, active_actions_topic
 from actors.settings import OperateSettings
-from adapters.testing import CapturingBus, InMemoryStore
+from adapters.testing.doubles import CapturingBus, InMemoryStore
 from protocol import parse_model, topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AlertMessage

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 from typing import ClassVar
 
-from policies.config import load_policy_text
-from policies.detection_rules import RuleConfig, SecurityPolicy
-from policies.security import DETECTION_RULES, SecurityAnalyzer
-from policies.security_events import AuthEvent, DataAccessEvent, SecurityAlert
-from policies.security_rules_base import EventKind, SecurityEvent
-from policies.security_state import RuleState
+from policies.common.config import load_policy_text
+from policies.security.analyzer import DETECTION_RULES, SecurityAnalyzer
+from policies.security.detection_rules import RuleConfig, SecurityPolicy
+from policies.security.events import AuthEvent, DataAccessEvent, SecurityAlert
+from policies.security.rules_base import EventKind, SecurityEvent
+from policies.security.state import RuleState
 
 T0 = 1_700_000_000.0
 

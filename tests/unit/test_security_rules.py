@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from policies.config import load_policy_text
-from policies.security import (
+from policies.common.config import load_policy_text
+from policies.security.analyzer import (
     AuthEvent,
     AuthzEvent,
     DataAccessEvent,

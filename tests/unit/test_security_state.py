@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.entity_state import BoundedLRU, BucketedSum, Suppressions
+from policies.security.entity_state import BoundedLRU, BucketedSum, Suppressions
 
 
 def test_lru_evicts_least_recently_used_and_counts() -> None:

@@ -13,10 +13,17 @@ from hypothesis import strategies as st
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters.mqtt import Message
-from policies.observation import ObservationPolicy
-from policies.sharing import EarlyResponses, ForwardBatches, Half, decode_batch, encode_batch, owner_of
-from policies.windows import UNANSWERED
+from adapters.mqtt.bus import Message
+from policies.breaker.windows import UNANSWERED
+from policies.observation.config import ObservationPolicy
+from policies.observation.sharing import (
+    EarlyResponses,
+    ForwardBatches,
+    Half,
+    decode_batch,
+    encode_batch,
+    owner_of,
+)
 
 
 @given(st.text(max_size=60), st.integers(min_value=1, max_value=16))

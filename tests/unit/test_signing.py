@@ -9,8 +9,8 @@ import orjson
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from adapters.mqtt import Message
-from adapters.signing import Signer, SigningKeyError, ensure_key_pair, load_public_key, public_key_path
+from adapters.mqtt.bus import Message
+from adapters.mqtt.signing import Signer, SigningKeyError, ensure_key_pair, load_public_key, public_key_path
 from protocol.signing import KEY_ID_PROPERTY, SIGNATURE_PROPERTY
 from protocol.system import BreakerState
 from sdk.trust import SystemTrust

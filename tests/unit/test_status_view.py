@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from drivers.options import listen_address
-from policies.status_view import STALE_AFTER_S, metric_families, status_view
+from policies.supervision.status_view import STALE_AFTER_S, metric_families, status_view
 from protocol.system import SystemHealth
 
 
@@ -70,7 +70,7 @@ def test_listen_address_refuses(value: str) -> None:
 
 def test_terminal_table_says_what_is_not_retained() -> None:
     from drivers.status import render
-    from policies.ops_board import active_actions_view
+    from policies.supervision.ops_board import active_actions_view
     from protocol.security import ActiveActions, EnforcementAction
 
     wire = ActiveActions(actions=[EnforcementAction(action="block_ip", target="203.0.113.9", until=1_700_000_600.0),

@@ -1,6 +1,6 @@
-"""The supervisor's decisions (``policies.supervision``), fed what the real producers emit: monitor
+"""The supervisor's decisions (``policies.supervision.core``), fed what the real producers emit: monitor
 results from ``MonitorCore``, the observer's outage event through ``OutageWatch``, infrastructure
-messages from ``policies.infrastructure``. Each test checks the effects returned, not I/O."""
+messages from ``policies.infrastructure.checks``. Each test checks the effects returned, not I/O."""
 
 from __future__ import annotations
 
@@ -8,17 +8,21 @@ from typing import Any
 
 import pytest
 
-from policies.alert_rules import alerts_for_breaker
-from policies.cascade import DependencyPolicy
-from policies.circuit_breaker import load_breaker_policy
-from policies.config import load_policy_text
-from policies.correlation import ServiceDelta
-from policies.health import HealthPolicy, load_health_policy
-from policies.infrastructure import ProbeResult, infrastructure_error_message, load_infrastructure_policy
-from policies.monitoring import BreakerView, MonitorCore, MonitorResult
-from policies.outage import OutageWatch
-from policies.supervision import BOARD_SYNC_S, Supervision
-from policies.supervision_effects import (
+from policies.alerting.rules import alerts_for_breaker
+from policies.breaker.cascade import DependencyPolicy
+from policies.breaker.circuit import load_breaker_policy
+from policies.common.config import load_policy_text
+from policies.health.monitor import BreakerView, MonitorCore, MonitorResult
+from policies.health.outage import OutageWatch
+from policies.health.status import HealthPolicy, load_health_policy
+from policies.infrastructure.checks import (
+    ProbeResult,
+    infrastructure_error_message,
+    load_infrastructure_policy,
+)
+from policies.observation.correlation import ServiceDelta
+from policies.supervision.core import BOARD_SYNC_S, Supervision
+from policies.supervision.effects import (
     Alert,
     ClearRetained,
     OpenBreaker,
@@ -28,7 +32,7 @@ from policies.supervision_effects import (
     RetireMonitor,
     SaveDependencies,
 )
-from policies.supervision_health import HEALTH_MAX_SILENCE_S, HealthMemo, health_due, roll_up, system_health
+from policies.supervision.health import HEALTH_MAX_SILENCE_S, HealthMemo, health_due, roll_up, system_health
 from protocol import parse_model
 from protocol.security import AlertMessage
 from protocol.system import BreakerState, BreakerStateChange, CascadingFailurePrevented, ServiceUnavailable

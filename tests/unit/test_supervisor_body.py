@@ -17,11 +17,11 @@ from actors.clock import FakeClock
 from actors.monitor import STATE_NAMESPACE
 from actors.settings import OperateSettings
 from actors.supervisor import SupervisorBody
-from adapters.testing import CapturingBus, InMemoryStore
-from policies.circuit_breaker import load_breaker_policy
-from policies.correlation import ServiceDelta
-from policies.health import load_health_policy
-from policies.monitoring import MonitorCore
+from adapters.testing.doubles import CapturingBus, InMemoryStore
+from policies.breaker.circuit import load_breaker_policy
+from policies.health.monitor import MonitorCore
+from policies.health.status import load_health_policy
+from policies.observation.correlation import ServiceDelta
 from protocol import parse_model
 from protocol.system import (
     BreakerState,

@@ -1,4 +1,4 @@
-"""The ``traceparent`` codec of ``adapters.tracing`` against OpenTelemetry's own
+"""The ``traceparent`` codec of ``adapters.mqtt.tracing`` against OpenTelemetry's own
 ``TraceContextTextMapPropagator``: on any user properties, valid or not, ``extract`` finds the same
 remote span context the propagator finds (after the same length caps), and ``inject`` writes the
 same properties the propagator writes."""
@@ -14,7 +14,7 @@ from opentelemetry import trace
 from opentelemetry.trace import NonRecordingSpan, SpanContext, TraceFlags, TraceState
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from adapters import tracing
+from adapters.mqtt import tracing
 
 OTEL = TraceContextTextMapPropagator()
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"

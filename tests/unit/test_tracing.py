@@ -1,4 +1,4 @@
-"""W3C Trace Context over MQTT 5 user properties (``adapters.tracing``), and sfa-ops' -32503
+"""W3C Trace Context over MQTT 5 user properties (``adapters.mqtt.tracing``), and sfa-ops' -32503
 answers carrying the caller's trace (``ObserverBody`` without Ray: its bus a ``CapturingBus`` that
 records the answers)."""
 
@@ -20,11 +20,11 @@ from opentelemetry.trace import SpanKind
 from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
-from adapters import tracing
-from adapters.mqtt import Message
-from adapters.testing import CapturingBus
-from policies.monitoring import BreakerView, MonitorResult, Unavailable
-from policies.observation import ObservationPolicy
+from adapters.mqtt import tracing
+from adapters.mqtt.bus import Message
+from adapters.testing.doubles import CapturingBus
+from policies.health.monitor import BreakerView, MonitorResult, Unavailable
+from policies.observation.config import ObservationPolicy
 
 PARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
@@ -178,7 +178,7 @@ def test_global_provider_is_seen_at_once_after_configure_tracing() -> None:
     once-a-second re-check."""
     code = (
         "from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter\n"
-        "from adapters import tracing\n"
+        "from adapters.mqtt import tracing\n"
         "src = tracing.TracerSource('t')\n"
         "assert src.get() is None and src.get() is None\n"
         "tp = tracing.configure_tracing('svc', exporter=InMemorySpanExporter(), environ={})\n"

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.latency_sketch import LatencySketch
-from policies.windows import UNANSWERED, CountWindow, Gate, Snapshot, TimeWindow, is_failure
+from policies.breaker.latency_sketch import LatencySketch
+from policies.breaker.windows import UNANSWERED, CountWindow, Gate, Snapshot, TimeWindow, is_failure
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,3 @@
+"""Delivering alert notifications: one function per receiver type, registered in
+``DELIVERERS``.
+"""

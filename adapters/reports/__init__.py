@@ -1,0 +1,2 @@
+"""Report files: one document model rendered as Markdown, HTML and JSON.
+"""

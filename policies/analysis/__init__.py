@@ -1,0 +1,2 @@
+"""The batch analyses over stored history: baselines, summaries, recommendations.
+"""

@@ -1,0 +1,3 @@
+"""The audit log: event schema, the events built from calls and accesses, the sanitizer
+(redaction, secret shapes) and the anchors that pin the hash chains.
+"""

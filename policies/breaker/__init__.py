@@ -1,0 +1,3 @@
+"""Circuit breakers: the per-service state machine, its sliding outcome windows, and
+cascading-failure prevention over the dependency graph.
+"""

@@ -1,0 +1,3 @@
+"""The supervisor's decisions: which services get a monitor, and what the status page,
+``/status.json`` and the ops board show.
+"""
