@@ -103,6 +103,9 @@ class MonitorBody(Chassis):
         health = load_health_policy(self.settings.policies_dir)
         self.core = MonitorCore(service=self.service, cluster_id=self.settings.cluster_id, breaker=breaker,
                                 health=health, now=self.clock.now(), restored=restored)
+        if self.core.restore_refused:
+            logger.warning("monitor %s: %d fields of its saved state were refused (invalid or over their "
+                           "bounds) and start from defaults", self.service, self.core.restore_refused)
 
     async def apply(self, delta: ServiceDelta, now: float) -> MonitorResult:
         core = await self._core()
@@ -118,7 +121,8 @@ class MonitorBody(Chassis):
                 self._rollup_writer = asyncio.create_task(self._write_rollups(),
                                                           name=f"monitor-rollup-{self.service}")
         self.call_histogram.observe(self.calls.add(delta).durations)
-        return dataclasses.replace(result, calls=self.calls.snapshot())
+        # the saved snapshot (a few KB with the health window) is the monitor's own: not sent back
+        return dataclasses.replace(result, calls=self.calls.snapshot(), snapshot=None)
 
     def _keep_rollup(self, r: MinuteRollup) -> None:
         self._keep(metric_row(r))
@@ -206,6 +210,8 @@ class MonitorBody(Chassis):
         if partial is not None:
             self._keep_rollup(partial)
         await self._write_rollups()
+        if self.core is not None:  # the calls since the last periodic save are not lost on a clean stop
+            self._save_later(self.core.snapshot(self.clock.now()))
         for _ in range(100):
             if self._unsaved is None and not self._save_wanted.is_set():
                 return
