@@ -6,7 +6,7 @@ from __future__ import annotations
 from adapters.notify.base import Deliverer, DeliveryContext, DeliveryResult, post_with_retry
 from policies.alerting.policy import Alert, Integration, Notification, to_api_v2_alerts
 
-__all__ = ["ALERTMANAGER", "deliver_alertmanager", "forward_alerts"]
+__all__ = ["DELIVERER", "deliver_alertmanager", "forward_alerts"]
 
 
 async def deliver_alertmanager(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -22,4 +22,4 @@ async def forward_alerts(url: str, alerts: tuple[Alert, ...], ctx: DeliveryConte
                                  to_api_v2_alerts(alerts), ctx)
 
 
-ALERTMANAGER = Deliverer(deliver=deliver_alertmanager, required=("url",))
+DELIVERER = Deliverer(deliver=deliver_alertmanager, required=("url",))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from adapters.notify.base import Deliverer, DeliveryContext, DeliveryResult, Outcome, summary_text, title
 from policies.alerting.policy import Integration, Notification
 
-__all__ = ["LOG", "deliver_log"]
+__all__ = ["DELIVERER", "deliver_log"]
 
 
 async def deliver_log(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -15,4 +15,4 @@ async def deliver_log(n: Notification, integ: Integration, ctx: DeliveryContext)
     return DeliveryResult(type="log", outcome=Outcome.SENT)
 
 
-LOG = Deliverer(deliver=deliver_log)
+DELIVERER = Deliverer(deliver=deliver_log)

@@ -15,7 +15,7 @@ from adapters.notify.base import (
 )
 from policies.alerting.policy import Integration, Notification
 
-__all__ = ["EMAIL", "deliver_email"]
+__all__ = ["DELIVERER", "deliver_email"]
 
 
 async def deliver_email(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -30,4 +30,4 @@ async def deliver_email(n: Notification, integ: Integration, ctx: DeliveryContex
     return await post_with_retry("email", n.receiver, url, body, ctx, timeout_s=timeout_of(integ, ctx))
 
 
-EMAIL = Deliverer(deliver=deliver_email, required=("to",), send_resolved=False)
+DELIVERER = Deliverer(deliver=deliver_email, required=("to",), send_resolved=False)

@@ -22,7 +22,7 @@ from adapters.notify.base import (
 from policies.alerting.policy import Alert, Integration, Notification
 from protocol.security import AlertMessage
 
-__all__ = ["MQTT", "alert_messages", "deliver_mqtt", "publish_alerts"]
+__all__ = ["DELIVERER", "alert_messages", "deliver_mqtt", "publish_alerts"]
 
 
 def alert_messages(
@@ -85,4 +85,4 @@ async def deliver_mqtt(n: Notification, integ: Integration, ctx: DeliveryContext
     return DeliveryResult(type="mqtt", outcome=Outcome.SENT)
 
 
-MQTT = Deliverer(deliver=deliver_mqtt, defaults={"topic": DEFAULT_ALERTS_TOPIC})
+DELIVERER = Deliverer(deliver=deliver_mqtt, defaults={"topic": DEFAULT_ALERTS_TOPIC})

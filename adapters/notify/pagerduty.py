@@ -16,7 +16,7 @@ from adapters.notify.base import (
 )
 from policies.alerting.policy import Integration, Notification
 
-__all__ = ["PAGERDUTY", "PAGERDUTY_EVENTS_URL", "deliver_pagerduty"]
+__all__ = ["DELIVERER", "PAGERDUTY_EVENTS_URL", "deliver_pagerduty"]
 
 #: PagerDuty Events API v2 (Alertmanager's default ``pagerduty_configs.url``).
 PAGERDUTY_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"
@@ -51,5 +51,5 @@ async def deliver_pagerduty(n: Notification, integ: Integration, ctx: DeliveryCo
     return await post_with_retry("pagerduty", n.receiver, url, body, ctx, timeout_s=timeout_of(integ, ctx))
 
 
-PAGERDUTY = Deliverer(deliver=deliver_pagerduty,
+DELIVERER = Deliverer(deliver=deliver_pagerduty,
                       required=("routing_key", "service_key", "routing_key_file", "service_key_file"))

@@ -14,7 +14,7 @@ from adapters.notify.base import (
 )
 from policies.alerting.policy import Integration, Notification
 
-__all__ = ["PHONE", "deliver_phone"]
+__all__ = ["DELIVERER", "deliver_phone"]
 
 
 async def deliver_phone(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -27,4 +27,4 @@ async def deliver_phone(n: Notification, integ: Integration, ctx: DeliveryContex
     return await post_with_retry("phone", n.receiver, url, body, ctx, timeout_s=timeout_of(integ, ctx))
 
 
-PHONE = Deliverer(deliver=deliver_phone, required=("numbers",), send_resolved=False)
+DELIVERER = Deliverer(deliver=deliver_phone, required=("numbers",), send_resolved=False)

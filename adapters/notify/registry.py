@@ -1,39 +1,46 @@
-"""The receiver registry: ``DELIVERERS`` (receiver type → :class:`~adapters.notify.base.Deliverer`,
-declared by each receiver's module), and :func:`bind_receivers`, which checks a loaded alerting
-policy's receivers against it when the alert manager (or ``operate`` at start-up) loads the policy.
+"""The receiver registry: ``DELIVERERS`` (receiver type → :class:`~adapters.notify.base.Deliverer`),
+read from the module that declares each type (its ``DELIVERER``, next to its delivery code), and
+:func:`bind_receivers`, which checks a loaded alerting policy's receivers against it when the alert
+manager (or ``operate`` at start-up) loads the policy.
 
 A new receiver type is one module in this package and one line here (see docs/architecture.md).
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import replace
 from pathlib import Path
 
-from adapters.notify.alertmanager import ALERTMANAGER
 from adapters.notify.base import Deliverer
-from adapters.notify.log import LOG
-from adapters.notify.mail import EMAIL
-from adapters.notify.mqtt import MQTT
-from adapters.notify.pagerduty import PAGERDUTY
-from adapters.notify.phone import PHONE
-from adapters.notify.slack import SLACK
-from adapters.notify.webhook import WEBHOOK
 from policies.alerting.policy import AlertingPolicy, Integration, Receiver, load_alerting_policy
 from policies.common.config import PolicyConfigError
 
 __all__ = ["DELIVERERS", "bind_receivers", "kind_of", "load_checked_alerting_policy"]
 
-DELIVERERS: dict[str, Deliverer] = {
-    "mqtt": MQTT,
-    "webhook": WEBHOOK,
-    "alertmanager": ALERTMANAGER,
-    "slack": SLACK,
-    "pagerduty": PAGERDUTY,
-    "email": EMAIL,
-    "phone": PHONE,
-    "log": LOG,
-}
+
+def _declared(modules: dict[str, str]) -> dict[str, Deliverer]:
+    """Each module's ``DELIVERER``; a module without one is a programming error, found at import."""
+    out = {}
+    for name, module in modules.items():
+        kind = getattr(importlib.import_module(module), "DELIVERER", None)
+        if not isinstance(kind, Deliverer):
+            raise TypeError(f"receiver module {module} declares no DELIVERER = Deliverer(...)")
+        out[name] = kind
+    return out
+
+
+#: Receiver type → its declaration; one line per type, naming the module that delivers it.
+DELIVERERS: dict[str, Deliverer] = _declared({
+    "mqtt": "adapters.notify.mqtt",
+    "webhook": "adapters.notify.webhook",
+    "alertmanager": "adapters.notify.alertmanager",
+    "slack": "adapters.notify.slack",
+    "pagerduty": "adapters.notify.pagerduty",
+    "email": "adapters.notify.mail",
+    "phone": "adapters.notify.phone",
+    "log": "adapters.notify.log",
+})
 
 # Alertmanager's other integrations: accepted so an Alertmanager file loads (Alertmanager's
 # send_resolved defaults), nothing delivers them — their notifications are skipped, logged once.

@@ -15,7 +15,7 @@ from adapters.notify.base import (
 )
 from policies.alerting.policy import Integration, Notification
 
-__all__ = ["SLACK", "deliver_slack"]
+__all__ = ["DELIVERER", "deliver_slack"]
 
 
 async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -33,4 +33,4 @@ async def deliver_slack(n: Notification, integ: Integration, ctx: DeliveryContex
     return await post_with_retry("slack", n.receiver, url, body, ctx, timeout_s=timeout_of(integ, ctx))
 
 
-SLACK = Deliverer(deliver=deliver_slack, send_resolved=False)
+DELIVERER = Deliverer(deliver=deliver_slack, send_resolved=False)

@@ -12,7 +12,7 @@ from adapters.notify.base import (
 )
 from policies.alerting.policy import Integration, Notification, to_webhook_payload
 
-__all__ = ["WEBHOOK", "deliver_webhook"]
+__all__ = ["DELIVERER", "deliver_webhook"]
 
 
 async def deliver_webhook(n: Notification, integ: Integration, ctx: DeliveryContext) -> DeliveryResult:
@@ -25,4 +25,4 @@ async def deliver_webhook(n: Notification, integ: Integration, ctx: DeliveryCont
     return await post_with_retry("webhook", n.receiver, url, body, ctx, timeout_s=timeout_of(integ, ctx))
 
 
-WEBHOOK = Deliverer(deliver=deliver_webhook, required=("url", "url_file"))
+DELIVERER = Deliverer(deliver=deliver_webhook, required=("url", "url_file"))

@@ -12,7 +12,7 @@ import pytest
 from actors.alertmanager import AlertManagerBody
 from actors.clock import FakeClock
 from actors.settings import OperateSettings
-from adapters.notify.registry import DELIVERERS, bind_receivers, load_checked_alerting_policy
+from adapters.notify.registry import DELIVERERS, _declared, bind_receivers, load_checked_alerting_policy
 from adapters.testing.doubles import CapturingBus, InMemoryStore
 from policies.alerting.config import DEFAULT_FILE, alerting_policy_from_text
 from policies.alerting.routing import AlertingPolicy
@@ -94,6 +94,15 @@ def test_every_registered_type_delivers_and_alertmanager_types_load() -> None:
     assert [(i.type, i.send_resolved) for i in policy.receivers["w"].integrations] == [
         ("opsgenie", True), ("wechat", False),
     ]
+
+
+def test_registry_reads_each_modules_declaration() -> None:
+    """A registry line names a module; its DELIVERER is what the registry holds, and a module
+    declaring none is refused when the registry is built (at import, not at the first alert)."""
+    assert _declared({"hook": "adapters.notify.webhook"})["hook"] is DELIVERERS["webhook"]
+    assert DELIVERERS["webhook"].required == ("url", "url_file")
+    with pytest.raises(TypeError, match=r"adapters\.notify\.base declares no DELIVERER"):
+        _declared({"nothing": "adapters.notify.base"})
 
 
 def test_shipped_policy_binds() -> None:
