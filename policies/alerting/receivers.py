@@ -71,10 +71,10 @@ def _integration(kind: str, raw: Any, where: str) -> Integration:
                        send_resolved_set=flag is not None, where=where)
 
 
-def _type_name(kind: Any, where: str, what: str) -> str:
+def _type_name(kind: Any, where: str, label: str, shown: Any) -> str:
     if not isinstance(kind, str) or not _TYPE_NAME.match(kind):
         raise ValueError(
-            f"{where}: {what} {str(kind)[:64]!r} is not an integration type (lower-case letters, digits, _; "
+            f"{where}: {label} {str(shown)[:64]!r} is not an integration type (lower-case letters, digits, _; "
             "at most 32); use type: <name>, a mapping per type (slack: {…}), or Alertmanager's *_configs lists"
         )
     return kind
@@ -89,14 +89,14 @@ def parse_receiver(raw: Any, where: str) -> Receiver:
         raise ValueError(f"{where}: every receiver needs a name")
     where = f"{where} ({name})"
     if "type" in raw:
-        kind = _type_name(raw["type"], where, "type")
+        kind = _type_name(raw["type"], where, "type", raw["type"])
         settings = {k: v for k, v in raw.items() if k not in ("name", "type")}
         return Receiver(name=name, integrations=(_integration(kind, settings, where),))
     out: list[Integration] = []
     for key, value in raw.items():
         if key == "name":
             continue
-        kind = _type_name(key.removesuffix("_configs") if isinstance(key, str) else key, where, "key")
+        kind = _type_name(key.removesuffix("_configs") if isinstance(key, str) else key, where, "key", key)
         if key.endswith("_configs") and not isinstance(value, list):
             raise ValueError(f"{where}: {key} must be a list of mappings")
         items = value if isinstance(value, list) else [value]

@@ -15,6 +15,7 @@ from actors.settings import OperateSettings
 from adapters.notify.registry import DELIVERERS, _declared, bind_receivers, load_checked_alerting_policy
 from adapters.testing.doubles import CapturingBus, InMemoryStore
 from policies.alerting.config import DEFAULT_FILE, alerting_policy_from_text
+from policies.alerting.receivers import MAX_INTEGRATIONS
 from policies.alerting.routing import AlertingPolicy
 from policies.common.config import PolicyConfigError
 
@@ -125,3 +126,13 @@ async def test_alert_manager_refuses_a_bad_receiver_at_start(tmp_path: Path) -> 
         await body.start()
     assert str(path) in str(err.value)
     assert "receivers[0] (ops).webhook_configs" in str(err.value) and "url" in str(err.value)
+
+
+def test_integrations_per_receiver_are_bounded() -> None:
+    """A receiver with more than MAX_INTEGRATIONS integrations is refused by the policy, naming it."""
+    hooks = ", ".join(["{url: 'http://h/x'}"] * (MAX_INTEGRATIONS + 1))
+    with pytest.raises(PolicyConfigError, match=r"receivers\[0\] \(w\): more than 64 integrations"):
+        alerting_policy_from_text(f"route: {{receiver: w}}\nreceivers: [{{name: w, webhook_configs: [{hooks}]}}]\n")
+    hooks = ", ".join(["{url: 'http://h/x'}"] * MAX_INTEGRATIONS)
+    policy = checked(f"route: {{receiver: w}}\nreceivers: [{{name: w, webhook_configs: [{hooks}]}}]\n")
+    assert len(policy.receivers["w"].integrations) == MAX_INTEGRATIONS
