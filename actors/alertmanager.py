@@ -46,16 +46,11 @@ from actors.loops import run_every
 from actors.settings import OperateSettings
 from adapters.http.client import HttpClient, redact_url
 from adapters.mqtt.bus import MqttBus, MqttBusError
-from adapters.notify.delivery import (
-    DEFAULT_ALERTS_TOPIC,
-    DeliveryContext,
-    DeliveryResult,
-    Outcome,
-    RetryPolicy,
-    deliver_notification,
-    forward_alerts,
-    publish_alerts,
-)
+from adapters.notify.alertmanager import forward_alerts
+from adapters.notify.base import DEFAULT_ALERTS_TOPIC, DeliveryContext, DeliveryResult, Outcome, RetryPolicy
+from adapters.notify.delivery import deliver_notification
+from adapters.notify.mqtt import publish_alerts
+from adapters.notify.registry import load_checked_alerting_policy
 from adapters.store import AlertRecord, Store, StoreError, open_store
 from adapters.store.buffer import BufferedStore
 from policies.alerting.delivery_plan import MIRROR_KEY, PartialDeliveries, save_due, with_mirror
@@ -67,7 +62,6 @@ from policies.alerting.policy import (
     Integration,
     Notification,
     Silence,
-    load_alerting_policy,
 )
 from policies.alerting.runbooks import RunbookPolicy, load_runbooks
 from policies.common.config import PolicyConfigError
@@ -113,7 +107,8 @@ class AlertManagerBody(Chassis):
 
     async def _start(self) -> None:
         s = self.settings
-        self.policy = load_alerting_policy(s.policies_dir)
+        # Receivers checked against the registry (known type, required settings) before any alert.
+        self.policy = load_checked_alerting_policy(s.policies_dir)
         self.runbooks: RunbookPolicy | None = None
         try:
             self.runbooks = load_runbooks(s.policies_dir)

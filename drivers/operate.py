@@ -226,7 +226,7 @@ def _mongodb_uri_problem(uri: str) -> str | None:
 
 def load_all_policies(directory: str | None) -> None:
     """Load every policy file once so a bad override stops startup, not an actor later."""
-    from policies.alerting.policy import load_alerting_policy
+    from adapters.notify.registry import load_checked_alerting_policy
     from policies.breaker.cascade import load_dependency_policy
     from policies.breaker.circuit import load_breaker_policy
     from policies.health.status import load_health_policy
@@ -235,7 +235,7 @@ def load_all_policies(directory: str | None) -> None:
     from policies.observation.config import load_observation_policy
 
     for loader in (load_breaker_policy, load_health_policy, load_observation_policy, load_dependency_policy,
-                   load_alerting_policy, load_infrastructure_policy, load_metric_rules):
+                   load_checked_alerting_policy, load_infrastructure_policy, load_metric_rules):
         loader(directory)
 
 

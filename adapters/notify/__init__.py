@@ -1,3 +1,3 @@
-"""Delivering alert notifications: one function per receiver type, registered in
-``DELIVERERS``.
+"""Delivering alert notifications: one module per receiver type (its delivery function and its
+:class:`~adapters.notify.base.Deliverer` declaration), registered in ``registry.DELIVERERS``.
 """

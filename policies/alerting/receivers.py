@@ -8,49 +8,43 @@ A receiver is read from any of these forms (they may be mixed within one receive
 - Alertmanager's: ``{name: oncall, webhook_configs: [{url: …}], slack_configs: [{channel: …}]}``.
 
 A receiver with no integration is valid (Alertmanager's "null" receiver: it swallows alerts).
-``send_resolved`` defaults follow Alertmanager (on for webhook and PagerDuty, off for Slack and
-email); sfa-ops' own types (mqtt, alertmanager, log) default to on, ``phone`` to off.
+
+This module checks the *shape* only: a bounded type name, a settings mapping, a boolean
+``send_resolved``. Which types exist, the settings each needs and whether ``send_resolved`` defaults
+off are declared by each receiver's module next to its delivery code (``adapters/notify/``); the
+alert manager checks the parsed receivers against that registry when it loads its policy, before
+any alert (``adapters.notify.registry.bind_receivers``). Until then an integration without an
+explicit ``send_resolved`` counts as wanting resolved alerts.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["INTEGRATION_TYPES", "Integration", "Receiver", "parse_receiver"]
+__all__ = ["MAX_INTEGRATIONS", "Integration", "Receiver", "parse_receiver"]
 
-#: Types sfa-ops knows (mqtt, webhook, alertmanager, log are delivered by sfa-ops itself).
-INTEGRATION_TYPES = ("mqtt", "webhook", "alertmanager", "slack", "pagerduty", "email", "log", "phone")
-
-# Other Alertmanager integrations: accepted so an Alertmanager file loads; nothing delivers them yet.
-_FOREIGN_TYPES = (
-    "opsgenie", "wechat", "pushover", "victorops", "sns", "telegram", "discord", "webex",
-    "msteams", "msteamsv2", "jira", "rocketchat", "incidentio", "mattermost",
-)  # fmt: skip
-
-_SEND_RESOLVED_OFF = {"slack", "email", "wechat", "rocketchat", "phone"}
-
-# Settings an integration cannot work without (any one of each tuple suffices).
-_REQUIRED: dict[str, tuple[str, ...]] = {
-    "webhook": ("url", "url_file"),
-    "alertmanager": ("url",),
-    "pagerduty": ("routing_key", "service_key", "routing_key_file", "service_key_file"),
-    "email": ("to",),
-    "phone": ("numbers",),
-}
-
-#: Default MQTT topic; the actor fills in ``{cluster}`` (DESIGN.md §1: system/{cluster}/alerts).
-DEFAULT_MQTT_TOPIC = "system/{cluster}/alerts"
+#: An integration type name: lower-case, as Alertmanager's (``webhook``, ``pagerduty``, ``msteamsv2``).
+_TYPE_NAME = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+#: Integrations in one receiver (Alertmanager sets no limit; a receiver with more is a config error).
+MAX_INTEGRATIONS = 64
 
 
 @dataclass(frozen=True, kw_only=True)
 class Integration:
-    """One delivery target of a receiver; ``settings`` are passed through untouched."""
+    """One delivery target of a receiver; ``settings`` are passed through untouched.
+
+    ``send_resolved_set`` says whether the config gave ``send_resolved`` (else the receiver type's
+    default applies when the registry binds it); ``where`` names its place in the config for errors.
+    """
 
     type: str
     settings: Mapping[str, Any]
     send_resolved: bool
+    send_resolved_set: bool = field(default=True, compare=False)
+    where: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,19 +64,20 @@ def _integration(kind: str, raw: Any, where: str) -> Integration:
     if not isinstance(raw, Mapping):
         raise ValueError(f"{where}: {kind} settings must be a mapping, got {raw!r}")
     settings = dict(raw)
-    if kind == "mqtt":
-        settings.setdefault("topic", DEFAULT_MQTT_TOPIC)
-    needed = _REQUIRED.get(kind)
-    if needed and not any(settings.get(k) for k in needed):
-        raise ValueError(f"{where}: a {kind} integration needs {' or '.join(needed)}")
     flag = settings.pop("send_resolved", None)
     if flag is not None and not isinstance(flag, bool):
         raise ValueError(f"{where}: send_resolved must be true or false, got {flag!r}")
-    return Integration(
-        type=kind,
-        settings=settings,
-        send_resolved=(kind not in _SEND_RESOLVED_OFF) if flag is None else flag,
-    )
+    return Integration(type=kind, settings=settings, send_resolved=True if flag is None else flag,
+                       send_resolved_set=flag is not None, where=where)
+
+
+def _type_name(kind: Any, where: str, label: str, shown: Any) -> str:
+    if not isinstance(kind, str) or not _TYPE_NAME.match(kind):
+        raise ValueError(
+            f"{where}: {label} {str(shown)[:64]!r} is not an integration type (lower-case letters, digits, _; "
+            "at most 32); use type: <name>, a mapping per type (slack: {…}), or Alertmanager's *_configs lists"
+        )
+    return kind
 
 
 def parse_receiver(raw: Any, where: str) -> Receiver:
@@ -93,26 +88,20 @@ def parse_receiver(raw: Any, where: str) -> Receiver:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{where}: every receiver needs a name")
     where = f"{where} ({name})"
-    known = INTEGRATION_TYPES + _FOREIGN_TYPES
-    out: list[Integration] = []
     if "type" in raw:
-        kind = raw["type"]
-        if kind not in known:
-            raise ValueError(f"{where}: type {kind!r} is not one of {', '.join(INTEGRATION_TYPES)}")
+        kind = _type_name(raw["type"], where, "type", raw["type"])
         settings = {k: v for k, v in raw.items() if k not in ("name", "type")}
         return Receiver(name=name, integrations=(_integration(kind, settings, where),))
+    out: list[Integration] = []
     for key, value in raw.items():
         if key == "name":
             continue
-        kind = key.removesuffix("_configs")
-        if kind not in known:
-            raise ValueError(
-                f"{where}: unknown key {key!r}; use type: one of {', '.join(INTEGRATION_TYPES)}, "
-                "a mapping per type (slack: {…}), or Alertmanager's *_configs lists"
-            )
+        kind = _type_name(key.removesuffix("_configs") if isinstance(key, str) else key, where, "key", key)
         if key.endswith("_configs") and not isinstance(value, list):
             raise ValueError(f"{where}: {key} must be a list of mappings")
         items = value if isinstance(value, list) else [value]
+        if len(out) + len(items) > MAX_INTEGRATIONS:
+            raise ValueError(f"{where}: more than {MAX_INTEGRATIONS} integrations in one receiver")
         for j, item in enumerate(items):
             out.append(
                 _integration(kind, item, f"{where}.{key}[{j}]" if len(items) > 1 else f"{where}.{key}")

@@ -18,20 +18,15 @@ import orjson
 import pytest
 
 from adapters.http.client import HttpClient, HttpResponse
-from adapters.notify.delivery import (
-    DeliveryContext,
-    Outcome,
-    RetryPolicy,
-    deliver,
-    deliver_notification,
-)
+from adapters.notify.base import DeliveryContext, Outcome, RetryPolicy
+from adapters.notify.delivery import deliver, deliver_notification
+from adapters.notify.registry import load_checked_alerting_policy
 from adapters.store import open_store
 from policies.alerting.policy import (
     Alert,
     Integration,
     Notification,
     NotifyReason,
-    load_alerting_policy,
     parse_time,
 )
 from protocol.security import AlertMessage
@@ -137,7 +132,7 @@ async def test_redirects_followed_only_within_the_origin(rx: HttpReceiver) -> No
 async def test_seed_receivers_without_endpoints_are_skipped(ctx: DeliveryContext) -> None:
     """The seed's receivers (Slack channels, PagerDuty template keys, email, phone) have no URL:
     skipped, settled, nothing sent."""
-    receiver = load_alerting_policy().receivers["emergency-response"]
+    receiver = load_checked_alerting_policy().receivers["emergency-response"]
     results = await deliver_notification(note(down(), receiver="emergency-response"), receiver.integrations, ctx)
     assert sorted(r.type for r in results.values()) == ["email", "pagerduty", "phone", "slack"]
     assert all(r.outcome is Outcome.SKIPPED and r.settled for r in results.values())

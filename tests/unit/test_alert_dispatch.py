@@ -29,7 +29,7 @@ route:
       receiver: chat
 receivers:
   - {{name: hook, type: webhook, url: "http://h/x"}}
-  - {{name: chat, slack: {{channel: "#c"}}}}
+  - {{name: chat, slack: {{channel: "#c", send_resolved: false}}}}
 """
 
 
@@ -119,7 +119,8 @@ def test_resolution_sent_then_group_removed() -> None:
 
 
 def test_receiver_without_send_resolved_gets_no_resolution() -> None:
-    """Slack (send_resolved off by default) is not told about resolutions, and the group still ends."""
+    """A receiver with send_resolved off (Slack's default, which the registry applies) is not told
+    about resolutions, and the group still ends."""
     d = make()
     d.ingest([alert(instance="a", channel="chat")], 0)
     assert [n.receiver for n in deliver_all(d, 30)] == ["chat"]

@@ -210,14 +210,17 @@ def test_forwarding_is_independent_of_group_timers() -> None:
 
 
 def test_readme_receiver_example_loads_and_forwards_what_it_says() -> None:
-    """The receiver configuration shown in README "Alerting" is a valid policy: critical alerts go to
+    """The receiver configuration shown in README "Alerting" is a valid policy (receivers checked
+    against the registry too): critical alerts go to
     `pager` (PagerDuty + the team Alertmanager, re-sent every minute), security ones to the webhook."""
     from pathlib import Path
 
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     marker = "# alerting.yaml in the --policies directory"
     block = readme[readme.index(marker):].split("```", 1)[0]
-    policy = alerting_policy_from_text(block, "README.md")
+    from adapters.notify.registry import bind_receivers
+
+    policy = bind_receivers(alerting_policy_from_text(block, "README.md"))  # as the alert manager loads it
     assert [i.type for i in policy.receivers["pager"].integrations] == ["pagerduty", "alertmanager"]
     assert receivers_of(policy, fire(severity="critical")) == {"pager"}
     assert receivers_of(policy, fire(severity="error", component="security")) == {"security-webhook"}

@@ -140,29 +140,6 @@ def test_group_labels_and_key() -> None:
     assert bc.group_labels({"owner": "team-B", "foo": "1"}) == {"foo": "1"}  # bar absent: left out
 
 
-def test_receiver_forms_are_equivalent() -> None:
-    """sfa-ops' type form, the seed's mapping form and Alertmanager's *_configs form give the same receiver."""
-    policy = alerting_policy_from_text("""
-route: {receiver: a}
-receivers:
-  - {name: a, type: webhook, url: "http://x/h", send_resolved: false}
-  - {name: b, webhook: {url: "http://x/h", send_resolved: false}}
-  - {name: c, webhook_configs: [{url: "http://x/h", send_resolved: false}]}
-  - {name: d, slack_configs: [{channel: "#x"}], email_configs: [{to: ops@example.com}]}
-  - {name: e, type: mqtt}
-  - {name: blackhole}
-""")
-    a, b, c = (policy.receivers[n].integrations for n in "abc")
-    assert a == b == c
-    assert a[0].settings == {"url": "http://x/h"} and a[0].send_resolved is False
-    assert [(i.type, i.send_resolved) for i in policy.receivers["d"].integrations] == [
-        ("slack", False),
-        ("email", False),
-    ]  # Alertmanager's defaults
-    assert policy.receivers["e"].integrations[0].settings["topic"] == "system/{cluster}/alerts"
-    assert policy.receivers["blackhole"].integrations == ()
-
-
 BASE_RECEIVERS = "receivers: [{name: r, type: log}]\n"
 ERROR_CASES = [
     (
@@ -207,25 +184,6 @@ def test_bad_config_errors_name_the_place(text: str, fragments: list[str]) -> No
     assert "test.yaml" in message
     for fragment in fragments:
         assert fragment in message
-
-
-RECEIVER_ERRORS = [
-    ("[{name: w, type: webhook}]", ["receivers[0] (w)", "url"]),
-    ("[{name: w, type: carrier_pigeon}]", ["carrier_pigeon"]),
-    ("[{name: w, pager: {x: 1}}]", ["'pager'"]),
-    ("[{name: w, type: log}, {name: w, type: log}]", ["receivers[1]", "not unique"]),
-    ("[{type: log}]", ["needs a name"]),
-    ("[{name: w, email: {to: a@b, send_resolved: maybe}}]", ["send_resolved"]),
-]
-
-
-@pytest.mark.parametrize(("receivers", "fragments"), RECEIVER_ERRORS)
-def test_bad_receivers(receivers: str, fragments: list[str]) -> None:
-    """Receivers missing required settings, of unknown type or duplicated are rejected with their index."""
-    with pytest.raises(PolicyConfigError) as err:
-        alerting_policy_from_text(f"route: {{receiver: w}}\nreceivers: {receivers}\n")
-    for fragment in fragments:
-        assert fragment in str(err.value)
 
 
 def test_yaml_scalars_in_match_are_text() -> None:
