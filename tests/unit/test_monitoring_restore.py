@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.breaker.windows import UNANSWERED
 from policies.health.monitor import WINDOW_SAVE_INTERVAL_S, MonitorCore, MonitorResult
 from policies.health.status import load_health_policy
