@@ -31,7 +31,8 @@ from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from adapters.runtime.processes import start_redis
 from drivers.sample_platform import SERVICES, FaultMode
-from drivers.simulate import PlatformProcesses, Traffic
+from drivers.simulate_platform import PlatformProcesses
+from drivers.simulate_traffic import Traffic
 from protocol import ProtocolError, topics
 from protocol.base import utc_now
 from protocol.contract import ACTIVE_ACTIONS_SUFFIX, parse_published
