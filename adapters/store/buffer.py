@@ -25,7 +25,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequenc
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from adapters.store.base import (
+from adapters.store.base import Store, StoreError, StoreUnavailable
+from adapters.store.records import (
     ActionRecord,
     AlertRecord,
     AuditRecord,
@@ -34,9 +35,6 @@ from adapters.store.base import (
     IncidentRecord,
     MetricRollup,
     OutboxRecord,
-    Store,
-    StoreError,
-    StoreUnavailable,
     VerifyResult,
 )
 from policies.audit.anchors import ChainState
