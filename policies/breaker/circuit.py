@@ -15,7 +15,7 @@ the errors and the events are in ``policies.breaker.transitions``; the configura
 ``policies.breaker.settings``.
 
 Tier-1 caller errors (-32001..-32006) count as calls but never as failures; -32007, -32603 and
-unanswered calls (``windows.UNANSWERED``) are failures (``windows.is_failure``).
+unanswered calls (``outcomes.UNANSWERED``) are failures (``outcomes.is_failure``).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
+from policies.breaker.outcomes import UNANSWERED, Snapshot, is_failure
 from policies.breaker.settings import BreakerSettings
 from policies.breaker.transitions import (
     TRANSITIONS,
@@ -32,7 +33,7 @@ from policies.breaker.transitions import (
     IllegalTransition,
     Permission,
 )
-from policies.breaker.windows import UNANSWERED, CountWindow, Snapshot, TimeWindow, is_failure
+from policies.breaker.windows import CountWindow, TimeWindow
 from policies.common.config import format_duration
 from protocol.errors import spec_for
 

@@ -28,7 +28,7 @@ from drivers.scenarios import Action, Scenario, Step
 from drivers.simulate import Simulation
 from drivers.simulate_platform import INSTANCES
 from policies.audit import schema
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent, DataSubjectRequest

@@ -6,7 +6,7 @@ import pytest
 
 from policies.analysis.rollup_summary import service_summaries
 from policies.analysis.summaries import ServiceSummary
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.metrics.rollups import RollupBuilder, minute_of
 from policies.metrics.sketch_codec import decode_sketch
 from policies.observation.correlation import ServiceDelta
