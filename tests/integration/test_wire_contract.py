@@ -39,14 +39,10 @@ from protocol.contract import ACTIVE_ACTIONS_SUFFIX, parse_published
 from protocol.rpc import ErrorResponse, UserContext
 from protocol.security import AuthEvent
 from sdk.client import ServiceClient
+from sdk.client_events import ClientEvent, InfrastructureRecoveredEvent, InfrastructureWarningEvent
 from sdk.enforcement import ActionsEnforcement
 from sdk.errors import ServiceTemporarilyUnavailableException, ServiceTimeoutException
-from sdk.platform_client import (
-    ClientEvent,
-    InfrastructureRecoveredEvent,
-    InfrastructureWarningEvent,
-    PlatformAwareClient,
-)
+from sdk.platform_client import PlatformAwareClient
 from sdk.runtime import ServiceRuntime
 from sdk.service import Service
 from sdk.trust import SystemTrust
