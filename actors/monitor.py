@@ -34,7 +34,7 @@ from actors.clock import Clock, SystemClock
 from actors.settings import OperateSettings
 from adapters.runtime.ray_metrics import RayCallHistogram
 from adapters.store import MetricRollup, Store, StoreError, open_store
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import MonitorCore, MonitorResult
 from policies.health.status import load_health_policy
 from policies.metrics.calls import CallTotals

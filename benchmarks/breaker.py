@@ -22,7 +22,9 @@ import pybreaker
 from benchmarks.alert_routing import routing_throughput
 from benchmarks.common import median, write_result
 from drivers.tables import print_table
-from policies.breaker.circuit import BreakerSettings, BreakerState, CircuitBreaker
+from policies.breaker.circuit import CircuitBreaker
+from policies.breaker.settings import BreakerSettings
+from policies.breaker.transitions import BreakerState
 from policies.breaker.windows import TimeWindow
 
 TARGET_RATIO = 0.8

@@ -25,7 +25,7 @@ import orjson
 
 from benchmarks.common import write_result
 from drivers.tables import print_table
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import MonitorCore
 from policies.health.status import load_health_policy
 from policies.observation.correlation import Correlator

@@ -25,7 +25,7 @@ from adapters.store import open_store
 from adapters.store.analysis import Field, audit_frame
 from policies.analysis.baselines import Partials, partials
 from policies.audit import schema
-from policies.breaker.windows import is_failure
+from policies.breaker.outcomes import is_failure
 
 T = TypeVar("T")
 R = TypeVar("R")

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from adapters.store.base import MetricRollup
+from adapters.store.records import MetricRollup
 from policies.analysis.baselines import DAY, HOUR, ZERO_KEY, sketch_keys
 from policies.audit import schema
 from policies.metrics.sketch_codec import encode_counts

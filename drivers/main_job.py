@@ -46,7 +46,9 @@ from drivers.options import (
 )
 from drivers.sample_platform import SERVICES
 from drivers.scenarios import SCENARIOS
-from drivers.simulate import REPO, Recorder, Simulation, format_summary, simulator_policy
+from drivers.simulate import Simulation, format_summary
+from drivers.simulate_platform import REPO, simulator_policy
+from drivers.simulate_recorder import Recorder
 from policies.security.broker_acl import SFA_OPS
 from protocol.names import check_segment
 

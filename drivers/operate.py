@@ -228,7 +228,7 @@ def load_all_policies(directory: str | None) -> None:
     """Load every policy file once so a bad override stops startup, not an actor later."""
     from adapters.notify.registry import load_checked_alerting_policy
     from policies.breaker.cascade import load_dependency_policy
-    from policies.breaker.circuit import load_breaker_policy
+    from policies.breaker.settings import load_breaker_policy
     from policies.health.status import load_health_policy
     from policies.infrastructure.checks import load_infrastructure_policy
     from policies.metrics.rules import load_metric_rules

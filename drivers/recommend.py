@@ -37,7 +37,8 @@ from drivers.analysis_tasks import CALL_KIND, MessagePartials, fold_messages, me
 from drivers.options import LOG_OPTIONS, Option, OptionError, positive_int, seconds
 from drivers.progress import Progress
 from policies.analysis.baselines import Window, plan_partitions
-from policies.analysis.recommendations import Recommendation, load_recommendation_policy, recommend
+from policies.analysis.recommendation_settings import load_recommendation_policy
+from policies.analysis.recommendations import Recommendation, recommend
 from policies.analysis.rollup_summary import (
     database_summaries,
     message_summaries,

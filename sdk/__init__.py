@@ -10,6 +10,7 @@
 from adapters.mqtt.bus import MqttBus, MqttConfig
 from adapters.mqtt.tracing import configure_tracing
 from sdk.client import ServiceClient
+from sdk.client_events import CallResult, ClientEvent
 from sdk.errors import (
     AuthorizationError,
     BusinessLogicError,
@@ -32,7 +33,7 @@ from sdk.errors import (
     WritesDeferredException,
 )
 from sdk.executor import EnforcementCheck, Executor, Reply
-from sdk.platform_client import CallResult, ClientEvent, PlatformAwareClient
+from sdk.platform_client import PlatformAwareClient
 from sdk.runtime import ServiceRuntime, presence_will
 from sdk.service import CallContext, Service
 from sdk.strategy import AdaptiveStrategy, CallPlan, StrategyConfig

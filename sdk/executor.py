@@ -42,7 +42,8 @@ from protocol.errors import ErrorCode, spec_for
 from protocol.exceptions import ProtocolError
 from protocol.intake import usable_reply_topic  # one rule for sfa-ops and services: no forged system messages
 from protocol.rpc import UserContext
-from sdk.errors import FieldError, ServiceFunctionError, validation_details
+from sdk.call_checks import details_with_message, envelope_problem, too_many_params, validation_error
+from sdk.errors import ServiceFunctionError
 from sdk.service import CallContext, FunctionSpec, Service
 
 logger = logging.getLogger(__name__)
@@ -53,8 +54,6 @@ EnforcementCheck = Callable[
 ]
 """Run before dispatch: return an error to refuse the call, ``None`` to allow."""
 
-_SECRET_HINTS = ("password", "secret", "token", "apikey", "api_key", "credential", "privatekey")
-_SHOWN_MAX = 100
 _DUMP_OPTS = orjson.OPT_NON_STR_KEYS
 
 
@@ -160,7 +159,7 @@ class Executor:
             return self._refuse(
                 reply_to, correlation_data, doc, ErrorCode.INVALID_REQUEST, "(payload)", exc.problem
             )
-        problem = _envelope_problem(doc)
+        problem = envelope_problem(doc)
         if problem is not None:
             return self._refuse(reply_to, correlation_data, doc, ErrorCode.INVALID_REQUEST, *problem)
         if reply_to is None:
@@ -238,7 +237,7 @@ class Executor:
         except ServiceFunctionError as exc:
             # error.message comes from the code table (seed: GetErrorMessage(ex.ErrorType)); the
             # function's own message travels in details.
-            return self._error(job, exc.code, None, _with_message(exc))
+            return self._error(job, exc.code, None, details_with_message(exc))
         except TimeoutError:
             return self._error(
                 job,
@@ -271,13 +270,13 @@ class Executor:
             if spec.whole_model_param is not None and len(params) == 1 and isinstance(params[0], dict):
                 params = params[0]
             elif len(params) > len(spec.positional):
-                raise _too_many(len(params), len(spec.positional))
+                raise too_many_params(len(params), len(spec.positional))
             else:
                 params = dict(zip(spec.positional, params, strict=False))
         try:
             model = spec.params_model.model_validate(params)
         except PydanticValidationError as exc:
-            raise _validation_error(exc) from None
+            raise validation_error(exc) from None
         if spec.whole_model_param is not None:
             return {spec.whole_model_param: model}
         return dict(model.__dict__)
@@ -374,86 +373,3 @@ class Executor:
             data["details"] = None
             payload = orjson.dumps(body)
         return Reply(topic, payload, correlation_data, code)
-
-
-def _envelope_problem(doc: dict[str, Any]) -> tuple[str, str] | None:
-    """The first envelope field that is not JSON-RPC 2.0 as the platform sends it."""
-    if doc.get("jsonrpc") != "2.0":
-        return "jsonrpc", 'must be "2.0"'
-    method = doc.get("method")
-    if not isinstance(method, str) or not 0 < len(method) <= 128:
-        return "method", "must be a string of 1..128 characters"
-    params = doc.get("params")
-    if params is not None and not isinstance(params, dict | list):
-        return "params", "must be an object or an array"
-    corr = doc.get("correlationId")
-    if corr is not None and not (isinstance(corr, str) and len(corr) <= 256):
-        return "correlationId", "must be a string of at most 256 characters"
-    reply_to = doc.get("replyTo")
-    if reply_to is not None and not isinstance(reply_to, str):
-        return "replyTo", "must be a string"
-    uc = doc.get("userContext")
-    if uc is not None and not isinstance(uc, dict):
-        return "userContext", "must be an object"
-    return None
-
-
-def _with_message(exc: ServiceFunctionError) -> Any:
-    if exc.details is None:
-        return {"message": exc.message}
-    if isinstance(exc.details, dict) and "message" not in exc.details:
-        return {**exc.details, "message": exc.message}
-    return exc.details
-
-
-def _shown(field: str, value: Any) -> str | None:
-    """The attempted value as the caller may see it: secrets hidden, long values cut."""
-    if value is None:
-        return None
-    if any(h in field.lower().replace("-", "").replace(".", "") for h in _SECRET_HINTS):
-        return "[REDACTED]"
-    if isinstance(value, str):
-        text = value
-    else:
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError:
-            text = type(value).__name__
-    return text if len(text) <= _SHOWN_MAX else text[: _SHOWN_MAX - 3] + "..."
-
-
-def _constraint(err: Any) -> str:
-    kind = err["type"]
-    if kind == "missing":
-        return "required"
-    if kind == "extra_forbidden":
-        return "unknown field"
-    ctx = {k: v for k, v in (err.get("ctx") or {}).items() if k != "error"}
-    if ctx:
-        return ", ".join(f"{k}: {v}" for k, v in ctx.items())
-    return str(kind)
-
-
-def _validation_error(exc: PydanticValidationError) -> ServiceFunctionError:
-    errors: list[FieldError] = []
-    for err in exc.errors(include_url=False):
-        field = ".".join(str(p) for p in err["loc"]) or "(params)"
-        errors.append(
-            FieldError(
-                field=field,
-                message=err["msg"],
-                value=None if err["type"] == "missing" else _shown(field, err.get("input")),
-                constraint=_constraint(err),
-            )
-        )
-    return ServiceFunctionError(ErrorCode.VALIDATION_ERROR, "Invalid input data", validation_details(errors))
-
-
-def _too_many(given: int, allowed: int) -> ServiceFunctionError:
-    err = FieldError(
-        field="params",
-        message=f"{given} positional params given, at most {allowed} accepted",
-        value=str(given),
-        constraint=f"max_items: {allowed}",
-    )
-    return ServiceFunctionError(ErrorCode.VALIDATION_ERROR, "Invalid input data", validation_details([err]))

@@ -21,8 +21,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -45,6 +44,19 @@ from protocol.system import (
 )
 from sdk.cache import ResultCache, cache_key
 from sdk.client import DEFAULT_CALL_TIMEOUT, Params, ServiceClient
+from sdk.client_events import (
+    BreakerChangedEvent,
+    CallResult,
+    CascadePreventedEvent,
+    ClientEvent,
+    EventCallback,
+    InfrastructureRecoveredEvent,
+    InfrastructureWarningEvent,
+    ServiceDegradedEvent,
+    ServiceRecoveredEvent,
+    ServiceUnavailableEvent,
+    StaleDataServedEvent,
+)
 from sdk.errors import (
     ServiceCallError,
     ServiceTemporarilyUnavailableException,
@@ -56,82 +68,6 @@ from sdk.strategy import AdaptiveStrategy, CallPlan
 from sdk.trust import SystemTrust, verified
 
 logger = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True, slots=True)
-class ClientEvent:
-    """Base of what ``on_event`` callbacks receive; ``at`` is epoch seconds."""
-
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceUnavailableEvent(ClientEvent):
-    service: str
-    reason: str
-    retry_after: float | None
-    estimated_recovery: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceRecoveredEvent(ClientEvent):
-    service: str
-
-
-@dataclass(frozen=True, slots=True)
-class ServiceDegradedEvent(ClientEvent):
-    service: str
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class BreakerChangedEvent(ClientEvent):
-    service: str
-    state: str
-    retry_after: float | None
-
-
-@dataclass(frozen=True, slots=True)
-class CascadePreventedEvent(ClientEvent):
-    origin_service: str
-    affected_services: tuple[str, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class InfrastructureWarningEvent(ClientEvent):
-    component: str
-    severity: str
-    message: str
-    impact: str
-
-
-@dataclass(frozen=True, slots=True)
-class InfrastructureRecoveredEvent(ClientEvent):
-    component: str
-
-
-@dataclass(frozen=True, slots=True)
-class StaleDataServedEvent(ClientEvent):
-    service: str
-    method: str
-    age_seconds: float
-    reason: str
-
-
-@dataclass(frozen=True, slots=True)
-class CallResult:
-    """A call's value; ``stale`` when it came from the cache because the service could not be
-    called (``age_seconds`` old)."""
-
-    value: Any
-    stale: bool = False
-    age_seconds: float = 0.0
-
-
-EventCallback = Callable[[ClientEvent], Awaitable[None] | None]
 
 
 # ---------------------------------------------------------------- client

@@ -23,23 +23,25 @@ from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from adapters.runtime.urls import postgres_tls_problem, redact_url
+from adapters.store.audit_hashing import DEFAULT_CHAIN
 from adapters.store.base import (
+    IntegrityError,
+    SchemaError,
+    Store,
+    StoreConfigError,
+    StoreError,
+    StoreUnavailable,
+)
+from adapters.store.records import (
     CLOSED_INCIDENT_STATUSES,
-    DEFAULT_CHAIN,
     ActionRecord,
     AlertRecord,
     AuditRecord,
     BaselineRecord,
     Dependency,
     IncidentRecord,
-    IntegrityError,
     MetricRollup,
     OutboxRecord,
-    SchemaError,
-    Store,
-    StoreConfigError,
-    StoreError,
-    StoreUnavailable,
     VerifyResult,
 )
 

@@ -31,17 +31,10 @@ from typing import Any
 
 import orjson
 
-from adapters.store.base import (
-    GENESIS_HASH,
-    KEYED_PREFIX,
-    AuditInput,
-    AuditRecord,
-    StoreError,
-    VerifyResult,
-    audit_input,
-    chain_hash,
-)
+from adapters.store.audit_hashing import GENESIS_HASH, KEYED_PREFIX, AuditInput, audit_input, chain_hash
+from adapters.store.base import StoreError
 from adapters.store.conn import Conn
+from adapters.store.records import AuditRecord, VerifyResult
 from policies.audit.anchors import ChainState
 
 AUDIT_COLUMNS = ("id", "chain", "ts", "kind", "payload", "prev_hash", "hash")

@@ -1,4 +1,5 @@
-"""The store interface every sfa-ops component writes through, its records and its errors.
+"""The store interface every sfa-ops component writes through, and its errors (its records are in
+``adapters.store.records``, the audit chain hashing in ``adapters.store.audit_hashing``).
 
 Two implementations pass one contract suite (tests/integration/test_store_contract.py): SQLite
 (embedded default, ``sqlite:///var/sfa-ops.db``) and PostgreSQL (``postgresql://…``, asyncpg).
@@ -24,16 +25,21 @@ Errors::
 from __future__ import annotations
 
 import abc
-import hashlib
-import hmac
-import math
 from collections.abc import AsyncIterator, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Self
 
-import orjson
-
+from adapters.store.records import (
+    ActionRecord,
+    AlertRecord,
+    AuditRecord,
+    BaselineRecord,
+    Dependency,
+    IncidentRecord,
+    MetricRollup,
+    OutboxRecord,
+    VerifyResult,
+)
 from policies.audit.anchors import ChainState
 
 
@@ -55,191 +61,6 @@ class IntegrityError(StoreError):
 
 class SchemaError(StoreError):
     """The database schema is newer than the migrations this code ships."""
-
-
-# ---------------------------------------------------------------- records
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class OutboxRecord:
-    """A message written before it is published (findings, system messages)."""
-
-    id: int
-    topic: str
-    payload: dict[str, Any]
-    qos: int
-    retain: bool
-    kind: str
-    created_at: float
-    published_at: float | None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AlertRecord:
-    """An alert as the alert manager tracks it, keyed by ``fingerprint``."""
-
-    fingerprint: str
-    labels: dict[str, str]
-    annotations: dict[str, str] = field(default_factory=dict)
-    status: str = "firing"
-    starts_at: float
-    ends_at: float | None = None
-    updated_at: float | None = None  # set by the store; ignored on upsert
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class IncidentRecord:
-    """A security or operations incident. ``created_at`` is kept from the first upsert."""
-
-    id: str
-    type: str
-    severity: str
-    title: str
-    description: str = ""
-    source: str = ""
-    status: str = "open"
-    automated_response: bool = False
-    created_at: float
-    updated_at: float | None = None  # set by the store; ignored on upsert
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-# Incident statuses that are no longer open; anything else counts as open.
-CLOSED_INCIDENT_STATUSES = ("resolved", "closed")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class ActionRecord:
-    """An enforcement action (block_ip, rate_limit_user, …), maybe tied to an incident.
-
-    Active means ``status == "applied"``, not undone, and ``until`` unset or in the future.
-    """
-
-    id: str
-    incident_id: str | None
-    action: str
-    target: str
-    params: dict[str, Any] = field(default_factory=dict)
-    status: str = "applied"
-    created_at: float
-    until: float | None = None
-    undo_at: float | None = None
-    undone_at: float | None = None
-    error: str | None = None
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AuditRecord:
-    """One row of a hash-chained audit log (``chain`` is the retention class)."""
-
-    id: int
-    chain: str
-    ts: float
-    kind: str
-    payload: dict[str, Any]
-    prev_hash: str
-    hash: str
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class VerifyResult:
-    """Outcome of ``audit_verify``: ``first_broken_id`` is the first row whose link fails."""
-
-    ok: bool
-    checked: int
-    first_broken_id: int | None = None
-    reason: str = ""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class MetricRollup:
-    """Per-service, per-minute call statistics. ``latency_sketch`` is opaque to the store."""
-
-    service: str
-    minute: float
-    calls: int
-    outcomes: dict[str, int] = field(default_factory=dict)  # error code (or "ok") -> count
-    latency_sketch: bytes = b""
-    concurrency_max: int = 0
-    concurrency_avg: float = 0.0
-    timeouts: int = 0
-    queue_depth: int = 0
-    """Calls still awaiting an answer at the minute's end."""
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class Dependency:
-    """A learned call edge ``caller -> callee``."""
-
-    caller: str
-    callee: str
-    count: int
-    last_seen: float
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BaselineRecord:
-    """One version of a learned baseline of some ``kind``."""
-
-    kind: str
-    version: int
-    data: dict[str, Any]
-    created_at: float
-
-
-# ---------------------------------------------------------------- audit chain hashing
-
-GENESIS_HASH = "0" * 64
-DEFAULT_CHAIN = "default"
-
-
-def canonical_json(data: Mapping[str, Any]) -> str:
-    """Sorted-key orjson text: the form audit payloads are stored and hashed in."""
-    try:
-        return orjson.dumps(data, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS).decode()
-    except TypeError as exc:
-        raise StoreError(f"audit payload is not JSON-serialisable: {exc}") from exc
-
-
-KEYED_PREFIX = "hmac-sha256:"
-
-
-def chain_hash(prev_hash: str, *, id: int, chain: str, ts: float, kind: str, payload_json: str,
-               key: bytes | None = None) -> str:
-    """The digest of ``prev_hash`` + the canonical JSON of the row's content (its id included, so a
-    row moved to another id no longer verifies): ``hmac-sha256:<hex>`` under the audit ``key`` (a
-    secret kept out of the database, so whoever can write the database cannot rehash an edit), or
-    the plain sha256 hex of stores run without a key."""
-    content = orjson.dumps(
-        {"chain": chain, "id": id, "kind": kind, "payload": orjson.Fragment(payload_json), "ts": ts},
-        option=orjson.OPT_SORT_KEYS,
-    )
-    if key is not None:
-        return KEYED_PREFIX + hmac.new(key, prev_hash.encode() + content, hashlib.sha256).hexdigest()
-    return hashlib.sha256(prev_hash.encode() + content).hexdigest()
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class AuditInput:
-    """An audit event ready to store: taken from a caller's dict by ``audit_input``."""
-
-    chain: str
-    ts: float
-    kind: str
-    payload_json: str
-
-
-def audit_input(event: Mapping[str, Any], now: float) -> AuditInput:
-    """The whole dict is the payload; ``ts`` (epoch seconds, default ``now``), ``kind`` (default
-    "event") and ``retention`` (the chain, default "default") are also copied to columns."""
-    ts = event.get("ts", now)
-    if not isinstance(ts, int | float) or isinstance(ts, bool) or not math.isfinite(ts):
-        raise StoreError(f"audit event 'ts' must be finite epoch seconds, got {ts!r}")
-    kind = event.get("kind", "event")
-    chain = event.get("retention", DEFAULT_CHAIN)
-    if not isinstance(kind, str) or not isinstance(chain, str) or not chain:
-        raise StoreError("audit event 'kind' and 'retention' must be non-empty strings")
-    return AuditInput(chain=chain, ts=float(ts), kind=kind, payload_json=canonical_json(event))
 
 
 # ---------------------------------------------------------------- the interface

@@ -22,10 +22,11 @@ import random
 import time
 from collections import OrderedDict, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, ParamSpec, TypeVar
 
-from adapters.store.base import (
+from adapters.store.base import Store, StoreError, StoreUnavailable
+from adapters.store.buffer_queue import BufferCounters, BufferStats, QueuedWrite
+from adapters.store.records import (
     ActionRecord,
     AlertRecord,
     AuditRecord,
@@ -34,9 +35,6 @@ from adapters.store.base import (
     IncidentRecord,
     MetricRollup,
     OutboxRecord,
-    Store,
-    StoreError,
-    StoreUnavailable,
     VerifyResult,
 )
 from policies.audit.anchors import ChainState
@@ -44,35 +42,6 @@ from policies.audit.anchors import ChainState
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
 T = TypeVar("T")
-
-
-@dataclass(frozen=True, kw_only=True, slots=True)
-class BufferStats:
-    """A snapshot of the buffer: counts are of items (events, rows, messages), not calls."""
-
-    available: bool
-    queued: int
-    dropped: dict[str, int]
-    failed: dict[str, int]  # refused by the store on flush (e.g. IntegrityError): retrying cannot help
-    flushed: int
-    outages: int
-
-
-@dataclass(kw_only=True, slots=True)
-class _Op:
-    kind: str
-    weight: int
-    run: Callable[[Store], Awaitable[Any]]
-    ticket: int | None = None  # outbox_add answered with this ticket
-    mark_published: bool = False  # the ticket was marked published before the flush
-
-
-@dataclass(kw_only=True, slots=True)
-class _Counters:
-    dropped: dict[str, int] = field(default_factory=dict)
-    failed: dict[str, int] = field(default_factory=dict)
-    flushed: int = 0
-    outages: int = 0
 
 
 def _mark_published(message_id: int) -> Callable[[Store], Awaitable[None]]:
@@ -108,9 +77,9 @@ class BufferedStore(Store):
         self._backoff = (backoff_initial, backoff_max)
         self._on_unavailable, self._on_recovered, self._on_drop = on_unavailable, on_recovered, on_drop
         self._clock = clock
-        self._queue: deque[_Op] = deque()
+        self._queue: deque[QueuedWrite] = deque()
         self._queued = 0
-        self._counters = _Counters()
+        self._counters = BufferCounters()
         self._available = True
         self._opened = False
         self._down_since = 0.0
@@ -119,7 +88,7 @@ class BufferedStore(Store):
         self._idle = asyncio.Event()
         self._idle.set()
         self._next_ticket = -1
-        self._tickets: dict[int, _Op] = {}  # queued outbox_add by ticket
+        self._tickets: dict[int, QueuedWrite] = {}  # queued outbox_add by ticket
         self._resolved: OrderedDict[int, int] = OrderedDict()  # flushed ticket -> real id
 
     @property
@@ -186,7 +155,7 @@ class BufferedStore(Store):
         if self._flusher is None or self._flusher.done():
             self._flusher = asyncio.get_running_loop().create_task(self._flush_loop(), name="store-buffer-flush")
 
-    async def _submit(self, op: _Op) -> Any:
+    async def _submit(self, op: QueuedWrite) -> Any:
         """Write through when nothing is queued; otherwise (or on failure) queue behind the rest."""
         if self._available and not self._queue:
             try:
@@ -196,7 +165,7 @@ class BufferedStore(Store):
         self._enqueue(op)
         return None
 
-    def _enqueue(self, op: _Op) -> None:
+    def _enqueue(self, op: QueuedWrite) -> None:
         self._idle.clear()
         if self._queued + op.weight > self._max:
             self._counters.dropped[op.kind] = self._counters.dropped.get(op.kind, 0) + op.weight
@@ -231,7 +200,7 @@ class BufferedStore(Store):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self._backoff[1])
 
-    async def _flush_one(self, op: _Op) -> None:
+    async def _flush_one(self, op: QueuedWrite) -> None:
         try:
             result = await op.run(self._inner)
         except StoreUnavailable:
@@ -252,7 +221,7 @@ class BufferedStore(Store):
                 self._resolved.popitem(last=False)
         self._pop(op)
 
-    def _pop(self, op: _Op) -> None:
+    def _pop(self, op: QueuedWrite) -> None:
         self._queue.popleft()
         self._queued -= op.weight
         self._counters.flushed += op.weight
@@ -282,7 +251,7 @@ class BufferedStore(Store):
     ) -> int:
         """The message id, or a negative ticket when the message was queued (or dropped)."""
         ticket, self._next_ticket = self._next_ticket, self._next_ticket - 1
-        op = _Op(kind="outbox", weight=1, ticket=ticket,
+        op = QueuedWrite(kind="outbox", weight=1, ticket=ticket,
                  run=lambda s: s.outbox_add(topic, payload, qos=qos, retain=retain, kind=kind))
         result = await self._submit(op)
         return ticket if result is None else int(result)
@@ -295,38 +264,38 @@ class BufferedStore(Store):
             elif ticket in self._resolved:
                 real.append(self._resolved.pop(ticket))
         if real:
-            await self._submit(_Op(kind="outbox", weight=1, run=lambda s: s.outbox_mark_published(real)))
+            await self._submit(QueuedWrite(kind="outbox", weight=1, run=lambda s: s.outbox_mark_published(real)))
 
     async def state_put(self, namespace: str, key: str, data: dict[str, Any]) -> None:
-        await self._submit(_Op(kind="state", weight=1, run=lambda s: s.state_put(namespace, key, data)))
+        await self._submit(QueuedWrite(kind="state", weight=1, run=lambda s: s.state_put(namespace, key, data)))
 
     async def state_delete(self, namespace: str, key: str) -> bool:
         """True when it existed; a queued delete answers False."""
-        return bool(await self._submit(_Op(kind="state", weight=1, run=lambda s: s.state_delete(namespace, key))))
+        return bool(await self._submit(QueuedWrite(kind="state", weight=1, run=lambda s: s.state_delete(namespace, key))))
 
     async def alert_upsert(self, alert: AlertRecord) -> None:
-        await self._submit(_Op(kind="alert", weight=1, run=lambda s: s.alert_upsert(alert)))
+        await self._submit(QueuedWrite(kind="alert", weight=1, run=lambda s: s.alert_upsert(alert)))
 
     async def incident_upsert(self, incident: IncidentRecord) -> None:
-        await self._submit(_Op(kind="incident", weight=1, run=lambda s: s.incident_upsert(incident)))
+        await self._submit(QueuedWrite(kind="incident", weight=1, run=lambda s: s.incident_upsert(incident)))
 
     async def action_upsert(self, action: ActionRecord) -> None:
-        await self._submit(_Op(kind="action", weight=1, run=lambda s: s.action_upsert(action)))
+        await self._submit(QueuedWrite(kind="action", weight=1, run=lambda s: s.action_upsert(action)))
 
     async def audit_append(self, events: Sequence[Mapping[str, Any]]) -> None:
         if events:
             batch = list(events)
-            await self._submit(_Op(kind="audit", weight=len(batch), run=lambda s: s.audit_append(batch)))
+            await self._submit(QueuedWrite(kind="audit", weight=len(batch), run=lambda s: s.audit_append(batch)))
 
     async def metrics_upsert(self, rows: Sequence[MetricRollup]) -> None:
         if rows:
             batch = list(rows)
-            await self._submit(_Op(kind="metrics", weight=len(batch), run=lambda s: s.metrics_upsert(batch)))
+            await self._submit(QueuedWrite(kind="metrics", weight=len(batch), run=lambda s: s.metrics_upsert(batch)))
 
     async def dependencies_upsert(self, rows: Sequence[Dependency]) -> None:
         if rows:
             batch = list(rows)
-            await self._submit(_Op(kind="dependency", weight=len(batch), run=lambda s: s.dependencies_upsert(batch)))
+            await self._submit(QueuedWrite(kind="dependency", weight=len(batch), run=lambda s: s.dependencies_upsert(batch)))
 
     # ---------------------------------------------------------------- reads and immediate writes
 

@@ -14,13 +14,7 @@ from typing import Any, cast
 import asyncpg
 
 from adapters.store.audit import AUDIT_COLUMNS
-from adapters.store.base import (
-    IntegrityError,
-    SchemaError,
-    StoreConfigError,
-    StoreError,
-    StoreUnavailable,
-)
+from adapters.store.base import IntegrityError, SchemaError, StoreConfigError, StoreError, StoreUnavailable
 from adapters.store.conn import Conn
 from adapters.store.migrations import migrations, schema_version_ddl
 from adapters.store.sql import SqlStore

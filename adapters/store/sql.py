@@ -13,7 +13,9 @@ from typing import Any
 import orjson
 
 from adapters.store.audit import AuditMixin
-from adapters.store.base import (
+from adapters.store.base import Store, StoreError
+from adapters.store.conn import Conn
+from adapters.store.records import (
     CLOSED_INCIDENT_STATUSES,
     ActionRecord,
     AlertRecord,
@@ -22,10 +24,7 @@ from adapters.store.base import (
     IncidentRecord,
     MetricRollup,
     OutboxRecord,
-    Store,
-    StoreError,
 )
-from adapters.store.conn import Conn
 
 
 def dumps(data: Any) -> str:

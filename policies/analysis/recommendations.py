@@ -18,14 +18,10 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
 from typing import Any
 
-from pydantic import Field
-
-from policies.common.config import Duration, Percent, PolicyModel, load_policy
-
-POLICY_FILE = "recommendations.yaml"
+from policies.analysis.recommendation_settings import RecommendationPolicy, ResourceRules, ServiceRules
+from policies.analysis.summaries import DatabaseSummary, MessagePatternSummary, ServiceSummary
 
 
 class Category(StrEnum):
@@ -51,102 +47,6 @@ class Priority(StrEnum):
 
 
 _RANK = {Priority.LOW: 1, Priority.MEDIUM: 2, Priority.HIGH: 3, Priority.CRITICAL: 4}
-
-
-class ServiceRules(PolicyModel):
-    """Thresholds for service-function summaries."""
-
-    latency_p95: Duration = 5.0
-    error_rate: Percent = 5.0
-    min_calls: int = Field(default=100, ge=0, description="latency/error rules need this many calls")
-    concurrency_per_instance: float = Field(default=10.0, gt=0)
-    scaling_headroom: Percent = 20.0
-    oversized_payload_bytes: int = Field(default=262_144, gt=0)
-
-
-class ResourceRules(PolicyModel):
-    """CPU/memory utilisation thresholds (percent of requests/limits)."""
-
-    cpu_high: Percent = 80.0
-    mem_high: Percent = 85.0
-    cpu_low: Percent = 20.0
-    mem_low: Percent = 30.0
-    target_utilisation: Percent = Field(default=60.0, gt=0)
-    min_instances: int = Field(default=1, ge=1)
-
-
-class MessageRules(PolicyModel):
-    """Thresholds for topic and client traffic."""
-
-    hot_topic_rate: float = Field(default=1000.0, gt=0, description="messages per second on one topic")
-    chatty_client_rate: float = Field(default=50.0, gt=0, description="messages per second from one client")
-    oversized_payload_bytes: int = Field(default=262_144, gt=0)
-
-
-class DatabaseRules(PolicyModel):
-    """Thresholds for database summaries."""
-
-    replication_lag: Duration = 10.0
-    connections_high: Percent = 80.0
-    slow_queries_per_minute: float = Field(default=10.0, gt=0)
-
-
-class RecommendationPolicy(PolicyModel):
-    """The whole of ``recommendations.yaml``."""
-
-    service: ServiceRules = ServiceRules()
-    resources: ResourceRules = ResourceRules()
-    messages: MessageRules = MessageRules()
-    database: DatabaseRules = DatabaseRules()
-
-
-def load_recommendation_policy(overrides_dir: Path | str | None = None) -> RecommendationPolicy:
-    """Load ``policies/recommendations.yaml`` with the optional override directory merged over it."""
-    return load_policy(RecommendationPolicy, POLICY_FILE, overrides_dir)
-
-
-@dataclass(frozen=True, kw_only=True)
-class ServiceSummary:
-    """One service over a window. Rates are fractions (``error_rate=0.05`` is 5 %)."""
-
-    service: str
-    window_s: float
-    calls: int
-    p50_ms: float
-    p95_ms: float
-    p99_ms: float
-    error_rate: float
-    avg_concurrency: float
-    peak_concurrency: float
-    instances: int
-    cpu_utilisation: float | None = None
-    mem_utilisation: float | None = None
-    payload_bytes_p95: int | None = None
-
-
-@dataclass(frozen=True, kw_only=True)
-class MessagePatternSummary:
-    """Traffic on one topic over a window, with its busiest publisher."""
-
-    topic: str
-    window_s: float
-    messages: int
-    payload_bytes_p95: int | None = None
-    top_publisher: str | None = None
-    top_publisher_messages: int = 0
-
-
-@dataclass(frozen=True, kw_only=True)
-class DatabaseSummary:
-    """One database (PostgreSQL, Redis) over a window; unknown figures are ``None``."""
-
-    name: str
-    kind: str
-    window_s: float
-    replication_lag_s: float | None = None
-    connections: int | None = None
-    max_connections: int | None = None
-    slow_queries: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -435,15 +335,10 @@ def recommend(
 
 __all__ = [
     "Category",
-    "DatabaseSummary",
-    "MessagePatternSummary",
     "Priority",
     "Recommendation",
-    "RecommendationPolicy",
-    "ServiceSummary",
     "database_rules",
     "impact_score",
-    "load_recommendation_policy",
     "message_rules",
     "optimal_instances",
     "recommend",

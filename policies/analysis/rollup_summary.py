@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import pandas as pd
 
 from policies.analysis.baselines import sketch_from_counts
-from policies.analysis.recommendations import DatabaseSummary, MessagePatternSummary, ServiceSummary
+from policies.analysis.summaries import DatabaseSummary, MessagePatternSummary, ServiceSummary
 from policies.breaker.latency_sketch import LatencySketch
 from policies.metrics.sketch_codec import decode_sketch
 from protocol.errors import counts_against_service

@@ -48,7 +48,7 @@ PARAMETERS: Final = "parameters"
 RESULT: Final = "result"
 SUCCESS: Final = "success"
 RESULT_CODE: Final = "resultCode"
-"""The JSON-RPC error code of the answer; null for a success; ``policies.breaker.windows.UNANSWERED`` for a
+"""The JSON-RPC error code of the answer; null for a success; ``policies.breaker.outcomes.UNANSWERED`` for a
 call that got no answer within its timeout."""
 DURATION_MS: Final = "durationMs"
 PAYLOAD_BYTES: Final = "payloadBytes"

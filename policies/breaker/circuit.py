@@ -10,206 +10,35 @@ States (one object per state; a transition replaces the object, so its counters 
 Illegal moves (closed → half_open, disabled → open, …) raise :class:`IllegalTransition`. Every
 transition returns exactly one :class:`BreakerEvent`; a result that changes nothing allocates
 nothing (``on_result`` returns the shared empty tuple).
-Rates are percentages here (fractions 0..1 on the wire).
-
-Errors::
-
-    BreakerError
-     ├── IllegalTransition   a move the transition table refuses
-     └── BadBreakerSnapshot  ``restore`` got data it cannot use
+Rates are percentages here (fractions 0..1 on the wire). The state names, the transition table,
+the errors and the events are in ``policies.breaker.transitions``; the configuration in
+``policies.breaker.settings``.
 
 Tier-1 caller errors (-32001..-32006) count as calls but never as failures; -32007, -32603 and
-unanswered calls (``windows.UNANSWERED``) are failures (``windows.is_failure``).
+unanswered calls (``outcomes.UNANSWERED``) are failures (``outcomes.is_failure``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import Field, model_validator
-
-from policies.breaker.windows import UNANSWERED, CountWindow, Snapshot, TimeWindow, is_failure
-from policies.common.config import Duration, Percent, PolicyModel, format_duration, load_policy
+from policies.breaker.outcomes import UNANSWERED, Snapshot, is_failure
+from policies.breaker.settings import BreakerSettings
+from policies.breaker.transitions import (
+    TRANSITIONS,
+    BadBreakerSnapshot,
+    BreakerEvent,
+    BreakerState,
+    IllegalTransition,
+    Permission,
+)
+from policies.breaker.windows import CountWindow, TimeWindow
+from policies.common.config import format_duration
 from protocol.errors import spec_for
-from protocol.system import BreakerStateChange
 
 _NO_EVENTS: tuple[BreakerEvent, ...] = ()
-
-
-class BreakerState(StrEnum):
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-    FORCED_OPEN = "forced_open"
-    DISABLED = "disabled"
-    METRICS_ONLY = "metrics_only"
-
-
-class BreakerError(Exception):
-    """Base of the circuit breaker's errors."""
-
-
-class IllegalTransition(BreakerError):
-    """The transition table refuses this move."""
-
-    def __init__(self, service: str, source: BreakerState, target: BreakerState) -> None:
-        super().__init__(f"{service}: circuit breaker cannot go from {source} to {target}")
-        self.source = source
-        self.target = target
-
-
-class BadBreakerSnapshot(BreakerError):
-    """A stored breaker state cannot be restored."""
-
-
 _S = BreakerState
-_MANUAL = frozenset({_S.FORCED_OPEN, _S.DISABLED, _S.METRICS_ONLY, _S.CLOSED})
-TRANSITIONS: Mapping[BreakerState, frozenset[BreakerState]] = {
-    _S.CLOSED: _MANUAL | {_S.OPEN},
-    _S.OPEN: _MANUAL | {_S.HALF_OPEN},
-    _S.HALF_OPEN: _MANUAL | {_S.OPEN},
-    _S.FORCED_OPEN: _MANUAL,
-    _S.DISABLED: _MANUAL,
-    _S.METRICS_ONLY: _MANUAL,
-}
-"""from → allowed targets. ``closed → closed`` is a reset (fresh counters)."""
-
-
-class BreakerSettings(PolicyModel):
-    """One service's breaker configuration (``defaults:`` merged with ``services.{Name}``)."""
-
-    window: Duration = 300.0
-    window_calls: int | None = Field(default=None, ge=1)
-    window_bucket: Duration = 1.0
-    minimum_calls: int = Field(default=10, ge=1)
-    failure_rate_threshold: Percent = 50.0
-    slow_call_duration: Duration = 5.0
-    slow_call_rate_threshold: Percent = 100.0
-    open_timeout: Duration = 60.0
-    open_timeout_multiplier: float = Field(default=1.0, ge=1.0)
-    max_open_timeout: Duration = 600.0
-    half_open_max_calls: int = Field(default=3, ge=1)
-    half_open_success_threshold: int = Field(default=3, ge=1)
-
-    @model_validator(mode="after")
-    def _consistent(self) -> BreakerSettings:
-        if self.half_open_success_threshold > self.half_open_max_calls:
-            raise ValueError(
-                f"half_open_success_threshold ({self.half_open_success_threshold}) cannot exceed "
-                f"half_open_max_calls ({self.half_open_max_calls}): the breaker could never close"
-            )
-        if self.max_open_timeout < self.open_timeout:
-            raise ValueError(
-                f"max_open_timeout ({format_duration(self.max_open_timeout)}) must be at least "
-                f"open_timeout ({format_duration(self.open_timeout)})"
-            )
-        if not 0 < self.window_bucket <= self.window:
-            raise ValueError(f"window_bucket must be > 0 and <= window ({format_duration(self.window)})")
-        if self.open_timeout <= 0:
-            raise ValueError("open_timeout must be greater than 0")
-        return self
-
-    def open_timeout_for(self, attempt: int) -> float:
-        """Open timeout after ``attempt`` consecutive re-opens (0 = first open), capped."""
-        return min(self.open_timeout * self.open_timeout_multiplier**attempt, self.max_open_timeout)
-
-
-BreakerConfig = BreakerSettings
-
-
-class BreakerOverride(PolicyModel):
-    """Per-service keys; anything not set comes from ``defaults``."""
-
-    window: Duration | None = None
-    window_calls: int | None = Field(default=None, ge=1)
-    window_bucket: Duration | None = None
-    minimum_calls: int | None = Field(default=None, ge=1)
-    failure_rate_threshold: Percent | None = None
-    slow_call_duration: Duration | None = None
-    slow_call_rate_threshold: Percent | None = None
-    open_timeout: Duration | None = None
-    open_timeout_multiplier: float | None = Field(default=None, ge=1.0)
-    max_open_timeout: Duration | None = None
-    half_open_max_calls: int | None = Field(default=None, ge=1)
-    half_open_success_threshold: int | None = Field(default=None, ge=1)
-
-
-class CircuitBreakerPolicy(PolicyModel):
-    """``policies/circuit_breaker.yaml``."""
-
-    defaults: BreakerSettings = BreakerSettings()
-    services: dict[str, BreakerOverride] = Field(default_factory=dict)
-
-    @model_validator(mode="after")
-    def _services_valid(self) -> CircuitBreakerPolicy:
-        for name in self.services:
-            try:
-                self.for_service(name)
-            except ValueError as exc:
-                raise ValueError(f"services.{name}: {exc}") from exc
-        return self
-
-    def for_service(self, name: str) -> BreakerSettings:
-        """The merged configuration of one service."""
-        override = self.services.get(name)
-        if override is None:
-            return self.defaults
-        merged = self.defaults.model_dump() | override.model_dump(exclude_unset=True)
-        return BreakerSettings.model_validate(merged)
-
-
-def load_breaker_policy(overrides_dir: Path | str | None = None) -> CircuitBreakerPolicy:
-    """Load ``circuit_breaker.yaml`` (defaults, then the override directory's copy)."""
-    return load_policy(CircuitBreakerPolicy, "circuit_breaker.yaml", overrides_dir)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class BreakerEvent:
-    """One state change; ``to_wire()`` is the ``system/{cluster}/circuit-breaker`` message."""
-
-    service: str
-    topic: str
-    from_state: BreakerState
-    to_state: BreakerState
-    reason: str
-    failure_rate: float  # percent; the wire carries it as a fraction
-    slow_call_rate: float
-    retry_after_s: float | None
-    timestamp: float
-
-    def to_wire(self, cluster_id: str | None = None) -> dict[str, Any]:
-        """The ``protocol.system.BreakerStateChange`` message: rates as fractions 0..1,
-        ``retryAfter`` the instant calls may be retried (RFC 3339, the seed's DateTime),
-        ``retryAfterSeconds`` the same as a delay; both absent unless the new state refuses calls."""
-        return BreakerStateChange(
-            cluster_id=cluster_id,
-            service=self.service,
-            topic=self.topic,
-            from_state=self.from_state.value,
-            to_state=self.to_state.value,
-            reason=self.reason,
-            failure_rate=round(self.failure_rate / 100.0, 4),
-            slow_call_rate=round(self.slow_call_rate / 100.0, 4),
-            retry_after=None if self.retry_after_s is None else self.timestamp + self.retry_after_s,
-            retry_after_seconds=self.retry_after_s,
-            timestamp=self.timestamp,
-        ).to_wire()
-
-
-@dataclass(frozen=True, slots=True)
-class Permission:
-    """Answer to ``try_acquire``: may this call go through, and if not, when to retry."""
-
-    allowed: bool
-    retry_after_s: float | None = None
-    half_open_trial: bool = False
-    event: BreakerEvent | None = None
-    """The transition this attempt caused (open → half_open), if any."""
-
 
 _ALLOWED = Permission(True)
 
@@ -558,18 +387,4 @@ class CircuitBreaker:
         return br
 
 
-__all__ = [
-    "TRANSITIONS",
-    "BadBreakerSnapshot",
-    "BreakerConfig",
-    "BreakerError",
-    "BreakerEvent",
-    "BreakerOverride",
-    "BreakerSettings",
-    "BreakerState",
-    "CircuitBreaker",
-    "CircuitBreakerPolicy",
-    "IllegalTransition",
-    "Permission",
-    "load_breaker_policy",
-]
+__all__ = ["CircuitBreaker"]

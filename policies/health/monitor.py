@@ -17,8 +17,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.breaker.circuit import BadBreakerSnapshot, BreakerSettings, BreakerState, CircuitBreaker
-from policies.breaker.windows import UNANSWERED, TimeWindow, is_failure
+from policies.breaker.circuit import CircuitBreaker
+from policies.breaker.outcomes import UNANSWERED, is_failure
+from policies.breaker.settings import BreakerSettings
+from policies.breaker.transitions import BadBreakerSnapshot, BreakerState
+from policies.breaker.windows import TimeWindow
 from policies.health.status import (
     HealthDecision,
     HealthInputs,

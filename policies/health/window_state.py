@@ -33,7 +33,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any, Final, cast
 
-from policies.breaker.windows import UNANSWERED, BucketCounts, TimeWindow, is_failure
+from policies.breaker.outcomes import UNANSWERED, is_failure
+from policies.breaker.windows import BucketCounts, TimeWindow
 
 VERSION: Final[int] = 1
 MAX_SEGMENTS: Final[int] = 24

@@ -7,7 +7,7 @@ What one minute holds (the seed's function metrics, stored as ``metrics_minute``
 - ``calls``: calls that finished in the minute (answered, or unanswered at their timeout);
   calls sfa-ops refused itself while a breaker was open are not the service's calls;
 - ``outcomes``: those calls per code (``"ok"``, ``"-32603"``, …; an unanswered call under
-  ``policies.breaker.windows.UNANSWERED``), summing to ``calls``;
+  ``policies.breaker.outcomes.UNANSWERED``), summing to ``calls``;
 - ``timeouts``: unanswered calls plus -32007 TimeoutError answers;
 - ``latency_sketch``: the answered calls' durations (``policies.metrics.sketch_codec``), from which readers
   take p50/p95/p99 (an unanswered call's "duration" is its timeout, not a latency);
@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 
 from policies.breaker.latency_sketch import LatencySketch
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.metrics.sketch_codec import encode_sketch
 from policies.observation.correlation import ServiceDelta
 

@@ -5,7 +5,7 @@ drains per-service :class:`ServiceDelta` batches for the service monitors. Nothi
 clock or does I/O; ``now`` (epoch seconds) is passed in and answers to send come back as data.
 
 - A call is pending under ``(reply topic, id)`` until its response arrives or its call timeout
-  passes (then it counts as :data:`policies.breaker.windows.UNANSWERED`).
+  passes (then it counts as :data:`policies.breaker.outcomes.UNANSWERED`).
 - The pending table is bounded (``pending_cap``); a call beyond it is counted in
   ``pending_overflow`` and not tracked, never silently.
 - A call to B made while a call to A with the same correlationId is pending teaches A → B.
@@ -23,7 +23,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from protocol.errors import ERROR_SPECS, ErrorCode
 
 MAX_METHODS_PER_DELTA = 200

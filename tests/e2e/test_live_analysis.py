@@ -25,9 +25,10 @@ from adapters.store import MetricRollup, open_store
 from drivers import baselines, recommend, report
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import Action, Scenario, Step
-from drivers.simulate import INSTANCES, Simulation
+from drivers.simulate import Simulation
+from drivers.simulate_platform import INSTANCES
 from policies.audit import schema
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from protocol import topics
 from protocol.base import rfc3339_from_epoch
 from protocol.security import AuthEvent, AuthzEvent, DataAccessEvent, DataSubjectRequest

@@ -24,7 +24,9 @@ from adapters.mqtt.bus import MqttBus, MqttConfig
 from adapters.runtime.processes import free_port
 from drivers.sample_platform import SERVICES, FaultMode
 from drivers.scenarios import SCENARIOS, Expect, Observed, judge
-from drivers.simulate import PlatformProcesses, Recorder, Traffic
+from drivers.simulate_platform import PlatformProcesses
+from drivers.simulate_recorder import Recorder
+from drivers.simulate_traffic import Traffic
 from sdk.client import ServiceClient
 from tests.support.broker import SessionBroker
 from tests.support.mqtt import Collector

@@ -17,8 +17,8 @@ import asyncpg
 import pytest
 
 from adapters.store import StoreConfigError, StoreError, open_store
+from adapters.store.audit_hashing import KEYED_PREFIX, chain_hash
 from adapters.store.audit_key import load_audit_key
-from adapters.store.base import KEYED_PREFIX, chain_hash
 from drivers import audit as audit_cli
 
 pytestmark = pytest.mark.integration

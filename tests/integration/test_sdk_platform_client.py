@@ -21,20 +21,20 @@ from protocol.system import (
     ServiceUnavailable,
 )
 from sdk.client import ServiceClient
+from sdk.client_events import (
+    BreakerChangedEvent,
+    ClientEvent,
+    InfrastructureWarningEvent,
+    ServiceRecoveredEvent,
+    ServiceUnavailableEvent,
+    StaleDataServedEvent,
+)
 from sdk.errors import (
     ServiceTemporarilyUnavailableException,
     ServiceTimeoutException,
     WritesDeferredException,
 )
-from sdk.platform_client import (
-    BreakerChangedEvent,
-    ClientEvent,
-    InfrastructureWarningEvent,
-    PlatformAwareClient,
-    ServiceRecoveredEvent,
-    ServiceUnavailableEvent,
-    StaleDataServedEvent,
-)
+from sdk.platform_client import PlatformAwareClient
 from sdk.runtime import ServiceRuntime
 from sdk.service import Service
 from tests.support.mqtt import Collector, running_bus, wait_until

@@ -14,7 +14,7 @@ import pytest
 from adapters.mqtt.bus import MqttConfig
 from adapters.runtime.urls import redact_url
 from drivers.sample_platform import SERVICES
-from drivers.simulate import SIMULATOR, simulator_policy
+from drivers.simulate_platform import SIMULATOR, simulator_policy
 from policies.security.broker_acl import CALLER, SFA_OPS, decide, service_principal
 from sdk import ServiceClient
 from tests.support.broker import HARNESS, SessionBroker, as_sfa_ops, session_policy

@@ -14,7 +14,8 @@ from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from protocol import topics
 from protocol.system import BreakerState
 from sdk import ServiceClient, ServiceException
-from sdk.platform_client import BreakerChangedEvent, ClientEvent, PlatformAwareClient
+from sdk.client_events import BreakerChangedEvent, ClientEvent
+from sdk.platform_client import PlatformAwareClient
 from sdk.trust import SystemTrust
 from tests.support.mqtt import Collector, running_bus, wait_until
 from tests.support.operations import ServiceProcess, operations

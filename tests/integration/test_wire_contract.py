@@ -31,21 +31,18 @@ from adapters.mqtt.bus import Message, MqttBus, MqttConfig
 from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from adapters.runtime.processes import start_redis
 from drivers.sample_platform import SERVICES, FaultMode
-from drivers.simulate import PlatformProcesses, Traffic
+from drivers.simulate_platform import PlatformProcesses
+from drivers.simulate_traffic import Traffic
 from protocol import ProtocolError, topics
 from protocol.base import utc_now
 from protocol.contract import ACTIVE_ACTIONS_SUFFIX, parse_published
 from protocol.rpc import ErrorResponse, UserContext
 from protocol.security import AuthEvent
 from sdk.client import ServiceClient
+from sdk.client_events import ClientEvent, InfrastructureRecoveredEvent, InfrastructureWarningEvent
 from sdk.enforcement import ActionsEnforcement
 from sdk.errors import ServiceTemporarilyUnavailableException, ServiceTimeoutException
-from sdk.platform_client import (
-    ClientEvent,
-    InfrastructureRecoveredEvent,
-    InfrastructureWarningEvent,
-    PlatformAwareClient,
-)
+from sdk.platform_client import PlatformAwareClient
 from sdk.runtime import ServiceRuntime
 from sdk.service import Service
 from sdk.trust import SystemTrust

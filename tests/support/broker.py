@@ -31,7 +31,7 @@ from urllib.parse import quote, urlsplit
 
 from adapters.runtime.processes import ChildService, Mosquitto
 from drivers.broker_acl import BrokerLogins, credentials, write_mosquitto
-from drivers.simulate import SIMULATOR
+from drivers.simulate_platform import SIMULATOR
 from policies.security.broker_acl import (
     ANY_CLUSTER,
     SFA_OPS,
@@ -46,7 +46,7 @@ from tests.support.paho_probe import PahoProbe
 HARNESS = "harness"
 HARNESS_PRINCIPAL = Principal(HARNESS, "tool", (Grant("publish", "#"), Grant("subscribe", "#"),
                                                 Grant("subscribe", "$SYS/#")))
-# The demo's simulator and its fault-mode control topics, as drivers.simulate.simulator_policy
+# The demo's simulator and its fault-mode control topics, as drivers.simulate_platform.simulator_policy
 # grants them, for every cluster id.
 SIM_CONTROL = "sim/+/control/+"
 SIMULATOR_PRINCIPAL = Principal(SIMULATOR, "tool", (Grant("publish", "service/+"), Grant("publish", SIM_CONTROL),

@@ -143,7 +143,7 @@ def test_mosquitto_password_line_is_pbkdf2_sha512() -> None:
 
 def test_simulator_policy_adds_only_the_demo_rights() -> None:
     """make run's simulator drives fault modes and traffic but cannot write system state."""
-    from drivers.simulate import SIMULATOR, simulator_policy
+    from drivers.simulate_platform import SIMULATOR, simulator_policy
 
     sim = simulator_policy("local")
     assert decide(sim, SIMULATOR, "c", "publish", "sim/local/control/Payments")

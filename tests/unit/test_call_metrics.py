@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.metrics.calls import BUCKETS, MAX_CODES, CallTotals, bucket_index, code_label, read_totals
 from policies.observation.correlation import Correlator, ServiceDelta
 

@@ -10,17 +10,10 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from policies.breaker.circuit import (
-    TRANSITIONS,
-    BadBreakerSnapshot,
-    BreakerSettings,
-    BreakerState,
-    CircuitBreaker,
-    CircuitBreakerPolicy,
-    IllegalTransition,
-    load_breaker_policy,
-)
-from policies.breaker.windows import UNANSWERED, is_failure
+from policies.breaker.circuit import CircuitBreaker
+from policies.breaker.outcomes import UNANSWERED, is_failure
+from policies.breaker.settings import BreakerSettings, CircuitBreakerPolicy, load_breaker_policy
+from policies.breaker.transitions import TRANSITIONS, BadBreakerSnapshot, BreakerState, IllegalTransition
 from policies.common.config import PolicyConfigError, load_policy_text
 
 S = BreakerState

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.observation.correlation import Correlator
 
 

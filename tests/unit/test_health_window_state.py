@@ -11,7 +11,8 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.breaker.windows import UNANSWERED, TimeWindow, is_failure
+from policies.breaker.outcomes import UNANSWERED, is_failure
+from policies.breaker.windows import TimeWindow
 from policies.health.window_state import (
     MAX_CODES,
     MAX_KEY_SPAN,

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.breaker.cascade import DependencyGraph, DependencyPolicy, plan_cascade
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import MAX_AFFECTED_OPERATIONS, MAX_INSTANCES, MonitorCore
 from policies.health.status import load_health_policy
 from policies.observation.correlation import (

@@ -11,7 +11,7 @@ from prometheus_client import generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters.http.status_server import StatusServer
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.infrastructure.alerts import health_entry
 from policies.infrastructure.checks import ProbeResult, Status, TrackerState
 from policies.metrics.calls import BUCKETS, CallTotals

@@ -140,7 +140,8 @@ def test_sdk_defers_writes_while_mongodb_has_no_primary() -> None:
 def test_recommend_reads_mongodb_lag_and_connections_from_the_checks_own_details() -> None:
     """drivers.recommend's database summaries take the worst lag and connection use from the
     mongodb_cluster details the probe produces (built here by its own judging functions)."""
-    from policies.analysis.recommendations import database_rules, load_recommendation_policy
+    from policies.analysis.recommendation_settings import load_recommendation_policy
+    from policies.analysis.recommendations import database_rules
     from policies.analysis.rollup_summary import database_summaries
 
     rs, _ = judge_replica_set("m1", fixture("replSetGetStatus_lagging.json"), expected_replicas=0, thresholds=T)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from policies.breaker.circuit import load_breaker_policy
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import MonitorCore
 from policies.health.status import load_health_policy
 from policies.observation.correlation import ServiceDelta

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from policies.breaker.circuit import load_breaker_policy
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import WINDOW_SAVE_INTERVAL_S, MonitorCore, MonitorResult
 from policies.health.status import load_health_policy
 from policies.health.window_state import MAX_SEGMENTS

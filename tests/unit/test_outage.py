@@ -17,7 +17,7 @@ from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt.bus import Message
 from adapters.testing.doubles import CapturingBus
-from policies.breaker.circuit import BreakerSettings
+from policies.breaker.settings import BreakerSettings
 from policies.health.monitor import MAX_INSTANCES, BreakerView, MonitorCore, MonitorResult
 from policies.health.outage import OutageWatch
 from policies.health.status import Damping, DownRules, HealthPolicy, HealthStatus

@@ -16,9 +16,9 @@ from hypothesis import strategies as st
 
 from policies.alerting.config import load_alerting_policy
 from policies.alerting.runbooks import load_runbooks
-from policies.analysis.recommendations import load_recommendation_policy
+from policies.analysis.recommendation_settings import load_recommendation_policy
 from policies.breaker.cascade import load_dependency_policy
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.common.config import DEFAULTS_DIR, PolicyConfigError, load_policy_text
 from policies.compliance.classification import load_compliance_policy
 from policies.health.status import load_health_policy

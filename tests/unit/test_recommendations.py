@@ -1,4 +1,5 @@
-"""Performance recommendations (policies/analysis/recommendations.py, recommendations.yaml)."""
+"""Performance recommendations (policies/analysis/recommendations.py over policies/analysis/summaries.py,
+thresholds in recommendation_settings.py and recommendations.yaml)."""
 
 from __future__ import annotations
 
@@ -8,18 +9,9 @@ from typing import Any
 
 import pytest
 
-from policies.analysis.recommendations import (
-    Category,
-    DatabaseSummary,
-    MessagePatternSummary,
-    Priority,
-    RecommendationPolicy,
-    ServiceSummary,
-    impact_score,
-    load_recommendation_policy,
-    optimal_instances,
-    recommend,
-)
+from policies.analysis.recommendation_settings import RecommendationPolicy, load_recommendation_policy
+from policies.analysis.recommendations import Category, Priority, impact_score, optimal_instances, recommend
+from policies.analysis.summaries import DatabaseSummary, MessagePatternSummary, ServiceSummary
 from policies.common.config import PolicyConfigError, load_policy_text
 
 CFG = load_recommendation_policy()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from policies.analysis.recommendations import ServiceSummary
 from policies.analysis.rollup_summary import service_summaries
-from policies.breaker.windows import UNANSWERED
+from policies.analysis.summaries import ServiceSummary
+from policies.breaker.outcomes import UNANSWERED
 from policies.metrics.rollups import RollupBuilder, minute_of
 from policies.metrics.sketch_codec import decode_sketch
 from policies.observation.correlation import ServiceDelta

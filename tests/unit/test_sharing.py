@@ -14,7 +14,7 @@ from actors.clock import FakeClock
 from actors.observer import ObserverBody
 from actors.settings import OperateSettings
 from adapters.mqtt.bus import Message
-from policies.breaker.windows import UNANSWERED
+from policies.breaker.outcomes import UNANSWERED
 from policies.observation.config import ObservationPolicy
 from policies.observation.sharing import (
     EarlyResponses,

@@ -10,7 +10,7 @@ import pytest
 
 from policies.alerting.rules import alerts_for_breaker
 from policies.breaker.cascade import DependencyPolicy
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.common.config import load_policy_text
 from policies.health.monitor import BreakerView, MonitorCore, MonitorResult
 from policies.health.outage import OutageWatch

@@ -18,7 +18,7 @@ from actors.monitor import STATE_NAMESPACE
 from actors.settings import OperateSettings
 from actors.supervisor import SupervisorBody
 from adapters.testing.doubles import CapturingBus, InMemoryStore
-from policies.breaker.circuit import load_breaker_policy
+from policies.breaker.settings import load_breaker_policy
 from policies.health.monitor import MonitorCore
 from policies.health.status import load_health_policy
 from policies.observation.correlation import ServiceDelta

@@ -9,7 +9,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.breaker.latency_sketch import LatencySketch
-from policies.breaker.windows import UNANSWERED, CountWindow, Gate, Snapshot, TimeWindow, is_failure
+from policies.breaker.outcomes import UNANSWERED, Gate, Snapshot, is_failure
+from policies.breaker.windows import CountWindow, TimeWindow
 
 
 @pytest.mark.parametrize(
