@@ -18,28 +18,40 @@ from policies.supervision_placement import monitors_per_node, place_monitor
 logger = logging.getLogger("sfa_ops.supervisor")
 
 
-def named(actor_class: Any, name: str, namespace: str, *, detached: bool = False, strategy: Any = "SPREAD") -> Any:
+def named(actor_class: Any, name: str, namespace: str, *, detached: bool = False, strategy: Any = "SPREAD",
+          **resources: float) -> Any:
     """A named actor's options: the existing one if it is alive (a restarted supervisor finds its
     observers and monitors again), else a new one. ``detached``: it does not die with its creator
     (the supervisor's actors outlive a crash of the supervisor's process; its ``stop`` kills them).
-    ``strategy``: Ray's scheduling strategy for a new one (an existing one stays where it is)."""
+    ``strategy``: Ray's scheduling strategy for a new one (an existing one stays where it is);
+    ``resources`` (e.g. ``num_cpus``) override the class's."""
     # SPREAD: on a multi-node cluster losing one node loses a share of the actors, not all of them.
-    opts: dict[str, Any] = {"lifetime": "detached"} if detached else {}
+    opts: dict[str, Any] = ({"lifetime": "detached"} if detached else {}) | resources
     return actor_class.options(name=name, namespace=namespace, get_if_exists=True, scheduling_strategy=strategy,
                                **opts)
 
 
-def child(actor_class: Any, name: str, namespace: str, *, strategy: Any = "SPREAD") -> Any:
+def child(actor_class: Any, name: str, namespace: str, *, strategy: Any = "SPREAD", **resources: float) -> Any:
     """An actor the supervisor owns: detached, so a kill -9 of the supervisor's process loses none
     of them (the restarted supervisor finds them by name)."""
-    return named(actor_class, name, namespace, detached=True, strategy=strategy)
+    return named(actor_class, name, namespace, detached=True, strategy=strategy, **resources)
 
 
-def monitor_strategy(node: str | None) -> Any:
-    """Ray's scheduling strategy for a monitor placed on ``node`` (``place_monitor``'s decision):
-    soft node affinity, so Ray still starts it elsewhere if that node is gone by then, and restarts
-    it on a surviving node when its node is lost; SPREAD when there is no decision (one node)."""
-    return "SPREAD" if node is None else NodeAffinitySchedulingStrategy(node, soft=True)
+# Ray (2.60) ignores a soft node affinity for an actor that requests no resources at all (measured
+# on a 3-node cluster_utils cluster: num_cpus=0 monitors landed on any node), and honours it for
+# one that requests some: a placed monitor asks for a thousandth of a CPU (1,000 monitors: 1 CPU).
+PLACED_MONITOR_CPUS = 0.001
+
+
+def monitor_options(node: str | None) -> dict[str, Any]:
+    """Ray options for a monitor placed on ``node`` (``place_monitor``'s decision): a soft node
+    affinity, so Ray starts it elsewhere if that node is gone or busy (``_spill_on_unavailable``:
+    never waits for that node's CPU) and restarts it on a surviving node when its node is lost;
+    SPREAD and the class's resources (none) when there is no decision (a single node)."""
+    if node is None:
+        return {"strategy": "SPREAD"}
+    return {"strategy": NodeAffinitySchedulingStrategy(node, soft=True, _spill_on_unavailable=True),
+            "num_cpus": PLACED_MONITOR_CPUS}
 
 
 def alive_nodes() -> list[str]:
@@ -89,7 +101,7 @@ class RayChildren:
         alive = alive_nodes()
         node = place_monitor(alive, monitors_per_node(self.monitor_nodes, alive))
         handle = child(ServiceMonitor, s.actor_name("monitor", service), s.namespace,
-                       strategy=monitor_strategy(node)).remote(s, service)
+                       **monitor_options(node)).remote(s, service)
         if node is not None:
             self.monitor_nodes[handle] = node
         self._asked[handle] = handle.__ray_call__.remote(_node_id).future()

@@ -1,5 +1,5 @@
 """Where the supervisor places service monitors (``policies.supervision_placement``), and the Ray
-scheduling strategy it turns that decision into (``actors.supervisor_children.monitor_strategy``)."""
+scheduling strategy it turns that decision into (``actors.supervisor_children.monitor_options``)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections import Counter
 
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from actors.supervisor_children import monitor_strategy
+from actors.supervisor_children import PLACED_MONITOR_CPUS, monitor_options
 from policies.supervision_placement import monitors_per_node, place_monitor
 
 HEAD, W1, W2 = "aa" * 28, "bb" * 28, "cc" * 28  # Ray node ids: 28 bytes in hex
@@ -73,8 +73,11 @@ def test_nothing_to_spread_on_one_node_or_none() -> None:
     assert place_monitor([], {}) is None
 
 
-def test_strategy_is_soft_affinity_to_the_chosen_node_else_spread() -> None:
-    strategy = monitor_strategy(W1)
+def test_options_are_soft_affinity_to_the_chosen_node_else_spread() -> None:
+    opts = monitor_options(W1)
+    strategy = opts["strategy"]
     assert isinstance(strategy, NodeAffinitySchedulingStrategy)
     assert strategy.node_id == W1 and strategy.soft is True  # soft: Ray may restart it elsewhere
-    assert monitor_strategy(None) == "SPREAD"  # single node: as before
+    assert strategy._spill_on_unavailable is True  # never waits for a busy node's CPU
+    assert 0 < opts["num_cpus"] == PLACED_MONITOR_CPUS <= 0.01  # some request: else Ray ignores the affinity
+    assert monitor_options(None) == {"strategy": "SPREAD"}  # single node: as before
