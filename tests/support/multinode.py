@@ -5,9 +5,10 @@ process, so the test session's Ray is untouched. Prints one JSON line with what 
 broker, BROKER_URL without credentials and ``SessionBroker.export()`` in the environment, with the
 ``SERVICES`` (node-loss) or ``SPREAD_REAL`` (spread) principals already added (``tests.support.broker``).
 
-node-loss (default): a head and two worker nodes; operate (observers, monitors, supervisor spread
-with the SPREAD strategy); a probe service whose internal errors open its breaker; the node hosting
-that services' monitors is removed; Ray restarts the monitor on a surviving node and it comes back
+node-loss (default): a head and two worker nodes; operate (monitors placed one per node by the
+supervisor, its other actors spread with the SPREAD strategy); the ``SERVICES`` monitors per node;
+probe services whose internal errors open their breakers; the worker node hosting one of those
+monitors is removed; Ray restarts the monitor on a surviving node and it comes back
 with its breaker still open (restored from the store).
 
 spread: operate with the ``SPREAD_SERVICES`` (60) configured, one monitor actor each; where those
@@ -35,9 +36,9 @@ from ray.util.state import list_actors
 from tests.support.broker import HARNESS, as_principal, attach_from_env
 from tests.support.operations import ServiceProcess, operations
 
-# Five monitors: SPREAD is best effort, and with three all of them sometimes landed on the head node
-# (seen once in a clean-clone run), leaving no worker-node monitor whose node the test could remove.
-SERVICES = ("Payments", "Ledger", "Billing", "Invoices", "Shipping")
+# Three monitors, one per node (the supervisor places them; Ray's SPREAD alone once put all three on
+# the head node), so there is always a worker-node monitor whose node the test can remove.
+SERVICES = ("Payments", "Ledger", "Billing")
 SPREAD_SERVICES = tuple(f"Svc{i:02d}" for i in range(60))
 SPREAD_REAL = SPREAD_SERVICES[:6]
 
@@ -76,7 +77,9 @@ async def scenario(cluster: Cluster, broker: str, workdir: Path) -> dict[str, An
             ours = {k: n for k, n in nodes.items() if k.startswith("sfa-")}
             out["actor_nodes"] = len(set(ours.values()))
             head = cluster.head_node.node_id if cluster.head_node is not None else None
-            on_workers = [k for k in ours if k.startswith(f"sfa-monitor-{ops.cluster}-") and ours[k] != head]
+            monitors = {k: n for k, n in ours.items() if k.startswith(f"sfa-monitor-{ops.cluster}-")}
+            out["monitors_per_node"] = sorted(Counter(monitors.values()).values())
+            on_workers = sorted(k for k in monitors if monitors[k] != head)
             out["monitors_on_workers"] = len(on_workers)
             if on_workers:
                 monitor = on_workers[0]
