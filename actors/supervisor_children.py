@@ -13,7 +13,7 @@ import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.settings import OperateSettings
-from policies.supervision_placement import monitors_per_node, place_monitor
+from policies.supervision.placement import monitors_per_node, place_monitor
 
 logger = logging.getLogger("sfa_ops.supervisor")
 

@@ -1,4 +1,4 @@
-"""Where the supervisor places service monitors (``policies.supervision_placement``), and the Ray
+"""Where the supervisor places service monitors (``policies.supervision.placement``), and the Ray
 scheduling strategy it turns that decision into (``actors.supervisor_children.monitor_options``)."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from collections import Counter
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from actors.supervisor_children import PLACED_MONITOR_CPUS, monitor_options
-from policies.supervision_placement import monitors_per_node, place_monitor
+from policies.supervision.placement import monitors_per_node, place_monitor
 
 HEAD, W1, W2 = "aa" * 28, "bb" * 28, "cc" * 28  # Ray node ids: 28 bytes in hex
 
