@@ -218,7 +218,7 @@ async def test_supervisor_crash_restarts_its_actors(broker_url: str, tmp_path: P
             "defaults:\n  minimum_calls: 5\n  window: 30s\n  open_timeout: 120s\n")}) as ops:
         procs.append(ServiceProcess(broker_url, ops.cluster, "Payments").start())
         for _ in range(6):
-            with pytest.raises(ServiceException):
+            with pytest.raises((ServiceException, ServiceTemporarilyUnavailableException)):
                 await client.call("Payments", "fail", {}, timeout=5)
         await ops.watcher.wait(lambda w: "open" in breaker_states(ops, "Payments"), 5, "breaker open")
         monitor = ray.get_actor(f"sfa-monitor-{ops.cluster}-Payments", namespace="sfa-ops")

@@ -13,7 +13,7 @@ import pytest
 from adapters.mqtt.signing import ensure_key_pair, public_key_path
 from protocol import topics
 from protocol.system import BreakerState
-from sdk import ServiceClient, ServiceException
+from sdk import ServiceClient, ServiceException, ServiceTemporarilyUnavailableException
 from sdk.client_events import BreakerChangedEvent, ClientEvent
 from sdk.platform_client import PlatformAwareClient
 from sdk.trust import SystemTrust
@@ -47,7 +47,7 @@ async def test_operate_signs_what_it_publishes(broker_url: str, tmp_path: Path) 
                 client.on_event(events.append)
                 await client.start()
                 for _ in range(6):
-                    with pytest.raises(ServiceException):
+                    with pytest.raises((ServiceException, ServiceTemporarilyUnavailableException)):
                         await client.call("Payments", "fail", {}, timeout=5)
                 await wait_until(lambda: any(isinstance(e, BreakerChangedEvent) and e.state == "open"
                                              for e in events), timeout=15)
